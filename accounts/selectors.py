@@ -1,0 +1,66 @@
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from accounts.models import CapabilityProfile, User
+from containers.models import Host
+
+
+@dataclass(frozen=True)
+class Capability:
+    cpus: Decimal
+    memory_gb: int
+    gpus: int
+    work_space_gb: int
+    backup_space_gb: int
+
+
+def default_profile() -> CapabilityProfile | None:
+    return CapabilityProfile.objects.filter(is_default=True).first()
+
+
+def host_maximum(*, host: Host) -> Capability:
+    return Capability(
+        cpus=Decimal(host.cpus),
+        memory_gb=host.memory_gb,
+        gpus=host.gpus.filter(is_active=True).count(),
+        work_space_gb=host.max_work_space_gb,
+        backup_space_gb=host.max_backup_space_gb,
+    )
+
+
+def capability_for(*, user: User, host: Host) -> Capability:
+    """The user's effective maxima on `host`: the user's profile, where a field is null the
+    default profile, where that is null too (or there is no default) the host maximum."""
+    maximum = host_maximum(host=host)
+    default = default_profile()
+    own = user.capability_profile if user.capability_profile_id else None
+    values = {}
+    for field in CapabilityProfile.LIMIT_FIELDS:
+        value = None
+        for profile in (own, default):
+            if profile is not None and getattr(profile, field) is not None:
+                value = getattr(profile, field)
+                break
+        values[field] = getattr(maximum, field) if value is None else value
+    values["cpus"] = Decimal(values["cpus"])
+    return Capability(**values)
+
+
+def first_free_forward_port(*, exclude_user_id: int | None = None) -> int:
+    """The lowest port in PORT_RANGE no account holds; a full range is a clear error."""
+    port_range = settings.PORT_RANGE
+    taken_ports = User.objects.filter(forward_port__gte=port_range.start, forward_port__lt=port_range.stop)
+    if exclude_user_id is not None:
+        taken_ports = taken_ports.exclude(pk=exclude_user_id)
+    taken = set(taken_ports.values_list("forward_port", flat=True))
+    for port in port_range:
+        if port not in taken:
+            return port
+    raise ValidationError(
+        f"No free forward port left in {port_range.start}-{port_range.stop - 1}; "
+        "ask a maintainer to widen PORT_RANGE.",
+        code="no_free_port",
+    )

@@ -1,0 +1,98 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from containers.models import Gpu, Host, Image
+
+
+class ReservationQuerySet(models.QuerySet):
+    def live(self) -> "ReservationQuerySet":
+        """Reservations that hold capacity: not ended, cancelled or failed."""
+        return self.filter(status__in=Reservation.LIVE_STATUSES)
+
+    def overlapping(self, start, end) -> "ReservationQuerySet":
+        return self.filter(start__lt=end, end__gt=start)
+
+
+class Reservation(models.Model):
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled"
+        STARTING = "starting"
+        RUNNING = "running"
+        ENDED = "ended"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+        BLOCKED = "blocked"
+
+    LIVE_STATUSES = (Status.SCHEDULED, Status.STARTING, Status.RUNNING, Status.BLOCKED)
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reservations")
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="reservations")
+    start = models.DateTimeField()
+    end = models.DateTimeField(help_text="Exclusive: the window is [start, end).")
+    booked_end = models.DateTimeField(
+        null=True, blank=True, help_text="The end as booked or extended, before any release."
+    )
+    cpus = models.DecimalField(max_digits=6, decimal_places=2)
+    memory_gb = models.PositiveIntegerField()
+    gpu_count = models.PositiveSmallIntegerField(default=0)
+    image = models.ForeignKey(
+        Image, null=True, blank=True, on_delete=models.PROTECT, related_name="reservations"
+    )
+    extra_command = models.CharField(max_length=1000, blank=True)
+    forward_port = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SCHEDULED, db_index=True)
+    status_message = models.CharField(max_length=500, blank=True)
+    container_id = models.CharField(max_length=80, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+    restart_count = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ReservationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-start", "-id"]
+        indexes = [
+            models.Index(fields=["host", "end", "start"], name="reservation_host_window"),
+            models.Index(fields=["user", "end", "start"], name="reservation_user_window"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(end__gt=F("start")), name="reservation_end_after_start"),
+            models.CheckConstraint(condition=Q(cpus__gt=0), name="reservation_cpus_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.user} on {self.host} {self.start:%Y-%m-%d %H:%M}"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in self.LIVE_STATUSES
+
+    def gpu_indices(self) -> list[int]:
+        """Indices of the GPUs allocated to this reservation, sorted."""
+        return sorted({allocation.gpu.index for allocation in self.allocations.all()})
+
+
+class GpuAllocation(models.Model):
+    """One GPU held by one reservation for [start, end). On PostgreSQL an exclusion
+    constraint (migration 0002) refuses two active allocations of a GPU that overlap."""
+
+    reservation = models.ForeignKey(Reservation, on_delete=models.CASCADE, related_name="allocations")
+    gpu = models.ForeignKey(Gpu, on_delete=models.PROTECT, related_name="allocations")
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    active = models.BooleanField(default=True, help_text="Off once the reservation is cancelled or failed.")
+
+    class Meta:
+        ordering = ["gpu__index"]
+        indexes = [models.Index(fields=["gpu", "end", "start"], name="allocation_gpu_window")]
+        constraints = [
+            models.CheckConstraint(condition=Q(end__gt=F("start")), name="allocation_end_after_start"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.gpu} for reservation #{self.reservation_id}"

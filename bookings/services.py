@@ -1,0 +1,348 @@
+"""Booking rules. Each rule lives in one function below; the public services combine them
+inside one transaction that locks the user and host rows."""
+
+import shlex
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import User
+from accounts.selectors import capability_for
+from aivc_portal.scheduler import queue_task
+from bookings.models import GpuAllocation, Reservation
+from bookings.selectors import (
+    gpu_ids_free,
+    gpus_by_preference,
+    peak_usage,
+    user_reservations_overlapping,
+)
+from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, parse_time_input, slot_floor, wrong_input
+from containers.models import Gpu, Host, Image
+
+RECONCILE_TASK = "containers.tasks.reconcile"
+NOT_ENOUGH_CAPACITY = "There is not enough computing power for the time you need, book again."
+OVER_MAXIMUM = "Over the maximum required."
+NOT_AVAILABLE_IMAGE = "Not the available image!"
+OWN_OVERLAP = "The time you are booking overlaps with your previous booking!!"
+MAX_EXTRA_COMMAND = 1000
+
+
+# Input shape -------------------------------------------------------------------------
+
+
+def _decimal(value: object, *, field: str) -> Decimal:
+    if isinstance(value, bool):
+        raise wrong_input(f"{field} must be a number.", field)
+    try:
+        number = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise wrong_input(f"{field} must be a number.", field) from None
+    if not number.is_finite():
+        raise wrong_input(f"{field} must be a finite number.", field)
+    return number
+
+
+def _whole(value: object, *, field: str) -> int:
+    number = _decimal(value, field=field)
+    if number != number.to_integral_value():
+        raise wrong_input(f"{field} must be a whole number.", field)
+    return int(number)
+
+
+def _resources(cpus: object, memory_gb: object, gpu_count: object) -> tuple[Decimal, int, int]:
+    cpus = _decimal(cpus, field="cpus")
+    if cpus != cpus.quantize(Decimal("0.01")):
+        raise wrong_input("cpus takes at most two decimal places.", "cpus")
+    return cpus, _whole(memory_gb, field="memory_gb"), _whole(gpu_count, field="gpu_count")
+
+
+def _resolve_host(host: object) -> Host:
+    host_id = host.pk if isinstance(host, Host) else host
+    lookup = {"name": host_id} if isinstance(host_id, str) and not host_id.isdigit() else {}
+    try:
+        return Host.objects.get(**(lookup or {"pk": int(host_id)}))
+    except (Host.DoesNotExist, TypeError, ValueError):
+        raise ValidationError({"host": "Unknown host."}, code="unknown_host") from None
+
+
+def _extra_command(value: str | None, *, user: User) -> str:
+    command = (user.default_extra_command if value is None else str(value)).strip()
+    if len(command) > MAX_EXTRA_COMMAND:
+        raise wrong_input(f"extra_command is longer than {MAX_EXTRA_COMMAND} characters.", "extra_command")
+    try:
+        shlex.split(command)
+    except ValueError as error:
+        raise wrong_input(f"extra_command cannot be read as arguments ({error}).", "extra_command") from None
+    return command
+
+
+# Rules -------------------------------------------------------------------------------
+
+
+def _check_start(*, start: datetime, now: datetime, is_now: bool) -> None:
+    """Rule 1, start: `now` is the current slot; otherwise after now, within 14 days."""
+    if is_now:
+        return
+    if start <= now:
+        raise wrong_input("The start time must not be in the past; use 'now' to start at once.", "start")
+    if start - slot_floor(now) > MAX_AHEAD:
+        raise wrong_input("The start time must be within 2 weeks from now.", "start")
+
+
+def _check_end(*, start: datetime, end: datetime) -> None:
+    """Rule 1, end: after the start, at most 14 days after it."""
+    if end <= start:
+        raise wrong_input("The end time must be after the start time.", "end")
+    if end - start > MAX_LENGTH:
+        raise wrong_input("The end time must be within 2 weeks from the start time.", "end")
+
+
+def _check_within_capability(
+    *, user: User, host: Host, cpus: Decimal, memory_gb: int, gpu_count: int
+) -> None:
+    """Rule 2: at least the minimum, at most the user's profile maximum."""
+    capability = capability_for(user=user, host=host)
+    requests = (
+        ("cpus", cpus, 1, capability.cpus),
+        ("memory_gb", memory_gb, 1, capability.memory_gb),
+        ("gpu_count", gpu_count, 0, capability.gpus),
+    )
+    errors = {}
+    for field, value, minimum, maximum in requests:
+        if value < minimum:
+            errors[field] = f"The value can not lower than {minimum}. ({field}: {minimum} ~ {maximum:g})"
+        elif value > maximum:
+            errors[field] = f"{OVER_MAXIMUM} ({field}: {minimum} ~ {maximum:g})"
+    if errors:
+        raise ValidationError(errors, code="over_maximum")
+
+
+def _check_no_own_overlap(
+    *, user: User, start: datetime, end: datetime, exclude_reservation_id: int | None = None
+) -> None:
+    """Rule 3: a user's live reservations never overlap; back-to-back is fine."""
+    clash = user_reservations_overlapping(
+        user_id=user.pk, start=start, end=end, exclude_reservation_id=exclude_reservation_id
+    ).first()
+    if clash is not None:
+        start, end = timezone.localtime(clash.start), timezone.localtime(clash.end)
+        window = f"{start:%Y-%m-%d %H:%M} - {end:%Y-%m-%d %H:%M}"
+        raise ValidationError(f"{OWN_OVERLAP} ({clash.host.name}, {window})", code="own_overlap")
+
+
+def _check_cpus_and_memory_fit(
+    *,
+    host: Host,
+    start: datetime,
+    end: datetime,
+    cpus: Decimal,
+    memory_gb: int,
+    exclude_reservation_id: int | None = None,
+) -> None:
+    """Rule 4, CPUs and memory: at every instant of the window the host totals hold."""
+    peak = peak_usage(host=host, start=start, end=end, exclude_reservation_id=exclude_reservation_id)
+    if peak.cpus + cpus > host.cpus or peak.memory_gb + memory_gb > host.memory_gb:
+        raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity")
+
+
+def _choose_gpus(*, host: Host, start: datetime, end: datetime, gpu_count: int) -> list[Gpu]:
+    """Rule 4, GPUs: `gpu_count` GPUs free for the whole window, least booked first."""
+    if gpu_count == 0:
+        return []
+    free = gpus_by_preference(host=host, start=start, end=end)
+    if len(free) < gpu_count:
+        raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity")
+    return free[:gpu_count]
+
+
+def _check_host_accepts(*, host: Host) -> None:
+    """Rule 6: a host under maintenance lock takes no new bookings."""
+    if not host.accepting_bookings:
+        raise ValidationError(
+            {"host": f"{host.name} is not accepting bookings right now (maintenance)."},
+            code="host_locked",
+        )
+
+
+def _resolve_image(image: object, *, user: User) -> Image:
+    """Rule 6: only active images; none given means the user's default, else the lab's."""
+    if image is None:
+        candidates = [user.default_image_id] if user.default_image_id else []
+        chosen = Image.objects.filter(pk__in=candidates, is_active=True).first()
+        chosen = chosen or Image.objects.filter(is_default=True, is_active=True).first()
+    elif isinstance(image, Image):
+        chosen = Image.objects.filter(pk=image.pk, is_active=True).first()
+    else:
+        text = str(image).strip()
+        field = "pk" if text.isdigit() else "reference"
+        chosen = Image.objects.filter(**{field: text}, is_active=True).first()
+    if chosen is None:
+        raise ValidationError({"image": NOT_AVAILABLE_IMAGE}, code="image_unavailable")
+    return chosen
+
+
+# Services ----------------------------------------------------------------------------
+
+
+def _lock_user_and_host(*, user: User, host: Host) -> tuple[User, Host]:
+    """Locks in a fixed order (user, then host) so concurrent bookings queue, never
+    deadlock. SQLite takes its one write lock at BEGIN IMMEDIATE instead."""
+    user = User.objects.select_for_update().get(pk=user.pk)
+    host = Host.objects.select_for_update().get(pk=host.pk)
+    return user, host
+
+
+def reservation_create(
+    *,
+    user: User,
+    host: Host | int | str,
+    start: datetime | str,
+    end: datetime | str,
+    cpus: object,
+    memory_gb: object,
+    gpu_count: object = 0,
+    image: Image | int | str | None = None,
+    extra_command: str | None = None,
+    now: datetime | None = None,
+) -> Reservation:
+    now = now or timezone.now()
+    host = _resolve_host(host)
+    cpus, memory_gb, gpu_count = _resources(cpus, memory_gb, gpu_count)
+    start, is_now = parse_time_input(start, field="start", base=slot_floor(now), now=now)
+    end, _ = parse_time_input(end, field="end", base=start)
+    _check_start(start=start, now=now, is_now=is_now)
+    _check_end(start=start, end=end)
+    try:
+        with transaction.atomic():
+            user, host = _lock_user_and_host(user=user, host=host)
+            _check_host_accepts(host=host)
+            _check_within_capability(
+                user=user, host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count
+            )
+            image = _resolve_image(image, user=user)
+            command = _extra_command(extra_command, user=user)
+            _check_no_own_overlap(user=user, start=start, end=end)
+            _check_cpus_and_memory_fit(host=host, start=start, end=end, cpus=cpus, memory_gb=memory_gb)
+            gpus = _choose_gpus(host=host, start=start, end=end, gpu_count=gpu_count)
+            reservation = Reservation.objects.create(
+                user=user,
+                host=host,
+                start=start,
+                end=end,
+                booked_end=end,
+                cpus=cpus,
+                memory_gb=memory_gb,
+                gpu_count=gpu_count,
+                image=image,
+                extra_command=command,
+                forward_port=user.forward_port,
+            )
+            GpuAllocation.objects.bulk_create(
+                GpuAllocation(reservation=reservation, gpu=gpu, start=start, end=end) for gpu in gpus
+            )
+    except IntegrityError:
+        # The database's exclusion constraints caught what the checks above should have.
+        raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity") from None
+    if start <= now:
+        queue_task(RECONCILE_TASK)
+    return reservation
+
+
+def _locked(reservation: Reservation) -> Reservation:
+    return Reservation.objects.select_for_update().select_related("host", "user").get(pk=reservation.pk)
+
+
+@transaction.atomic
+def reservation_cancel(*, reservation: Reservation, now: datetime | None = None) -> Reservation:
+    """Cancels a reservation whose container was never launched; its capacity is freed."""
+    now = now or timezone.now()
+    reservation = _locked(reservation)
+    if reservation.status not in (Reservation.Status.SCHEDULED, Reservation.Status.BLOCKED):
+        raise ValidationError(
+            "Only a reservation that has not started can be cancelled; release a running one instead.",
+            code="not_cancellable",
+        )
+    if reservation.end <= now:
+        raise ValidationError("This reservation has already ended.", code="already_ended")
+    reservation.status = Reservation.Status.CANCELLED
+    reservation.cancelled_at = now
+    reservation.save(update_fields=["status", "cancelled_at", "updated_at"])
+    reservation.allocations.update(active=False)
+    queue_task(RECONCILE_TASK)
+    return reservation
+
+
+@transaction.atomic
+def reservation_release(*, reservation: Reservation, now: datetime | None = None) -> Reservation:
+    """Ends a started reservation now and frees the rest of its window."""
+    now = now or timezone.now()
+    reservation = _locked(reservation)
+    if not reservation.is_live or reservation.end <= now:
+        raise ValidationError("Only a live reservation can be released.", code="not_releasable")
+    if reservation.start >= now:
+        raise ValidationError("This reservation has not started yet; cancel it instead.", code="not_started")
+    reservation.end = now
+    reservation.released_at = now
+    if reservation.status in (Reservation.Status.SCHEDULED, Reservation.Status.BLOCKED):
+        # Nothing was launched, so nothing is left for the scheduler to stop.
+        reservation.status = Reservation.Status.ENDED
+        reservation.ended_at = now
+    reservation.save(update_fields=["end", "released_at", "status", "ended_at", "updated_at"])
+    reservation.allocations.filter(end__gt=now).update(end=now)
+    queue_task(RECONCILE_TASK)
+    return reservation
+
+
+def reservation_extend(
+    *, reservation: Reservation, end: datetime | str, now: datetime | None = None
+) -> Reservation:
+    """Moves the end later, keeping the same GPUs; the added time passes the same rules as
+    a new booking."""
+    now = now or timezone.now()
+    try:
+        with transaction.atomic():
+            user, host = _lock_user_and_host(user=reservation.user, host=reservation.host)
+            reservation = _locked(reservation)
+            if not reservation.is_live or reservation.end <= now:
+                raise ValidationError(
+                    "Only a scheduled or running reservation can be extended.", code="not_extendable"
+                )
+            new_end, _ = parse_time_input(end, field="end", base=reservation.start)
+            if new_end <= reservation.end:
+                raise wrong_input("The new end time must be after the current end time.", "end")
+            _check_end(start=reservation.start, end=new_end)
+            _check_host_accepts(host=host)
+            _check_within_capability(
+                user=user,
+                host=host,
+                cpus=reservation.cpus,
+                memory_gb=reservation.memory_gb,
+                gpu_count=reservation.gpu_count,
+            )
+            _resolve_image(reservation.image, user=user)
+            added_start = reservation.end
+            _check_no_own_overlap(
+                user=user, start=added_start, end=new_end, exclude_reservation_id=reservation.pk
+            )
+            _check_cpus_and_memory_fit(
+                host=host,
+                start=added_start,
+                end=new_end,
+                cpus=reservation.cpus,
+                memory_gb=reservation.memory_gb,
+                exclude_reservation_id=reservation.pk,
+            )
+            gpu_ids = list(reservation.allocations.filter(active=True).values_list("gpu_id", flat=True))
+            if gpu_ids and not gpu_ids_free(
+                gpu_ids=gpu_ids, start=added_start, end=new_end, exclude_reservation_id=reservation.pk
+            ):
+                raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity")
+            reservation.end = reservation.booked_end = new_end
+            reservation.save(update_fields=["end", "booked_end", "updated_at"])
+            reservation.allocations.filter(active=True).update(end=new_end)
+    except IntegrityError:
+        raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity") from None
+    return reservation

@@ -1,0 +1,23 @@
+from django.core.management.base import BaseCommand
+from django_q.models import Schedule
+
+SCHEDULES = [
+    {
+        "name": "reconcile containers",
+        "func": "containers.tasks.reconcile",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 1,
+    },
+]
+
+
+class Command(BaseCommand):
+    help = "Creates or updates the scheduler's periodic tasks; safe to run any number of times."
+
+    def handle(self, *args, **options) -> None:
+        for spec in SCHEDULES:
+            fields = {key: value for key, value in spec.items() if key != "name"}
+            _, created = Schedule.objects.update_or_create(
+                name=spec["name"], defaults={**fields, "repeats": -1}
+            )
+            self.stdout.write(f"{'Created' if created else 'Updated'} schedule '{spec['name']}'.")

@@ -1,0 +1,140 @@
+"""Inventory and monitor records: the bottom layer, imports nothing of the portal."""
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Host(models.Model):
+    name = models.CharField(max_length=64, unique=True)
+    address = models.CharField(max_length=255, blank=True, help_text="Host name or IP that users ssh to.")
+    docker_url = models.CharField(
+        max_length=255, blank=True, help_text="Docker engine URL; blank means the local engine."
+    )
+    cpus = models.PositiveIntegerField(help_text="CPUs the host lends to containers.")
+    ram_gb = models.PositiveIntegerField(help_text="RAM the host lends, GiB.")
+    swap_gb = models.PositiveIntegerField(default=0, help_text="Swap the host lends, GiB.")
+    max_work_space_gb = models.PositiveIntegerField(
+        default=500, help_text="Work folder quota a 'host maximum' profile resolves to, GiB."
+    )
+    max_backup_space_gb = models.PositiveIntegerField(
+        default=200, help_text="Backup folder quota a 'host maximum' profile resolves to, GiB."
+    )
+    work_root = models.CharField(max_length=255, default="/mnt/Users")
+    dataset_root = models.CharField(max_length=255, default="/mnt/Dataset")
+    backup_root = models.CharField(max_length=255, default="/mnt/Backup")
+    accepting_bookings = models.BooleanField(
+        default=True, help_text="Off: maintenance lock, new reservations are refused."
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def memory_gb(self) -> int:
+        """Memory a container may book: RAM plus swap (the old `max.memory`)."""
+        return self.ram_gb + self.swap_gb
+
+    @property
+    def ram_rate(self) -> float:
+        """Share of booked memory that is RAM (the old `shm_rate`)."""
+        return self.ram_gb / self.memory_gb if self.memory_gb else 1.0
+
+
+class Gpu(models.Model):
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="gpus")
+    index = models.PositiveSmallIntegerField()
+    uuid = models.CharField(max_length=64, blank=True)
+    name = models.CharField(max_length=128, blank=True)
+    memory_mb = models.PositiveIntegerField(default=0)
+    is_active = models.BooleanField(
+        default=True, help_text="Off: the GPU is out of service and never allocated."
+    )
+
+    class Meta:
+        ordering = ["host", "index"]
+        constraints = [models.UniqueConstraint(fields=["host", "index"], name="gpu_unique_host_index")]
+
+    def __str__(self) -> str:
+        return f"{self.host.name} GPU {self.index}"
+
+
+class Image(models.Model):
+    reference = models.CharField(max_length=255, unique=True, help_text='"repo:tag"')
+    description = models.CharField(max_length=255, blank=True)
+    cuda_version = models.CharField(max_length=32, blank=True)
+    is_default = models.BooleanField(default=False)
+    is_active = models.BooleanField(default=True)
+    start_command = models.CharField(max_length=1000, blank=True, help_text="Empty: the image's own command.")
+
+    class Meta:
+        ordering = ["reference"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"],
+                condition=models.Q(is_default=True),
+                name="image_single_default",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.reference
+
+
+class ContainerEvent(models.Model):
+    class Level(models.TextChoices):
+        INFO = "INFO"
+        WARNING = "WARNING"
+        ERROR = "ERROR"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    level = models.CharField(max_length=8, choices=Level.choices, default=Level.INFO)
+    sign = models.CharField(max_length=64, blank=True, help_text="e.g. SpaceWarning")
+    message = models.TextField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    reservation = models.ForeignKey(
+        "bookings.Reservation",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="events",
+    )
+    host = models.ForeignKey(Host, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["level", "created_at"])]
+
+    def __str__(self) -> str:
+        return self.as_log_line()
+
+    def as_log_line(self) -> str:
+        """The old monitor.log format: `YYYYMMDD HH:MM [LEVEL] Sign, message.`"""
+        stamp = timezone.localtime(self.created_at).strftime("%Y%m%d %H:%M")
+        message = self.message if self.message.endswith(".") else f"{self.message}."
+        if self.level == self.Level.INFO or not self.sign:
+            return f"{stamp} [{self.level}] {message}"
+        return f"{stamp} [{self.level}] {self.sign}, {message}"
+
+
+class SpaceAudit(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="space_audits")
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="space_audits")
+    work_gb = models.FloatField(null=True, blank=True)
+    backup_gb = models.FloatField(null=True, blank=True)
+    measured_at = models.DateTimeField(default=timezone.now)
+    complete = models.BooleanField(
+        default=True, help_text="Off: the measurement timed out; the size is unknown."
+    )
+    over_quota = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-measured_at"]
+        get_latest_by = "measured_at"
+        indexes = [models.Index(fields=["user", "host", "-measured_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.user} on {self.host} at {self.measured_at:%Y-%m-%d %H:%M}"

@@ -1,0 +1,50 @@
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
+os.environ.setdefault("STATICFILES_STORAGE", "django.contrib.staticfiles.storage.StaticFilesStorage")
+
+import pytest
+
+from tests.factories import (
+    CapabilityProfileFactory,
+    HostFactory,
+    ImageFactory,
+    UserFactory,
+    local,
+)
+
+# Monday 2026-03-02 10:10 in Taipei: every booking test runs against this clock.
+NOW = local(2026, 3, 2, 10, 10)
+
+
+@pytest.fixture
+def now():
+    return NOW
+
+
+@pytest.fixture
+def host(db):
+    return HostFactory(name="gpu-01", cpus=16, ram_gb=64, swap_gb=16, gpus=2)
+
+
+@pytest.fixture
+def image(db):
+    return ImageFactory(reference="lab/aivc-server:latest", is_default=True)
+
+
+@pytest.fixture
+def default_profile(db):
+    return CapabilityProfileFactory(
+        name="student",
+        is_default=True,
+        cpus=8,
+        memory_gb=32,
+        gpus=1,
+        work_space_gb=200,
+        backup_space_gb=50,
+    )
+
+
+@pytest.fixture
+def student(db, default_profile, image):
+    return UserFactory(username="m11007s05")

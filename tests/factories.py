@@ -1,0 +1,110 @@
+from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import factory
+
+from accounts.models import CapabilityProfile, User
+from bookings.models import GpuAllocation, Reservation
+from containers.models import ContainerEvent, Gpu, Host, Image
+
+TAIPEI = ZoneInfo("Asia/Taipei")
+
+
+def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=TAIPEI)
+
+
+class HostFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Host
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"gpu-server-{n:02d}")
+    address = factory.LazyAttribute(lambda host: f"{host.name}.lab.example")
+    cpus = 16
+    ram_gb = 64
+    swap_gb = 16
+
+    @factory.post_generation
+    def gpus(self, create: bool, extracted: int | None, **kwargs) -> None:
+        if create and extracted:
+            for index in range(extracted):
+                GpuFactory(host=self, index=index)
+
+
+class GpuFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Gpu
+
+    host = factory.SubFactory(HostFactory)
+    index = factory.Sequence(lambda n: n)
+    uuid = factory.Sequence(lambda n: f"GPU-{n:08d}-0000-0000-0000-000000000000")
+    name = "NVIDIA GeForce RTX 3090"
+    memory_mb = 24576
+
+
+class ImageFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Image
+        django_get_or_create = ("reference",)
+
+    reference = factory.Sequence(lambda n: f"lab/aivc-server:v{n}")
+    is_active = True
+
+
+class CapabilityProfileFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CapabilityProfile
+
+    name = factory.Sequence(lambda n: f"profile-{n}")
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"m1100{n:04d}")
+    password = factory.PostGenerationMethodCall("set_password", "correct-horse-battery")
+
+    @factory.post_generation
+    def save_password(self, create: bool, extracted, **kwargs) -> None:
+        if create:
+            self.save()
+
+
+class ReservationFactory(factory.django.DjangoModelFactory):
+    """A reservation written directly, without the booking rules; `gpus` takes the Gpu rows
+    to allocate."""
+
+    class Meta:
+        model = Reservation
+        skip_postgeneration_save = True
+
+    user = factory.SubFactory(UserFactory)
+    host = factory.SubFactory(HostFactory)
+    start = factory.LazyFunction(lambda: local(2026, 3, 2, 10))
+    end = factory.LazyAttribute(lambda r: r.start.replace(hour=r.start.hour + 1))
+    booked_end = factory.LazyAttribute(lambda r: r.end)
+    cpus = Decimal("1")
+    memory_gb = 1
+    gpu_count = 0
+    image = factory.SubFactory(ImageFactory)
+    forward_port = factory.LazyAttribute(lambda r: r.user.forward_port)
+
+    @factory.post_generation
+    def gpus(self, create: bool, extracted: list[Gpu] | None, **kwargs) -> None:
+        if create and extracted:
+            for gpu in extracted:
+                GpuAllocation.objects.create(reservation=self, gpu=gpu, start=self.start, end=self.end)
+            self.gpu_count = len(extracted)
+            self.save(update_fields=["gpu_count"])
+
+
+class ContainerEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ContainerEvent
+
+    message = "Container started"
