@@ -49,6 +49,9 @@ class Reservation(models.Model):
     cancelled_at = models.DateTimeField(null=True, blank=True)
     released_at = models.DateTimeField(null=True, blank=True)
     restart_count = models.PositiveSmallIntegerField(default=0)
+    restart_requested = models.BooleanField(
+        default=False, help_text="Set by a maintainer; the scheduler recreates the container."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
