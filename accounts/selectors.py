@@ -45,8 +45,13 @@ def capability_for(*, user: User, host: Host) -> Capability:
                 value = getattr(profile, field)
                 break
         values[field] = getattr(maximum, field) if value is None else value
-    values["cpus"] = Decimal(values["cpus"])
+    values["cpus"] = plain_decimal(Decimal(values["cpus"]))
     return Capability(**values)
+
+
+def plain_decimal(number: Decimal) -> Decimal:
+    """8.00 -> 8 and 2.50 -> 2.5, so limits print the way people write them."""
+    return number.quantize(Decimal(1)) if number == number.to_integral_value() else number.normalize()
 
 
 def first_free_forward_port(*, exclude_user_id: int | None = None) -> int:

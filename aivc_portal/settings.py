@@ -1,6 +1,7 @@
 """One settings module for every environment; everything that differs comes from env vars."""
 
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -21,11 +22,21 @@ def env_range(name: str, default: str) -> range:
     return range(int(low), int(high) + 1)
 
 
+def secret_key_from_file(path: Path) -> str:
+    """A random key kept in a root-only file, made on first use, so a fresh checkout runs
+    with no setup and no key is ever committed or shared between installs."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
 DEBUG = env_bool("DEBUG", False)
-# A fixed development key only when DEBUG is on; production must set SECRET_KEY.
-SECRET_KEY = os.environ.get("SECRET_KEY") or ("dev-only-insecure-key" if DEBUG else "")
-if not SECRET_KEY:
-    raise RuntimeError("Set SECRET_KEY (or DEBUG=1 for local development).")
+SECRET_KEY = os.environ.get("SECRET_KEY") or secret_key_from_file(
+    Path(os.environ.get("SECRET_KEY_FILE", BASE_DIR / "var" / "secret_key"))
+)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 SITE_NAME = os.environ.get("SITE_NAME", "AIVC Portal")
