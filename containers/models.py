@@ -1,5 +1,7 @@
 """Inventory and monitor records: the bottom layer, imports nothing of the portal."""
 
+from functools import cached_property
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -37,6 +39,11 @@ class Host(models.Model):
     def memory_gb(self) -> int:
         """Memory a container may book: RAM plus swap (the old `max.memory`)."""
         return self.ram_gb + self.swap_gb
+
+    @cached_property
+    def active_gpus(self) -> list["Gpu"]:
+        """The GPUs in service, by index; read once per Host instance."""
+        return list(self.gpus.filter(is_active=True).order_by("index"))
 
     @property
     def ram_rate(self) -> float:
