@@ -151,6 +151,15 @@ PORT_RANGE = env_range("PORT_RANGE", "10001-11000")
 CONTAINER_RUNTIME = os.environ.get("CONTAINER_RUNTIME", "containers.runtime.DockerRuntime")
 CONTAINER_PREFIX = os.environ.get("CONTAINER_PREFIX", "aivc-")
 SPACE_AUDIT_TIMEOUT = int(os.environ.get("SPACE_AUDIT_TIMEOUT", "600"))
+# GPU telemetry: the Host whose GPUs NVML sees here (blank: the one named like this machine,
+# or the only one), where host processes are listed, and the idle rules.
+GPU_HOST_NAME = os.environ.get("GPU_HOST_NAME", "")
+GPU_PROC_ROOT = os.environ.get("GPU_PROC_ROOT", "/proc")
+GPU_SAMPLE_RETENTION_DAYS = int(os.environ.get("GPU_SAMPLE_RETENTION_DAYS", "30"))
+GPU_IDLE_UTILISATION_PERCENT = int(os.environ.get("GPU_IDLE_UTILISATION_PERCENT", "5"))
+GPU_IDLE_MINUTES = int(os.environ.get("GPU_IDLE_MINUTES", "60"))
+GPU_IDLE_AUTO_RELEASE = env_bool("GPU_IDLE_AUTO_RELEASE", False)
+GPU_IDLE_RELEASE_GRACE_MINUTES = int(os.environ.get("GPU_IDLE_RELEASE_GRACE_MINUTES", "60"))
 
 Q_CLUSTER = {
     "name": "aivc",
