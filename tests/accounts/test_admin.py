@@ -57,3 +57,46 @@ def test_the_user_page_shows_effective_limits_per_host(client, maintainer):
 )
 def test_every_model_has_an_admin_list(client, maintainer, name):
     assert client.get(reverse(f"admin:{name}_changelist")).status_code == 200
+
+
+def test_adding_an_account_in_admin_assigns_a_free_port(client, maintainer):
+    response = client.post(
+        reverse("admin:accounts_user_add"),
+        {
+            "username": "M1100B01",
+            "usable_password": "true",
+            "password1": "q-w-e-r-t-y-1234",
+            "password2": "q-w-e-r-t-y-1234",
+        },
+    )
+    assert response.status_code == 302
+    user = User.objects.get(username="m1100b01")
+    assert user.forward_port == maintainer.forward_port + 1
+
+
+def test_adding_an_account_when_every_port_is_taken_shows_an_error_not_a_crash(client, maintainer, settings):
+    settings.PORT_RANGE = range(maintainer.forward_port, maintainer.forward_port + 1)
+    response = client.post(
+        reverse("admin:accounts_user_add"),
+        {
+            "username": "m1100b02",
+            "usable_password": "true",
+            "password1": "q-w-e-r-t-y-1234",
+            "password2": "q-w-e-r-t-y-1234",
+        },
+    )
+    assert response.status_code == 200
+    assert "No free forward port" in response.content.decode()
+    assert not User.objects.filter(username="m1100b02").exists()
+
+
+def test_a_forward_port_outside_the_range_is_refused_in_admin(client, maintainer):
+    student = UserFactory()
+    url = reverse("admin:accounts_user_change", args=[student.pk])
+    form = client.get(url).context["adminform"].form
+    data = {key: value for key, value in form.initial.items() if value is not None and key != "password"}
+    data.update({"forward_port": 80, "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00"})
+    data.pop("groups", None), data.pop("user_permissions", None), data.pop("last_login", None)
+    response = client.post(url, data)
+    assert response.status_code == 200
+    assert "Choose a port from" in response.content.decode()
