@@ -346,3 +346,62 @@ def reservation_extend(
     except IntegrityError:
         raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity") from None
     return reservation
+
+
+# Maintainers' operations (admin actions) ---------------------------------------------
+
+
+def reservation_start_now(*, reservation: Reservation, now: datetime | None = None) -> Reservation:
+    """Moves a scheduled reservation's start back to the current slot, keeping its GPUs, when
+    the added time [current slot, old start) passes the same rules as a new booking."""
+    now = now or timezone.now()
+    new_start = slot_floor(now)
+    try:
+        with transaction.atomic():
+            user, host = _lock_user_and_host(user=reservation.user, host=reservation.host)
+            reservation = _locked(reservation)
+            if reservation.status != Reservation.Status.SCHEDULED:
+                raise ValidationError(
+                    "Only a scheduled reservation can be started now.", code="not_scheduled"
+                )
+            if reservation.start <= now:
+                raise ValidationError(
+                    "This reservation's start has passed; the scheduler launches it.", code="already_started"
+                )
+            _check_end(start=new_start, end=reservation.end)
+            added_end = reservation.start
+            _check_no_own_overlap(
+                user=user, start=new_start, end=added_end, exclude_reservation_id=reservation.pk
+            )
+            _check_cpus_and_memory_fit(
+                host=host,
+                start=new_start,
+                end=added_end,
+                cpus=reservation.cpus,
+                memory_gb=reservation.memory_gb,
+                exclude_reservation_id=reservation.pk,
+            )
+            gpu_ids = list(reservation.allocations.filter(active=True).values_list("gpu_id", flat=True))
+            if gpu_ids and not gpu_ids_free(
+                gpu_ids=gpu_ids, start=new_start, end=added_end, exclude_reservation_id=reservation.pk
+            ):
+                raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity")
+            reservation.start = new_start
+            reservation.save(update_fields=["start", "updated_at"])
+            reservation.allocations.filter(active=True).update(start=new_start)
+    except IntegrityError:
+        raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity") from None
+    queue_task(RECONCILE_TASK)
+    return reservation
+
+
+@transaction.atomic
+def reservation_request_restart(*, reservation: Reservation) -> Reservation:
+    """Asks the scheduler to recreate a running reservation's container (the old `-rst`)."""
+    reservation = _locked(reservation)
+    if reservation.status not in (Reservation.Status.STARTING, Reservation.Status.RUNNING):
+        raise ValidationError("Only a running reservation's container can be restarted.", code="not_running")
+    reservation.restart_requested = True
+    reservation.save(update_fields=["restart_requested", "updated_at"])
+    queue_task(RECONCILE_TASK)
+    return reservation
