@@ -127,7 +127,7 @@ def seed(rows: int) -> None:
 
 def export(client, name: str) -> tuple[int, int, float, float]:
     """(lines, bytes, seconds, peak RSS MB) of one download read chunk by chunk."""
-    last_day = (BASE + timedelta(hours=ROWS // (HOSTS * GPUS_PER_HOST) + 1)).date()
+    last_day = (BASE + timedelta(hours=ROWS // (HOSTS * GPUS_PER_HOST), days=2)).date()
     query = {"from": BASE.date().isoformat(), "to": last_day.isoformat()}
     lines = size = 0
     with PeakRss() as memory:
