@@ -9,7 +9,8 @@ from django.utils.html import format_html_join
 
 from accounts.models import CapabilityProfile, User
 from accounts.selectors import capability_for, first_free_forward_port
-from accounts.services import users_create_bulk
+from accounts.services import user_reset_password, users_assign_profile, users_create_bulk
+from aivc_portal.admin_actions import action_form_page
 from containers.models import Host
 
 
@@ -44,6 +45,12 @@ class UserCreationWithPortForm(AdminUserCreationForm):
         return cleaned
 
 
+class AssignProfileForm(forms.Form):
+    capability_profile = forms.ModelChoiceField(
+        CapabilityProfile.objects.all(), required=False, label="Profile", empty_label="The default profile"
+    )
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     add_form = UserCreationWithPortForm
@@ -70,6 +77,38 @@ class UserAdmin(DjangoUserAdmin):
         ),
     )
     change_list_template = "admin/accounts/user/change_list.html"
+    actions = ["reset_password", "assign_profile"]
+
+    @admin.action(description="Reset password (one-time, must change at login)", permissions=["change"])
+    def reset_password(self, request, queryset) -> None:
+        for user in queryset:
+            password = user_reset_password(user=user)
+            # Shown once to the maintainer, never logged; the user must change it at login.
+            self.message_user(
+                request,
+                f"{user.username}: one-time password {password} (shown only now; must be changed at login).",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Assign a capability profile…", permissions=["change"])
+    def assign_profile(self, request, queryset):
+        form = AssignProfileForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            profile = form.cleaned_data["capability_profile"]
+            changed = users_assign_profile(users=queryset, profile=profile)
+            self.message_user(
+                request, f"{changed} account(s) now use {profile or 'the default profile'}.", messages.SUCCESS
+            )
+            return None
+        return action_form_page(
+            self,
+            request,
+            action="assign_profile",
+            title="Assign a capability profile",
+            items=[(user, str(user.capability_profile or "default profile")) for user in queryset],
+            submit_label="Assign",
+            form=form,
+        )
 
     @admin.display(description="Effective limits per host")
     def effective_limits(self, user: User) -> str:

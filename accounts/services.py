@@ -1,4 +1,5 @@
 import secrets
+from collections.abc import Iterable
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -73,3 +74,11 @@ def user_reset_password(*, user: User) -> str:
     password = generate_password()
     user_set_password(user=user, password=password, must_change=True)
     return password
+
+
+def users_assign_profile(*, users: Iterable[User], profile: CapabilityProfile | None) -> int:
+    """Gives these accounts `profile` (None: the default profile). Returns how many changed."""
+    ids = [user.pk for user in users]
+    return (
+        User.objects.filter(pk__in=ids).exclude(capability_profile=profile).update(capability_profile=profile)
+    )

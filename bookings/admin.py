@@ -1,6 +1,17 @@
+from django import forms
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
 
+from aivc_portal.admin_actions import action_form_page, apply_to_each
 from bookings.models import GpuAllocation, Reservation
+from bookings.services import (
+    reservation_cancel,
+    reservation_extend,
+    reservation_release,
+    reservation_request_restart,
+    reservation_start_now,
+)
 
 
 class GpuAllocationInline(admin.TabularInline):
@@ -14,6 +25,14 @@ class GpuAllocationInline(admin.TabularInline):
         return False
 
 
+class ExtendForm(forms.Form):
+    end = forms.CharField(
+        label="New end",
+        max_length=40,
+        help_text="'YYYY MM DD hh mm' (mm 00 or 30), or 'N-day' / 'N-week' counted from the start.",
+    )
+
+
 @admin.register(Reservation)
 class ReservationAdmin(admin.ModelAdmin):
     list_display = ("id", "user", "host", "start", "end", "cpus", "memory_gb", "gpus", "status")
@@ -24,6 +43,7 @@ class ReservationAdmin(admin.ModelAdmin):
     raw_id_fields = ("user",)
     readonly_fields = ("created_at", "updated_at")
     inlines = [GpuAllocationInline]
+    actions = ["start_now", "stop_now", "restart", "extend", "cancel"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("allocations__gpu")
@@ -31,6 +51,45 @@ class ReservationAdmin(admin.ModelAdmin):
     @admin.display(description="GPUs")
     def gpus(self, reservation: Reservation) -> str:
         return ", ".join(str(index) for index in reservation.gpu_indices()) or "-"
+
+    @admin.action(description="Start now (move the start to the current slot)", permissions=["change"])
+    def start_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        apply_to_each(
+            self, request, queryset, lambda r: reservation_start_now(reservation=r), "Moved to start now"
+        )
+
+    @admin.action(description="Stop now (release the rest of the window)", permissions=["change"])
+    def stop_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        apply_to_each(self, request, queryset, lambda r: reservation_release(reservation=r), "Stopped")
+
+    @admin.action(description="Restart the container", permissions=["change"])
+    def restart(self, request: HttpRequest, queryset: QuerySet) -> None:
+        apply_to_each(
+            self, request, queryset, lambda r: reservation_request_restart(reservation=r), "Restart queued"
+        )
+
+    @admin.action(description="Cancel (not started yet)", permissions=["change"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet) -> None:
+        apply_to_each(self, request, queryset, lambda r: reservation_cancel(reservation=r), "Cancelled")
+
+    @admin.action(description="Extend to a new end…", permissions=["change"])
+    def extend(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        form = ExtendForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            end = form.cleaned_data["end"]
+            apply_to_each(
+                self, request, queryset, lambda r: reservation_extend(reservation=r, end=end), "Extended"
+            )
+            return None
+        return action_form_page(
+            self,
+            request,
+            action="extend",
+            title="Extend reservations",
+            items=[(reservation, "") for reservation in queryset],
+            submit_label="Extend",
+            form=form,
+        )
 
 
 @admin.register(GpuAllocation)

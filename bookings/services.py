@@ -307,6 +307,25 @@ def reservation_release(*, reservation: Reservation, now: datetime | None = None
     return reservation
 
 
+def _check_added_window(*, reservation: Reservation, host: Host, start: datetime, end: datetime) -> None:
+    """Time added to an existing reservation, before or after it, passes rules 3 and 4 with
+    the same CPUs, memory and GPUs it already holds."""
+    _check_no_own_overlap(user=reservation.user, start=start, end=end, exclude_reservation_id=reservation.pk)
+    _check_cpus_and_memory_fit(
+        host=host,
+        start=start,
+        end=end,
+        cpus=reservation.cpus,
+        memory_gb=reservation.memory_gb,
+        exclude_reservation_id=reservation.pk,
+    )
+    gpu_ids = list(reservation.allocations.filter(active=True).values_list("gpu_id", flat=True))
+    if gpu_ids and not gpu_ids_free(
+        gpu_ids=gpu_ids, start=start, end=end, exclude_reservation_id=reservation.pk
+    ):
+        raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity")
+
+
 def reservation_extend(
     *, reservation: Reservation, end: datetime | str, now: datetime | None = None
 ) -> Reservation:
@@ -335,26 +354,53 @@ def reservation_extend(
                 gpu_count=reservation.gpu_count,
             )
             _resolve_image(reservation.image, user=user)
-            added_start = reservation.end
-            _check_no_own_overlap(
-                user=user, start=added_start, end=new_end, exclude_reservation_id=reservation.pk
-            )
-            _check_cpus_and_memory_fit(
-                host=host,
-                start=added_start,
-                end=new_end,
-                cpus=reservation.cpus,
-                memory_gb=reservation.memory_gb,
-                exclude_reservation_id=reservation.pk,
-            )
-            gpu_ids = list(reservation.allocations.filter(active=True).values_list("gpu_id", flat=True))
-            if gpu_ids and not gpu_ids_free(
-                gpu_ids=gpu_ids, start=added_start, end=new_end, exclude_reservation_id=reservation.pk
-            ):
-                raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity")
+            _check_added_window(reservation=reservation, host=host, start=reservation.end, end=new_end)
             reservation.end = reservation.booked_end = new_end
             reservation.save(update_fields=["end", "booked_end", "updated_at"])
             reservation.allocations.filter(active=True).update(end=new_end)
     except IntegrityError as error:
         raise _refused_by_database(error) from None
+    return reservation
+
+
+# Maintainers' operations (admin actions) ---------------------------------------------
+
+
+def reservation_start_now(*, reservation: Reservation, now: datetime | None = None) -> Reservation:
+    """Moves a scheduled reservation's start back to the current slot, keeping its GPUs, when
+    the added time [current slot, old start) passes the same rules as a new booking."""
+    now = now or timezone.now()
+    new_start = slot_floor(now)
+    try:
+        with transaction.atomic():
+            host = _lock_host(reservation.host_id)
+            reservation = _locked(reservation)
+            if reservation.status != Reservation.Status.SCHEDULED:
+                raise ValidationError(
+                    "Only a scheduled reservation can be started now.", code="not_scheduled"
+                )
+            if reservation.start <= now:
+                raise ValidationError(
+                    "This reservation's start has passed; the scheduler launches it.", code="already_started"
+                )
+            _check_end(start=new_start, end=reservation.end)
+            _check_added_window(reservation=reservation, host=host, start=new_start, end=reservation.start)
+            reservation.start = new_start
+            reservation.save(update_fields=["start", "updated_at"])
+            reservation.allocations.filter(active=True).update(start=new_start)
+    except IntegrityError as error:
+        raise _refused_by_database(error) from None
+    queue_task(RECONCILE_TASK)
+    return reservation
+
+
+@transaction.atomic
+def reservation_request_restart(*, reservation: Reservation) -> Reservation:
+    """Asks the scheduler to recreate a running reservation's container (the old `-rst`)."""
+    reservation = _locked(reservation)
+    if reservation.status not in (Reservation.Status.STARTING, Reservation.Status.RUNNING):
+        raise ValidationError("Only a running reservation's container can be restarted.", code="not_running")
+    reservation.restart_requested = True
+    reservation.save(update_fields=["restart_requested", "updated_at"])
+    queue_task(RECONCILE_TASK)
     return reservation

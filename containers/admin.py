@@ -4,6 +4,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from aivc_portal.admin_actions import action_form_page
+from bookings.maintenance import host_drain, host_set_accepting_bookings, reservations_to_drain
 from bookings.services import reservation_release
 from containers.models import (
     ContainerEvent,
@@ -29,10 +31,57 @@ class HostAdmin(admin.ModelAdmin):
     list_filter = ("accepting_bookings",)
     search_fields = ("name", "address")
     inlines = [GpuInline]
+    actions = ["lock", "unlock", "drain"]
 
     @admin.display(description="GPUs")
     def gpu_count(self, host: Host) -> int:
         return host.gpus.count()
+
+    @admin.action(description="Maintenance lock (stop accepting bookings)", permissions=["change"])
+    def lock(self, request, queryset) -> None:
+        for host in queryset:
+            host_set_accepting_bookings(host=host, accepting=False)
+        self.message_user(
+            request, f"Locked {len(queryset)} host(s): new bookings are refused.", messages.SUCCESS
+        )
+
+    @admin.action(description="Lift the maintenance lock", permissions=["change"])
+    def unlock(self, request, queryset) -> None:
+        for host in queryset:
+            host_set_accepting_bookings(host=host, accepting=True)
+        self.message_user(request, f"{len(queryset)} host(s) accept bookings again.", messages.SUCCESS)
+
+    @admin.action(
+        description="Drain: lock, stop what runs, cancel what is scheduled…", permissions=["change"]
+    )
+    def drain(self, request, queryset):
+        now = timezone.now()
+        if "apply" not in request.POST:
+            items = []
+            for host in queryset:
+                pending = list(reservations_to_drain(host=host, now=now))
+                running = sum(1 for reservation in pending if reservation.start < now)
+                items.append((host, f"{running} to stop now, {len(pending) - running} to cancel"))
+            return action_form_page(
+                self,
+                request,
+                action="drain",
+                title="Drain hosts",
+                items=items,
+                submit_label="Yes, drain",
+                intro="Each host stops accepting bookings; running reservations end now and "
+                "scheduled ones are cancelled. Users keep their data.",
+            )
+        for host in queryset:
+            result = host_drain(host=host, now=now)
+            for error in result.errors:
+                self.message_user(request, f"{host}: {error}", messages.ERROR)
+            self.message_user(
+                request,
+                f"{host}: locked, {len(result.released)} stopped, {len(result.cancelled)} cancelled.",
+                messages.SUCCESS,
+            )
+        return None
 
 
 @admin.register(Gpu)
@@ -53,7 +102,12 @@ class ImageAdmin(admin.ModelAdmin):
 @admin.register(ContainerEvent)
 class ContainerEventAdmin(admin.ModelAdmin):
     list_display = ("created_at", "level", "sign", "message", "user", "host", "reservation")
-    list_filter = ("level", "sign", "host")
+    list_filter = (
+        "level",
+        "sign",
+        ("user", admin.RelatedOnlyFieldListFilter),
+        ("host", admin.RelatedOnlyFieldListFilter),
+    )
     list_select_related = ("user", "host", "reservation")
     search_fields = ("message", "sign", "user__username")
     date_hierarchy = "created_at"

@@ -1,0 +1,323 @@
+from decimal import Decimal
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from accounts.models import CapabilityProfile, User
+from accounts.selectors import capability_for
+from bookings.legacy_import import LegacyImportError, evaluate_expression, import_legacy
+from bookings.models import GpuAllocation, Reservation
+from containers.models import Gpu, Host, Image
+from tests.factories import local
+
+HOST_DEPLOY = """\
+volume_work_dir: /mnt/Users # users work_dir
+volume_dataset_dir: /mnt/Dataset
+volume_backup_dir: /mnt/Backup
+
+users_config_yaml: ./cfg/users_config.yaml
+capability_config_yaml: ./cfg/capability_config.yaml
+
+images:
+  - rober5566a/aivc-server:latest
+  - rober5566a/aivc-server:cuda11.8.0-cudnn8-devel-ubuntu20.04
+"""
+
+CAPABILITY = """\
+max:
+  cpus: 62 # cores
+  ram: 30 # GB
+  swap_size: 10 # GB
+  gpus: 4
+
+  shm_rate: ram / (ram + swap_size)
+  memory: ram + swap_size
+
+  backup_space: 200 # GB
+  work_space: 500 # GB
+
+allow_userIDs:
+  - m11007s05
+  - M11107S01
+  - m11207s09
+
+max_default_capability:
+  cpus: 8
+  memory: 32
+  gpus: 1
+
+  backup_space: 50
+  work_space: 200
+
+max_custom_capability:
+  m11107s01:
+    cpus: max
+    memory: 36
+    backup_space: max
+"""
+
+USERS = """\
+m11007s05:
+  password: "correct horse battery staple"
+  forward_port: 10005
+  image: null
+  extra_command: null
+  volume_work_dir: /mnt/Users/m11007s05
+  volume_dataset_dir: /mnt/Dataset
+  volume_backup_dir: /mnt/Backup/m11007s05
+
+m11107s01:
+  password: "0000"
+  forward_port: 10001
+  image: rober5566a/aivc-server:cuda11.8.0-cudnn8-devel-ubuntu20.04
+  extra_command: jupyter lab
+  volume_work_dir: /mnt/Users/m11107s01
+  volume_dataset_dir: /mnt/Dataset
+  volume_backup_dir: /mnt/Backup/m11107s01
+"""
+
+HEADER = "start,end,user_id,cpus,memory,gpus,forward_port,image,extra_command\n"
+USED = (
+    HEADER
+    + '2025-01-01 13:30:00.000000,2025-01-04 13:30:00.000000,m11007s05,8,32,"[0, 1]",10005,null,null\n'
+    + "2025-01-02 09:00:00.000000,2025-01-02 12:00:00.000000,m11107s01,4.5,16,[],10001,"
+    "rober5566a/aivc-server:cuda10-old,null\n"
+)
+USING = HEADER + '2026-03-02 09:00:00,2026-03-03 09:00:00,m11107s01,16,36,"[2]",null,null,python train.py\n'
+BOOKING = HEADER + '2026-03-04 10:00:00,2026-03-05 10:00:00,m11007s05,2,8,"[0]",10005,null,null\n'
+
+
+def write_old_system(
+    root: Path,
+    *,
+    capability: str = CAPABILITY,
+    users: str = USERS,
+    used: str = USED,
+    using: str = USING,
+    booking: str = BOOKING,
+) -> tuple[Path, Path]:
+    cfg, jobs = root / "cfg", root / "jobs"
+    cfg.mkdir()
+    jobs.mkdir()
+    (cfg / "host_deploy.yaml").write_text(HOST_DEPLOY)
+    (cfg / "capability_config.yaml").write_text(capability)
+    (cfg / "users_config.yaml").write_text(users)
+    (jobs / "used.csv").write_text(used)
+    (jobs / "using.csv").write_text(using)
+    (jobs / "booking.csv").write_text(booking)
+    return cfg, jobs
+
+
+def run_import(cfg: Path, jobs: Path, **kwargs):
+    return import_legacy(cfg_dir=cfg, jobs_dir=jobs, host_name="gpu-old", **kwargs)
+
+
+def snapshot() -> dict:
+    return {
+        model.__name__: list(model.objects.order_by("pk").values())
+        for model in (Host, Gpu, Image, CapabilityProfile, User, Reservation, GpuAllocation)
+    }
+
+
+@pytest.fixture
+def old_files(tmp_path):
+    return write_old_system(tmp_path)
+
+
+@pytest.mark.django_db
+def test_it_imports_the_host_its_gpus_and_images(old_files):
+    run_import(*old_files)
+    host = Host.objects.get(name="gpu-old")
+    assert (host.cpus, host.ram_gb, host.swap_gb, host.memory_gb) == (62, 30, 10, 40)
+    assert (host.max_work_space_gb, host.max_backup_space_gb) == (500, 200)
+    assert (host.work_root, host.dataset_root, host.backup_root) == (
+        "/mnt/Users",
+        "/mnt/Dataset",
+        "/mnt/Backup",
+    )
+    assert list(host.gpus.values_list("index", flat=True)) == [0, 1, 2, 3]
+    assert Image.objects.get(is_default=True).reference == "rober5566a/aivc-server:latest"
+    assert Image.objects.get(reference__endswith="ubuntu20.04").is_active
+    # Named only in the history: kept for the record, never offered.
+    assert not Image.objects.get(reference="rober5566a/aivc-server:cuda10-old").is_active
+
+
+@pytest.mark.django_db
+def test_the_default_profile_takes_max_default_capability(old_files):
+    run_import(*old_files)
+    default = CapabilityProfile.objects.get(is_default=True)
+    assert (default.cpus, default.memory_gb, default.gpus) == (8, 32, 1)
+    assert (default.work_space_gb, default.backup_space_gb) == (200, 50)
+
+
+@pytest.mark.django_db
+def test_max_means_the_host_maximum_and_a_missing_key_follows_the_default(old_files):
+    run_import(*old_files)
+    user = User.objects.get(username="m11107s01")
+    host = Host.objects.get(name="gpu-old")
+    limits = capability_for(user=user, host=host)
+    assert limits.cpus == 62  # max
+    assert limits.memory_gb == 36  # own value
+    assert limits.backup_space_gb == 200  # max
+    assert limits.gpus == 1  # missing: the default's
+    assert limits.work_space_gb == 200  # missing: the default's
+
+
+@pytest.mark.django_db
+def test_users_keep_their_port_image_and_command_and_passwords_are_hashed(old_files):
+    run_import(*old_files)
+    user = User.objects.get(username="m11007s05")
+    assert user.forward_port == 10005
+    assert user.check_password("correct horse battery staple")
+    assert "correct horse battery staple" not in user.password
+    assert not user.must_change_password
+    other = User.objects.get(username="m11107s01")
+    assert other.check_password("0000")
+    assert other.password != "0000"
+    assert other.must_change_password  # the old CLI default is too weak to keep
+    assert other.default_image.reference.endswith("ubuntu20.04")
+    assert other.default_extra_command == "jupyter lab"
+
+
+@pytest.mark.django_db
+def test_an_allowed_id_without_a_config_gets_an_account_with_a_free_port_and_must_change(old_files):
+    report = run_import(*old_files)
+    user = User.objects.get(username="m11207s09")
+    assert user.is_active
+    assert user.must_change_password
+    assert user.forward_port not in (10001, 10005)
+    assert user.has_usable_password()
+    [(username, password)] = report.one_time_passwords
+    assert username == "m11207s09"
+    assert user.check_password(password)
+
+
+@pytest.mark.django_db
+def test_the_schedules_become_reservations_with_their_status_and_gpus(old_files):
+    run_import(*old_files)
+    used = Reservation.objects.get(user__username="m11007s05", start=local(2025, 1, 1, 13, 30))
+    assert used.status == Reservation.Status.ENDED
+    assert used.gpu_indices() == [0, 1]
+    assert (used.cpus, used.memory_gb, used.gpu_count) == (8, 32, 2)
+    assert used.image.reference == "rober5566a/aivc-server:latest"  # null: the default image
+    assert used.ended_at == local(2025, 1, 4, 13, 30)
+    no_gpu = Reservation.objects.get(user__username="m11107s01", start=local(2025, 1, 2, 9))
+    assert no_gpu.gpu_indices() == []
+    assert no_gpu.cpus == Decimal("4.5")
+    running = Reservation.objects.get(status=Reservation.Status.RUNNING)
+    assert running.gpu_indices() == [2]
+    assert running.forward_port == 10001  # null: the user's port
+    assert running.extra_command == "python train.py"
+    scheduled = Reservation.objects.get(status=Reservation.Status.SCHEDULED)
+    assert scheduled.start == local(2026, 3, 4, 10)
+    assert scheduled.gpu_indices() == [0]
+    assert scheduled.started_at is None
+
+
+@pytest.mark.django_db
+def test_a_second_import_changes_nothing(old_files):
+    run_import(*old_files)
+    before = snapshot()
+    report = run_import(*old_files)
+    assert report.changes == []
+    assert snapshot() == before
+
+
+@pytest.mark.django_db
+def test_a_dry_run_reports_the_changes_and_saves_nothing(old_files):
+    report = run_import(*old_files, dry_run=True)
+    assert "create user m11007s05" in report.changes
+    assert report.one_time_passwords == []
+    assert not User.objects.exists()
+    assert not Host.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_bad_row_stops_the_import_names_the_row_and_imports_nothing(tmp_path):
+    bad = USED + '2025-02-01 10:00:00,2025-02-01 12:00:00,m11007s05,2,8,"[0, one]",null,null,null\n'
+    cfg, jobs = write_old_system(tmp_path, used=bad)
+    with pytest.raises(LegacyImportError) as caught:
+        run_import(cfg, jobs)
+    assert (caught.value.file, caught.value.line) == ("used.csv", 4)
+    assert "gpus" in caught.value.reason
+    assert not Host.objects.exists()
+    assert not User.objects.exists()
+    assert not Reservation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_gpu_booked_twice_in_the_history_is_refused_with_its_row(tmp_path):
+    clash = USED + '2025-01-02 10:00:00,2025-01-02 11:00:00,m11107s01,2,8,"[1]",null,null,null\n'
+    cfg, jobs = write_old_system(tmp_path, used=clash)
+    with pytest.raises(LegacyImportError) as caught:
+        run_import(cfg, jobs)
+    assert (caught.value.file, caught.value.line) == ("used.csv", 4)
+    assert "GPU 1 is already allocated to m11007s05" in caught.value.reason
+    assert not GpuAllocation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_past_history_is_not_refused_by_the_rules_for_new_bookings(old_files):
+    """A used.csv row from 2025 is long past and over the default profile: still imported."""
+    run_import(*old_files)
+    assert Reservation.objects.filter(status=Reservation.Status.ENDED).count() == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("capability", "line", "reason"),
+    [
+        (CAPABILITY.replace("ram + swap_size", "__import__('os').system('true')"), 8, "max.memory"),
+        (CAPABILITY.replace("cpus: 62", "cpus: many"), 2, "max.cpus"),
+        (CAPABILITY.replace("memory: 36", "memory: lots"), 29, "memory"),
+        (CAPABILITY.replace("ram: 30 # GB", "ram: 30: 31"), 3, "not valid YAML"),
+    ],
+)
+def test_a_bad_config_value_names_its_line(tmp_path, capability, line, reason):
+    cfg, jobs = write_old_system(tmp_path, capability=capability)
+    with pytest.raises(LegacyImportError) as caught:
+        run_import(cfg, jobs)
+    assert caught.value.file == "capability_config.yaml"
+    assert caught.value.line == line
+    assert reason in caught.value.reason
+    assert not Host.objects.exists()
+
+
+@pytest.mark.django_db
+def test_two_users_with_one_port_are_refused(tmp_path):
+    cfg, jobs = write_old_system(tmp_path, users=USERS.replace("forward_port: 10001", "forward_port: 10005"))
+    with pytest.raises(LegacyImportError, match="forward_port 10005"):
+        run_import(cfg, jobs)
+
+
+def test_the_expression_evaluator_does_arithmetic_only():
+    names = {"ram": 30, "swap_size": 10}
+    assert evaluate_expression("ram / (ram + swap_size)", names) == 0.75
+    assert evaluate_expression("-ram + 2 * swap_size", names) == -10
+    assert evaluate_expression(40, names) == 40
+    for expression in ("ram ** 2", "open('x')", "ram.real", "disk + 1", "ram / 0", "[ram]"):
+        with pytest.raises(ValueError):
+            evaluate_expression(expression, names)
+
+
+@pytest.mark.django_db
+def test_the_command_never_prints_a_config_password(old_files):
+    cfg, jobs = old_files
+    out = StringIO()
+    call_command("import_aivc", "--cfg", str(cfg), "--jobs", str(jobs), "--host", "gpu-old", stdout=out)
+    output = out.getvalue()
+    assert "correct horse battery staple" not in output
+    assert "user: 3 created" in output
+    assert "Imported into host gpu-old." in output
+
+
+@pytest.mark.django_db
+def test_the_command_reports_a_bad_file_as_an_error(tmp_path):
+    cfg, jobs = write_old_system(tmp_path, booking="start,end,user_id\n")
+    with pytest.raises(CommandError, match=r"Nothing was imported\. booking\.csv, line 1: missing column"):
+        call_command(
+            "import_aivc", "--cfg", str(cfg), "--jobs", str(jobs), "--host", "gpu-old", stdout=StringIO()
+        )

@@ -1,0 +1,69 @@
+from datetime import timedelta
+
+import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.messages import get_messages
+from django.urls import reverse
+from django.utils import timezone
+
+from bookings.models import Reservation
+from bookings.timeslots import slot_floor
+from tests.factories import ContainerEventFactory, HostFactory, ReservationFactory, UserFactory
+
+CHANGELIST = reverse("admin:containers_host_changelist")
+
+
+def slot(hours: float = 0):
+    return slot_floor(timezone.now()) + timedelta(hours=hours)
+
+
+def run_action(client, action: str, *objects, **extra):
+    data = {"action": action, ACTION_CHECKBOX_NAME: [obj.pk for obj in objects], **extra}
+    return client.post(CHANGELIST, data, follow=True)
+
+
+@pytest.mark.django_db
+def test_lock_and_unlock_switch_accepting_bookings(admin_client, host):
+    run_action(admin_client, "lock", host)
+    host.refresh_from_db()
+    assert not host.accepting_bookings
+    run_action(admin_client, "unlock", host)
+    host.refresh_from_db()
+    assert host.accepting_bookings
+
+
+@pytest.mark.django_db
+def test_drain_asks_first_then_locks_stops_and_cancels(admin_client, host):
+    running = ReservationFactory(host=host, start=slot(-1), end=slot(2), status="running")
+    scheduled = ReservationFactory(host=host, start=slot(3), end=slot(4))
+    page = run_action(admin_client, "drain", host)
+    assert b"1 to stop now, 1 to cancel" in page.content
+    host.refresh_from_db()
+    assert host.accepting_bookings  # nothing happens before the confirmation
+    response = run_action(admin_client, "drain", host, apply="Yes, drain")
+    host.refresh_from_db()
+    running.refresh_from_db()
+    scheduled.refresh_from_db()
+    assert not host.accepting_bookings
+    assert running.released_at is not None
+    assert scheduled.status == Reservation.Status.CANCELLED
+    assert f"{host}: locked, 1 stopped, 1 cancelled." in [str(m) for m in get_messages(response.wsgi_request)]
+
+
+@pytest.mark.django_db
+def test_the_event_log_filters_by_level_sign_user_and_host(admin_client, host):
+    user = UserFactory(username="m11007s05")
+    other_host = HostFactory(name="gpu-02")
+    ContainerEventFactory(level="WARNING", sign="SpaceWarning", message="over quota", user=user, host=host)
+    ContainerEventFactory(level="INFO", message="started elsewhere", host=other_host)
+    url = reverse("admin:containers_containerevent_changelist")
+    for query in (
+        {"level__exact": "WARNING"},
+        {"sign": "SpaceWarning"},
+        {"user__id__exact": user.pk},
+        {"host__id__exact": host.pk},
+    ):
+        response = admin_client.get(url, query)
+        assert response.status_code == 200
+        assert b"over quota" in response.content
+        assert b"started elsewhere" not in response.content
