@@ -6,7 +6,7 @@ from django.urls import reverse
 class ForcePasswordChangeMiddleware:
     """Sends an account that must change its password to the change form first."""
 
-    ALLOWED_URL_NAMES = ("password_change", "password_change_done", "logout", "set_language")
+    ALLOWED_URL_NAMES = ("password_change", "logout", "set_language")
 
     def __init__(self, get_response) -> None:
         self.get_response = get_response
