@@ -6,7 +6,7 @@ from decimal import Decimal
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 
 from bookings.models import GpuAllocation, Reservation
-from bookings.timeslots import MAX_LENGTH
+from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, SLOT
 from containers.models import ContainerEvent, Gpu, Host, SpaceAudit
 
 
@@ -108,9 +108,9 @@ def reservations_for_user(*, user_id: int) -> QuerySet[Reservation]:
 
 # Web views: what is free, where a request fits, what a user sees -----------------------
 
-# The earliest-fit search tries at most this many candidate starts, so a crowded host
-# answers quickly with "nothing found" instead of scanning forever.
-MAX_FIT_CANDIDATES = 400
+# Starts lie on the grid within two weeks, so the earliest-fit search never tries more than
+# one candidate per slot: bounded, and complete.
+MAX_FIT_CANDIDATES = MAX_AHEAD // SLOT + 1
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The timeline selector: every host's GPUs over the next two weeks on the booking grid.
 A fixed number of queries whatever the number of reservations: hosts, their GPUs, the
-allocations in the window (with usernames) and the live reservations in the window."""
+live reservations in the window (with usernames) and their active allocations."""
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,7 +16,7 @@ from containers.models import Gpu, Host
 HOURS_PER_LABEL = 6
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Block:
     """A booked stretch of one GPU row; `column` counts slots from 1."""
 
@@ -27,15 +27,6 @@ class Block:
     end: datetime
     own: bool
     reservation_id: int | None
-
-    @property
-    def grid_column(self) -> int:
-        return self.column + 1  # The row label takes grid column 1.
-
-    @property
-    def title(self) -> str:
-        start, end = timezone.localtime(self.start), timezone.localtime(self.end)
-        return f"{self.username} {start:%m-%d %H:%M} - {end:%m-%d %H:%M}"
 
 
 @dataclass(frozen=True)
@@ -48,10 +39,6 @@ class Headroom:
     memory_gb: int
     cpus_share: float
     memory_share: float
-
-    @property
-    def grid_column(self) -> int:
-        return self.column + 1
 
     @property
     def cpus_text(self) -> str:
@@ -94,7 +81,7 @@ class Mark:
 
     @property
     def grid_column(self) -> int:
-        return self.column + 1
+        return self.column + 1  # The row label takes grid column 1.
 
 
 @dataclass
@@ -185,21 +172,30 @@ def timeline(*, user_id: int, now: datetime, host_id: int | None = None) -> Time
         hosts = hosts.filter(pk=host_id)
     hosts = list(hosts)
     host_ids = [host.pk for host in hosts]
+    # One pass over the live reservations in the window feeds both the headroom and the
+    # blocks. The services keep an active allocation's window equal to its reservation's
+    # (create, extend and release move both), so blocks take the reservation's times.
+    reservations = (
+        Reservation.objects.live()
+        .filter(host_id__in=host_ids)
+        .overlapping(start, end)
+        .values_list("id", "host_id", "start", "end", "cpus", "memory_gb", "user_id", "user__username")
+    )
+    usage_by_host: dict[int, list[tuple]] = {}
+    windows: dict[int, tuple] = {}
+    for pk, host_pk, row_start, row_end, cpus, memory_gb, owner_id, username in reservations:
+        usage_by_host.setdefault(host_pk, []).append((row_start, row_end, cpus, memory_gb))
+        windows[pk] = (row_start, row_end, owner_id, username)
     allocations = (
-        GpuAllocation.objects.filter(
-            gpu__host_id__in=host_ids,
-            active=True,
-            reservation__status__in=Reservation.LIVE_STATUSES,
-            start__lt=end,
-            end__gt=start,
-        )
+        GpuAllocation.objects.filter(reservation_id__in=windows.keys(), active=True)
         .order_by("start")
-        .values_list(
-            "gpu_id", "start", "end", "reservation_id", "reservation__user_id", "reservation__user__username"
-        )
+        .values_list("gpu_id", "reservation_id")
+        if windows
+        else []
     )
     blocks_by_gpu: dict[int, list[Block]] = {}
-    for gpu_id, row_start, row_end, reservation_id, owner_id, username in allocations:
+    for gpu_id, reservation_id in allocations:
+        row_start, row_end, owner_id, username = windows[reservation_id]
         first = _column(row_start, start=start, slots=slots)
         own = owner_id == user_id
         blocks_by_gpu.setdefault(gpu_id, []).append(
@@ -213,15 +209,6 @@ def timeline(*, user_id: int, now: datetime, host_id: int | None = None) -> Time
                 reservation_id=reservation_id if own else None,
             )
         )
-    usage_by_host: dict[int, list[tuple]] = {}
-    reservations = (
-        Reservation.objects.live()
-        .filter(host_id__in=host_ids)
-        .overlapping(start, end)
-        .values_list("host_id", "start", "end", "cpus", "memory_gb")
-    )
-    for host_pk, *row in reservations:
-        usage_by_host.setdefault(host_pk, []).append(row)
     return Timeline(
         start=start,
         end=end,
