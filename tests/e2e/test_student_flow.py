@@ -130,3 +130,12 @@ def test_a_full_window_offers_the_earliest_window_that_fits(signed_in, host, scr
     page.get_by_role("button", name="Book", exact=True).click()
     expect(page.get_by_text("Booking successful!")).to_be_visible()
     assert Reservation.objects.get(user__username="m11007s05").start == free_from
+
+
+def test_the_language_switch_shows_the_pages_in_traditional_chinese(signed_in, screenshot):
+    page = signed_in
+    page.get_by_label("Language").select_option("zh-hant")
+    page.get_by_role("button", name="Switch").click()
+    expect(page.get_by_role("heading", name="總覽")).to_be_visible()
+    expect(page.get_by_test_id("max-capability")).to_contain_text("你的最大可用資源")
+    screenshot(page, "dashboard-zh-hant")
