@@ -1,13 +1,14 @@
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html_join
 
 from accounts.models import CapabilityProfile, User
-from accounts.selectors import capability_for
+from accounts.selectors import capability_for, first_free_forward_port
 from accounts.services import users_create_bulk
 from containers.models import Host
 
@@ -32,8 +33,20 @@ class BulkCreateForm(forms.Form):
         return [name for name in self.cleaned_data["usernames"].replace(",", " ").split() if name]
 
 
+class UserCreationWithPortForm(AdminUserCreationForm):
+    class Meta(AdminUserCreationForm.Meta):
+        model = User
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        # A full port range is reported on the form instead of failing in save().
+        first_free_forward_port()
+        return cleaned
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
+    add_form = UserCreationWithPortForm
     list_display = ("username", "email", "forward_port", "capability_profile", "is_staff", "is_active")
     list_filter = ("is_staff", "is_active", "capability_profile", "must_change_password")
     list_select_related = ("capability_profile",)

@@ -1,4 +1,6 @@
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser, UserManager
+from django.core.exceptions import ValidationError
 from django.db import models
 
 
@@ -60,6 +62,14 @@ class User(AbstractUser):
     must_change_password = models.BooleanField(default=False)
 
     objects = LabUserManager()
+
+    def clean(self) -> None:
+        super().clean()
+        port_range = settings.PORT_RANGE
+        if self.forward_port is not None and self.forward_port not in port_range:
+            raise ValidationError(
+                {"forward_port": f"Choose a port from {port_range.start} to {port_range.stop - 1}."}
+            )
 
     def save(self, *args, **kwargs) -> None:
         # Imported here: the selector module imports this model.

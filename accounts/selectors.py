@@ -3,6 +3,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 
 from accounts.models import CapabilityProfile, User
 from containers.models import Host
@@ -25,7 +26,7 @@ def host_maximum(*, host: Host) -> Capability:
     return Capability(
         cpus=Decimal(host.cpus),
         memory_gb=host.memory_gb,
-        gpus=host.gpus.filter(is_active=True).count(),
+        gpus=len(host.active_gpus),
         work_space_gb=host.max_work_space_gb,
         backup_space_gb=host.max_backup_space_gb,
     )
@@ -35,8 +36,10 @@ def capability_for(*, user: User, host: Host) -> Capability:
     """The user's effective maxima on `host`: the user's profile, where a field is null the
     default profile, where that is null too (or there is no default) the host maximum."""
     maximum = host_maximum(host=host)
-    default = default_profile()
-    own = user.capability_profile if user.capability_profile_id else None
+    profiles = CapabilityProfile.objects.filter(Q(is_default=True) | Q(pk=user.capability_profile_id or 0))
+    by_id = {profile.pk: profile for profile in profiles}
+    default = next((profile for profile in by_id.values() if profile.is_default), None)
+    own = by_id.get(user.capability_profile_id)
     values = {}
     for field in CapabilityProfile.LIMIT_FIELDS:
         value = None
@@ -45,8 +48,13 @@ def capability_for(*, user: User, host: Host) -> Capability:
                 value = getattr(profile, field)
                 break
         values[field] = getattr(maximum, field) if value is None else value
-    values["cpus"] = Decimal(values["cpus"])
+    values["cpus"] = plain_decimal(Decimal(values["cpus"]))
     return Capability(**values)
+
+
+def plain_decimal(number: Decimal) -> Decimal:
+    """8.00 -> 8 and 2.50 -> 2.5, so limits print the way people write them."""
+    return number.quantize(Decimal(1)) if number == number.to_integral_value() else number.normalize()
 
 
 def first_free_forward_port(*, exclude_user_id: int | None = None) -> int:

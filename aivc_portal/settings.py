@@ -1,6 +1,7 @@
 """One settings module for every environment; everything that differs comes from env vars."""
 
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -21,11 +22,21 @@ def env_range(name: str, default: str) -> range:
     return range(int(low), int(high) + 1)
 
 
+def secret_key_from_file(path: Path) -> str:
+    """A random key kept in a root-only file, made on first use, so a fresh checkout runs
+    with no setup and no key is ever committed or shared between installs."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
 DEBUG = env_bool("DEBUG", False)
-# A fixed development key only when DEBUG is on; production must set SECRET_KEY.
-SECRET_KEY = os.environ.get("SECRET_KEY") or ("dev-only-insecure-key" if DEBUG else "")
-if not SECRET_KEY:
-    raise RuntimeError("Set SECRET_KEY (or DEBUG=1 for local development).")
+SECRET_KEY = os.environ.get("SECRET_KEY") or secret_key_from_file(
+    Path(os.environ.get("SECRET_KEY_FILE", BASE_DIR / "var" / "secret_key"))
+)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 SITE_NAME = os.environ.get("SITE_NAME", "AIVC Portal")
@@ -134,12 +145,23 @@ SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+if env_bool("BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Portal settings
 PORT_RANGE = env_range("PORT_RANGE", "10001-11000")
 CONTAINER_RUNTIME = os.environ.get("CONTAINER_RUNTIME", "containers.runtime.DockerRuntime")
 CONTAINER_PREFIX = os.environ.get("CONTAINER_PREFIX", "aivc-")
 SPACE_AUDIT_TIMEOUT = int(os.environ.get("SPACE_AUDIT_TIMEOUT", "600"))
+# GPU telemetry: the Host whose GPUs NVML sees here (blank: the one named like this machine,
+# or the only one), where host processes are listed, and the idle rules.
+GPU_HOST_NAME = os.environ.get("GPU_HOST_NAME", "")
+GPU_PROC_ROOT = os.environ.get("GPU_PROC_ROOT", "/proc")
+GPU_SAMPLE_RETENTION_DAYS = int(os.environ.get("GPU_SAMPLE_RETENTION_DAYS", "30"))
+GPU_IDLE_UTILISATION_PERCENT = int(os.environ.get("GPU_IDLE_UTILISATION_PERCENT", "5"))
+GPU_IDLE_MINUTES = int(os.environ.get("GPU_IDLE_MINUTES", "60"))
+GPU_IDLE_AUTO_RELEASE = env_bool("GPU_IDLE_AUTO_RELEASE", False)
+GPU_IDLE_RELEASE_GRACE_MINUTES = int(os.environ.get("GPU_IDLE_RELEASE_GRACE_MINUTES", "60"))
 
 Q_CLUSTER = {
     "name": "aivc",

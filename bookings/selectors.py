@@ -3,7 +3,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import (
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Greatest, Least
 
 from bookings.models import GpuAllocation, Reservation
 from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, SLOT
@@ -55,21 +67,26 @@ def gpus_by_preference(
 ) -> list[Gpu]:
     """The host's active GPUs that no active allocation holds during [start, end), least
     booked first (booked time within one maximum booking length around the window), ties
-    by lowest index."""
+    by lowest index. The database aggregates: one row per GPU, whatever the history."""
     horizon_start, horizon_end = start - MAX_LENGTH, end + MAX_LENGTH
+    gpus = host.active_gpus
     allocations = GpuAllocation.objects.filter(
-        gpu__host=host, active=True, start__lt=horizon_end, end__gt=horizon_start
+        gpu_id__in=[gpu.pk for gpu in gpus], active=True, start__lt=horizon_end, end__gt=horizon_start
     )
     if exclude_reservation_id is not None:
         allocations = allocations.exclude(reservation_id=exclude_reservation_id)
-    rows = list(allocations.values_list("gpu_id", "start", "end"))
-    busy = busy_gpu_ids(rows, start=start, end=end)
-    booked: dict[int, timedelta] = {}
-    for gpu_id, row_start, row_end in rows:
-        overlap = min(row_end, horizon_end) - max(row_start, horizon_start)
-        booked[gpu_id] = booked.get(gpu_id, timedelta()) + overlap
-    free = [gpu for gpu in host.gpus.filter(is_active=True) if gpu.pk not in busy]
-    return sorted(free, key=lambda gpu: (booked.get(gpu.pk, timedelta()), gpu.index))
+    booked_in_horizon = ExpressionWrapper(
+        Least(F("end"), Value(horizon_end)) - Greatest(F("start"), Value(horizon_start)),
+        output_field=DurationField(),
+    )
+    per_gpu = allocations.values("gpu_id").annotate(
+        in_window=Count("pk", filter=Q(start__lt=end, end__gt=start)),
+        booked=Sum(booked_in_horizon),
+    )
+    busy = {row["gpu_id"] for row in per_gpu if row["in_window"]}
+    booked = {row["gpu_id"]: row["booked"] for row in per_gpu}
+    free = [gpu for gpu in gpus if gpu.pk not in busy]
+    return sorted(free, key=lambda gpu: (booked.get(gpu.pk) or timedelta(), gpu.index))
 
 
 def busy_gpu_ids(

@@ -59,13 +59,16 @@ def _resources(cpus: object, memory_gb: object, gpu_count: object) -> tuple[Deci
     return cpus, _whole(memory_gb, field="memory_gb"), _whole(gpu_count, field="gpu_count")
 
 
-def _resolve_host(host: object) -> Host:
-    host_id = host.pk if isinstance(host, Host) else host
-    lookup = {"name": host_id} if isinstance(host_id, str) and not host_id.isdigit() else {}
-    try:
-        return Host.objects.get(**(lookup or {"pk": int(host_id)}))
-    except (Host.DoesNotExist, TypeError, ValueError):
-        raise ValidationError({"host": "Unknown host."}, code="unknown_host") from None
+def _host_id(host: object) -> int:
+    """The id of a Host given as an instance, an id or a name; checks it exists."""
+    if isinstance(host, Host):
+        return host.pk
+    text = str(host).strip() if host is not None else ""
+    lookup = {"pk": int(text)} if text.isdigit() else {"name": text}
+    host_id = Host.objects.filter(**lookup).values_list("pk", flat=True).first() if text else None
+    if host_id is None:
+        raise ValidationError({"host": "Unknown host."}, code="unknown_host")
+    return host_id
 
 
 def _extra_command(value: str | None, *, user: User) -> str:
@@ -187,12 +190,21 @@ def _resolve_image(image: object, *, user: User) -> Image:
 # Services ----------------------------------------------------------------------------
 
 
-def _lock_user_and_host(*, user: User, host: Host) -> tuple[User, Host]:
-    """Locks in a fixed order (user, then host) so concurrent bookings queue, never
-    deadlock. SQLite takes its one write lock at BEGIN IMMEDIATE instead."""
-    user = User.objects.select_for_update().get(pk=user.pk)
-    host = Host.objects.select_for_update().get(pk=host.pk)
-    return user, host
+def _lock_host(host_id: int) -> Host:
+    """Concurrent bookings of one host queue here. A user's own bookings on two hosts at
+    once are kept apart by the database (constraint reservation_user_no_overlap);
+    SQLite takes its one write lock at BEGIN IMMEDIATE instead."""
+    try:
+        return Host.objects.select_for_update().get(pk=host_id)
+    except Host.DoesNotExist:
+        raise ValidationError({"host": "Unknown host."}, code="unknown_host") from None
+
+
+def _refused_by_database(error: IntegrityError) -> ValidationError:
+    """The exclusion constraints caught a race the checks above could not see."""
+    if "reservation_user_no_overlap" in str(error):
+        return ValidationError(OWN_OVERLAP, code="own_overlap")
+    return ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity")
 
 
 def reservation_create(
@@ -209,7 +221,7 @@ def reservation_create(
     now: datetime | None = None,
 ) -> Reservation:
     now = now or timezone.now()
-    host = _resolve_host(host)
+    host_id = _host_id(host)
     cpus, memory_gb, gpu_count = _resources(cpus, memory_gb, gpu_count)
     start, is_now = parse_time_input(start, field="start", base=slot_floor(now), now=now)
     end, _ = parse_time_input(end, field="end", base=start)
@@ -217,7 +229,7 @@ def reservation_create(
     _check_end(start=start, end=end)
     try:
         with transaction.atomic():
-            user, host = _lock_user_and_host(user=user, host=host)
+            host = _lock_host(host_id)
             _check_host_accepts(host=host)
             _check_within_capability(
                 user=user, host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count
@@ -243,9 +255,8 @@ def reservation_create(
             GpuAllocation.objects.bulk_create(
                 GpuAllocation(reservation=reservation, gpu=gpu, start=start, end=end) for gpu in gpus
             )
-    except IntegrityError:
-        # The database's exclusion constraints caught what the checks above should have.
-        raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity") from None
+    except IntegrityError as error:
+        raise _refused_by_database(error) from None
     if start <= now:
         queue_task(RECONCILE_TASK)
     return reservation
@@ -304,8 +315,9 @@ def reservation_extend(
     now = now or timezone.now()
     try:
         with transaction.atomic():
-            user, host = _lock_user_and_host(user=reservation.user, host=reservation.host)
+            host = _lock_host(reservation.host_id)
             reservation = _locked(reservation)
+            user = reservation.user
             if not reservation.is_live or reservation.end <= now:
                 raise ValidationError(
                     "Only a scheduled or running reservation can be extended.", code="not_extendable"
@@ -343,6 +355,6 @@ def reservation_extend(
             reservation.end = reservation.booked_end = new_end
             reservation.save(update_fields=["end", "booked_end", "updated_at"])
             reservation.allocations.filter(active=True).update(end=new_end)
-    except IntegrityError:
-        raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity") from None
+    except IntegrityError as error:
+        raise _refused_by_database(error) from None
     return reservation

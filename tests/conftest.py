@@ -13,6 +13,16 @@ from tests.factories import (
     local,
 )
 
+
+@pytest.fixture(autouse=True)
+def _plain_static_storage(settings):
+    # Tests render templates without running collectstatic first.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
 # Monday 2026-03-02 10:10 in Taipei: every booking test runs against this clock.
 NOW = local(2026, 3, 2, 10, 10)
 

@@ -19,6 +19,7 @@ class HostFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Host
         django_get_or_create = ("name",)
+        skip_postgeneration_save = True
 
     name = factory.Sequence(lambda n: f"gpu-server-{n:02d}")
     address = factory.LazyAttribute(lambda host: f"{host.name}.lab.example")

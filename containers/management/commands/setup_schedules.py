@@ -8,6 +8,22 @@ SCHEDULES = [
         "schedule_type": Schedule.MINUTES,
         "minutes": 1,
     },
+    {
+        "name": "sample GPUs",
+        "func": "containers.tasks.sample_gpus",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 1,
+    },
+    {
+        "name": "sync GPU inventory",
+        "func": "containers.tasks.sync_gpu_inventory",
+        "schedule_type": Schedule.HOURLY,
+    },
+    {
+        "name": "prune GPU samples",
+        "func": "containers.tasks.prune_gpu_samples",
+        "schedule_type": Schedule.DAILY,
+    },
 ]
 
 

@@ -1,0 +1,227 @@
+"""Reads over the GPU samples: who holds a GPU now, a reservation's utilisation, whether it
+sits idle, the live GPU table and GPU-hours busy for the usage report."""
+
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Avg, Count, F, Max, Min, OuterRef, QuerySet, Subquery
+
+from bookings.models import GpuAllocation, Reservation
+from containers.models import Gpu, GpuSample, Host, ReservationGpuStatus
+
+# The sampling task runs every minute, so each sample stands for one GPU-minute.
+SAMPLE_INTERVAL = timedelta(minutes=1)
+# A sample older than this is not shown as live: the sampler has stopped or NVML is gone.
+FRESH_FOR = timedelta(minutes=3)
+# How far the first and last samples of an idle window may sit from its edges: a window
+# with holes this large at either end has too little data to call the GPUs idle.
+COVERAGE_SLACK = timedelta(minutes=5)
+
+
+def telemetry_host(*, name: str = "") -> Host | None:
+    """The Host whose GPUs this machine's NVML reports: `name`, else GPU_HOST_NAME, else the
+    host named like this machine, else the only host there is."""
+    wanted = name or settings.GPU_HOST_NAME
+    if wanted:
+        return Host.objects.filter(name=wanted).first()
+    machine = socket.gethostname()
+    host = Host.objects.filter(name__in=[machine, machine.split(".")[0]]).first()
+    if host is None:
+        hosts = list(Host.objects.all()[:2])
+        host = hosts[0] if len(hosts) == 1 else None
+    return host
+
+
+def current_gpu_holders(*, host: Host, now: datetime) -> dict[int, Reservation]:
+    """GPU id -> the live reservation whose allocation covers `now`."""
+    allocations = GpuAllocation.objects.filter(
+        gpu__host=host,
+        active=True,
+        start__lte=now,
+        end__gt=now,
+        reservation__status__in=Reservation.LIVE_STATUSES,
+    ).select_related("reservation__user")
+    return {allocation.gpu_id: allocation.reservation for allocation in allocations}
+
+
+def reservations_with_containers(*, host: Host) -> list[Reservation]:
+    """Live reservations on `host` whose container id the scheduler has recorded."""
+    return list(Reservation.objects.live().filter(host=host).exclude(container_id="").select_related("user"))
+
+
+def _samples_in_allocations(**allocation_lookups: object) -> QuerySet[GpuSample]:
+    """Samples taken while an active allocation (narrowed by `allocation_lookups`) held the
+    GPU. One filter() call, so every condition applies to the same allocation."""
+    lookups = {f"gpu__allocations__{key}": value for key, value in allocation_lookups.items()}
+    return GpuSample.objects.filter(
+        gpu__allocations__active=True,
+        gpu__allocations__start__lte=F("taken_at"),
+        gpu__allocations__end__gt=F("taken_at"),
+        **lookups,
+    )
+
+
+@dataclass(frozen=True)
+class GpuUsage:
+    index: int
+    memory_total_mb: int
+    mean_utilisation_percent: float | None
+    peak_memory_mb: int | None
+    sample_count: int
+
+
+@dataclass(frozen=True)
+class ReservationGpuUsage:
+    """Over the reservation's allocation windows: mean utilisation of all its GPU-minutes,
+    and the most memory used on any one of its GPUs."""
+
+    mean_utilisation_percent: float | None
+    peak_memory_mb: int | None
+    sample_count: int
+    per_gpu: tuple[GpuUsage, ...]
+    idle_flagged_at: datetime | None
+
+
+def reservation_gpu_usage(*, reservation: Reservation) -> ReservationGpuUsage:
+    samples = _samples_in_allocations(reservation=reservation)
+    figures = {"mean": Avg("utilisation_percent"), "peak": Max("memory_used_mb"), "count": Count("id")}
+    overall = samples.aggregate(**figures)
+    per_gpu = samples.values("gpu__index", "gpu__memory_mb").annotate(**figures).order_by("gpu__index")
+    status = ReservationGpuStatus.objects.filter(reservation=reservation).first()
+    return ReservationGpuUsage(
+        mean_utilisation_percent=overall["mean"],
+        peak_memory_mb=overall["peak"],
+        sample_count=overall["count"],
+        per_gpu=tuple(
+            GpuUsage(
+                index=row["gpu__index"],
+                memory_total_mb=row["gpu__memory_mb"],
+                mean_utilisation_percent=row["mean"],
+                peak_memory_mb=row["peak"],
+                sample_count=row["count"],
+            )
+            for row in per_gpu
+        ),
+        idle_flagged_at=status.idle_flagged_at if status else None,
+    )
+
+
+def reservation_idle_state(*, reservation: Reservation, now: datetime) -> bool | None:
+    """True: every GPU of the reservation stayed under GPU_IDLE_UTILISATION_PERCENT for the
+    last GPU_IDLE_MINUTES. False: one was busy in that time. None: too little data to say
+    (running for a shorter time, or the samples do not cover the window)."""
+    window_start = now - timedelta(minutes=settings.GPU_IDLE_MINUTES)
+    figures = (
+        _samples_in_allocations(reservation=reservation)
+        .filter(taken_at__gt=window_start, taken_at__lte=now, utilisation_percent__isnull=False)
+        .aggregate(busiest=Max("utilisation_percent"), first=Min("taken_at"), last=Max("taken_at"))
+    )
+    if figures["first"] is None:
+        return None
+    if figures["busiest"] >= settings.GPU_IDLE_UTILISATION_PERCENT:
+        return False
+    running_since = reservation.started_at or reservation.start
+    covered = figures["first"] <= window_start + COVERAGE_SLACK and figures["last"] >= now - COVERAGE_SLACK
+    return True if covered and running_since <= window_start else None
+
+
+def idle_reservations_for_user(*, user_id: int) -> QuerySet[Reservation]:
+    """The user's running reservations flagged idle, for the dashboard."""
+    return Reservation.objects.filter(
+        user_id=user_id,
+        status=Reservation.Status.RUNNING,
+        gpu_status__idle_flagged_at__isnull=False,
+    ).select_related("host", "gpu_status")
+
+
+@dataclass(frozen=True)
+class GpuTableRow:
+    host_name: str
+    index: int
+    name: str
+    memory_total_mb: int
+    memory_used_mb: int | None
+    utilisation_percent: int | None
+    process_count: int | None
+    taken_at: datetime | None
+    holder_username: str
+    reservation_id: int | None
+    is_idle: bool
+
+
+@dataclass(frozen=True)
+class GpuTable:
+    rows: tuple[GpuTableRow, ...]
+
+    @property
+    def available(self) -> bool:
+        """Whether any GPU has a fresh sample; otherwise the page says so instead."""
+        return any(row.taken_at is not None for row in self.rows)
+
+
+def gpu_table(*, now: datetime) -> GpuTable:
+    """Every active GPU with its latest fresh sample and the reservation holding it now."""
+    latest = GpuSample.objects.filter(gpu=OuterRef("pk"), taken_at__gt=now - FRESH_FOR).order_by("-taken_at")
+    gpus = list(
+        Gpu.objects.filter(is_active=True)
+        .select_related("host")
+        .annotate(latest_sample_id=Subquery(latest.values("pk")[:1]))
+        .order_by("host__name", "index")
+    )
+    samples = GpuSample.objects.in_bulk([gpu.latest_sample_id for gpu in gpus if gpu.latest_sample_id])
+    holders = {
+        allocation.gpu_id: allocation.reservation
+        for allocation in GpuAllocation.objects.filter(
+            gpu__in=gpus,
+            active=True,
+            start__lte=now,
+            end__gt=now,
+            reservation__status__in=Reservation.LIVE_STATUSES,
+        ).select_related("reservation__user")
+    }
+    idle_ids = set(
+        ReservationGpuStatus.objects.filter(
+            reservation_id__in=[holder.pk for holder in holders.values()], idle_flagged_at__isnull=False
+        ).values_list("reservation_id", flat=True)
+    )
+    rows = []
+    for gpu in gpus:
+        sample = samples.get(gpu.latest_sample_id)
+        holder = holders.get(gpu.pk)
+        rows.append(
+            GpuTableRow(
+                host_name=gpu.host.name,
+                index=gpu.index,
+                name=gpu.name,
+                memory_total_mb=gpu.memory_mb,
+                memory_used_mb=sample.memory_used_mb if sample else None,
+                utilisation_percent=sample.utilisation_percent if sample else None,
+                process_count=sample.process_count if sample else None,
+                taken_at=sample.taken_at if sample else None,
+                holder_username=holder.user.username if holder else "",
+                reservation_id=holder.pk if holder else None,
+                is_idle=bool(holder and holder.pk in idle_ids),
+            )
+        )
+    return GpuTable(rows=tuple(rows))
+
+
+def gpu_hours_busy_by_user(start: datetime, end: datetime) -> dict[int, float]:
+    """User id -> GPU-hours in [start, end) that the user's reservations kept busy: sampled
+    GPU-minutes at or above GPU_IDLE_UTILISATION_PERCENT, counted while the user held the
+    GPU. Only as far back as the samples are kept (GPU_SAMPLE_RETENTION_DAYS)."""
+    rows = (
+        _samples_in_allocations()
+        .filter(
+            taken_at__gte=start,
+            taken_at__lt=end,
+            utilisation_percent__gte=settings.GPU_IDLE_UTILISATION_PERCENT,
+        )
+        .values("gpu__allocations__reservation__user_id")
+        .annotate(samples=Count("id"))
+        .order_by()
+    )
+    hours_per_sample = SAMPLE_INTERVAL / timedelta(hours=1)
+    return {row["gpu__allocations__reservation__user_id"]: row["samples"] * hours_per_sample for row in rows}

@@ -1,0 +1,37 @@
+import platform
+import statistics
+from pathlib import Path
+
+import pytest
+
+FIGURES = Path(__file__).resolve().parents[2] / "docs" / "benchmarks"
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {
+        "p50": percentile(samples, 0.50),
+        "p95": percentile(samples, 0.95),
+        "mean": statistics.fmean(samples),
+        "n": len(samples),
+    }
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs"
+
+
+@pytest.fixture
+def write_figures():
+    def write(name: str, text: str) -> None:
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        (FIGURES / name).write_text(text)
+        print(text)
+
+    return write

@@ -1,0 +1,107 @@
+from datetime import timedelta
+
+import pytest
+from django.template import Context, Template
+from django.test import RequestFactory
+from django.urls import reverse
+from django.utils import timezone
+
+from bookings.models import Reservation
+from containers import gpus, tasks
+from containers.models import GpuSample, ReservationGpuStatus
+from tests.factories import ReservationFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+URL = reverse("gpu-status")
+
+
+@pytest.fixture
+def logged_in(client, student):
+    client.force_login(student)
+    return client
+
+
+def test_it_asks_an_anonymous_visitor_to_log_in(client):
+    response = client.get(URL)
+
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_it_refuses_a_post(logged_in):
+    assert logged_in.post(URL).status_code == 405
+
+
+def test_it_says_gpu_information_is_unavailable_without_samples(logged_in, host):
+    response = logged_in.get(URL)
+
+    assert response.status_code == 200
+    assert "GPU information unavailable" in response.content.decode()
+
+
+def test_it_shows_utilisation_memory_and_holder(logged_in, host):
+    gpu0 = host.gpus.get(index=0)
+    ReservationFactory(
+        host=host,
+        user=UserFactory(username="m11007s06"),
+        status=Reservation.Status.RUNNING,
+        start=timezone.now() - timedelta(hours=1),
+        end=timezone.now() + timedelta(hours=1),
+        gpus=[gpu0],
+    )
+    GpuSample.objects.create(
+        gpu=gpu0, taken_at=timezone.now(), utilisation_percent=37, memory_used_mb=6144, process_count=1
+    )
+
+    page = logged_in.get(URL).content.decode()
+
+    assert "37%" in page
+    assert "6144 / 24576 MiB" in page
+    assert "m11007s06" in page
+    assert "GPU information unavailable" not in page
+
+
+def test_with_the_real_library_and_no_driver_sampling_stores_nothing_and_the_page_renders(logged_in, host):
+    if gpus.probe().available:
+        pytest.skip("this machine has a working NVIDIA driver")
+
+    assert tasks.sample_gpus() == 0
+    assert tasks.sync_gpu_inventory() == 0
+
+    response = logged_in.get(URL)
+    assert response.status_code == 200
+    assert "GPU information unavailable" in response.content.decode()
+    assert list(host.gpus.values_list("is_active", flat=True)) == [True, True]
+
+
+def test_the_reservation_usage_tag_renders_its_utilisation(host, student):
+    gpu0 = host.gpus.get(index=0)
+    reservation = ReservationFactory(host=host, user=student, gpus=[gpu0])
+    GpuSample.objects.create(
+        gpu=gpu0, taken_at=reservation.start, utilisation_percent=42, memory_used_mb=2048
+    )
+
+    html = Template("{% load gpu_telemetry %}{% reservation_gpu_usage reservation %}").render(
+        Context({"reservation": reservation})
+    )
+
+    assert "Mean GPU utilisation 42%, peak memory 2048 MiB." in html
+
+
+def test_the_idle_notice_tag_tells_the_user_about_their_idle_reservation(host, student):
+    reservation = ReservationFactory(host=host, user=student, status=Reservation.Status.RUNNING)
+    ReservationGpuStatus.objects.create(reservation=reservation, idle_flagged_at=timezone.now())
+    request = RequestFactory().get("/")
+    request.user = student
+
+    html = Template("{% load gpu_telemetry %}{% idle_reservations_notice %}").render(
+        Context({"request": request})
+    )
+
+    assert "The GPUs of your reservation on gpu-01 have been idle since" in html
+
+
+def test_the_gpu_table_tag_renders_the_table(host):
+    html = Template("{% load gpu_telemetry %}{% gpu_table %}").render(Context({}))
+
+    assert "GPU information unavailable" in html
