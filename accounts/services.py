@@ -1,10 +1,14 @@
 import secrets
-from collections.abc import Iterable
+import shlex
+from collections.abc import Collection, Iterable
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from accounts.models import CapabilityProfile, User
+from accounts.sshkeys import clean_ssh_public_keys
+from containers.models import Image
 
 # Letters and digits without look-alikes (0/O, 1/l/I) so a printed password reads back.
 _GENERATED_CHARACTERS = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -82,3 +86,61 @@ def users_assign_profile(*, users: Iterable[User], profile: CapabilityProfile | 
     return (
         User.objects.filter(pk__in=ids).exclude(capability_profile=profile).update(capability_profile=profile)
     )
+
+
+def user_update_profile(
+    *,
+    user: User,
+    ssh_public_keys: str,
+    default_image: Image | None,
+    default_extra_command: str,
+) -> User:
+    """Saves the settings a user keeps for every booking: keys, default image and command."""
+    errors: dict[str, list[str]] = {}
+    try:
+        ssh_public_keys = clean_ssh_public_keys(ssh_public_keys)
+    except ValidationError as error:
+        errors["ssh_public_keys"] = error.messages
+    if default_image is not None and not default_image.is_active:
+        errors["default_image"] = ["Not the available image!"]
+    default_extra_command = (default_extra_command or "").strip()
+    try:
+        shlex.split(default_extra_command)
+    except ValueError as error:
+        errors["default_extra_command"] = [f"Wrong Input! It cannot be read as arguments ({error})."]
+    if errors:
+        raise ValidationError(errors)
+    user.ssh_public_keys = ssh_public_keys
+    user.default_image = default_image
+    user.default_extra_command = default_extra_command
+    user.save(update_fields=["ssh_public_keys", "default_image", "default_extra_command"])
+    return user
+
+
+FORWARD_PORT_DUPLICATED = "Forward Port Duplicated!!"
+
+
+def user_change_forward_port(*, user: User, port: int, ports_held: Collection[int] = ()) -> User:
+    """Moves the user's SSH forward port to a free port in PORT_RANGE. `ports_held` are
+    ports that other users' live reservations still use (the caller knows bookings; this
+    layer does not), so a container never collides with another on the same port."""
+    port_range = settings.PORT_RANGE
+    if port not in port_range:
+        first, last = port_range.start, port_range.stop - 1
+        raise ValidationError(
+            {"forward_port": f"Wrong Input! The port must be within {first}-{last}."},
+            code="port_out_of_range",
+        )
+    if port == user.forward_port:
+        return user
+    taken = User.objects.filter(forward_port=port).exclude(pk=user.pk).exists()
+    if taken or port in ports_held:
+        raise ValidationError({"forward_port": FORWARD_PORT_DUPLICATED}, code="port_taken")
+    user.forward_port = port
+    try:
+        with transaction.atomic():
+            user.save(update_fields=["forward_port"])
+    except IntegrityError:
+        # Another account took the port between the check and the save.
+        raise ValidationError({"forward_port": FORWARD_PORT_DUPLICATED}, code="port_taken") from None
+    return user

@@ -4,6 +4,13 @@ from bookings import report_views, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("reservations/new/", views.reservation_new, name="reservation-new"),
+    path("reservations/capacity/", views.reservation_capacity, name="reservation-capacity"),
+    path("reservations/<int:pk>/", views.reservation_detail, name="reservation-detail"),
+    path("reservations/<int:pk>/cancel/", views.reservation_cancel_view, name="reservation-cancel"),
+    path("reservations/<int:pk>/release/", views.reservation_release_view, name="reservation-release"),
+    path("reservations/<int:pk>/extend/", views.reservation_extend_view, name="reservation-extend"),
+    path("timeline/", views.timeline, name="timeline"),
     path("reports/", report_views.reports, name="reports"),
     path("reports/reservations.csv", report_views.reservations_csv, name="report-reservations-csv"),
     path("reports/usage.csv", report_views.usage_csv, name="report-usage-csv"),

@@ -1,13 +1,274 @@
-from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_safe
+from datetime import datetime
+from urllib.parse import urlencode
 
-from bookings.selectors import reservations_for_user
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods, require_safe
+
+from accounts.selectors import capability_for
+from bookings.forms import END_AT, BookingForm, ExtendForm
+from bookings.models import Reservation
+from bookings.selectors import (
+    earliest_fitting_window,
+    latest_space_audits,
+    recent_events_for_user,
+    reservation_for_owner,
+    reservations_by_time,
+    window_capacity,
+)
+from bookings.services import (
+    NOT_ENOUGH_CAPACITY,
+    reservation_cancel,
+    reservation_create,
+    reservation_extend,
+    reservation_release,
+)
+from bookings.timeline import timeline as build_timeline
+from bookings.timeslots import MAX_AHEAD, SLOT, parse_time_input, slot_floor
+from containers.models import Host
+
+
+def _owned_reservation(request: HttpRequest, pk: int) -> Reservation:
+    """The signed-in user's reservation, or 404 for anyone else's (no hint that it exists)."""
+    reservation = reservation_for_owner(user_id=request.user.pk, pk=pk)
+    if reservation is None:
+        raise Http404
+    return reservation
+
+
+def ssh_command(reservation: Reservation) -> str:
+    return f"ssh -p {reservation.forward_port} root@{reservation.host.address or reservation.host.name}"
 
 
 @login_required
 @require_safe
 def dashboard(request: HttpRequest) -> HttpResponse:
-    reservations = reservations_for_user(user_id=request.user.pk)
-    return render(request, "bookings/dashboard.html", {"reservations": reservations})
+    now = timezone.now()
+    user = request.user
+    by_time = reservations_by_time(user_id=user.pk, now=now)
+    hosts = []
+    this_slot = slot_floor(now)
+    for host in Host.objects.order_by("name"):
+        capability = capability_for(user=user, host=host)
+        free = window_capacity(host=host, start=this_slot, end=this_slot + SLOT)
+        hosts.append({"host": host, "capability": capability, "free": free})
+    audits = []
+    for audit in latest_space_audits(user_id=user.pk):
+        capability = capability_for(user=user, host=audit.host)
+        audits.append({"audit": audit, "capability": capability})
+    context = {
+        "current": [(reservation, ssh_command(reservation)) for reservation in by_time.current],
+        "upcoming": by_time.upcoming,
+        "past": by_time.past,
+        "hosts": hosts,
+        "audits": audits,
+        "events": recent_events_for_user(user_id=user.pk),
+    }
+    return render(request, "bookings/dashboard.html", context)
+
+
+def _window(form: BookingForm, *, now: datetime) -> tuple[datetime, datetime] | None:
+    """The window a (partly) valid booking form asks for, or None while it is incomplete."""
+    data = form.cleaned_data
+    try:
+        start, _is_now = parse_time_input(data.get("start"), field="start", base=slot_floor(now), now=now)
+        end, _is_now = parse_time_input(data.get("end"), field="end", base=start)
+    except ValidationError:
+        return None
+    return (start, end) if end > start else None
+
+
+def _suggestion(form: BookingForm, *, user, now: datetime) -> dict | None:
+    """The earliest window of the requested length where the request fits, as a link that
+    prefills the form with it."""
+    data = form.cleaned_data
+    window = _window(form, now=now)
+    if window is None or data.get("host") is None:
+        return None
+    needed = [data.get(name) for name in ("cpus", "memory_gb", "gpu_count")]
+    if any(value is None for value in needed):
+        return None
+    start, end = window
+    this_slot = slot_floor(now)
+    found = earliest_fitting_window(
+        host=data["host"],
+        length=end - start,
+        cpus=needed[0],
+        memory_gb=needed[1],
+        gpu_count=needed[2],
+        not_before=max(start, this_slot),
+        latest_start=this_slot + MAX_AHEAD,
+        user_id=user.pk,
+    )
+    if found is None:
+        return {"start": None}
+    found_start, found_end = (timezone.localtime(moment) for moment in found)
+    query = {
+        "host": data["host"].pk,
+        "end_kind": END_AT,
+        "end_date": f"{found_end:%Y-%m-%d}",
+        "end_time": f"{found_end:%H:%M}",
+        "cpus": needed[0],
+        "memory_gb": needed[1],
+        "gpu_count": needed[2],
+        "image": data["image"].pk if data.get("image") else "",
+        "extra_command": data.get("extra_command", ""),
+    }
+    if found_start <= now:
+        query["start_now"] = "on"
+    else:
+        query.update(start_date=f"{found_start:%Y-%m-%d}", start_time=f"{found_start:%H:%M}")
+    return {
+        "start": found_start,
+        "end": found_end,
+        "url": f"{reverse('reservation-new')}?{urlencode(query)}",
+    }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def reservation_new(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    suggestion = None
+    if request.method == "POST":
+        form = BookingForm(request.POST, user=request.user)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                reservation = reservation_create(
+                    user=request.user,
+                    host=data["host"],
+                    start=data["start"],
+                    end=data["end"],
+                    cpus=data["cpus"],
+                    memory_gb=data["memory_gb"],
+                    gpu_count=data["gpu_count"],
+                    image=data["image"],
+                    extra_command=data["extra_command"],
+                    now=now,
+                )
+            except ValidationError as error:
+                form.add_service_error(error)
+                if NOT_ENOUGH_CAPACITY in error.messages:
+                    suggestion = _suggestion(form, user=request.user, now=now)
+            else:
+                messages.success(request, _("Booking successful!"))
+                return redirect("reservation-detail", pk=reservation.pk)
+    else:
+        prefill = {key: value for key, value in request.GET.items() if key in BookingForm.base_fields}
+        form = BookingForm(initial=_initial(now) | prefill, user=request.user)
+    context = {"form": form, "suggestion": suggestion, "today": timezone.localdate(now)}
+    return render(request, "bookings/reservation_form.html", context)
+
+
+def _initial(now: datetime) -> dict:
+    """A first guess: the next slot, for one day."""
+    start = timezone.localtime(slot_floor(now) + SLOT)
+    return {"start_date": start.date(), "start_time": f"{start:%H:%M}"}
+
+
+@login_required
+@require_safe
+def reservation_capacity(request: HttpRequest) -> HttpResponse:
+    """The booking form's live panel: the user's maxima on the chosen host, what is free
+    for the chosen window, and where the request would fit if it does not."""
+    now = timezone.now()
+    form = BookingForm(request.GET, user=request.user)
+    form.is_valid()  # Fills cleaned_data with whatever parts are valid.
+    data = form.cleaned_data
+    context = {"host": data.get("host"), "window": None}
+    if context["host"] is not None:
+        context["capability"] = capability_for(user=request.user, host=context["host"])
+        window = _window(form, now=now)
+        if window is not None:
+            free = window_capacity(host=context["host"], start=window[0], end=window[1])
+            context.update(window=[timezone.localtime(moment) for moment in window], free=free)
+            wanted = (data.get("cpus"), data.get("memory_gb"), data.get("gpu_count"))
+            if None not in wanted and (
+                wanted[0] > free.cpus or wanted[1] > free.memory_gb or wanted[2] > free.gpus
+            ):
+                context["suggestion"] = _suggestion(form, user=request.user, now=now)
+    return render(request, "bookings/_capacity.html", context)
+
+
+@login_required
+@require_safe
+def reservation_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    reservation = _owned_reservation(request, pk)
+    now = timezone.now()
+    context = {
+        "reservation": reservation,
+        "ssh_command": ssh_command(reservation),
+        "events": reservation.events.select_related("host").order_by("-created_at", "-id")[:50],
+        "can_cancel": reservation.status in (Reservation.Status.SCHEDULED, Reservation.Status.BLOCKED)
+        and reservation.end > now,
+        "can_release": reservation.is_live and reservation.start < now < reservation.end,
+        "can_extend": reservation.is_live and reservation.end > now,
+        "is_current": reservation.is_live and reservation.start <= now < reservation.end,
+    }
+    return render(request, "bookings/reservation_detail.html", context)
+
+
+def _confirm_action(request: HttpRequest, pk: int, *, action: str, service, done: str) -> HttpResponse:
+    """GET asks to confirm; POST (with CSRF) calls the service and goes back to the detail."""
+    reservation = _owned_reservation(request, pk)
+    if request.method == "POST":
+        try:
+            service(reservation=reservation, now=timezone.now())
+        except ValidationError as error:
+            for message in error.messages:
+                messages.error(request, message)
+        else:
+            messages.success(request, done)
+        return redirect("reservation-detail", pk=reservation.pk)
+    return render(
+        request, "bookings/reservation_confirm.html", {"reservation": reservation, "action": action}
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def reservation_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
+    return _confirm_action(
+        request, pk, action="cancel", service=reservation_cancel, done=_("The reservation was cancelled.")
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def reservation_release_view(request: HttpRequest, pk: int) -> HttpResponse:
+    return _confirm_action(
+        request, pk, action="release", service=reservation_release, done=_("The reservation was released.")
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def reservation_extend_view(request: HttpRequest, pk: int) -> HttpResponse:
+    reservation = _owned_reservation(request, pk)
+    form = ExtendForm(request.POST or None, current_end=reservation.end)
+    if request.method == "POST" and form.is_valid():
+        try:
+            reservation_extend(reservation=reservation, end=form.cleaned_data["end"], now=timezone.now())
+        except ValidationError as error:
+            for message in error.messages:
+                form.add_error(None, message)
+        else:
+            messages.success(request, _("The reservation was extended."))
+            return redirect("reservation-detail", pk=reservation.pk)
+    return render(request, "bookings/reservation_extend.html", {"reservation": reservation, "form": form})
+
+
+@login_required
+@require_safe
+def timeline(request: HttpRequest) -> HttpResponse:
+    host_id = request.GET.get("host")
+    host_id = int(host_id) if host_id and host_id.isdigit() else None
+    data = build_timeline(user_id=request.user.pk, now=timezone.now(), host_id=host_id)
+    return render(request, "bookings/timeline.html", {"timeline": data, "host_id": host_id})

@@ -1,0 +1,43 @@
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import User
+from containers.models import Image
+
+
+class ProfileForm(forms.Form):
+    ssh_public_keys = forms.CharField(
+        required=False,
+        label=_("SSH public keys"),
+        widget=forms.Textarea(attrs={"rows": 5, "spellcheck": "false", "autocomplete": "off"}),
+        help_text=_("One OpenSSH public key per line, e.g. the contents of ~/.ssh/id_ed25519.pub."),
+    )
+    default_image = forms.ModelChoiceField(
+        queryset=Image.objects.filter(is_active=True).order_by("reference"),
+        required=False,
+        label=_("Default image"),
+        empty_label=_("The lab's default"),
+    )
+    default_extra_command = forms.CharField(
+        required=False,
+        max_length=1000,
+        label=_("Default extra command"),
+        help_text=_("Prefilled in the booking form."),
+    )
+
+    @classmethod
+    def for_user(cls, user: User, data=None) -> "ProfileForm":
+        initial = {
+            "ssh_public_keys": user.ssh_public_keys,
+            "default_image": user.default_image_id,
+            "default_extra_command": user.default_extra_command,
+        }
+        return cls(data, initial=initial, prefix="profile")
+
+
+class ForwardPortForm(forms.Form):
+    forward_port = forms.IntegerField(label=_("Forward port"))
+
+    @classmethod
+    def for_user(cls, user: User, data=None) -> "ForwardPortForm":
+        return cls(data, initial={"forward_port": user.forward_port}, prefix="port")

@@ -1,0 +1,147 @@
+"""Booking forms check shape only; the rules live in bookings.services."""
+
+from datetime import date, datetime, time, timedelta
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+from django.utils.functional import lazy
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from accounts.models import User
+from bookings.timeslots import NOW_FLAG
+from containers.models import Host, Image
+
+SLOT_TIMES = [(f"{minutes // 60:02d}:{minutes % 60:02d}",) * 2 for minutes in range(0, 24 * 60, 30)]
+
+
+def _days(days: int) -> str:
+    return ngettext("%(count)d day", "%(count)d days", days) % {"count": days}
+
+
+days_label = lazy(_days, str)
+# The old tool's relative ends: N-day (1-14) and N-week (1-2).
+DURATIONS = [(f"{days}-day", days_label(days)) for days in range(1, 7)]
+DURATIONS += [("1-week", _("1 week"))]
+DURATIONS += [(f"{days}-day", days_label(days)) for days in range(8, 14)]
+DURATIONS += [("2-week", _("2 weeks"))]
+EXTENSIONS = [
+    ("30", _("30 minutes")),
+    ("60", _("1 hour")),
+    ("120", _("2 hours")),
+    ("240", _("4 hours")),
+    ("720", _("12 hours")),
+    ("1440", _("1 day")),
+    ("2880", _("2 days")),
+    ("4320", _("3 days")),
+    ("10080", _("1 week")),
+]
+END_AFTER = "duration"
+END_AT = "at"
+
+# Service errors name service arguments; these are the form fields that show them.
+SERVICE_FIELD_TO_FORM_FIELD = {"start": "start_date", "end": "end_date", "image": "image"}
+
+
+def _local_datetime(day: date | None, slot: str | None) -> datetime | None:
+    if day is None or not slot:
+        return None
+    hour, minute = (int(part) for part in slot.split(":"))
+    return timezone.make_aware(datetime.combine(day, time(hour, minute)))
+
+
+class BookingForm(forms.Form):
+    host = forms.ModelChoiceField(queryset=Host.objects.order_by("name"), empty_label=None, label=_("Host"))
+    start_now = forms.BooleanField(required=False, label=_("Start now"))
+    start_date = forms.DateField(
+        required=False, label=_("Start date"), widget=forms.DateInput(attrs={"type": "date"})
+    )
+    start_time = forms.ChoiceField(choices=SLOT_TIMES, required=False, label=_("Start time"))
+    end_kind = forms.ChoiceField(
+        choices=[(END_AFTER, _("For a duration")), (END_AT, _("Until a date and time"))],
+        initial=END_AFTER,
+        widget=forms.RadioSelect,
+        label=_("End"),
+    )
+    duration = forms.ChoiceField(choices=DURATIONS, required=False, initial="1-day", label=_("Duration"))
+    end_date = forms.DateField(
+        required=False, label=_("End date"), widget=forms.DateInput(attrs={"type": "date"})
+    )
+    end_time = forms.ChoiceField(choices=SLOT_TIMES, required=False, label=_("End time"))
+    cpus = forms.DecimalField(label=_("CPUs"), max_digits=6, decimal_places=2, initial=1)
+    memory_gb = forms.IntegerField(label=_("Memory (GB)"), initial=4)
+    gpu_count = forms.IntegerField(label=_("GPUs"), initial=1)
+    image = forms.ModelChoiceField(queryset=Image.objects.none(), empty_label=None, label=_("Image"))
+    extra_command = forms.CharField(
+        required=False,
+        max_length=1000,
+        label=_("Extra command"),
+        help_text=_("Run when the container starts, as arguments to the image; leave empty for none."),
+    )
+
+    def __init__(self, *args, user: User, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        images = Image.objects.filter(is_active=True).order_by("reference")
+        self.fields["image"].queryset = images
+        default = images.filter(pk=user.default_image_id).first() or images.filter(is_default=True).first()
+        self.fields["image"].initial = default.pk if default else None
+        self.fields["extra_command"].initial = user.default_extra_command
+        for name in ("cpus", "memory_gb", "gpu_count"):
+            self.fields[name].widget.attrs["inputmode"] = "decimal" if name == "cpus" else "numeric"
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("start_now"):
+            data["start"] = NOW_FLAG
+        else:
+            data["start"] = _local_datetime(data.get("start_date"), data.get("start_time"))
+            if data["start"] is None and "start_date" not in self.errors:
+                self.add_error("start_date", _("Wrong Input! Choose a start date and time, or start now."))
+        if data.get("end_kind") == END_AT:
+            data["end"] = _local_datetime(data.get("end_date"), data.get("end_time"))
+            if data["end"] is None and "end_date" not in self.errors:
+                self.add_error("end_date", _("Wrong Input! Choose an end date and time."))
+        else:
+            data["end"] = data.get("duration")
+            if not data["end"]:
+                self.add_error("duration", _("Wrong Input! Choose a duration."))
+        return data
+
+    def add_service_error(self, error: ValidationError) -> None:
+        """Shows a service's ValidationError next to the field it names, or above the
+        form when it names none."""
+        if hasattr(error, "error_dict"):
+            end_field = "duration" if self.cleaned_data.get("end_kind") == END_AFTER else "end_date"
+            for name, messages in error.message_dict.items():
+                field = end_field if name == "end" else SERVICE_FIELD_TO_FORM_FIELD.get(name, name)
+                for message in messages:
+                    self.add_error(field if field in self.fields else None, message)
+        else:
+            for message in error.messages:
+                self.add_error(None, message)
+
+
+class ExtendForm(forms.Form):
+    """A later end: by a step from the current end, or at a date and time."""
+
+    extend_by = forms.ChoiceField(choices=EXTENSIONS, required=False, label=_("Extend by"))
+    end_date = forms.DateField(
+        required=False, label=_("Or until date"), widget=forms.DateInput(attrs={"type": "date"})
+    )
+    end_time = forms.ChoiceField(choices=[("", "—"), *SLOT_TIMES], required=False, label=_("Until time"))
+
+    def __init__(self, *args, current_end: datetime, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.current_end = current_end
+
+    def clean(self) -> dict:
+        data = super().clean()
+        at = _local_datetime(data.get("end_date"), data.get("end_time"))
+        if at is not None:
+            data["end"] = at
+        elif data.get("extend_by"):
+            data["end"] = self.current_end + timedelta(minutes=int(data["extend_by"]))
+        else:
+            raise ValidationError(_("Wrong Input! Choose how long to extend."))
+        return data

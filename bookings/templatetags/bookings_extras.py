@@ -1,0 +1,74 @@
+from django import template
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
+register = template.Library()
+
+# Reservation.Status values as people read them, translated.
+STATUS_LABELS = {
+    "scheduled": _("Scheduled"),
+    "starting": _("Starting"),
+    "running": _("Running"),
+    "ended": _("Ended"),
+    "cancelled": _("Cancelled"),
+    "failed": _("Failed"),
+    "blocked": _("Blocked"),
+}
+
+
+@register.filter
+def status_label(status: str) -> str:
+    return STATUS_LABELS.get(status, status)
+
+
+# The timeline holds thousands of blocks; building their few attributes here is several
+# times faster than a template loop over them, and the page must come back in well under
+# 100 ms with 2,000 reservations.
+_PLACEHOLDER_PK = 2_147_483_647
+
+
+@register.simple_tag
+def timeline_blocks(blocks: list) -> str:
+    detail_url = reverse("reservation-detail", args=[_PLACEHOLDER_PK])
+    zone = timezone.get_current_timezone()
+    labels: dict = {}  # Blocks share boundaries on the grid: format each one once.
+
+    def label(moment):
+        if moment not in labels:
+            labels[moment] = f"{moment.astimezone(zone):%m-%d %H:%M}"
+        return labels[moment]
+
+    parts = []
+    for block in blocks:
+        title = escape(f"{block.username} {label(block.start)} - {label(block.end)}")
+        name = escape(block.username)
+        place = f"grid-column: {block.column + 1} / span {block.span}"
+        if block.own:
+            url = detail_url.replace(str(_PLACEHOLDER_PK), str(block.reservation_id))
+            parts.append(
+                f'<a class="tl-block own" href="{url}" style="{place}" title="{title}" '
+                f'aria-label="{title}">{name}</a>'
+            )
+        else:
+            parts.append(f'<span class="tl-block" style="{place}" title="{title}">{name}</span>')
+    return mark_safe("".join(parts))  # noqa: S308 - every interpolated text is escaped above
+
+
+@register.simple_tag
+def timeline_headroom(runs: list, kind: str) -> str:
+    label = escape(gettext("CPUs free") if kind == "cpus" else gettext("Memory free"))
+    parts = []
+    for run in runs:
+        if kind == "cpus":
+            value, level = run.cpus_text, run.cpus_level
+        else:
+            value, level = f"{run.memory_gb} GB", run.memory_level
+        parts.append(
+            f'<span class="free-{level}" style="grid-column: {run.column + 1} / span {run.span}" '
+            f'title="{label}: {value}">{value}</span>'
+        )
+    return mark_safe("".join(parts))  # noqa: S308 - numbers and a translated, escaped label

@@ -1,0 +1,226 @@
+"""The timeline selector: every host's GPUs over the next two weeks on the booking grid.
+A fixed number of queries whatever the number of reservations: hosts, their GPUs, the
+live reservations in the window (with usernames) and their active allocations."""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db.models import Prefetch
+from django.utils import timezone
+
+from bookings.models import GpuAllocation, Reservation
+from bookings.timeslots import MAX_AHEAD, SLOT, slot_floor
+from containers.models import Gpu, Host
+
+HOURS_PER_LABEL = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A booked stretch of one GPU row; `column` counts slots from 1."""
+
+    column: int
+    span: int
+    username: str
+    start: datetime
+    end: datetime
+    own: bool
+    reservation_id: int | None
+
+
+@dataclass(frozen=True)
+class Headroom:
+    """What stays free on a host across `span` slots from `column`."""
+
+    column: int
+    span: int
+    cpus: Decimal
+    memory_gb: int
+    cpus_share: float
+    memory_share: float
+
+    @property
+    def cpus_text(self) -> str:
+        return f"{self.cpus.normalize():f}"
+
+    @property
+    def cpus_level(self) -> str:
+        return _level(self.cpus_share)
+
+    @property
+    def memory_level(self) -> str:
+        return _level(self.memory_share)
+
+
+def _level(share: float) -> str:
+    """A coarse band for colouring headroom: none, low, some, plenty."""
+    if share <= 0:
+        return "none"
+    return "low" if share < 0.2 else "some" if share < 0.5 else "plenty"
+
+
+@dataclass
+class GpuRow:
+    gpu: Gpu
+    blocks: list[Block] = field(default_factory=list)
+
+
+@dataclass
+class HostTimeline:
+    host: Host
+    gpu_rows: list[GpuRow]
+    headroom: list[Headroom]
+
+
+@dataclass(frozen=True)
+class Mark:
+    column: int
+    span: int
+    label: datetime
+
+    @property
+    def grid_column(self) -> int:
+        return self.column + 1  # The row label takes grid column 1.
+
+
+@dataclass
+class Timeline:
+    start: datetime
+    end: datetime
+    slots: int
+    days: list[Mark]
+    hours: list[Mark]
+    hosts: list[HostTimeline]
+
+
+def _column(moment: datetime, *, start: datetime, slots: int) -> int:
+    """The 0-based slot holding `moment`, clipped to the window."""
+    return min(max((moment - start) // SLOT, 0), slots)
+
+
+def _column_after(moment: datetime, *, start: datetime, slots: int) -> int:
+    """The 0-based slot boundary at or after `moment`, clipped to the window."""
+    return min(max(-((start - moment) // SLOT), 0), slots)
+
+
+def _marks(*, start: datetime, slots: int, every: timedelta, align: bool) -> list[Mark]:
+    """Header cells: one per local day (align) or per `every` of time."""
+    marks = []
+    column = 0
+    while column < slots:
+        local = timezone.localtime(start + column * SLOT)
+        if align:
+            following = (local + timedelta(days=1)).replace(hour=0, minute=0)
+        else:
+            hour = local.hour - local.hour % HOURS_PER_LABEL
+            following = local.replace(hour=hour, minute=0) + every
+        next_column = _column_after(following, start=start, slots=slots)
+        marks.append(Mark(column=column + 1, span=next_column - column, label=local))
+        column = next_column
+    return marks
+
+
+def _headroom(host: Host, rows: list[tuple], *, start: datetime, slots: int) -> list[Headroom]:
+    """Free CPUs and memory per slot as runs of equal value, from a difference array."""
+    cpus_delta = [Decimal(0)] * (slots + 1)
+    memory_delta = [0] * (slots + 1)
+    for row_start, row_end, cpus, memory_gb in rows:
+        first = _column(row_start, start=start, slots=slots)
+        last = _column_after(row_end, start=start, slots=slots)
+        cpus_delta[first] += cpus
+        cpus_delta[last] -= cpus
+        memory_delta[first] += memory_gb
+        memory_delta[last] -= memory_gb
+    runs: list[Headroom] = []
+    cpus_used, memory_used = Decimal(0), 0
+    for column in range(slots):
+        cpus_used += cpus_delta[column]
+        memory_used += memory_delta[column]
+        cpus_free = max(Decimal(host.cpus) - cpus_used, Decimal(0))
+        memory_free = max(host.memory_gb - memory_used, 0)
+        if runs and runs[-1].cpus == cpus_free and runs[-1].memory_gb == memory_free:
+            last = runs[-1]
+            runs[-1] = Headroom(
+                last.column, last.span + 1, last.cpus, last.memory_gb, last.cpus_share, last.memory_share
+            )
+            continue
+        runs.append(
+            Headroom(
+                column=column + 1,
+                span=1,
+                cpus=cpus_free,
+                memory_gb=memory_free,
+                cpus_share=float(cpus_free / host.cpus) if host.cpus else 0.0,
+                memory_share=memory_free / host.memory_gb if host.memory_gb else 0.0,
+            )
+        )
+    return runs
+
+
+def timeline(*, user_id: int, now: datetime, host_id: int | None = None) -> Timeline:
+    """Every host (or one) from the current slot for two weeks: GPU rows with booked
+    blocks (username only: another user's command or image is never exposed), the user's
+    own blocks marked, and the CPU and memory headroom."""
+    start = slot_floor(now)
+    end = start + MAX_AHEAD
+    slots = (end - start) // SLOT
+    hosts = Host.objects.order_by("name").prefetch_related(
+        Prefetch("gpus", queryset=Gpu.objects.filter(is_active=True).order_by("index"))
+    )
+    if host_id is not None:
+        hosts = hosts.filter(pk=host_id)
+    hosts = list(hosts)
+    host_ids = [host.pk for host in hosts]
+    # One pass over the live reservations in the window feeds both the headroom and the
+    # blocks. The services keep an active allocation's window equal to its reservation's
+    # (create, extend and release move both), so blocks take the reservation's times.
+    reservations = (
+        Reservation.objects.live()
+        .filter(host_id__in=host_ids)
+        .overlapping(start, end)
+        .values_list("id", "host_id", "start", "end", "cpus", "memory_gb", "user_id", "user__username")
+    )
+    usage_by_host: dict[int, list[tuple]] = {}
+    windows: dict[int, tuple] = {}
+    for pk, host_pk, row_start, row_end, cpus, memory_gb, owner_id, username in reservations:
+        usage_by_host.setdefault(host_pk, []).append((row_start, row_end, cpus, memory_gb))
+        windows[pk] = (row_start, row_end, owner_id, username)
+    allocations = (
+        GpuAllocation.objects.filter(reservation_id__in=windows.keys(), active=True)
+        .order_by("start")
+        .values_list("gpu_id", "reservation_id")
+        if windows
+        else []
+    )
+    blocks_by_gpu: dict[int, list[Block]] = {}
+    for gpu_id, reservation_id in allocations:
+        row_start, row_end, owner_id, username = windows[reservation_id]
+        first = _column(row_start, start=start, slots=slots)
+        own = owner_id == user_id
+        blocks_by_gpu.setdefault(gpu_id, []).append(
+            Block(
+                column=first + 1,
+                span=max(_column_after(row_end, start=start, slots=slots) - first, 1),
+                username=username,
+                start=row_start,
+                end=row_end,
+                own=own,
+                reservation_id=reservation_id if own else None,
+            )
+        )
+    return Timeline(
+        start=start,
+        end=end,
+        slots=slots,
+        days=_marks(start=start, slots=slots, every=timedelta(days=1), align=True),
+        hours=_marks(start=start, slots=slots, every=timedelta(hours=HOURS_PER_LABEL), align=False),
+        hosts=[
+            HostTimeline(
+                host=host,
+                gpu_rows=[GpuRow(gpu=gpu, blocks=blocks_by_gpu.get(gpu.pk, [])) for gpu in host.gpus.all()],
+                headroom=_headroom(host, usage_by_host.get(host.pk, []), start=start, slots=slots),
+            )
+            for host in hosts
+        ],
+    )

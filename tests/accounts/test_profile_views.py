@@ -1,0 +1,62 @@
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from tests.accounts.test_profile_services import ED25519
+from tests.factories import ReservationFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_profile_saves_valid_keys(client, student):
+    client.force_login(student)
+    response = client.post(
+        reverse("profile"),
+        {"action": "profile", "profile-ssh_public_keys": ED25519, "profile-default_extra_command": ""},
+    )
+    assert response.status_code == 302
+    student.refresh_from_db()
+    assert student.ssh_public_keys == ED25519
+
+
+def test_the_profile_shows_a_bad_key_next_to_the_field(client, student):
+    client.force_login(student)
+    response = client.post(reverse("profile"), {"action": "profile", "profile-ssh_public_keys": "hello"})
+    assert (
+        "Line 1 is not an OpenSSH public key" in response.context["profile_form"].errors["ssh_public_keys"][0]
+    )
+
+
+def test_the_port_form_refuses_a_port_another_users_booking_still_uses(client, student, host):
+    other = UserFactory(username="other")
+    ReservationFactory(
+        user=other,
+        host=host,
+        start=timezone.now() - timedelta(hours=1),
+        end=timezone.now() + timedelta(hours=3),
+    )
+    old_port = other.forward_port
+    other.forward_port = old_port + 100
+    other.save()
+    client.force_login(student)
+    response = client.post(reverse("profile"), {"action": "port", "port-forward_port": old_port})
+    assert response.context["port_form"].errors["forward_port"] == ["Forward Port Duplicated!!"]
+
+
+def test_an_account_that_must_change_its_password_is_sent_to_the_form(client, student):
+    student.must_change_password = True
+    student.save()
+    client.force_login(student)
+    response = client.get(reverse("dashboard"))
+    assert response.status_code == 302
+    assert response.url == reverse("password_change")
+
+
+def test_the_language_switch_shows_traditional_chinese(client, student, host):
+    client.force_login(student)
+    client.post(reverse("set_language"), {"language": "zh-hant", "next": "/"})
+    page = client.get(reverse("dashboard")).content.decode()
+    assert "你的最大可用資源" in page
+    assert 'lang="zh-Hant"' in page
