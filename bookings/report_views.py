@@ -1,6 +1,7 @@
 """Usage reports for staff: a page with a date range and two CSV downloads."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from functools import wraps
 
 from django import forms
@@ -19,6 +20,7 @@ from bookings.reports import (
     reservation_rows,
     usage_rows,
 )
+from containers.telemetry_selectors import gpu_hours_busy_by_user
 
 MAX_RANGE_DAYS = 1096  # three years
 
@@ -108,4 +110,8 @@ def reservations_csv(request: HttpRequest) -> HttpResponse:
 @staff_required
 @require_safe
 def usage_csv(request: HttpRequest) -> HttpResponse:
-    return _csv_download(request, kind="usage", header=USAGE_COLUMNS, rows_for=usage_rows)
+    def rows_with_telemetry(*, report_range: ReportRange, now: datetime) -> Iterator[list]:
+        busy = gpu_hours_busy_by_user(report_range.start, report_range.end)
+        return usage_rows(report_range=report_range, now=now, gpu_hours_busy=busy)
+
+    return _csv_download(request, kind="usage", header=USAGE_COLUMNS, rows_for=rows_with_telemetry)

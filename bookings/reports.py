@@ -7,7 +7,7 @@ ordered cursor: no query per row, memory independent of the number of rows.
 """
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import islice
@@ -62,6 +62,7 @@ USAGE_COLUMNS = (
     "cancelled",
     "released_early",
     "hours_given_back",
+    "gpu_hours_busy",
 )
 
 
@@ -282,9 +283,13 @@ class _UserTotals:
     hours_given_back: float = 0.0
 
 
-def usage_rows(*, report_range: ReportRange, now: datetime) -> Iterator[list]:
+def usage_rows(
+    *, report_range: ReportRange, now: datetime, gpu_hours_busy: Mapping[int, float] | None = None
+) -> Iterator[list]:
     """One row per user with a reservation starting in the range, by user name. Memory
-    grows with the number of users, never with the number of reservations."""
+    grows with the number of users, never with the number of reservations.
+    `gpu_hours_busy` (user id -> hours) comes from GPU telemetry, which the caller reads."""
+    gpu_hours_busy = gpu_hours_busy or {}
     totals: dict[int, _UserTotals] = {}
     names: dict[int, str] = {}
     moment = _Moments()
@@ -355,6 +360,7 @@ def usage_rows(*, report_range: ReportRange, now: datetime) -> Iterator[list]:
             user.cancelled,
             user.released_early,
             f"{user.hours_given_back:.2f}",
+            f"{gpu_hours_busy.get(user_id, 0.0):.2f}",
         ]
 
 

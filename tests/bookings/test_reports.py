@@ -8,6 +8,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from bookings.reports import neutralise
+from containers.models import Gpu
+from tests.containers.telemetry_helpers import minute_samples
 from tests.factories import HostFactory, ImageFactory, ReservationFactory, UserFactory, local
 
 RANGE = {"from": "2026-03-01", "to": "2026-03-31"}
@@ -137,6 +139,7 @@ def test_the_usage_csv_has_a_row_per_user_with_totals(client, staff, known_data)
         "cancelled": "1",
         "released_early": "0",
         "hours_given_back": "3.00",
+        "gpu_hours_busy": "0.00",
     }
     assert (bob["reservations"], bob["blocked_or_failed"], bob["released_early"]) == ("3", "1", "1")
     assert (bob["gpu_hours_booked"], bob["gpu_hours_run"], bob["hours_given_back"]) == (
@@ -252,3 +255,13 @@ def test_staff_who_are_not_superusers_may_read_reports_but_not_post(client, staf
     assert not staff.is_superuser
     assert client.get(reverse(name), RANGE).status_code == 200
     assert client.post(reverse(name), RANGE).status_code == 405
+
+
+@pytest.mark.django_db
+def test_the_usage_csv_counts_gpu_hours_the_samples_show_busy(client, staff, known_data):
+    gpu0 = Gpu.objects.get(host__name="gpu-01", index=0)
+    minute_samples(gpu0, local(2026, 3, 1, 10), local(2026, 3, 1, 11), utilisation=80)
+    minute_samples(gpu0, local(2026, 3, 1, 11), local(2026, 3, 1, 12), utilisation=1)
+    client.force_login(staff)
+    alice, bob = read_csv(client.get(reverse("report-usage-csv"), RANGE))
+    assert (alice["gpu_hours_busy"], bob["gpu_hours_busy"]) == ("1.00", "0.00")
