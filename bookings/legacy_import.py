@@ -4,7 +4,9 @@ One transaction: the first bad file or row raises `LegacyImportError` naming the
 line and the reason, and nothing is saved. Rows are matched on natural keys (host name,
 image reference, profile name, account id, reservation user + host + start), so a second
 run over the same files changes nothing. Plain passwords from users_config.yaml are
-hashed with `set_password` and never appear in a message, a report or a log.
+hashed with `set_password` and never appear in a message, a report or a log. Ended rows
+(used.csv) keep their GPUs as inactive allocations, so history the old checker
+double-booked still imports; running and scheduled rows must not clash.
 """
 
 import ast
@@ -26,7 +28,7 @@ from django.utils import timezone
 from accounts.models import CapabilityProfile, User
 from accounts.services import generate_password, normalise_username
 from bookings.models import GpuAllocation, Reservation
-from bookings.selectors import user_reservations_overlapping
+from bookings.selectors import gpu_ids_free, user_reservations_overlapping
 from containers.models import Gpu, Host, Image
 
 HOST_DEPLOY = "host_deploy.yaml"
@@ -361,6 +363,32 @@ _HOST_MAX_ATTRIBUTES = {
 }
 
 
+def _password(entry: _Mapping, *, username: str) -> str | None:
+    """The plain password exactly as written, or None when there is none. YAML reads an
+    unquoted `0000` as the number 0 and `yes` as true; turning those back into text gives
+    "0" or "True", which is not the user's password, so anything but text is refused."""
+    password = entry.get("password")
+    if password is None or password == "":
+        return None
+    if not isinstance(password, str):
+        # The value itself is never shown: it is a password.
+        raise LegacyImportError(
+            USERS_CONFIG,
+            entry.line_of("password"),
+            f"the password of {username} is not text (YAML reads it as {_yaml_kind(password)}); "
+            'put it in quotes: password: "..."',
+        )
+    return password
+
+
+def _yaml_kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    return f"a {type(value).__name__}"
+
+
 def _parse_users(users: _Mapping, capability: _Mapping, *, host: _HostConfig) -> dict[str, _UserConfig]:
     parsed: dict[str, _UserConfig] = {}
     allowed = capability.get("allow_userIDs")
@@ -383,13 +411,7 @@ def _parse_users(users: _Mapping, capability: _Mapping, *, host: _HostConfig) ->
             raise LegacyImportError(USERS_CONFIG, line, f"the entry of {username} must be a mapping")
         config = parsed.setdefault(username, _UserConfig(username=username, line=line))
         config.line = line
-        password = entry.get("password")
-        if not _is_null(password):
-            if not isinstance(password, str | int):
-                raise LegacyImportError(
-                    USERS_CONFIG, entry.line_of("password"), f"the password of {username} must be text"
-                )
-            config.password = str(password)
+        config.password = _password(entry, username=username)
         if not _is_null(entry.get("forward_port")):
             config.forward_port = _whole_number(
                 entry["forward_port"],
@@ -787,35 +809,40 @@ class _Importer:
     def _allocate(
         self, reservation: Reservation, indices: list[int], *, file: str, line: int, changed: bool
     ) -> None:
-        wanted = {(self.gpus[index].pk, reservation.start, reservation.end) for index in indices}
-        current = set(reservation.allocations.filter(active=True).values_list("gpu_id", "start", "end"))
-        if wanted == current and not reservation.allocations.filter(active=False).exists():
+        """Ended rows keep their GPUs as inactive allocations: the old checker handed one GPU
+        to two users for overlapping windows, and that history must still be importable.
+        Running and scheduled rows hold their GPUs, and a clash there stops the import."""
+        holds = reservation.is_live
+        wanted = {(self.gpus[index].pk, reservation.start, reservation.end, holds) for index in indices}
+        current = set(reservation.allocations.values_list("gpu_id", "start", "end", "active"))
+        if wanted == current:
             return
-        clash = (
-            GpuAllocation.objects.filter(
-                gpu_id__in=[gpu_id for gpu_id, _, _ in wanted],
-                active=True,
-                start__lt=reservation.end,
-                end__gt=reservation.start,
-            )
-            .exclude(reservation=reservation)
-            .select_related("gpu", "reservation__user")
-            .first()
-        )
-        if clash is not None:
-            raise LegacyImportError(
-                file,
-                line,
-                f"GPU {clash.gpu.index} is already allocated to {clash.reservation.user.username} "
-                f"for an overlapping time ({clash.reservation})",
-            )
+        if holds:
+            self._check_gpus_free(reservation, indices, file=file, line=line)
         reservation.allocations.all().delete()
         GpuAllocation.objects.bulk_create(
-            GpuAllocation(reservation=reservation, gpu_id=gpu_id, start=start, end=end)
-            for gpu_id, start, end in wanted
+            GpuAllocation(reservation=reservation, gpu_id=gpu_id, start=start, end=end, active=active)
+            for gpu_id, start, end, active in wanted
         )
         if not changed:
             self.report.count("reservation", "updated", f"#{reservation.pk} (GPU allocations)")
+
+    def _check_gpus_free(self, reservation: Reservation, indices: list[int], *, file: str, line: int) -> None:
+        """The exclusion constraint would refuse the clash too, but only on PostgreSQL and
+        without saying which GPU: this names it."""
+        for index in indices:
+            if not gpu_ids_free(
+                gpu_ids=[self.gpus[index].pk],
+                start=reservation.start,
+                end=reservation.end,
+                exclude_reservation_id=reservation.pk,
+            ):
+                raise LegacyImportError(
+                    file,
+                    line,
+                    f"GPU {index} is already held by another running or scheduled reservation "
+                    "for an overlapping time",
+                )
 
 
 def _datetime(text: str, *, file: str, line: int, what: str) -> datetime:

@@ -20,6 +20,7 @@ from bookings.reports import (
     reservation_rows,
     usage_rows,
 )
+from bookings.timeslots import YEARS
 from containers.telemetry_selectors import gpu_hours_busy_by_user
 
 MAX_RANGE_DAYS = 1096  # three years
@@ -56,6 +57,8 @@ class ReportRangeForm(forms.Form):
         cleaned = super().clean()
         first, last = cleaned.get("from"), cleaned.get("to")
         if first and last:
+            if first.year not in YEARS or last.year not in YEARS:
+                raise forms.ValidationError(f"Choose dates between {YEARS.start} and {YEARS.stop - 1}.")
             if last < first:
                 raise forms.ValidationError("The end date is before the start date.")
             if (last - first).days + 1 > MAX_RANGE_DAYS:

@@ -3,7 +3,7 @@ inside one transaction that locks the user and host rows."""
 
 import shlex
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, DecimalException
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -28,6 +28,8 @@ OVER_MAXIMUM = "Over the maximum required."
 NOT_AVAILABLE_IMAGE = "Not the available image!"
 OWN_OVERLAP = "The time you are booking overlaps with your previous booking!!"
 MAX_EXTRA_COMMAND = 1000
+# Requests are small numbers; anything this big is a typo, refused before arithmetic on it.
+MAX_NUMBER = Decimal(1_000_000)
 
 
 # Input shape -------------------------------------------------------------------------
@@ -38,10 +40,12 @@ def _decimal(value: object, *, field: str) -> Decimal:
         raise wrong_input(f"{field} must be a number.", field)
     try:
         number = Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
+    except (DecimalException, ValueError):
         raise wrong_input(f"{field} must be a number.", field) from None
     if not number.is_finite():
         raise wrong_input(f"{field} must be a finite number.", field)
+    if number.copy_abs() >= MAX_NUMBER:
+        raise wrong_input(f"{field} is far larger than any server.", field)
     return number
 
 
@@ -59,12 +63,18 @@ def _resources(cpus: object, memory_gb: object, gpu_count: object) -> tuple[Deci
     return cpus, _whole(memory_gb, field="memory_gb"), _whole(gpu_count, field="gpu_count")
 
 
+def as_id(text: str) -> int | None:
+    """A database id typed as text (plain ASCII digits of sane length), else None."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
 def _host_id(host: object) -> int:
     """The id of a Host given as an instance, an id or a name; checks it exists."""
     if isinstance(host, Host):
         return host.pk
     text = str(host).strip() if host is not None else ""
-    lookup = {"pk": int(text)} if text.isdigit() else {"name": text}
+    pk = as_id(text)
+    lookup = {"pk": pk} if pk is not None else {"name": text}
     host_id = Host.objects.filter(**lookup).values_list("pk", flat=True).first() if text else None
     if host_id is None:
         raise ValidationError({"host": "Unknown host."}, code="unknown_host")
@@ -180,8 +190,9 @@ def _resolve_image(image: object, *, user: User) -> Image:
         chosen = Image.objects.filter(pk=image.pk, is_active=True).first()
     else:
         text = str(image).strip()
-        field = "pk" if text.isdigit() else "reference"
-        chosen = Image.objects.filter(**{field: text}, is_active=True).first()
+        pk = as_id(text)
+        lookup = {"pk": pk} if pk is not None else {"reference": text}
+        chosen = Image.objects.filter(**lookup, is_active=True).first()
     if chosen is None:
         raise ValidationError({"image": NOT_AVAILABLE_IMAGE}, code="image_unavailable")
     return chosen

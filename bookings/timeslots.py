@@ -11,7 +11,10 @@ MAX_AHEAD = timedelta(days=14)
 MAX_LENGTH = timedelta(days=14)
 NOW_FLAG = "now"
 
-_FLAG = re.compile(r"^(\d+)-(day|week)s?$")
+_FLAG = re.compile(r"^(\d{1,3})-(day|week)s?$")
+# Far enough to book and to report on; far from the ends of datetime, where adding two
+# weeks would overflow.
+YEARS = range(1970, 9000)
 _FLAG_LIMITS = {"day": (1, 14), "week": (1, 2)}
 _DATETIME = re.compile(r"^(\d{4})\s+(\d{1,2})\s+(\d{1,2})\s+(\d{1,2})\s+(\d{1,2})$")
 
@@ -40,6 +43,8 @@ def parse_time_input(
     like `3-day` or `1-week 2-day` that add up from `base`. Returns the aware time on the
     grid and whether it was `now`."""
     if isinstance(value, datetime):
+        if value.year not in YEARS:
+            raise wrong_input(f"The {field} time is not a date the portal books.", field)
         moment = value if timezone.is_aware(value) else timezone.make_aware(value)
         return _on_grid(moment, field), False
     if not isinstance(value, str) or not value.strip():
@@ -55,6 +60,8 @@ def parse_time_input(
     if match:
         year, month, day, hour, minute = (int(part) for part in match.groups())
         try:
+            if year not in YEARS:
+                raise ValueError("year out of range")
             naive = datetime(year, month, day, hour, minute)
         except ValueError as error:
             raise wrong_input(f"{field} is not a real date or time ({error}).", field) from None
@@ -77,7 +84,10 @@ def _add_flags(text: str, *, field: str, base: datetime | None) -> datetime:
         total += timedelta(days=count * (7 if unit == "week" else 1))
     if base is None:
         raise wrong_input(f"A relative {field} needs a start time.", field)
-    return base + total
+    try:
+        return base + total
+    except OverflowError:
+        raise wrong_input(f"The {field} time is not a date the portal books.", field) from None
 
 
 def _on_grid(moment: datetime, field: str) -> datetime:

@@ -24,6 +24,7 @@ from bookings.selectors import (
 )
 from bookings.services import (
     NOT_ENOUGH_CAPACITY,
+    as_id,
     reservation_cancel,
     reservation_create,
     reservation_extend,
@@ -268,7 +269,6 @@ def reservation_extend_view(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_safe
 def timeline(request: HttpRequest) -> HttpResponse:
-    host_id = request.GET.get("host")
-    host_id = int(host_id) if host_id and host_id.isdigit() else None
+    host_id = as_id(request.GET.get("host", ""))
     data = build_timeline(user_id=request.user.pk, now=timezone.now(), host_id=host_id)
     return render(request, "bookings/timeline.html", {"timeline": data, "host_id": host_id})

@@ -248,15 +248,72 @@ def test_a_bad_row_stops_the_import_names_the_row_and_imports_nothing(tmp_path):
     assert not Reservation.objects.exists()
 
 
+# The old checker's known bug: GPU 0 handed to two users for overlapping windows.
+GPU0_TWICE = (
+    '2025-03-01 09:00:00,2025-03-01 18:00:00,m11007s05,2,8,"[0]",null,null,null\n'
+    '2025-03-01 12:00:00,2025-03-01 20:00:00,m11107s01,2,8,"[0]",null,null,null\n'
+)
+
+
 @pytest.mark.django_db
-def test_a_gpu_booked_twice_in_the_history_is_refused_with_its_row(tmp_path):
-    clash = USED + '2025-01-02 10:00:00,2025-01-02 11:00:00,m11107s01,2,8,"[1]",null,null,null\n'
-    cfg, jobs = write_old_system(tmp_path, used=clash)
+def test_a_gpu_booked_twice_in_the_history_is_imported_as_it_happened(tmp_path):
+    cfg, jobs = write_old_system(tmp_path, used=HEADER + GPU0_TWICE)
+    run_import(cfg, jobs)
+    history = Reservation.objects.filter(start__date=local(2025, 3, 1, 0, 0).date()).order_by("start")
+    assert [(row.user.username, row.status, row.gpu_indices()) for row in history] == [
+        ("m11007s05", Reservation.Status.ENDED, [0]),
+        ("m11107s01", Reservation.Status.ENDED, [0]),
+    ]
+    # History holds no GPU: it never blocks a booking.
+    assert not GpuAllocation.objects.filter(reservation__in=history, active=True).exists()
+    assert GpuAllocation.objects.filter(
+        reservation__status=Reservation.Status.SCHEDULED, active=True
+    ).exists()
+
+    before = snapshot()
+    assert run_import(cfg, jobs).changes == []
+    assert snapshot() == before
+
+
+@pytest.mark.django_db
+def test_a_gpu_booked_twice_in_booking_csv_is_refused_with_its_row(tmp_path):
+    booking = HEADER + GPU0_TWICE.replace("2025-03-01", "2026-03-10")
+    cfg, jobs = write_old_system(tmp_path, booking=booking)
     with pytest.raises(LegacyImportError) as caught:
         run_import(cfg, jobs)
-    assert (caught.value.file, caught.value.line) == ("used.csv", 4)
-    assert "GPU 1 is already allocated to m11007s05" in caught.value.reason
-    assert not GpuAllocation.objects.exists()
+    assert (caught.value.file, caught.value.line) == ("booking.csv", 3)
+    assert "GPU 0 is already held" in caught.value.reason
+    assert not Reservation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_row_that_ends_gives_back_its_gpus_on_the_next_import(tmp_path):
+    cfg, jobs = write_old_system(tmp_path)
+    run_import(cfg, jobs)
+    (jobs / "using.csv").write_text(HEADER)
+    (jobs / "used.csv").write_text(USED + USING.removeprefix(HEADER))
+    run_import(cfg, jobs)
+    ended = Reservation.objects.get(start=local(2026, 3, 2, 9))
+    assert ended.status == Reservation.Status.ENDED
+    assert list(ended.allocations.values_list("gpu__index", "active")) == [(2, False)]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("written", "kind"),
+    [("password: 0000", "a number"), ("password: yes", "true/false")],
+)
+def test_a_password_yaml_reads_as_no_text_is_refused_with_its_line(tmp_path, written, kind):
+    users = USERS.replace('password: "0000"', written)
+    cfg, jobs = write_old_system(tmp_path, users=users)
+    with pytest.raises(LegacyImportError) as caught:
+        run_import(cfg, jobs)
+    assert (caught.value.file, caught.value.line) == ("users_config.yaml", 11)
+    assert "m11107s01" in caught.value.reason
+    assert kind in caught.value.reason
+    assert "quotes" in caught.value.reason
+    assert written.split()[1] not in str(caught.value)
+    assert not User.objects.exists()
 
 
 @pytest.mark.django_db

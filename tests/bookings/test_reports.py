@@ -265,3 +265,13 @@ def test_the_usage_csv_counts_gpu_hours_the_samples_show_busy(client, staff, kno
     client.force_login(staff)
     alice, bob = read_csv(client.get(reverse("report-usage-csv"), RANGE))
     assert (alice["gpu_hours_busy"], bob["gpu_hours_busy"]) == ("1.00", "0.00")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["reports", "report-reservations-csv", "report-usage-csv"])
+@pytest.mark.parametrize("first, last", [("9999-12-31", "9999-12-31"), ("0001-01-01", "0001-01-02")])
+def test_dates_at_the_ends_of_the_calendar_get_a_clear_message(client, staff, name, first, last):
+    client.force_login(staff)
+    response = client.get(reverse(name), {"from": first, "to": last})
+    assert response.status_code == 400
+    assert "Choose dates between" in response.content.decode()

@@ -173,6 +173,9 @@ def test_a_custom_profile_overrides_the_default_and_inherits_its_missing_fields(
         ({"memory_gb": None}, "memory_gb"),
         ({"gpu_count": "x"}, "gpu_count"),
         ({"gpu_count": True}, "gpu_count"),
+        ({"cpus": "1e30"}, "cpus"),
+        ({"memory_gb": "1e999999999"}, "memory_gb"),
+        ({"gpu_count": "-1e400"}, "gpu_count"),
     ],
 )
 def test_non_numbers_are_wrong_input_naming_the_field(student, host, request_fields, wrong):
@@ -336,7 +339,7 @@ def test_it_refuses_a_host_that_is_not_accepting_bookings(student, host):
         book(student, host)
 
 
-@pytest.mark.parametrize("unknown", [999999, "no-such-host", None, "12abc"])
+@pytest.mark.parametrize("unknown", [999999, "no-such-host", None, "12abc", "²", "9" * 40])
 def test_it_refuses_an_unknown_host(student, unknown):
     with pytest.raises(ValidationError, match="Unknown host"):
         book(student, unknown)
@@ -443,3 +446,23 @@ def test_a_cancelled_reservation_cannot_be_extended(student, host):
     reservation = reservation_cancel(reservation=book(student, host), now=NOW)
     with pytest.raises(ValidationError, match="can be extended"):
         reservation_extend(reservation=reservation, end=local(2026, 3, 2, 18), now=NOW)
+
+
+@pytest.mark.parametrize("reference", ["²", "9" * 40, ""])
+def test_an_image_named_by_odd_text_is_not_available_not_a_crash(student, host, reference):
+    with pytest.raises(ValidationError, match="Not the available image!"):
+        book(student, host, image=reference or " ")
+
+
+@pytest.mark.parametrize(
+    "start, end",
+    [
+        (local(2026, 3, 3, 0), "9" * 5000 + "-day"),
+        (local(2026, 3, 3, 0), local(9999, 12, 31, 23, 30)),
+        ("9999 12 31 23 30", "2-week"),
+        ("0001 01 01 00 00", "1-day"),
+    ],
+)
+def test_times_at_the_ends_of_the_calendar_are_wrong_input_not_a_crash(student, host, start, end):
+    with pytest.raises(ValidationError, match="Wrong Input!"):
+        book(student, host, start=start, end=end)

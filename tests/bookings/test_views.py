@@ -288,3 +288,26 @@ def test_the_timeline_query_count_does_not_grow_with_reservations(
         )
     with django_assert_max_num_queries(len(few.captured_queries)):
         client.get(reverse("timeline"))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"start_date": "9999-12-31", "duration": "2-week"},
+        {"start_date": "0001-01-01"},
+        {"end_kind": "end_at", "end_date": "9999-12-31", "end_time": "23:30"},
+        {"cpus": "1e999999999", "gpu_count": "²"},
+    ],
+)
+def test_odd_booking_input_is_a_form_error_not_a_crash(client_for, student, host, image, overrides):
+    data = booking_data(host, image, **overrides)
+    client = client_for(student)
+    assert client.get(reverse("reservation-capacity"), data).status_code == 200
+    response = client.post(reverse("reservation-new"), data)
+    assert response.status_code == 200
+    assert not Reservation.objects.exists()
+
+
+@pytest.mark.parametrize("host_param", ["²", "9" * 40, "-1", "x"])
+def test_the_timeline_ignores_an_odd_host_filter(client_for, student, host, host_param):
+    assert client_for(student).get(reverse("timeline"), {"host": host_param}).status_code == 200
