@@ -43,9 +43,8 @@ def host_drain(*, host: Host, now: datetime | None = None) -> DrainResult:
     host_set_accepting_bookings(host=host, accepting=False)
     result = DrainResult()
     for reservation in reservations_to_drain(host=host, now=now):
-        started = reservation.start < now
         try:
-            if started:
+            if not reservation.can_cancel(now):
                 result.released.append(reservation_release(reservation=reservation, now=now))
             else:
                 result.cancelled.append(reservation_cancel(reservation=reservation, now=now))

@@ -1,3 +1,5 @@
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
@@ -74,6 +76,16 @@ class Reservation(models.Model):
     @property
     def is_live(self) -> bool:
         return self.status in self.LIVE_STATUSES
+
+    def can_cancel(self, now: datetime) -> bool:
+        """Only a future reservation is cancelled; one that has started is released."""
+        return self.status in (self.Status.SCHEDULED, self.Status.BLOCKED) and self.start > now
+
+    def can_release(self, now: datetime) -> bool:
+        return self.is_live and self.start < now < self.end
+
+    def can_extend(self, now: datetime) -> bool:
+        return self.is_live and self.end > now
 
     def gpu_indices(self) -> list[int]:
         """Indices of the GPUs allocated to this reservation, sorted."""

@@ -282,13 +282,11 @@ def reservation_cancel(*, reservation: Reservation, now: datetime | None = None)
     """Cancels a reservation whose container was never launched; its capacity is freed."""
     now = now or timezone.now()
     reservation = _locked(reservation)
-    if reservation.status not in (Reservation.Status.SCHEDULED, Reservation.Status.BLOCKED):
+    if not reservation.can_cancel(now):
         raise ValidationError(
-            "Only a reservation that has not started can be cancelled; release a running one instead.",
+            "Only a reservation that has not started can be cancelled; release a started one instead.",
             code="not_cancellable",
         )
-    if reservation.end <= now:
-        raise ValidationError("This reservation has already ended.", code="already_ended")
     reservation.status = Reservation.Status.CANCELLED
     reservation.cancelled_at = now
     reservation.save(update_fields=["status", "cancelled_at", "updated_at"])
@@ -302,10 +300,10 @@ def reservation_release(*, reservation: Reservation, now: datetime | None = None
     """Ends a started reservation now and frees the rest of its window."""
     now = now or timezone.now()
     reservation = _locked(reservation)
-    if not reservation.is_live or reservation.end <= now:
-        raise ValidationError("Only a live reservation can be released.", code="not_releasable")
-    if reservation.start >= now:
+    if reservation.is_live and reservation.start >= now:
         raise ValidationError("This reservation has not started yet; cancel it instead.", code="not_started")
+    if not reservation.can_release(now):
+        raise ValidationError("Only a running reservation can be released.", code="not_releasable")
     reservation.end = now
     reservation.released_at = now
     if reservation.status in (Reservation.Status.SCHEDULED, Reservation.Status.BLOCKED):
@@ -348,7 +346,7 @@ def reservation_extend(
             host = _lock_host(reservation.host_id)
             reservation = _locked(reservation)
             user = reservation.user
-            if not reservation.is_live or reservation.end <= now:
+            if not reservation.can_extend(now):
                 raise ValidationError(
                     "Only a scheduled or running reservation can be extended.", code="not_extendable"
                 )

@@ -207,10 +207,9 @@ def reservation_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "reservation": reservation,
         "ssh_command": ssh_command(reservation),
         "events": reservation.events.select_related("host").order_by("-created_at", "-id")[:50],
-        "can_cancel": reservation.status in (Reservation.Status.SCHEDULED, Reservation.Status.BLOCKED)
-        and reservation.end > now,
-        "can_release": reservation.is_live and reservation.start < now < reservation.end,
-        "can_extend": reservation.is_live and reservation.end > now,
+        "can_cancel": reservation.can_cancel(now),
+        "can_release": reservation.can_release(now),
+        "can_extend": reservation.can_extend(now),
         "is_current": reservation.is_live and reservation.start <= now < reservation.end,
     }
     return render(request, "bookings/reservation_detail.html", context)

@@ -52,6 +52,8 @@ def test_twenty_threads_racing_for_the_last_gpu_give_it_to_exactly_one():
             outcome = "won"
         except ValidationError as error:
             outcome = " ".join(error.messages)
+        except Exception as error:  # recorded so the test fails with the cause
+            outcome = f"crashed: {error!r}"
         finally:
             connection.close()
         with lock:
@@ -63,6 +65,7 @@ def test_twenty_threads_racing_for_the_last_gpu_give_it_to_exactly_one():
     for thread in threads:
         thread.join(timeout=60)
 
+    assert len(outcomes) == len(users), "a thread ended with an unexpected error"
     assert outcomes.count("won") == 1
     assert all("not enough computing power" in outcome for outcome in outcomes if outcome != "won")
     assert GpuAllocation.objects.filter(active=True).count() == 1

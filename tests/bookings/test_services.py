@@ -370,6 +370,13 @@ def test_cancel_frees_the_window_and_its_gpus(student, host):
     assert cancelled.gpu_indices() == [0]
 
 
+def test_a_started_reservation_not_yet_launched_cannot_be_cancelled_only_released(student, host):
+    reservation = book(student, host, start="now", end="1-day")
+    with pytest.raises(ValidationError, match="release"):
+        reservation_cancel(reservation=reservation, now=NOW)
+    assert reservation_release(reservation=reservation, now=NOW).status == Reservation.Status.ENDED
+
+
 def test_a_running_reservation_cannot_be_cancelled_only_released(student, host):
     reservation = book(student, host, start="now", end="1-day")
     Reservation.objects.filter(pk=reservation.pk).update(status=Reservation.Status.RUNNING)
