@@ -40,13 +40,40 @@ class ReservationAdmin(admin.ModelAdmin):
     list_select_related = ("user", "host")
     search_fields = ("user__username", "container_id")
     date_hierarchy = "start"
-    raw_id_fields = ("user",)
-    readonly_fields = ("created_at", "updated_at")
+    # The window, resources and status change only through the actions, which run the
+    # booking rules and keep the GPU allocations in step; new bookings go through the site.
+    readonly_fields = (
+        "user",
+        "host",
+        "start",
+        "end",
+        "booked_end",
+        "cpus",
+        "memory_gb",
+        "gpu_count",
+        "image",
+        "extra_command",
+        "forward_port",
+        "status",
+        "status_message",
+        "container_id",
+        "started_at",
+        "ended_at",
+        "cancelled_at",
+        "released_at",
+        "restart_count",
+        "restart_requested",
+        "created_at",
+        "updated_at",
+    )
     inlines = [GpuAllocationInline]
     actions = ["start_now", "stop_now", "restart", "extend", "cancel"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("allocations__gpu")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
     @admin.display(description="GPUs")
     def gpus(self, reservation: Reservation) -> str:
@@ -96,5 +123,5 @@ class ReservationAdmin(admin.ModelAdmin):
 class GpuAllocationAdmin(admin.ModelAdmin):
     list_display = ("reservation", "gpu", "start", "end", "active")
     list_filter = ("active", "gpu__host")
-    list_select_related = ("reservation__user", "gpu__host")
+    list_select_related = ("reservation__user", "reservation__host", "gpu__host")
     search_fields = ("reservation__user__username",)

@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -33,9 +33,16 @@ class HostAdmin(admin.ModelAdmin):
     inlines = [GpuInline]
     actions = ["lock", "unlock", "drain"]
 
-    @admin.display(description="GPUs")
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(gpus_in_service=Count("gpus", filter=Q(gpus__is_active=True)))
+        )
+
+    @admin.display(description="GPUs in service", ordering="gpus_in_service")
     def gpu_count(self, host: Host) -> int:
-        return host.gpus.count()
+        return host.gpus_in_service
 
     @admin.action(description="Maintenance lock (stop accepting bookings)", permissions=["change"])
     def lock(self, request, queryset) -> None:
@@ -108,7 +115,7 @@ class ContainerEventAdmin(admin.ModelAdmin):
         ("user", admin.RelatedOnlyFieldListFilter),
         ("host", admin.RelatedOnlyFieldListFilter),
     )
-    list_select_related = ("user", "host", "reservation")
+    list_select_related = ("user", "host", "reservation__user", "reservation__host")
     search_fields = ("message", "sign", "user__username")
     date_hierarchy = "created_at"
     raw_id_fields = ("user", "reservation")
@@ -184,7 +191,7 @@ class ReservationGpuStatusAdmin(admin.ModelAdmin):
     def is_idle(self, status: ReservationGpuStatus) -> bool:
         return status.is_idle
 
-    @admin.action(description="Release the selected reservations now")
+    @admin.action(description="Release the selected reservations now", permissions=["change"])
     def release_reservations(self, request: HttpRequest, queryset: QuerySet) -> None:
         now = timezone.now()
         released = 0
@@ -204,7 +211,7 @@ class ReservationGpuStatusAdmin(admin.ModelAdmin):
 class GpuDuplicateUseAdmin(admin.ModelAdmin):
     list_display = ("last_seen_at", "gpu", "pid", "container_id", "holder", "first_seen_at")
     list_filter = ("gpu__host", "gpu")
-    list_select_related = ("gpu__host", "holder__user")
+    list_select_related = ("gpu__host", "holder__user", "holder__host")
     search_fields = ("container_id", "pid", "holder__user__username")
     raw_id_fields = ("holder", "event")
     date_hierarchy = "last_seen_at"
