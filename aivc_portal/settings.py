@@ -139,6 +139,11 @@ X_FRAME_OPTIONS = "DENY"
 PORT_RANGE = env_range("PORT_RANGE", "10001-11000")
 CONTAINER_RUNTIME = os.environ.get("CONTAINER_RUNTIME", "containers.runtime.DockerRuntime")
 CONTAINER_PREFIX = os.environ.get("CONTAINER_PREFIX", "aivc-")
+# Value of the `aivc.managed` label: the portal only lists and removes containers carrying
+# its own scope, so two portals (or test runs) can share an engine.
+CONTAINER_SCOPE = os.environ.get("CONTAINER_SCOPE", "aivc")
+CONTAINER_MAX_RESTARTS = int(os.environ.get("CONTAINER_MAX_RESTARTS", "3"))
+SPACE_AUDIT_MINUTES = int(os.environ.get("SPACE_AUDIT_MINUTES", "15"))
 SPACE_AUDIT_TIMEOUT = int(os.environ.get("SPACE_AUDIT_TIMEOUT", "600"))
 
 Q_CLUSTER = {

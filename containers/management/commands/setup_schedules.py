@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django_q.models import Schedule
 
@@ -7,6 +8,12 @@ SCHEDULES = [
         "func": "containers.tasks.reconcile",
         "schedule_type": Schedule.MINUTES,
         "minutes": 1,
+    },
+    {
+        "name": "audit space",
+        "func": "containers.tasks.space_audit",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": settings.SPACE_AUDIT_MINUTES,
     },
 ]
 
