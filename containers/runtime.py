@@ -316,7 +316,7 @@ class FakeRuntime(ContainerRuntime):
     `FakeRuntime.engine_for(host)` and call `FakeRuntime.reset()` between tests."""
 
     _engines: dict[int, FakeEngine] = {}
-    _lock = threading.Lock()
+    _lock = threading.RLock()
 
     @classmethod
     def engine_for(cls, host: Host) -> FakeEngine:
