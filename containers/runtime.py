@@ -204,6 +204,8 @@ class DockerRuntime(ContainerRuntime):
         import docker
         import requests
 
+        if isinstance(error, RuntimeProblem):
+            return error
         if isinstance(error, docker.errors.ImageNotFound):
             return ImageMissing(str(error.explanation or error))
         if isinstance(error, docker.errors.APIError):
