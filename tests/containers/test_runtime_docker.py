@@ -201,7 +201,7 @@ def test_a_tick_killed_mid_way_is_finished_by_the_next_without_a_duplicate(
         "CONTAINER_RUNTIME": "tests.containers.slow_runtime.SlowAfterStartRuntime",
         "CONTAINER_SCOPE": django_settings.CONTAINER_SCOPE,
         "CONTAINER_PREFIX": django_settings.CONTAINER_PREFIX,
-        "SECRET_KEY": "test",
+        "SECRET_KEY": django_settings.SECRET_KEY,
         "DEBUG": "0",
     }
     tick = subprocess.Popen(

@@ -1,0 +1,8 @@
+# The benchmarks use the container tests' engine fixtures.
+from tests.containers.conftest import (  # noqa: F401
+    docker_client,
+    docker_scope,
+    engine_host,
+    roots,
+    test_image,
+)
