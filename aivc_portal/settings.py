@@ -149,7 +149,9 @@ SPACE_AUDIT_TIMEOUT = int(os.environ.get("SPACE_AUDIT_TIMEOUT", "600"))
 Q_CLUSTER = {
     "name": "aivc",
     "orm": "default",
-    "workers": int(os.environ.get("Q_WORKERS", "2")),
+    # The exact-time waker holds one worker while a start or end is near; space audits
+    # can hold others for minutes, so reconcile ticks need more than two.
+    "workers": int(os.environ.get("Q_WORKERS", "4")),
     "timeout": int(os.environ.get("Q_TIMEOUT", "900")),
     "retry": int(os.environ.get("Q_RETRY", "1200")),
     "max_attempts": 1,

@@ -43,6 +43,7 @@ Status = Reservation.Status
 
 RECONCILE_TASK = "containers.tasks.reconcile"
 WAKER_TASK = "containers.tasks.wake_at_boundaries"
+USER_AUDIT_TASK = "containers.tasks.space_audit_user"
 HOST_LOCK_WAIT_S = 120
 ENGINE_DOWN_QUIET = timedelta(minutes=10)
 # A waker runs while a start or end is this close, so the gap between two minute ticks
@@ -309,7 +310,8 @@ def _launch(
     services.event_log(
         level=Level.INFO,
         message=f"{username} is successfully run the container {spec.name} "
-        f"(cpus {reservation.cpus:g}, memory {reservation.memory_gb} GB, GPUs {gpus}, port {spec.ssh_port})",
+        f"(cpus {reservation.cpus.normalize():f}, memory {reservation.memory_gb} GB, "
+        f"GPUs {gpus}, port {spec.ssh_port})",
         reservation=reservation,
         now=now,
     )
@@ -490,13 +492,20 @@ def audit_user_space(*, user_id: int, host: Host, now: datetime, timeout_s: floa
 
 
 def space_audit(host_id: int | None = None) -> str:
-    """Audits every user with a reservation running now or starting within the hour."""
-    audited = over = 0
+    """Queues one audit per user with a reservation running now or starting within the
+    hour: each gets the whole SPACE_AUDIT_TIMEOUT, inside django-q's task timeout."""
+    queued = 0
     for host in selectors.hosts_to_reconcile(host_id=host_id):
         now = timezone.now()
         for user_id in selectors.users_to_audit(host=host, now=now, until=now + SPACE_AUDIT_AHEAD):
-            audited += 1
-            over += audit_user_space(
-                user_id=user_id, host=host, now=timezone.now(), timeout_s=settings.SPACE_AUDIT_TIMEOUT
-            )
-    return f"audited {audited}, over quota {over}"
+            queue_task(USER_AUDIT_TASK, user_id=user_id, host_id=host.pk)
+            queued += 1
+    return f"queued {queued} audits"
+
+
+def space_audit_user(*, user_id: int, host_id: int) -> str:
+    host = Host.objects.get(pk=host_id)
+    over = audit_user_space(
+        user_id=user_id, host=host, now=timezone.now(), timeout_s=settings.SPACE_AUDIT_TIMEOUT
+    )
+    return "over quota" if over else "within quota or unknown"

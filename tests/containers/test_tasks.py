@@ -17,7 +17,14 @@ from bookings.services import reservation_cancel, reservation_release
 from containers import selectors
 from containers.models import ContainerEvent, SpaceAudit
 from containers.runtime import GIB, LABEL_RESERVATION, ContainerSpec, FakeRuntime, scope_labels
-from containers.tasks import audit_user_space, folder_size, reconcile, wake_at_boundaries
+from containers.tasks import (
+    audit_user_space,
+    folder_size,
+    reconcile,
+    space_audit,
+    space_audit_user,
+    wake_at_boundaries,
+)
 from tests.factories import ImageFactory, ReservationFactory, UserFactory
 
 Status = Reservation.Status
@@ -380,3 +387,14 @@ def test_the_reconcile_command_runs_one_tick(booking):
     call_command("reconcile")
     booking.refresh_from_db()
     assert booking.status == Status.RUNNING
+
+
+def test_the_space_audit_queues_one_audit_per_user_with_a_reservation_near(booking, monkeypatch):
+    queued = []
+    monkeypatch.setattr("containers.tasks.queue_task", lambda name, **kwargs: queued.append((name, kwargs)))
+    space_audit()
+    assert queued == [
+        ("containers.tasks.space_audit_user", {"user_id": booking.user_id, "host_id": booking.host_id})
+    ]
+    space_audit_user(user_id=booking.user_id, host_id=booking.host_id)
+    assert SpaceAudit.objects.filter(user=booking.user, complete=True, over_quota=False).exists()
