@@ -4,6 +4,7 @@ a `ContainerRuntime` and hands it a `ContainerSpec`, so unit tests can swap in t
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shlex
 import threading
@@ -266,8 +267,10 @@ class DockerRuntime(ContainerRuntime):
         except Exception as error:
             problem = self._translate(error)
             if container is not None and not isinstance(problem, EngineUnavailable):
-                # Created but not started (e.g. the port is taken): leave nothing behind.
-                self.remove(container.id)
+                # Created but not started (e.g. the port is taken): leave nothing behind;
+                # if even that fails, the next tick removes it as unowned.
+                with contextlib.suppress(RuntimeProblem):
+                    self.remove(container.id)
             raise problem from None
         return ContainerState(
             id=container.id, name=container.name, status=container.status, labels=dict(container.labels)
@@ -283,11 +286,12 @@ class DockerRuntime(ContainerRuntime):
             container.remove(force=True)
         except docker.errors.NotFound:
             return
+        except docker.errors.APIError as error:
+            if error.status_code == 409:
+                return  # the engine is removing it already
+            raise self._translate(error) from None
         except Exception as error:
-            problem = self._translate(error)
-            if isinstance(problem, LaunchFailed) and "removal" in str(problem).lower():
-                return  # already being removed by the engine
-            raise problem from None
+            raise self._translate(error) from None
 
 
 class FakeEngine:

@@ -101,6 +101,17 @@ def reconcile_host(*, host: Host, runtime: ContainerRuntime, report: TickReport)
             now=now,
             quiet_for=ENGINE_DOWN_QUIET,
         )
+    except RuntimeProblem as error:
+        # e.g. a container the engine refuses to remove: logged, the next tick tries again.
+        report.errors.append(str(error))
+        services.event_log(
+            level=Level.ERROR,
+            sign="ReconcileError",
+            message=f"Reconciling {host.name} stopped half way ({error}); the next tick goes on",
+            host=host,
+            now=now,
+            quiet_for=ENGINE_DOWN_QUIET,
+        )
 
 
 def _reconcile_host(*, host: Host, runtime: ContainerRuntime, now: datetime, report: TickReport) -> None:

@@ -16,7 +16,7 @@ from bookings.models import Reservation
 from bookings.services import reservation_cancel, reservation_release
 from containers import selectors
 from containers.models import ContainerEvent, SpaceAudit
-from containers.runtime import GIB, LABEL_RESERVATION, ContainerSpec, FakeRuntime, scope_labels
+from containers.runtime import GIB, LABEL_RESERVATION, ContainerSpec, FakeRuntime, LaunchFailed, scope_labels
 from containers.tasks import (
     audit_user_space,
     folder_size,
@@ -398,3 +398,19 @@ def test_the_space_audit_queues_one_audit_per_user_with_a_reservation_near(booki
     ]
     space_audit_user(user_id=booking.user_id, host_id=booking.host_id)
     assert SpaceAudit.objects.filter(user=booking.user, complete=True, over_quota=False).exists()
+
+
+def test_an_engine_that_refuses_a_removal_is_logged_and_retried(booking, monkeypatch):
+    reconcile()
+    Reservation.objects.filter(pk=booking.pk).update(status=Status.CANCELLED)
+
+    def refuse(self, container_id):
+        raise LaunchFailed("device or resource busy")
+
+    monkeypatch.setattr(FakeRuntime, "remove", refuse)
+    reconcile()
+    [error] = events(booking, sign="ReconcileError")
+    assert "device or resource busy" in error.message
+    monkeypatch.undo()
+    reconcile()
+    assert engine(booking).containers == {}
