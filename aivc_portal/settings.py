@@ -154,6 +154,11 @@ if env_bool("BEHIND_TLS_PROXY", False):
 PORT_RANGE = env_range("PORT_RANGE", "10001-11000")
 CONTAINER_RUNTIME = os.environ.get("CONTAINER_RUNTIME", "containers.runtime.DockerRuntime")
 CONTAINER_PREFIX = os.environ.get("CONTAINER_PREFIX", "aivc-")
+# Value of the `aivc.managed` label: the portal only lists and removes containers carrying
+# its own scope, so two portals (or test runs) can share an engine.
+CONTAINER_SCOPE = os.environ.get("CONTAINER_SCOPE", "aivc")
+CONTAINER_MAX_RESTARTS = int(os.environ.get("CONTAINER_MAX_RESTARTS", "3"))
+SPACE_AUDIT_MINUTES = int(os.environ.get("SPACE_AUDIT_MINUTES", "15"))
 SPACE_AUDIT_TIMEOUT = int(os.environ.get("SPACE_AUDIT_TIMEOUT", "600"))
 # GPU telemetry: the Host whose GPUs NVML sees here (blank: the one named like this machine,
 # or the only one), where host processes are listed, and the idle rules.
@@ -168,7 +173,9 @@ GPU_IDLE_RELEASE_GRACE_MINUTES = int(os.environ.get("GPU_IDLE_RELEASE_GRACE_MINU
 Q_CLUSTER = {
     "name": "aivc",
     "orm": "default",
-    "workers": int(os.environ.get("Q_WORKERS", "2")),
+    # The exact-time waker holds one worker while a start or end is near; space audits
+    # can hold others for minutes, so reconcile ticks need more than two.
+    "workers": int(os.environ.get("Q_WORKERS", "4")),
     "timeout": int(os.environ.get("Q_TIMEOUT", "900")),
     "retry": int(os.environ.get("Q_RETRY", "1200")),
     "max_attempts": 1,

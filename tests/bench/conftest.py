@@ -35,3 +35,13 @@ def write_figures():
         print(text)
 
     return write
+
+
+# The container benchmark uses the container tests' engine fixtures.
+from tests.containers.conftest import (  # noqa: E402, F401
+    docker_client,
+    docker_scope,
+    engine_host,
+    roots,
+    test_image,
+)

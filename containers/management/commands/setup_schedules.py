@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django_q.models import Schedule
 
@@ -23,6 +24,12 @@ SCHEDULES = [
         "name": "prune GPU samples",
         "func": "containers.tasks.prune_gpu_samples",
         "schedule_type": Schedule.DAILY,
+    },
+    {
+        "name": "audit space",
+        "func": "containers.tasks.space_audit",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": settings.SPACE_AUDIT_MINUTES,
     },
 ]
 

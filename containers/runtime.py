@@ -1,0 +1,377 @@
+"""Container engines. The one module that imports `docker`: the rest of the portal talks to
+a `ContainerRuntime` and hands it a `ContainerSpec`, so unit tests can swap in the
+`FakeRuntime` and the Docker runtime is tested against a real engine."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import shlex
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from fractions import Fraction
+from math import ceil
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from containers.models import Host
+
+if TYPE_CHECKING:
+    from bookings.models import Reservation
+
+GIB = 1024**3
+LABEL_MANAGED = "aivc.managed"
+LABEL_HOST = "aivc.host"
+LABEL_RESERVATION = "aivc.reservation"
+LABEL_USER = "aivc.user"
+SSH_PORT = "22/tcp"
+
+
+class RuntimeProblem(Exception):
+    """Base of what an engine can answer instead of doing the work."""
+
+
+class EngineUnavailable(RuntimeProblem):
+    """The engine did not answer: nothing was decided, try again later."""
+
+
+class ImageMissing(RuntimeProblem):
+    """The engine does not hold the image: launching cannot succeed until a maintainer
+    pulls it."""
+
+
+class NameInUse(RuntimeProblem):
+    """A container with the spec's name exists already (e.g. a crashed tick made it)."""
+
+
+class LaunchFailed(RuntimeProblem):
+    """The engine refused the container for another reason (its message says why)."""
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything a reservation's container runs with; built by `container_spec`."""
+
+    name: str
+    image: str
+    command: list[str] | None
+    nano_cpus: int
+    memory_bytes: int
+    memory_swap_bytes: int
+    shm_bytes: int
+    gpu_ids: list[str]
+    environment: dict[str, str]
+    ssh_port: int
+    mounts: list[Mount]
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """A managed container as the engine reports it."""
+
+    id: str
+    name: str
+    status: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def reservation_id(self) -> int | None:
+        value = self.labels.get(LABEL_RESERVATION, "")
+        return int(value) if value.isdigit() else None
+
+
+@dataclass(frozen=True)
+class MemorySplit:
+    memory_gb: int
+    memory_swap_gb: int
+    shm_gb: int
+
+
+def memory_split(*, memory_gb: int, host: Host) -> MemorySplit:
+    """Booked memory M on a host that lends RAM and swap: ceil(M * ram share) GiB of RAM,
+    M GiB of RAM plus swap, and the rest as /dev/shm (the old run_container's split).
+    Fractions keep e.g. 10 * 0.8 from rounding up to 9."""
+    total = host.ram_gb + host.swap_gb
+    ram_share = Fraction(host.ram_gb, total) if total else Fraction(1)
+    ram = ceil(memory_gb * ram_share)
+    return MemorySplit(memory_gb=ram, memory_swap_gb=memory_gb, shm_gb=memory_gb - ram)
+
+
+def container_name(username: str) -> str:
+    return f"{settings.CONTAINER_PREFIX}{username}"
+
+
+def scope_labels(host: Host) -> dict[str, str]:
+    """The labels that mark a container as this portal's on this host; listing filters by
+    them, so another portal (or another test run) on the same engine is never touched."""
+    return {LABEL_MANAGED: settings.CONTAINER_SCOPE, LABEL_HOST: host.name}
+
+
+def container_command(reservation: Reservation) -> list[str] | None:
+    """The image's start command then the user's extra command, as an argument list; both
+    empty means the image's own command. Never a shell string."""
+    start_command = reservation.image.start_command if reservation.image else ""
+    arguments = shlex.split(start_command) + shlex.split(reservation.extra_command or "")
+    return arguments or None
+
+
+def container_spec(*, reservation: Reservation, image: str, mounts: list[Mount]) -> ContainerSpec:
+    """The container a reservation runs with, exactly as booked (DESIGN.md, Containers)."""
+    host = reservation.host
+    split = memory_split(memory_gb=reservation.memory_gb, host=host)
+    gpu_ids = [str(index) for index in reservation.gpu_indices()]
+    return ContainerSpec(
+        name=container_name(reservation.user.username),
+        image=image,
+        command=container_command(reservation),
+        nano_cpus=int(reservation.cpus * 10**9),
+        memory_bytes=split.memory_gb * GIB,
+        memory_swap_bytes=split.memory_swap_gb * GIB,
+        shm_bytes=split.shm_gb * GIB,
+        gpu_ids=gpu_ids,
+        # Never "all": a container without GPUs must not see the host's GPUs.
+        environment={"NVIDIA_VISIBLE_DEVICES": ",".join(gpu_ids) or "none", "TZ": settings.TIME_ZONE},
+        ssh_port=reservation.forward_port,
+        mounts=mounts,
+        labels={
+            **scope_labels(host),
+            LABEL_RESERVATION: str(reservation.pk),
+            LABEL_USER: reservation.user.username,
+        },
+    )
+
+
+class ContainerRuntime(ABC):
+    """One host's container engine."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    @abstractmethod
+    def list_managed(self) -> list[ContainerState]:
+        """All containers, running or not, that carry this portal's labels for the host."""
+
+    @abstractmethod
+    def run(self, spec: ContainerSpec) -> ContainerState:
+        """Creates and starts the container; raises a `RuntimeProblem` subclass."""
+
+    @abstractmethod
+    def remove(self, container_id: str) -> None:
+        """Stops and removes the container; one already gone is not an error."""
+
+
+class DockerRuntime(ContainerRuntime):
+    """A Docker engine through the SDK (never the CLI, never a shell)."""
+
+    STOP_TIMEOUT_S = 10
+    API_TIMEOUT_S = 30
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(host)
+        self._client = None
+
+    @property
+    def client(self):
+        import docker
+
+        if self._client is None:
+            try:
+                if self.host.docker_url:
+                    self._client = docker.DockerClient(
+                        base_url=self.host.docker_url, timeout=self.API_TIMEOUT_S
+                    )
+                else:
+                    self._client = docker.from_env(timeout=self.API_TIMEOUT_S)
+            except docker.errors.DockerException as error:
+                raise EngineUnavailable(f"Docker engine of {self.host.name} unreachable: {error}") from None
+        return self._client
+
+    def _translate(self, error: Exception) -> RuntimeProblem:
+        import docker
+        import requests
+
+        if isinstance(error, RuntimeProblem):
+            return error
+        if isinstance(error, docker.errors.ImageNotFound):
+            return ImageMissing(str(error.explanation or error))
+        if isinstance(error, docker.errors.APIError):
+            if error.status_code == 409:
+                return NameInUse(str(error.explanation or error))
+            if error.status_code and error.status_code >= 500 and "connect" in str(error).lower():
+                return EngineUnavailable(str(error.explanation or error))
+            return LaunchFailed(str(error.explanation or error))
+        if isinstance(error, requests.exceptions.RequestException | docker.errors.DockerException | OSError):
+            return EngineUnavailable(f"Docker engine of {self.host.name} unreachable: {error}")
+        return LaunchFailed(str(error))
+
+    def list_managed(self) -> list[ContainerState]:
+        filters = {"label": [f"{key}={value}" for key, value in scope_labels(self.host).items()]}
+        try:
+            containers = self.client.containers.list(all=True, filters=filters, ignore_removed=True)
+        except Exception as error:
+            raise self._translate(error) from None
+        return [
+            ContainerState(id=c.id, name=c.name, status=c.status, labels=dict(c.labels)) for c in containers
+        ]
+
+    def run(self, spec: ContainerSpec) -> ContainerState:
+        import docker
+
+        device_requests = []
+        if spec.gpu_ids:
+            device_requests.append(
+                docker.types.DeviceRequest(driver="nvidia", device_ids=spec.gpu_ids, capabilities=[["gpu"]])
+            )
+        options = {
+            "image": spec.image,
+            "command": spec.command,
+            "name": spec.name,
+            "hostname": spec.name,
+            "detach": True,
+            "nano_cpus": spec.nano_cpus,
+            "mem_limit": spec.memory_bytes,
+            "memswap_limit": spec.memory_swap_bytes,
+            "environment": spec.environment,
+            "ports": {SSH_PORT: spec.ssh_port},
+            "mounts": [
+                docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+                for m in spec.mounts
+            ],
+            "labels": spec.labels,
+            "device_requests": device_requests,
+            "privileged": False,
+            "init": True,
+        }
+        if spec.shm_bytes:
+            options["shm_size"] = spec.shm_bytes
+        container = None
+        try:
+            container = self.client.containers.create(**options)
+            container.start()
+            container.reload()
+        except Exception as error:
+            problem = self._translate(error)
+            if container is not None and not isinstance(problem, EngineUnavailable):
+                # Created but not started (e.g. the port is taken): leave nothing behind;
+                # if even that fails, the next tick removes it as unowned.
+                with contextlib.suppress(RuntimeProblem):
+                    self.remove(container.id)
+            raise problem from None
+        return ContainerState(
+            id=container.id, name=container.name, status=container.status, labels=dict(container.labels)
+        )
+
+    def remove(self, container_id: str) -> None:
+        import docker
+
+        try:
+            container = self.client.containers.get(container_id)
+            if container.status == "running":
+                container.stop(timeout=self.STOP_TIMEOUT_S)
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as error:
+            if error.status_code == 409:
+                return  # the engine is removing it already
+            raise self._translate(error) from None
+        except Exception as error:
+            raise self._translate(error) from None
+
+
+class FakeEngine:
+    """In-memory engine state shared by every FakeRuntime for one host."""
+
+    def __init__(self) -> None:
+        self.containers: dict[str, tuple[ContainerState, ContainerSpec]] = {}
+        self.images: set[str] | None = None  # None: every image is present
+        self.reachable = True
+        self.runs: list[ContainerSpec] = []
+        self.ids = itertools.count(1)
+
+    def kill(self, name: str) -> None:
+        """What a container that died looks like: still there, exited."""
+        for container_id, (state, spec) in list(self.containers.items()):
+            if state.name == name:
+                self.containers[container_id] = (
+                    ContainerState(id=state.id, name=state.name, status="exited", labels=state.labels),
+                    spec,
+                )
+
+    def running_names(self) -> list[str]:
+        return sorted(state.name for state, _ in self.containers.values() if state.is_running)
+
+
+class FakeRuntime(ContainerRuntime):
+    """A runtime for unit tests of the lifecycle logic. Tests reach the shared state with
+    `FakeRuntime.engine_for(host)` and call `FakeRuntime.reset()` between tests."""
+
+    _engines: dict[int, FakeEngine] = {}
+    _lock = threading.RLock()
+
+    @classmethod
+    def engine_for(cls, host: Host) -> FakeEngine:
+        with cls._lock:
+            return cls._engines.setdefault(host.pk, FakeEngine())
+
+    @classmethod
+    def reset(cls) -> None:
+        with cls._lock:
+            cls._engines.clear()
+
+    @property
+    def engine(self) -> FakeEngine:
+        return self.engine_for(self.host)
+
+    def _check_reachable(self) -> None:
+        if not self.engine.reachable:
+            raise EngineUnavailable(f"Docker engine of {self.host.name} unreachable (fake).")
+
+    def list_managed(self) -> list[ContainerState]:
+        self._check_reachable()
+        scope = scope_labels(self.host)
+        return [
+            state
+            for state, _ in self.engine.containers.values()
+            if all(state.labels.get(key) == value for key, value in scope.items())
+        ]
+
+    def run(self, spec: ContainerSpec) -> ContainerState:
+        self._check_reachable()
+        engine = self.engine
+        with self._lock:
+            if engine.images is not None and spec.image not in engine.images:
+                raise ImageMissing(f"No such image: {spec.image}")
+            if any(state.name == spec.name for state, _ in engine.containers.values()):
+                raise NameInUse(f'The container name "/{spec.name}" is already in use.')
+            state = ContainerState(
+                id=f"fake{next(engine.ids):060d}", name=spec.name, status="running", labels=spec.labels
+            )
+            engine.containers[state.id] = (state, spec)
+            engine.runs.append(spec)
+        return state
+
+    def remove(self, container_id: str) -> None:
+        self._check_reachable()
+        with self._lock:
+            self.engine.containers.pop(container_id, None)
+
+
+def get_runtime(host: Host) -> ContainerRuntime:
+    """The runtime `settings.CONTAINER_RUNTIME` names, for this host's engine."""
+    return import_string(settings.CONTAINER_RUNTIME)(host)

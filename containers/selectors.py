@@ -1,0 +1,76 @@
+"""Reads for the container lifecycle."""
+
+from datetime import datetime
+
+from django.db.models import Min, Q, QuerySet
+
+from bookings.models import Reservation
+from containers.models import ContainerEvent, Host, SpaceAudit
+
+STARTS_PENDING = (Reservation.Status.SCHEDULED, Reservation.Status.BLOCKED)
+LAUNCHED = (Reservation.Status.STARTING, Reservation.Status.RUNNING)
+
+
+def hosts_to_reconcile(*, host_id: int | None = None) -> QuerySet[Host]:
+    hosts = Host.objects.all()
+    return hosts.filter(pk=host_id) if host_id is not None else hosts
+
+
+def reservations_in_window(*, host: Host, now: datetime) -> QuerySet[Reservation]:
+    """Live reservations whose window [start, end) contains now: what should run."""
+    return (
+        Reservation.objects.live()
+        .filter(host=host, start__lte=now, end__gt=now)
+        .select_related("user", "host", "image")
+        .prefetch_related("allocations__gpu")
+        .order_by("start", "pk")
+    )
+
+
+def reservations_past_window(*, host: Host, now: datetime) -> QuerySet[Reservation]:
+    """Live reservations whose window is over: what must stop (or never started)."""
+    return Reservation.objects.live().filter(host=host, end__lte=now).select_related("user").order_by("end")
+
+
+def reservations_by_ids(*, ids: set[int]) -> dict[int, Reservation]:
+    return {r.pk: r for r in Reservation.objects.filter(pk__in=ids).select_related("user")}
+
+
+def next_boundary(*, after: datetime, until: datetime) -> datetime | None:
+    """The first instant in (after, until] at which a live reservation starts or ends."""
+    window = Q(status__in=Reservation.LIVE_STATUSES)
+    starts = Reservation.objects.filter(
+        window, status__in=STARTS_PENDING, start__gt=after, start__lte=until
+    ).aggregate(first=Min("start"))["first"]
+    ends = Reservation.objects.filter(window, end__gt=after, end__lte=until).aggregate(first=Min("end"))[
+        "first"
+    ]
+    return min((instant for instant in (starts, ends) if instant is not None), default=None)
+
+
+def space_verdict(*, user_id: int, host: Host) -> SpaceAudit | None:
+    """The audit that decides whether the user may launch: the latest one that is either
+    complete or already over quota with what it measured before the timeout. A timed-out
+    audit under quota is unknown and decides nothing."""
+    return (
+        SpaceAudit.objects.filter(user_id=user_id, host=host)
+        .filter(Q(complete=True) | Q(over_quota=True))
+        .order_by("-measured_at", "-pk")
+        .first()
+    )
+
+
+def users_to_audit(*, host: Host, now: datetime, until: datetime) -> list[int]:
+    """Users with a live reservation on the host that runs now or starts before `until`."""
+    rows = Reservation.objects.live().filter(host=host, start__lte=until, end__gt=now)
+    return sorted(set(rows.values_list("user_id", flat=True)))
+
+
+def blocked_reservations(*, user_id: int, host: Host) -> QuerySet[Reservation]:
+    return Reservation.objects.filter(user_id=user_id, host=host, status=Reservation.Status.BLOCKED)
+
+
+def recent_event_exists(*, host: Host | None, level: str, message: str, since: datetime) -> bool:
+    return ContainerEvent.objects.filter(
+        host=host, level=level, message=message, created_at__gte=since
+    ).exists()

@@ -1,0 +1,99 @@
+import os
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from containers.runtime import LABEL_MANAGED, FakeRuntime
+from tests.factories import HostFactory, ImageFactory
+
+TEST_IMAGE = os.environ.get("AIVC_TEST_IMAGE", "aivc-test/busybox:latest")
+
+
+@pytest.fixture
+def roots(tmp_path):
+    paths = {name: tmp_path / name for name in ("work", "backup", "dataset")}
+    for path in paths.values():
+        path.mkdir()
+    return paths
+
+
+@pytest.fixture
+def engine_host(db, roots):
+    return HostFactory(
+        name=f"engine-{uuid.uuid4().hex[:6]}",
+        cpus=16,
+        ram_gb=64,
+        swap_gb=16,
+        gpus=2,
+        work_root=str(roots["work"]),
+        backup_root=str(roots["backup"]),
+        dataset_root=str(roots["dataset"]),
+    )
+
+
+@pytest.fixture
+def fake_runtime(settings):
+    settings.CONTAINER_RUNTIME = "containers.runtime.FakeRuntime"
+    FakeRuntime.reset()
+    yield FakeRuntime
+    FakeRuntime.reset()
+
+
+@pytest.fixture
+def window():
+    """A window that contains now: started a minute ago, ends in an hour."""
+    now = timezone.now()
+    return {"start": now - timedelta(minutes=1), "end": now + timedelta(hours=1)}
+
+
+def _docker_client():
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        client.ping()
+        return client
+    except Exception as error:
+        return error
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """The local engine. Without one the test skips, unless AIVC_REQUIRE_DOCKER=1 (CI),
+    where a missing engine fails the test."""
+    client = _docker_client()
+    if isinstance(client, Exception):
+        message = f"No Docker engine answers ({client}); run deploy/test-engine/setup.sh as root."
+        if os.environ.get("AIVC_REQUIRE_DOCKER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        client.images.get(TEST_IMAGE)
+    except Exception:
+        message = f"The test image {TEST_IMAGE} is missing; run deploy/test-engine/setup.sh."
+        if os.environ.get("AIVC_REQUIRE_DOCKER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return client
+
+
+@pytest.fixture
+def docker_scope(settings, docker_client):
+    """A label scope and name prefix of this test's own, so it never touches another
+    run's containers; everything under the scope is removed afterwards."""
+    tag = uuid.uuid4().hex[:8]
+    settings.CONTAINER_RUNTIME = "containers.runtime.DockerRuntime"
+    settings.CONTAINER_SCOPE = f"aivc-test-{tag}"
+    settings.CONTAINER_PREFIX = f"aivct{tag}-"
+    yield settings.CONTAINER_SCOPE
+    for container in docker_client.containers.list(
+        all=True, filters={"label": f"{LABEL_MANAGED}={settings.CONTAINER_SCOPE}"}
+    ):
+        container.remove(force=True)
+
+
+@pytest.fixture
+def test_image(db):
+    return ImageFactory(reference=TEST_IMAGE, is_default=True)

@@ -1,0 +1,61 @@
+from decimal import Decimal
+
+import pytest
+
+from containers.runtime import (
+    DockerRuntime,
+    FakeRuntime,
+    container_command,
+    get_runtime,
+    memory_split,
+)
+from tests.factories import HostFactory, ImageFactory, ReservationFactory
+
+
+@pytest.mark.parametrize(
+    ("ram", "swap", "booked", "expected"),
+    [
+        (64, 16, 10, (8, 10, 2)),  # 10 * 0.8 is exactly 8, not 9
+        (64, 16, 9, (8, 9, 1)),  # ceil(7.2)
+        (64, 0, 9, (9, 9, 0)),
+        (100, 50, 1, (1, 1, 0)),
+    ],
+)
+def test_memory_is_split_into_ram_swap_and_shm(db, ram, swap, booked, expected):
+    split = memory_split(memory_gb=booked, host=HostFactory(ram_gb=ram, swap_gb=swap))
+    assert (split.memory_gb, split.memory_swap_gb, split.shm_gb) == expected
+
+
+def test_the_command_is_an_argument_list_never_a_shell_string(db, default_profile):
+    reservation = ReservationFactory(
+        image=ImageFactory(start_command="/.script/start.sh --quiet"),
+        extra_command="python train.py --name 'my run' ; rm -rf /",
+        cpus=Decimal("1"),
+    )
+    assert container_command(reservation) == [
+        "/.script/start.sh",
+        "--quiet",
+        "python",
+        "train.py",
+        "--name",
+        "my run",
+        ";",
+        "rm",
+        "-rf",
+        "/",
+    ]
+
+
+def test_no_commands_means_the_images_own(db, default_profile):
+    assert container_command(ReservationFactory(extra_command="")) is None
+
+
+def test_get_runtime_follows_the_setting(db, settings):
+    host = HostFactory()
+    settings.CONTAINER_RUNTIME = "containers.runtime.FakeRuntime"
+    assert isinstance(get_runtime(host), FakeRuntime)
+    settings.CONTAINER_RUNTIME = "containers.runtime.DockerRuntime"
+    assert isinstance(get_runtime(host), DockerRuntime)
+    settings.CONTAINER_RUNTIME = "containers.runtime.NoSuchRuntime"
+    with pytest.raises(ImportError):
+        get_runtime(host)
