@@ -247,9 +247,12 @@ def reservation_create(
             )
             image = _resolve_image(image, user=user)
             command = _extra_command(extra_command, user=user)
-            _check_no_own_overlap(user=user, start=start, end=end)
-            _check_cpus_and_memory_fit(host=host, start=start, end=end, cpus=cpus, memory_gb=memory_gb)
-            gpus = _choose_gpus(host=host, start=start, end=end, gpu_count=gpu_count)
+            # A `now` booking is shown from the start of the slot but needs the server only
+            # from this moment, so a reservation released earlier in the slot is no obstacle.
+            held_from = now if is_now else start
+            _check_no_own_overlap(user=user, start=held_from, end=end)
+            _check_cpus_and_memory_fit(host=host, start=held_from, end=end, cpus=cpus, memory_gb=memory_gb)
+            gpus = _choose_gpus(host=host, start=held_from, end=end, gpu_count=gpu_count)
             reservation = Reservation.objects.create(
                 user=user,
                 host=host,
@@ -264,7 +267,7 @@ def reservation_create(
                 forward_port=user.forward_port,
             )
             GpuAllocation.objects.bulk_create(
-                GpuAllocation(reservation=reservation, gpu=gpu, start=start, end=end) for gpu in gpus
+                GpuAllocation(reservation=reservation, gpu=gpu, start=held_from, end=end) for gpu in gpus
             )
     except IntegrityError as error:
         raise _refused_by_database(error) from None
@@ -297,7 +300,8 @@ def reservation_cancel(*, reservation: Reservation, now: datetime | None = None)
 
 @transaction.atomic
 def reservation_release(*, reservation: Reservation, now: datetime | None = None) -> Reservation:
-    """Ends a started reservation now and frees the rest of its window."""
+    """Ends a started reservation now: its CPUs, memory and GPUs are free from this moment,
+    and the scheduler removes its container (it no longer belongs to a live reservation)."""
     now = now or timezone.now()
     reservation = _locked(reservation)
     if reservation.is_live and reservation.start >= now:
@@ -305,13 +309,11 @@ def reservation_release(*, reservation: Reservation, now: datetime | None = None
     if not reservation.can_release(now):
         raise ValidationError("Only a running reservation can be released.", code="not_releasable")
     reservation.end = now
-    reservation.released_at = now
-    if reservation.status in (Reservation.Status.SCHEDULED, Reservation.Status.BLOCKED):
-        # Nothing was launched, so nothing is left for the scheduler to stop.
-        reservation.status = Reservation.Status.ENDED
-        reservation.ended_at = now
+    reservation.released_at = reservation.ended_at = now
+    reservation.status = Reservation.Status.ENDED
     reservation.save(update_fields=["end", "released_at", "status", "ended_at", "updated_at"])
-    reservation.allocations.filter(end__gt=now).update(end=now)
+    reservation.allocations.filter(start__gte=now).update(active=False)
+    reservation.allocations.filter(start__lt=now, end__gt=now).update(end=now)
     queue_task(RECONCILE_TASK)
     return reservation
 
@@ -393,10 +395,10 @@ def reservation_start_now(*, reservation: Reservation, now: datetime | None = No
                     "This reservation's start has passed; the scheduler launches it.", code="already_started"
                 )
             _check_end(start=new_start, end=reservation.end)
-            _check_added_window(reservation=reservation, host=host, start=new_start, end=reservation.start)
+            _check_added_window(reservation=reservation, host=host, start=now, end=reservation.start)
             reservation.start = new_start
             reservation.save(update_fields=["start", "updated_at"])
-            reservation.allocations.filter(active=True).update(start=new_start)
+            reservation.allocations.filter(active=True).update(start=now)
     except IntegrityError as error:
         raise _refused_by_database(error) from None
     queue_task(RECONCILE_TASK)

@@ -391,12 +391,31 @@ def test_release_ends_now_and_frees_the_rest_of_the_window(student, host, defaul
     Reservation.objects.filter(pk=reservation.pk).update(status=Reservation.Status.RUNNING)
     later = NOW + timedelta(hours=2)
     released = reservation_release(reservation=reservation, now=later)
-    assert (released.end, released.released_at) == (later, later)
+    assert (released.end, released.released_at, released.ended_at) == (later, later, later)
     assert released.booked_end == SLOT + timedelta(days=1)
-    assert released.status == Reservation.Status.RUNNING  # the scheduler stops the container
+    # No longer live: the scheduler removes its container on the next tick.
+    assert released.status == Reservation.Status.ENDED
     assert set(released.allocations.values_list("end", flat=True)) == {later}
-    other = book(UserFactory(), host, start=local(2026, 3, 2, 12, 30), end="1-day", gpu_count=1, now=later)
-    assert other.gpu_indices() in ([0], [1])
+    other = book(UserFactory(), host, start=local(2026, 3, 2, 12, 30), end="1-day", gpu_count=2, now=later)
+    assert other.gpu_indices() == [0, 1]
+
+
+def test_release_frees_the_current_slot_for_a_now_booking(student, host, default_profile):
+    reservation = book(student, host, start="now", end="1-day", gpu_count=1)
+    Reservation.objects.filter(pk=reservation.pk).update(status=Reservation.Status.RUNNING)
+    released_at = NOW + timedelta(minutes=7)
+    reservation_release(reservation=reservation, now=released_at)
+    moment = released_at + timedelta(minutes=1)
+    again = book(student, host, start="now", end="1-day", gpu_count=1, now=moment)
+    assert again.start == SLOT
+    another = book(UserFactory(), host, start="now", end="1-day", gpu_count=1, now=moment)
+    assert sorted(again.gpu_indices() + another.gpu_indices()) == [0, 1]
+
+
+def test_a_now_booking_holds_its_gpus_from_the_moment_it_was_made(student, host):
+    reservation = book(student, host, start="now", end="1-day", gpu_count=1)
+    assert reservation.start == SLOT
+    assert list(reservation.allocations.values_list("start", flat=True)) == [NOW]
 
 
 def test_release_of_a_never_launched_reservation_ends_it_at_once(student, host):
