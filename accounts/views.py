@@ -6,13 +6,12 @@ from django.contrib.auth.forms import PasswordChangeForm
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from accounts.forms import ForwardPortForm, ProfileForm
-from accounts.services import user_change_forward_port, user_set_password, user_update_profile
-from bookings.selectors import forward_ports_held
+from accounts.services import user_set_password, user_update_profile
+from bookings.services import forward_port_change
 
 
 @login_required
@@ -51,13 +50,12 @@ def profile(request: HttpRequest) -> HttpResponse:
             messages.success(request, _("Your settings were saved."))
             return redirect("profile")
     elif sent == "port" and port_form.is_valid():
-        held = forward_ports_held(now=timezone.now(), exclude_user_id=user.pk)
         try:
-            user_change_forward_port(user=user, port=port_form.cleaned_data["forward_port"], ports_held=held)
+            forward_port_change(user=user, port=port_form.cleaned_data["forward_port"])
         except ValidationError as error:
             _show_errors(port_form, error)
         else:
-            messages.success(request, _("Your forward port was changed; it applies to new bookings."))
+            messages.success(request, _("Your forward port was changed; your upcoming bookings use it too."))
             return redirect("profile")
     context = {
         "profile_form": profile_form,

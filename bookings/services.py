@@ -11,9 +11,11 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.selectors import capability_for
+from accounts.services import user_change_forward_port
 from aivc_portal.scheduler import queue_task
 from bookings.models import GpuAllocation, Reservation
 from bookings.selectors import (
+    forward_ports_held,
     gpu_ids_free,
     gpus_by_preference,
     peak_usage,
@@ -415,3 +417,27 @@ def reservation_request_restart(*, reservation: Reservation) -> Reservation:
     reservation.save(update_fields=["restart_requested", "updated_at"])
     queue_task(RECONCILE_TASK)
     return reservation
+
+
+# Account settings that bookings depend on ------------------------------------------------
+
+
+@transaction.atomic
+def forward_port_change(*, user: User, port: int, now: datetime | None = None) -> User:
+    """Moves a user's SSH forward port. Their reservations not yet launched follow it; a
+    running container is bound to the old port, so the change waits until it is released.
+    Ports that other users' live reservations still use stay taken."""
+    now = now or timezone.now()
+    live = Reservation.objects.live().filter(user=user, end__gt=now).select_for_update()
+    if live.filter(status__in=(Reservation.Status.STARTING, Reservation.Status.RUNNING)).exists():
+        raise ValidationError(
+            {
+                "forward_port": "Your container is running on your current port; "
+                "release it before you change the port."
+            },
+            code="port_in_use",
+        )
+    held = forward_ports_held(now=now, exclude_user_id=user.pk)
+    user = user_change_forward_port(user=user, port=port, ports_held=held)
+    live.update(forward_port=user.forward_port)
+    return user

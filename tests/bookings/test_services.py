@@ -9,6 +9,7 @@ from bookings.models import GpuAllocation, Reservation
 from bookings.services import (
     NOT_ENOUGH_CAPACITY,
     OVER_MAXIMUM,
+    forward_port_change,
     reservation_cancel,
     reservation_create,
     reservation_extend,
@@ -492,3 +493,30 @@ def test_an_image_named_by_odd_text_is_not_available_not_a_crash(student, host, 
 def test_times_at_the_ends_of_the_calendar_are_wrong_input_not_a_crash(student, host, start, end):
     with pytest.raises(ValidationError, match="Wrong Input!"):
         book(student, host, start=start, end=end)
+
+
+# The forward port ---------------------------------------------------------------------------
+
+
+def test_a_port_change_carries_the_users_upcoming_reservations_along(student, host, settings):
+    upcoming = book(student, host)
+    new_port = settings.PORT_RANGE.stop - 1
+    forward_port_change(user=student, port=new_port, now=NOW)
+    upcoming.refresh_from_db()
+    assert (student.forward_port, upcoming.forward_port) == (new_port, new_port)
+
+
+def test_a_port_change_waits_while_the_users_container_runs(student, host, settings):
+    running = book(student, host, start="now", end="1-day")
+    Reservation.objects.filter(pk=running.pk).update(status=Reservation.Status.RUNNING)
+    with pytest.raises(ValidationError, match="release it before"):
+        forward_port_change(user=student, port=settings.PORT_RANGE.stop - 1, now=NOW)
+
+
+def test_a_port_a_new_account_gets_is_never_one_a_live_reservation_uses(student, host, settings):
+    old_port = student.forward_port
+    book(student, host)
+    forward_port_change(user=student, port=settings.PORT_RANGE.stop - 1, now=NOW)
+    newcomer = UserFactory()
+    assert newcomer.forward_port == old_port  # free again: the booking moved with its owner
+    assert not Reservation.objects.filter(forward_port=old_port).exists()
