@@ -96,6 +96,12 @@ def busy_gpu_ids(
     return {gpu_id for gpu_id, row_start, row_end in rows if row_start < end and row_end > start}
 
 
+def fits_host(*, host: Host, peak: Usage, cpus: Decimal, memory_gb: int) -> bool:
+    """Whether a request on top of the peak stays within the host's CPUs and its memory
+    (RAM plus swap)."""
+    return peak.cpus + cpus <= host.cpus and peak.memory_gb + memory_gb <= host.memory_gb
+
+
 def gpu_ids_free(*, gpu_ids: list[int], start: datetime, end: datetime, exclude_reservation_id: int) -> bool:
     """Whether these GPUs are held by no other active allocation during [start, end)."""
     return not (
@@ -147,7 +153,7 @@ def window_capacity(*, host: Host, start: datetime, end: datetime) -> WindowCapa
         cpus=max(Decimal(host.cpus) - peak.cpus, Decimal(0)),
         memory_gb=max(host.memory_gb - peak.memory_gb, 0),
         gpus=len(free_gpus),
-        gpus_total=host.gpus.filter(is_active=True).count(),
+        gpus_total=len(host.active_gpus),
     )
 
 
@@ -171,12 +177,13 @@ def earliest_fitting_window(
     live = Reservation.objects.live().overlapping(not_before, horizon_end)
     host_rows = list(live.filter(host=host).values_list("start", "end", "cpus", "memory_gb"))
     own_rows = list(live.filter(user_id=user_id).values_list("start", "end")) if user_id else []
+    gpu_ids = [gpu.pk for gpu in host.active_gpus]
     allocation_rows = list(
         GpuAllocation.objects.filter(
-            gpu__host=host, gpu__is_active=True, active=True, start__lt=horizon_end, end__gt=not_before
+            gpu_id__in=gpu_ids, active=True, start__lt=horizon_end, end__gt=not_before
         ).values_list("gpu_id", "start", "end")
     )
-    gpus_total = host.gpus.filter(is_active=True).count()
+    gpus_total = len(gpu_ids)
     ends = {row[1] for row in host_rows} | {row[1] for row in own_rows} | {row[2] for row in allocation_rows}
     candidates = sorted({not_before} | {moment for moment in ends if not_before < moment <= latest_start})
     for start in candidates[:MAX_FIT_CANDIDATES]:
@@ -184,7 +191,7 @@ def earliest_fitting_window(
         if any(row_start < end and row_end > start for row_start, row_end in own_rows):
             continue
         peak = sweep_peak(host_rows, start=start, end=end)
-        if peak.cpus + cpus > host.cpus or peak.memory_gb + memory_gb > host.memory_gb:
+        if not fits_host(host=host, peak=peak, cpus=cpus, memory_gb=memory_gb):
             continue
         if gpus_total - len(busy_gpu_ids(allocation_rows, start=start, end=end)) >= gpu_count:
             return start, end

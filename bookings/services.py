@@ -15,6 +15,7 @@ from accounts.services import user_change_forward_port
 from aivc_portal.scheduler import queue_task
 from bookings.models import GpuAllocation, Reservation
 from bookings.selectors import (
+    fits_host,
     forward_ports_held,
     gpu_ids_free,
     gpus_by_preference,
@@ -159,7 +160,7 @@ def _check_cpus_and_memory_fit(
 ) -> None:
     """Rule 4, CPUs and memory: at every instant of the window the host totals hold."""
     peak = peak_usage(host=host, start=start, end=end, exclude_reservation_id=exclude_reservation_id)
-    if peak.cpus + cpus > host.cpus or peak.memory_gb + memory_gb > host.memory_gb:
+    if not fits_host(host=host, peak=peak, cpus=cpus, memory_gb=memory_gb):
         raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity")
 
 
