@@ -17,8 +17,10 @@ from django.db.models import (
 )
 from django.db.models.functions import Greatest, Least
 
+from accounts.models import User
+from accounts.selectors import Capability, capability_for
 from bookings.models import GpuAllocation, Reservation
-from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, SLOT
+from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, SLOT, slot_floor
 from containers.models import ContainerEvent, Gpu, Host, SpaceAudit
 
 
@@ -250,3 +252,37 @@ def forward_ports_held(*, now: datetime, exclude_user_id: int | None = None) -> 
     if exclude_user_id is not None:
         rows = rows.exclude(user_id=exclude_user_id)
     return set(rows.values_list("forward_port", flat=True))
+
+
+@dataclass(frozen=True)
+class HostOutlook:
+    host: Host
+    capability: Capability
+    free: WindowCapacity
+
+
+@dataclass(frozen=True)
+class AuditAgainstQuota:
+    audit: SpaceAudit
+    capability: Capability
+
+
+def host_outlooks(*, user: User, now: datetime) -> list[HostOutlook]:
+    """For each host: the user's maxima there and what is free in the current slot."""
+    this_slot = slot_floor(now)
+    return [
+        HostOutlook(
+            host=host,
+            capability=capability_for(user=user, host=host),
+            free=window_capacity(host=host, start=this_slot, end=this_slot + SLOT),
+        )
+        for host in Host.objects.order_by("name")
+    ]
+
+
+def space_audits_against_quota(*, user: User) -> list[AuditAgainstQuota]:
+    """The user's newest audit on each host beside the quota that applies there."""
+    return [
+        AuditAgainstQuota(audit=audit, capability=capability_for(user=user, host=audit.host))
+        for audit in latest_space_audits(user_id=user.pk)
+    ]

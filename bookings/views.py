@@ -16,10 +16,11 @@ from bookings.forms import END_AT, BookingForm, ExtendForm
 from bookings.models import Reservation
 from bookings.selectors import (
     earliest_fitting_window,
-    latest_space_audits,
+    host_outlooks,
     recent_events_for_user,
     reservation_for_owner,
     reservations_by_time,
+    space_audits_against_quota,
     window_capacity,
 )
 from bookings.services import (
@@ -32,7 +33,6 @@ from bookings.services import (
 )
 from bookings.timeline import timeline as build_timeline
 from bookings.timeslots import MAX_AHEAD, SLOT, parse_time_input, slot_floor
-from containers.models import Host
 
 
 def _owned_reservation(request: HttpRequest, pk: int) -> Reservation:
@@ -53,22 +53,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     user = request.user
     by_time = reservations_by_time(user_id=user.pk, now=now)
-    hosts = []
-    this_slot = slot_floor(now)
-    for host in Host.objects.order_by("name"):
-        capability = capability_for(user=user, host=host)
-        free = window_capacity(host=host, start=this_slot, end=this_slot + SLOT)
-        hosts.append({"host": host, "capability": capability, "free": free})
-    audits = []
-    for audit in latest_space_audits(user_id=user.pk):
-        capability = capability_for(user=user, host=audit.host)
-        audits.append({"audit": audit, "capability": capability})
     context = {
         "current": [(reservation, ssh_command(reservation)) for reservation in by_time.current],
         "upcoming": by_time.upcoming,
         "past": by_time.past,
-        "hosts": hosts,
-        "audits": audits,
+        "hosts": host_outlooks(user=user, now=now),
+        "audits": space_audits_against_quota(user=user),
         "events": recent_events_for_user(user_id=user.pk),
     }
     return render(request, "bookings/dashboard.html", context)
