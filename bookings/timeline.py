@@ -186,15 +186,17 @@ def timeline(*, user_id: int, now: datetime, host_id: int | None = None) -> Time
     for pk, host_pk, row_start, row_end, cpus, memory_gb, owner_id, username in reservations:
         usage_by_host.setdefault(host_pk, []).append((row_start, row_end, cpus, memory_gb))
         windows[pk] = (row_start, row_end, owner_id, username)
+    # Filtered by the few GPU ids and the window, not by thousands of reservation ids.
+    gpu_ids = [gpu.pk for host in hosts for gpu in host.gpus.all()]
     allocations = (
-        GpuAllocation.objects.filter(reservation_id__in=windows.keys(), active=True)
+        GpuAllocation.objects.filter(gpu_id__in=gpu_ids, active=True, start__lt=end, end__gt=start)
         .order_by("start")
         .values_list("gpu_id", "reservation_id")
-        if windows
-        else []
     )
     blocks_by_gpu: dict[int, list[Block]] = {}
     for gpu_id, reservation_id in allocations:
+        if reservation_id not in windows:
+            continue
         row_start, row_end, owner_id, username = windows[reservation_id]
         first = _column(row_start, start=start, slots=slots)
         own = owner_id == user_id
