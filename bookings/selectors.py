@@ -113,6 +113,29 @@ def gpu_ids_free(*, gpu_ids: list[int], start: datetime, end: datetime, exclude_
     )
 
 
+@dataclass(frozen=True)
+class LiveRow:
+    host_id: int
+    host_name: str
+    user_id: int
+    start: datetime
+    end: datetime
+    cpus: Decimal
+    memory_gb: int
+
+
+def live_reservations_around(
+    *, host_id: int, user_id: int, start: datetime, end: datetime, exclude_reservation_id: int | None = None
+) -> list[LiveRow]:
+    """Live reservations overlapping [start, end) that are on the host or the user's: all
+    that the own-overlap and the CPU/memory rules look at, in one read."""
+    rows = Reservation.objects.live().overlapping(start, end).filter(Q(host_id=host_id) | Q(user_id=user_id))
+    if exclude_reservation_id is not None:
+        rows = rows.exclude(pk=exclude_reservation_id)
+    fields = ("host_id", "host__name", "user_id", "start", "end", "cpus", "memory_gb")
+    return [LiveRow(*row) for row in rows.values_list(*fields)]
+
+
 def user_reservations_overlapping(
     *, user_id: int, start: datetime, end: datetime, exclude_reservation_id: int | None = None
 ) -> QuerySet[Reservation]:

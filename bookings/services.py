@@ -7,6 +7,7 @@ from decimal import Decimal, DecimalException
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
@@ -15,12 +16,13 @@ from accounts.services import user_change_forward_port
 from aivc_portal.scheduler import queue_task
 from bookings.models import GpuAllocation, Reservation
 from bookings.selectors import (
+    LiveRow,
     fits_host,
     forward_ports_held,
     gpu_ids_free,
     gpus_by_preference,
-    peak_usage,
-    user_reservations_overlapping,
+    live_reservations_around,
+    sweep_peak,
 )
 from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, parse_time_input, slot_floor, wrong_input
 from containers.models import Gpu, Host, Image
@@ -136,30 +138,21 @@ def _check_within_capability(
         raise ValidationError(errors, code="over_maximum")
 
 
-def _check_no_own_overlap(
-    *, user: User, start: datetime, end: datetime, exclude_reservation_id: int | None = None
-) -> None:
+def _check_no_own_overlap(*, user: User, rows: list[LiveRow]) -> None:
     """Rule 3: a user's live reservations never overlap; back-to-back is fine."""
-    clash = user_reservations_overlapping(
-        user_id=user.pk, start=start, end=end, exclude_reservation_id=exclude_reservation_id
-    ).first()
+    clash = next((row for row in rows if row.user_id == user.pk), None)
     if clash is not None:
         start, end = timezone.localtime(clash.start), timezone.localtime(clash.end)
         window = f"{start:%Y-%m-%d %H:%M} - {end:%Y-%m-%d %H:%M}"
-        raise ValidationError(f"{OWN_OVERLAP} ({clash.host.name}, {window})", code="own_overlap")
+        raise ValidationError(f"{OWN_OVERLAP} ({clash.host_name}, {window})", code="own_overlap")
 
 
 def _check_cpus_and_memory_fit(
-    *,
-    host: Host,
-    start: datetime,
-    end: datetime,
-    cpus: Decimal,
-    memory_gb: int,
-    exclude_reservation_id: int | None = None,
+    *, host: Host, rows: list[LiveRow], start: datetime, end: datetime, cpus: Decimal, memory_gb: int
 ) -> None:
     """Rule 4, CPUs and memory: at every instant of the window the host totals hold."""
-    peak = peak_usage(host=host, start=start, end=end, exclude_reservation_id=exclude_reservation_id)
+    on_host = ((row.start, row.end, row.cpus, row.memory_gb) for row in rows if row.host_id == host.pk)
+    peak = sweep_peak(on_host, start=start, end=end)
     if not fits_host(host=host, peak=peak, cpus=cpus, memory_gb=memory_gb):
         raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity")
 
@@ -186,9 +179,11 @@ def _check_host_accepts(*, host: Host) -> None:
 def _resolve_image(image: object, *, user: User) -> Image:
     """Rule 6: only active images; none given means the user's default, else the lab's."""
     if image is None:
-        candidates = [user.default_image_id] if user.default_image_id else []
-        chosen = Image.objects.filter(pk__in=candidates, is_active=True).first()
-        chosen = chosen or Image.objects.filter(is_default=True, is_active=True).first()
+        # One read for both: the user's own default wins over the lab's.
+        wanted = Q(is_default=True) | Q(pk=user.default_image_id or 0)
+        images = list(Image.objects.filter(wanted, is_active=True))
+        chosen = next((i for i in images if i.pk == user.default_image_id), None)
+        chosen = chosen or next(iter(images), None)
     elif isinstance(image, Image):
         chosen = Image.objects.filter(pk=image.pk, is_active=True).first()
     else:
@@ -253,8 +248,11 @@ def reservation_create(
             # A `now` booking is shown from the start of the slot but needs the server only
             # from this moment, so a reservation released earlier in the slot is no obstacle.
             held_from = now if is_now else start
-            _check_no_own_overlap(user=user, start=held_from, end=end)
-            _check_cpus_and_memory_fit(host=host, start=held_from, end=end, cpus=cpus, memory_gb=memory_gb)
+            rows = live_reservations_around(host_id=host.pk, user_id=user.pk, start=held_from, end=end)
+            _check_no_own_overlap(user=user, rows=rows)
+            _check_cpus_and_memory_fit(
+                host=host, rows=rows, start=held_from, end=end, cpus=cpus, memory_gb=memory_gb
+            )
             gpus = _choose_gpus(host=host, start=held_from, end=end, gpu_count=gpu_count)
             reservation = Reservation.objects.create(
                 user=user,
@@ -324,14 +322,16 @@ def reservation_release(*, reservation: Reservation, now: datetime | None = None
 def _check_added_window(*, reservation: Reservation, host: Host, start: datetime, end: datetime) -> None:
     """Time added to an existing reservation, before or after it, passes rules 3 and 4 with
     the same CPUs, memory and GPUs it already holds."""
-    _check_no_own_overlap(user=reservation.user, start=start, end=end, exclude_reservation_id=reservation.pk)
-    _check_cpus_and_memory_fit(
-        host=host,
+    rows = live_reservations_around(
+        host_id=host.pk,
+        user_id=reservation.user_id,
         start=start,
         end=end,
-        cpus=reservation.cpus,
-        memory_gb=reservation.memory_gb,
         exclude_reservation_id=reservation.pk,
+    )
+    _check_no_own_overlap(user=reservation.user, rows=rows)
+    _check_cpus_and_memory_fit(
+        host=host, rows=rows, start=start, end=end, cpus=reservation.cpus, memory_gb=reservation.memory_gb
     )
     gpu_ids = list(reservation.allocations.filter(active=True).values_list("gpu_id", flat=True))
     if gpu_ids and not gpu_ids_free(
