@@ -27,8 +27,9 @@ demo: migrate
 run: demo
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	@echo "Portal on http://$(HOST):$(PORT)/ (Ctrl-C stops the web server and the scheduler)"
-	$(BIN)/python manage.py qcluster & QPID=$$!; \
-	trap 'kill $$QPID 2>/dev/null' EXIT INT TERM; \
+	@# The scheduler runs in its own session so Ctrl-C reaches it once, through the trap.
+	setsid $(BIN)/python manage.py qcluster & QPID=$$!; \
+	trap 'kill -TERM $$QPID 2>/dev/null; wait $$QPID' EXIT INT TERM; \
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 test: install
