@@ -23,6 +23,7 @@ from containers.models import (
     ReservationGpuStatus,
 )
 from containers.processes import container_id_for_pid, same_container
+from containers.services import event_log
 from containers.telemetry_selectors import (
     current_gpu_holders,
     reservation_idle_state,
@@ -35,10 +36,6 @@ INVENTORY_SIGN = "GPUInventoryError"
 DUPLICATE_SIGN = "GPUDuplicateWarning"
 IDLE_SIGN = "GPUIdleWarning"
 IDLE_RELEASE_SIGN = "GPUIdleRelease"
-
-
-def _event(*, level: str, message: str, now: datetime, sign: str = "", **links: object) -> ContainerEvent:
-    return ContainerEvent.objects.create(created_at=now, level=level, sign=sign, message=message, **links)
 
 
 # Inventory ---------------------------------------------------------------------------
@@ -78,13 +75,13 @@ def gpu_inventory_sync(
                 memory_mb=reading.memory_total_mb,
             )
             message = f"{gpu} found: {reading.name} ({reading.uuid}), {reading.memory_total_mb} MiB"
-            events.append(_event(level=ContainerEvent.Level.INFO, message=message, now=now, host=host))
+            events.append(event_log(level=ContainerEvent.Level.INFO, message=message, now=now, host=host))
             continue
         changes = _identity_changes(gpu, reading)
         if changes:
             message = f"{gpu} changed: {'; '.join(changes)}; check the hardware and its bookings"
             events.append(
-                _event(
+                event_log(
                     level=ContainerEvent.Level.ERROR, sign=INVENTORY_SIGN, message=message, now=now, host=host
                 )
             )
@@ -102,7 +99,9 @@ def gpu_inventory_sync(
             f"until a maintainer turns it back on, and {held} live allocation(s) still name it"
         )
         events.append(
-            _event(level=ContainerEvent.Level.ERROR, sign=INVENTORY_SIGN, message=message, now=now, host=host)
+            event_log(
+                level=ContainerEvent.Level.ERROR, sign=INVENTORY_SIGN, message=message, now=now, host=host
+            )
         )
     return events
 
@@ -195,7 +194,7 @@ def _record_duplicate_use(
         if not created:
             GpuDuplicateUse.objects.filter(pk=sighting.pk).update(last_seen_at=now)
             return None
-        event = _event(
+        event = event_log(
             level=ContainerEvent.Level.WARNING,
             sign=DUPLICATE_SIGN,
             message=_duplicate_message(
@@ -264,7 +263,7 @@ def _auto_release(*, reservation: Reservation, status: ReservationGpuStatus, now
         f"Reservation #{reservation.pk} of {reservation.user.username} was released: its GPUs stayed "
         f"idle for {settings.GPU_IDLE_RELEASE_GRACE_MINUTES} minutes after the idle warning"
     )
-    _event(
+    event_log(
         level=ContainerEvent.Level.WARNING,
         sign=IDLE_RELEASE_SIGN,
         message=message,
@@ -290,7 +289,7 @@ def _update_idle_flag(*, reservation: Reservation, now: datetime) -> Reservation
             message += (
                 f"; it is released in {settings.GPU_IDLE_RELEASE_GRACE_MINUTES} minutes unless they get busy"
             )
-        _event(
+        event_log(
             level=ContainerEvent.Level.WARNING,
             sign=IDLE_SIGN,
             message=message,
