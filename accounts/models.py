@@ -1,7 +1,9 @@
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, UserManager
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import IntegrityError, models, transaction
+
+PORT_ATTEMPTS = 5
 
 
 class CapabilityProfile(models.Model):
@@ -76,6 +78,18 @@ class User(AbstractUser):
         from accounts.selectors import first_free_forward_port
 
         self.username = (self.username or "").strip().lower()
-        if self.forward_port is None:
-            self.forward_port = first_free_forward_port()
-        super().save(*args, **kwargs)
+        if self.forward_port is not None:
+            super().save(*args, **kwargs)
+            return
+        # Two accounts created at once may pick the same free port; the unique index
+        # refuses the second, which then takes the next free one.
+        for attempt in range(PORT_ATTEMPTS):
+            self.forward_port = first_free_forward_port(any_free=attempt > 0)
+            try:
+                with transaction.atomic():
+                    super().save(*args, **kwargs)
+                return
+            except IntegrityError:
+                self.forward_port = None
+                if attempt == PORT_ATTEMPTS - 1:
+                    raise

@@ -1,3 +1,4 @@
+import random
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -57,18 +58,20 @@ def plain_decimal(number: Decimal) -> Decimal:
     return number.quantize(Decimal(1)) if number == number.to_integral_value() else number.normalize()
 
 
-def first_free_forward_port(*, exclude_user_id: int | None = None) -> int:
-    """The lowest port in PORT_RANGE no account holds; a full range is a clear error."""
+def first_free_forward_port(*, any_free: bool = False) -> int:
+    """The lowest port in PORT_RANGE no account holds, or with `any_free` a random free one
+    (for a retry after losing a race for the lowest); a full range is a clear error."""
     port_range = settings.PORT_RANGE
-    taken_ports = User.objects.filter(forward_port__gte=port_range.start, forward_port__lt=port_range.stop)
-    if exclude_user_id is not None:
-        taken_ports = taken_ports.exclude(pk=exclude_user_id)
-    taken = set(taken_ports.values_list("forward_port", flat=True))
-    for port in port_range:
-        if port not in taken:
-            return port
-    raise ValidationError(
-        f"No free forward port left in {port_range.start}-{port_range.stop - 1}; "
-        "ask a maintainer to widen PORT_RANGE.",
-        code="no_free_port",
+    taken = set(
+        User.objects.filter(forward_port__gte=port_range.start, forward_port__lt=port_range.stop).values_list(
+            "forward_port", flat=True
+        )
     )
+    free = [port for port in port_range if port not in taken]
+    if not free:
+        raise ValidationError(
+            f"No free forward port left in {port_range.start}-{port_range.stop - 1}; "
+            "ask a maintainer to widen PORT_RANGE.",
+            code="no_free_port",
+        )
+    return random.choice(free) if any_free else free[0]  # noqa: S311 - not a secret

@@ -3,6 +3,7 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 
+from accounts.models import User
 from accounts.selectors import capability_for, first_free_forward_port
 from tests.factories import CapabilityProfileFactory, HostFactory, UserFactory
 
@@ -66,3 +67,31 @@ def test_a_full_port_range_is_a_clear_error_not_an_endless_loop(settings):
         first_free_forward_port()
     with pytest.raises(ValidationError, match="No free forward port"):
         UserFactory()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_accounts_created_at_the_same_time_get_different_ports():
+    import threading
+
+    from django.db import connection
+
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def create(number: int) -> None:
+        barrier.wait()
+        try:
+            UserFactory(username=f"racer{number}")
+        except BaseException as error:  # recorded so the test shows the cause
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=create, args=(number,)) for number in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    ports = [user.forward_port for user in User.objects.filter(username__startswith="racer")]
+    assert len(ports) == 6 and len(set(ports)) == 6
