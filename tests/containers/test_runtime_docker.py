@@ -233,4 +233,6 @@ def test_a_tick_killed_mid_way_is_finished_by_the_next_without_a_duplicate(
 
 def _test_database_url() -> str:
     database = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{database['NAME']}"
     return f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
