@@ -1,5 +1,6 @@
 """Booking rules. Each rule lives in one function below; the public services combine them
-inside one transaction that locks the user and host rows."""
+inside one transaction that locks the host row, with PostgreSQL's exclusion constraints
+behind them."""
 
 import shlex
 from datetime import datetime
