@@ -1,26 +1,15 @@
-"""What this machine has (CPUs, RAM, swap) and the write that records it as a Host.
-
-GPU facts come from the caller (the bootstrap_host command asks the NVML module), so this
-module stays in the inventory layer and imports nothing above it."""
+"""What this machine has (CPUs, RAM, swap) and the write that records it as a Host. Its
+GPU rows are synced by the telemetry inventory service, the same one the hourly task runs."""
 
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from django.db import transaction
 
-from containers.models import Gpu, Host
+from containers.models import Host
 
 KIB_PER_GIB = 1024 * 1024
-
-
-class GpuFacts(Protocol):
-    index: int
-    uuid: str
-    name: str
-    memory_total_mb: int
 
 
 @dataclass(frozen=True)
@@ -35,9 +24,6 @@ class BootstrapResult:
     host: Host
     created: bool
     changed_fields: list[str] = field(default_factory=list)
-    gpus_created: list[int] = field(default_factory=list)
-    gpus_updated: list[int] = field(default_factory=list)
-    gpus_missing: list[int] = field(default_factory=list)
 
 
 def detect_cpus() -> int:
@@ -66,56 +52,20 @@ def detect_machine() -> MachineFacts:
 
 
 @transaction.atomic
-def host_bootstrap(
-    *, name: str, machine: MachineFacts, gpus: Iterable[GpuFacts] | None, address: str | None = None
-) -> BootstrapResult:
-    """Creates or updates the Host called `name` with this machine's totals and its GPU
-    rows. `gpus` None means the GPUs are unknown (no NVML): GPU rows are left alone. A GPU
-    row whose index the probe no longer reports is switched off, never deleted (its
-    allocations are history)."""
+def host_bootstrap(*, name: str, machine: MachineFacts, address: str | None = None) -> BootstrapResult:
+    """Creates or updates the Host called `name` with this machine's totals."""
     host = Host.objects.select_for_update().filter(name=name).first()
     created = host is None
     values = {"cpus": machine.cpus, "ram_gb": machine.ram_gb, "swap_gb": machine.swap_gb}
     if address is not None:
         values["address"] = address
     if created:
-        host = Host.objects.create(name=name, **values)
-        changed = list(values)
-    else:
-        changed = [key for key, value in values.items() if getattr(host, key) != value]
-        for key in changed:
-            setattr(host, key, values[key])
-        if changed:
-            host.save(update_fields=changed)
-    result = BootstrapResult(host=host, created=created, changed_fields=changed)
-    if gpus is None:
-        return result
-
-    existing = {gpu.index: gpu for gpu in host.gpus.all()}
-    seen = set()
-    for facts in gpus:
-        index = int(facts.index)
-        seen.add(index)
-        wanted = {
-            "uuid": str(facts.uuid or ""),
-            "name": str(facts.name or ""),
-            "memory_mb": int(getattr(facts, "memory_total_mb", 0) or 0),
-            "is_active": True,
-        }
-        gpu = existing.get(index)
-        if gpu is None:
-            Gpu.objects.create(host=host, index=index, **wanted)
-            result.gpus_created.append(index)
-            continue
-        differing = [key for key, value in wanted.items() if getattr(gpu, key) != value]
-        if differing:
-            for key in differing:
-                setattr(gpu, key, wanted[key])
-            gpu.save(update_fields=differing)
-            result.gpus_updated.append(index)
-    for index, gpu in existing.items():
-        if index not in seen and gpu.is_active:
-            gpu.is_active = False
-            gpu.save(update_fields=["is_active"])
-            result.gpus_missing.append(index)
-    return result
+        return BootstrapResult(
+            host=Host.objects.create(name=name, **values), created=True, changed_fields=list(values)
+        )
+    changed = [key for key, value in values.items() if getattr(host, key) != value]
+    for key in changed:
+        setattr(host, key, values[key])
+    if changed:
+        host.save(update_fields=changed)
+    return BootstrapResult(host=host, created=False, changed_fields=changed)
