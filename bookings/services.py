@@ -89,6 +89,8 @@ def _host_id(host: object) -> int:
 
 def _extra_command(value: str | None, *, user: User) -> str:
     command = (user.default_extra_command if value is None else str(value)).strip()
+    if "\x00" in command:
+        raise wrong_input("extra_command cannot contain a NUL character.", "extra_command")
     if len(command) > MAX_EXTRA_COMMAND:
         raise wrong_input(f"extra_command is longer than {MAX_EXTRA_COMMAND} characters.", "extra_command")
     try:

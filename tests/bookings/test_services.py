@@ -357,6 +357,8 @@ def test_extra_command_defaults_to_the_users_and_must_read_as_arguments(student,
     assert book(student, host).extra_command == "jupyter lab --port 8888"
     with pytest.raises(ValidationError, match="Wrong Input!"):
         book(student, host, start=local(2026, 3, 2, 14), extra_command="echo 'unclosed")
+    with pytest.raises(ValidationError, match="NUL"):
+        book(student, host, start=local(2026, 3, 2, 14), extra_command="echo \x00")
 
 
 # Rule 7: cancel, release, extend ------------------------------------------------------------
