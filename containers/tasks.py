@@ -98,24 +98,18 @@ def reconcile_host(*, host: Host, runtime: ContainerRuntime, report: TickReport)
     now = timezone.now()
     try:
         _reconcile_host(host=host, runtime=runtime, now=now, report=report)
-    except EngineUnavailable as error:
-        # Nothing is marked: due reservations stay due and the next tick tries again.
-        report.errors.append(str(error))
-        services.event_log(
-            level=Level.ERROR,
-            sign="EngineUnavailable",
-            message=f"The container engine of {host.name} does not answer ({error}); retrying every tick",
-            host=host,
-            now=now,
-            quiet_for=ENGINE_DOWN_QUIET,
-        )
     except RuntimeProblem as error:
-        # e.g. a container the engine refuses to remove: logged, the next tick tries again.
+        # Nothing is marked: due reservations stay due and the next tick tries again. An
+        # engine that stays down, or a container it refuses to remove, is one line a period.
         report.errors.append(str(error))
+        if isinstance(error, EngineUnavailable):
+            sign, what = "EngineUnavailable", f"The container engine of {host.name} does not answer"
+        else:
+            sign, what = "ReconcileError", f"Reconciling {host.name} stopped half way"
         services.event_log(
             level=Level.ERROR,
-            sign="ReconcileError",
-            message=f"Reconciling {host.name} stopped half way ({error}); the next tick goes on",
+            sign=sign,
+            message=f"{what} ({error}); the next tick tries again",
             host=host,
             now=now,
             quiet_for=ENGINE_DOWN_QUIET,

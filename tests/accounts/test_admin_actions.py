@@ -1,22 +1,20 @@
+from functools import partial
+
 import pytest
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.contrib.messages import get_messages
 from django.urls import reverse
 
+from tests.admin_helpers import message_texts, post_action
 from tests.factories import CapabilityProfileFactory, UserFactory
 
 CHANGELIST = reverse("admin:accounts_user_changelist")
 
-
-def run_action(client, action: str, *objects, **extra):
-    data = {"action": action, ACTION_CHECKBOX_NAME: [obj.pk for obj in objects], **extra}
-    return client.post(CHANGELIST, data, follow=True)
+run_action = partial(post_action, changelist=CHANGELIST)
 
 
 @pytest.mark.django_db
 def test_reset_password_shows_a_one_time_password_once_and_forces_a_change(admin_client, student, caplog):
     response = run_action(admin_client, "reset_password", student)
-    [message] = [str(m) for m in get_messages(response.wsgi_request)]
+    [message] = message_texts(response)
     password = message.split("one-time password ")[1].split(" ")[0]
     student.refresh_from_db()
     assert student.check_password(password)

@@ -1,30 +1,18 @@
-from datetime import timedelta
+from functools import partial
 
 import pytest
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.contrib.messages import get_messages
 from django.urls import reverse
 from django.utils import timezone
 from django_q.models import OrmQ
 
 from bookings.models import Reservation
-from bookings.timeslots import slot_floor
+from tests.admin_helpers import message_texts, post_action, slot
 from tests.factories import ReservationFactory
 
 CHANGELIST = reverse("admin:bookings_reservation_changelist")
 
 
-def slot(hours: float = 0):
-    return slot_floor(timezone.now()) + timedelta(hours=hours)
-
-
-def run_action(client, action: str, *objects, **extra):
-    data = {"action": action, ACTION_CHECKBOX_NAME: [obj.pk for obj in objects], **extra}
-    return client.post(CHANGELIST, data, follow=True)
-
-
-def texts(response) -> list[str]:
-    return [str(message) for message in get_messages(response.wsgi_request)]
+run_action = partial(post_action, changelist=CHANGELIST)
 
 
 @pytest.fixture
@@ -47,7 +35,7 @@ def test_start_now_moves_a_scheduled_reservation_to_the_current_slot(
     [held_from] = booked.allocations.values_list("start", flat=True)
     assert slot() <= held_from <= timezone.now()
     assert OrmQ.objects.count() == 1  # reconcile queued
-    assert "Moved to start now: 1." in texts(response)
+    assert "Moved to start now: 1." in message_texts(response)
 
 
 @pytest.mark.django_db
@@ -57,7 +45,7 @@ def test_start_now_is_refused_when_the_gpu_is_taken_before_the_booked_start(admi
     assert response.status_code == 200
     booked.refresh_from_db()
     assert booked.start == slot(3)
-    assert any("not enough computing power" in text for text in texts(response))
+    assert any("not enough computing power" in text for text in message_texts(response))
 
 
 @pytest.mark.django_db
@@ -67,7 +55,7 @@ def test_stop_now_releases_a_running_reservation(admin_client, host, student):
     running.refresh_from_db()
     assert running.released_at is not None
     assert running.end <= timezone.now()
-    assert "Stopped: 1." in texts(response)
+    assert "Stopped: 1." in message_texts(response)
 
 
 @pytest.mark.django_db
@@ -82,7 +70,7 @@ def test_restart_flags_a_running_reservation_and_refuses_a_scheduled_one(
     assert running.restart_requested
     assert not booked.restart_requested
     assert OrmQ.objects.count() == 1
-    messages = texts(response)
+    messages = message_texts(response)
     assert "Restart queued: 1." in messages
     assert any(str(booked) in text and "Only a running" in text for text in messages)
 
@@ -96,7 +84,7 @@ def test_extend_asks_for_the_new_end_then_extends(admin_client, booked):
     response = run_action(admin_client, "extend", booked, apply="Extend", end=new_end)
     booked.refresh_from_db()
     assert booked.end == slot(8)
-    assert "Extended: 1." in texts(response)
+    assert "Extended: 1." in message_texts(response)
 
 
 @pytest.mark.django_db
@@ -105,7 +93,7 @@ def test_extend_with_a_bad_end_reports_it_and_changes_nothing(admin_client, book
     assert response.status_code == 200
     booked.refresh_from_db()
     assert booked.end == slot(6)
-    assert any("Wrong Input!" in text for text in texts(response))
+    assert any("Wrong Input!" in text for text in message_texts(response))
 
 
 @pytest.mark.django_db
@@ -114,7 +102,7 @@ def test_cancel_cancels_a_scheduled_reservation(admin_client, booked):
     booked.refresh_from_db()
     assert booked.status == Reservation.Status.CANCELLED
     assert not booked.allocations.filter(active=True).exists()
-    assert "Cancelled: 1." in texts(response)
+    assert "Cancelled: 1." in message_texts(response)
 
 
 @pytest.mark.django_db

@@ -1,25 +1,16 @@
-from datetime import timedelta
+from functools import partial
 
 import pytest
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.contrib.messages import get_messages
 from django.urls import reverse
-from django.utils import timezone
 
 from bookings.models import Reservation
-from bookings.timeslots import slot_floor
+from tests.admin_helpers import message_texts, post_action, slot
 from tests.factories import ContainerEventFactory, HostFactory, ReservationFactory, UserFactory
 
 CHANGELIST = reverse("admin:containers_host_changelist")
 
 
-def slot(hours: float = 0):
-    return slot_floor(timezone.now()) + timedelta(hours=hours)
-
-
-def run_action(client, action: str, *objects, **extra):
-    data = {"action": action, ACTION_CHECKBOX_NAME: [obj.pk for obj in objects], **extra}
-    return client.post(CHANGELIST, data, follow=True)
+run_action = partial(post_action, changelist=CHANGELIST)
 
 
 @pytest.mark.django_db
@@ -47,7 +38,7 @@ def test_drain_asks_first_then_locks_stops_and_cancels(admin_client, host):
     assert not host.accepting_bookings
     assert running.released_at is not None
     assert scheduled.status == Reservation.Status.CANCELLED
-    assert f"{host}: locked, 1 stopped, 1 cancelled." in [str(m) for m in get_messages(response.wsgi_request)]
+    assert f"{host}: locked, 1 stopped, 1 cancelled." in message_texts(response)
 
 
 @pytest.mark.django_db
