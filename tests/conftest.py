@@ -15,6 +15,13 @@ from tests.factories import (
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hasher(request, settings):
+    # Argon2 costs ~0.3 s a hash; tests that are about hashing mark themselves `argon2`.
+    if "argon2" not in request.keywords:
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _plain_static_storage(settings):
     # Tests render templates without running collectstatic first.
     settings.STORAGES = {

@@ -14,6 +14,7 @@ def test_an_account_id_is_stored_lower_case_and_logs_in_in_any_case(client):
     assert client.login(username="M11007S05", password=password)
 
 
+@pytest.mark.argon2
 def test_passwords_are_hashed_with_argon2():
     user, _ = user_create(username="m1", password="a-long-passphrase")
     assert user.password.startswith("argon2$")
