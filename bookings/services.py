@@ -191,9 +191,10 @@ def _resolve_image(image: object, *, user: User) -> Image:
 
 
 def _lock_host(host_id: int) -> Host:
-    """Concurrent bookings of one host queue here. A user's own bookings on two hosts at
-    once are kept apart by the database (constraint reservation_user_no_overlap);
-    SQLite takes its one write lock at BEGIN IMMEDIATE instead."""
+    """Concurrent writes on one host's capacity queue here, always before any reservation
+    row is locked. A user's own bookings on two hosts at once are kept apart by the
+    database (constraint reservation_user_no_overlap); SQLite takes its one write lock at
+    BEGIN IMMEDIATE instead."""
     try:
         return Host.objects.select_for_update().get(pk=host_id)
     except Host.DoesNotExist:
@@ -266,15 +267,22 @@ def reservation_create(
     return reservation
 
 
-def _locked(reservation: Reservation) -> Reservation:
-    return Reservation.objects.select_for_update().select_related("host", "user").get(pk=reservation.pk)
+def _lock_reservation(reservation: Reservation) -> Reservation:
+    """The one lock order for every write that touches capacity: the host row, then the
+    reservation row, nothing else. The joined host and user are read, not locked (`of`):
+    locking them in whatever order PostgreSQL meets them deadlocked against bookings,
+    which hold the host and take a key-share lock on the user when they insert."""
+    host = _lock_host(reservation.host_id)
+    locked = Reservation.objects.select_for_update(of=("self",)).select_related("user").get(pk=reservation.pk)
+    locked.host = host
+    return locked
 
 
 @transaction.atomic
 def reservation_cancel(*, reservation: Reservation, now: datetime | None = None) -> Reservation:
     """Cancels a reservation whose container was never launched; its capacity is freed."""
     now = now or timezone.now()
-    reservation = _locked(reservation)
+    reservation = _lock_reservation(reservation)
     if not reservation.can_cancel(now):
         raise ValidationError(
             "Only a reservation that has not started can be cancelled; release a started one instead.",
@@ -293,7 +301,7 @@ def reservation_release(*, reservation: Reservation, now: datetime | None = None
     """Ends a started reservation now: its CPUs, memory and GPUs are free from this moment,
     and the scheduler removes its container (it no longer belongs to a live reservation)."""
     now = now or timezone.now()
-    reservation = _locked(reservation)
+    reservation = _lock_reservation(reservation)
     if reservation.is_live and reservation.start >= now:
         raise ValidationError("This reservation has not started yet; cancel it instead.", code="not_started")
     if not reservation.can_release(now):
@@ -332,8 +340,8 @@ def reservation_extend(
     now = now or timezone.now()
     try:
         with transaction.atomic():
-            host = _lock_host(reservation.host_id)
-            reservation = _locked(reservation)
+            reservation = _lock_reservation(reservation)
+            host = reservation.host
             user = reservation.user
             if not reservation.can_extend(now):
                 raise ValidationError(
@@ -371,8 +379,8 @@ def reservation_start_now(*, reservation: Reservation, now: datetime | None = No
     new_start = slot_floor(now)
     try:
         with transaction.atomic():
-            host = _lock_host(reservation.host_id)
-            reservation = _locked(reservation)
+            reservation = _lock_reservation(reservation)
+            host = reservation.host
             if reservation.status != Reservation.Status.SCHEDULED:
                 raise ValidationError(
                     "Only a scheduled reservation can be started now.", code="not_scheduled"
@@ -395,7 +403,7 @@ def reservation_start_now(*, reservation: Reservation, now: datetime | None = No
 @transaction.atomic
 def reservation_request_restart(*, reservation: Reservation) -> Reservation:
     """Asks the scheduler to recreate a running reservation's container (the old `-rst`)."""
-    reservation = _locked(reservation)
+    reservation = _lock_reservation(reservation)
     if reservation.status not in (Reservation.Status.STARTING, Reservation.Status.RUNNING):
         raise ValidationError("Only a running reservation's container can be restarted.", code="not_running")
     reservation.restart_requested = True
