@@ -6,20 +6,9 @@ from pathlib import Path
 
 import dj_database_url
 
+from aivc_portal.env import env_bool, env_float, env_int, env_list, env_range
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def env_bool(name: str, default: bool) -> bool:
-    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
-
-
-def env_list(name: str, default: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
-
-
-def env_range(name: str, default: str) -> range:
-    low, _, high = os.environ.get(name, default).partition("-")
-    return range(int(low), int(high) + 1)
 
 
 def secret_key_from_file(path: Path) -> str:
@@ -91,7 +80,7 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "0")),
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -161,30 +150,30 @@ CONTAINER_PREFIX = os.environ.get("CONTAINER_PREFIX", "aivc-")
 # Value of the `aivc.managed` label: the portal only lists and removes containers carrying
 # its own scope, so two portals (or test runs) can share an engine.
 CONTAINER_SCOPE = os.environ.get("CONTAINER_SCOPE", "aivc")
-CONTAINER_MAX_RESTARTS = int(os.environ.get("CONTAINER_MAX_RESTARTS", "3"))
-SPACE_AUDIT_MINUTES = int(os.environ.get("SPACE_AUDIT_MINUTES", "15"))
-SPACE_AUDIT_TIMEOUT = int(os.environ.get("SPACE_AUDIT_TIMEOUT", "600"))
+CONTAINER_MAX_RESTARTS = env_int("CONTAINER_MAX_RESTARTS", 3)
+SPACE_AUDIT_MINUTES = env_int("SPACE_AUDIT_MINUTES", 15)
+SPACE_AUDIT_TIMEOUT = env_int("SPACE_AUDIT_TIMEOUT", 600)
 # GPU telemetry: the Host whose GPUs NVML sees here (blank: the one named like this machine,
 # or the only one), where host processes are listed, and the idle rules.
 GPU_HOST_NAME = os.environ.get("GPU_HOST_NAME", "")
 GPU_PROC_ROOT = os.environ.get("GPU_PROC_ROOT", "/proc")
-GPU_SAMPLE_RETENTION_DAYS = int(os.environ.get("GPU_SAMPLE_RETENTION_DAYS", "30"))
-GPU_IDLE_UTILISATION_PERCENT = int(os.environ.get("GPU_IDLE_UTILISATION_PERCENT", "5"))
-GPU_IDLE_MINUTES = int(os.environ.get("GPU_IDLE_MINUTES", "60"))
+GPU_SAMPLE_RETENTION_DAYS = env_int("GPU_SAMPLE_RETENTION_DAYS", 30)
+GPU_IDLE_UTILISATION_PERCENT = env_int("GPU_IDLE_UTILISATION_PERCENT", 5)
+GPU_IDLE_MINUTES = env_int("GPU_IDLE_MINUTES", 60)
 GPU_IDLE_AUTO_RELEASE = env_bool("GPU_IDLE_AUTO_RELEASE", False)
-GPU_IDLE_RELEASE_GRACE_MINUTES = int(os.environ.get("GPU_IDLE_RELEASE_GRACE_MINUTES", "60"))
+GPU_IDLE_RELEASE_GRACE_MINUTES = env_int("GPU_IDLE_RELEASE_GRACE_MINUTES", 60)
 
 Q_CLUSTER = {
     "name": "aivc",
     "orm": "default",
     # The exact-time waker holds one worker while a start or end is near; space audits
     # can hold others for minutes, so reconcile ticks need more than two.
-    "workers": int(os.environ.get("Q_WORKERS", "4")),
-    "timeout": int(os.environ.get("Q_TIMEOUT", "900")),
-    "retry": int(os.environ.get("Q_RETRY", "1200")),
+    "workers": env_int("Q_WORKERS", 4),
+    "timeout": env_int("Q_TIMEOUT", 900),
+    "retry": env_int("Q_RETRY", 1200),
     "max_attempts": 1,
     "catch_up": False,
-    "poll": float(os.environ.get("Q_POLL", "0.5")),
+    "poll": env_float("Q_POLL", 0.5),
     "sync": env_bool("Q_SYNC", False),
     "ack_failures": True,
     "save_limit": 500,

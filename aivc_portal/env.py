@@ -1,0 +1,83 @@
+"""Strict readers of the environment for settings.py. A value that cannot be what the
+setting needs stops start-up with ImproperlyConfigured naming the variable, instead of
+quietly becoming a default (`DEBUG=ture` used to mean False). An unset or empty variable
+takes the default."""
+
+import os
+
+from django.core.exceptions import ImproperlyConfigured
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def _raw(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def _wrong(name: str, value: str, expected: str) -> ImproperlyConfigured:
+    return ImproperlyConfigured(f"Environment variable {name}={value!r} is not {expected}.")
+
+
+def env_str(name: str, default: str) -> str:
+    return _raw(name) or default
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = _raw(name)
+    if value is None:
+        return default
+    if value.lower() in TRUE_WORDS:
+        return True
+    if value.lower() in FALSE_WORDS:
+        return False
+    raise _wrong(name, value, "a boolean (true/false, yes/no, on/off, 1/0)")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    value = _raw(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise _wrong(name, value, "a whole number") from None
+    if minimum is not None and number < minimum:
+        raise _wrong(name, value, f"a whole number of at least {minimum}")
+    return number
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    value = _raw(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise _wrong(name, value, "a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise _wrong(name, value, "a finite number")
+    if minimum is not None and number < minimum:
+        raise _wrong(name, value, f"a number of at least {minimum}")
+    return number
+
+
+def env_list(name: str, default: str) -> list[str]:
+    """Comma-separated items; blanks between commas are dropped."""
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def env_range(name: str, default: str) -> range:
+    """`low-high`, both ends included, low <= high."""
+    value = _raw(name) or default
+    low, separator, high = value.partition("-")
+    try:
+        if not separator:
+            raise ValueError
+        bounds = int(low), int(high)
+    except ValueError:
+        raise _wrong(name, value, "a range like 10001-11000") from None
+    if bounds[0] > bounds[1] or bounds[0] < 0:
+        raise _wrong(name, value, "a range with 0 <= low <= high")
+    return range(bounds[0], bounds[1] + 1)

@@ -1,0 +1,90 @@
+"""Settings read the environment strictly: a typo stops start-up and names the variable."""
+
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from aivc_portal.env import env_bool, env_float, env_int, env_list, env_range
+
+
+@pytest.mark.parametrize("value", ["1", "true", "True", " yes ", "ON"])
+def test_true_words_are_true(monkeypatch, value):
+    monkeypatch.setenv("AIVC_FLAG", value)
+    assert env_bool("AIVC_FLAG", False) is True
+
+
+@pytest.mark.parametrize("value", ["0", "false", "FALSE", "no", "off"])
+def test_false_words_are_false(monkeypatch, value):
+    monkeypatch.setenv("AIVC_FLAG", value)
+    assert env_bool("AIVC_FLAG", True) is False
+
+
+@pytest.mark.parametrize("value", ["ture", "2", "y", "enabled"])
+def test_a_misspelt_boolean_is_an_error_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("AIVC_FLAG", value)
+    with pytest.raises(ImproperlyConfigured, match=f"AIVC_FLAG='{value}' is not a boolean"):
+        env_bool("AIVC_FLAG", False)
+
+
+def test_unset_or_empty_takes_the_default(monkeypatch):
+    monkeypatch.delenv("AIVC_FLAG", raising=False)
+    assert env_bool("AIVC_FLAG", True) is True
+    assert env_int("AIVC_FLAG", 7) == 7
+    monkeypatch.setenv("AIVC_FLAG", "  ")
+    assert env_bool("AIVC_FLAG", True) is True
+    assert env_float("AIVC_FLAG", 0.5) == 0.5
+
+
+@pytest.mark.parametrize("value", ["four", "4.5", "1e3", "0x10"])
+def test_a_number_that_is_not_whole_is_an_error_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("AIVC_NUMBER", value)
+    with pytest.raises(ImproperlyConfigured, match=r"AIVC_NUMBER=.* is not a whole number"):
+        env_int("AIVC_NUMBER", 1)
+
+
+def test_numbers_below_their_minimum_are_refused(monkeypatch):
+    monkeypatch.setenv("AIVC_NUMBER", "-1")
+    assert env_int("AIVC_NUMBER", 1) == -1
+    with pytest.raises(ImproperlyConfigured, match="at least 0"):
+        env_int("AIVC_NUMBER", 1, minimum=0)
+
+
+@pytest.mark.parametrize("value", ["fast", "nan", "inf"])
+def test_a_float_that_is_no_finite_number_is_refused(monkeypatch, value):
+    monkeypatch.setenv("AIVC_NUMBER", value)
+    with pytest.raises(ImproperlyConfigured, match="AIVC_NUMBER"):
+        env_float("AIVC_NUMBER", 0.5)
+
+
+def test_lists_drop_blank_items(monkeypatch):
+    monkeypatch.setenv("AIVC_LIST", "a.example, ,b.example,")
+    assert env_list("AIVC_LIST", "") == ["a.example", "b.example"]
+
+
+@pytest.mark.parametrize("value", ["10001", "10001-", "a-b", "11000-10001", "-5-3"])
+def test_a_range_must_read_low_dash_high(monkeypatch, value):
+    monkeypatch.setenv("AIVC_RANGE", value)
+    with pytest.raises(ImproperlyConfigured, match="AIVC_RANGE"):
+        env_range("AIVC_RANGE", "1-2")
+
+
+def test_a_range_includes_both_ends(monkeypatch):
+    monkeypatch.setenv("AIVC_RANGE", "10001-10003")
+    assert list(env_range("AIVC_RANGE", "1-2")) == [10001, 10002, 10003]
+
+
+def test_start_up_stops_on_debug_ture():
+    """The whole settings module, as manage.py loads it, in a fresh interpreter."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=settings.BASE_DIR,
+        env={"DEBUG": "ture", "SECRET_KEY": "x", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: Environment variable DEBUG='ture' is not a boolean" in result.stderr
