@@ -23,32 +23,37 @@ def default_profile() -> CapabilityProfile | None:
     return CapabilityProfile.objects.filter(is_default=True).first()
 
 
+def _host_limit(host: Host, field: str) -> Decimal | int:
+    """One field of the host maximum; only `gpus` costs a query (the GPUs in service)."""
+    if field == "gpus":
+        return len(host.active_gpus)
+    limits = {
+        "cpus": Decimal(host.cpus),
+        "memory_gb": host.memory_gb,
+        "work_space_gb": host.max_work_space_gb,
+        "backup_space_gb": host.max_backup_space_gb,
+    }
+    return limits[field]
+
+
 def host_maximum(*, host: Host) -> Capability:
-    return Capability(
-        cpus=Decimal(host.cpus),
-        memory_gb=host.memory_gb,
-        gpus=len(host.active_gpus),
-        work_space_gb=host.max_work_space_gb,
-        backup_space_gb=host.max_backup_space_gb,
-    )
+    return Capability(**{field: _host_limit(host, field) for field in CapabilityProfile.LIMIT_FIELDS})
 
 
 def capability_for(*, user: User, host: Host) -> Capability:
     """The user's effective maxima on `host`: the user's profile, where a field is null the
     default profile, where that is null too (or there is no default) the host maximum."""
-    maximum = host_maximum(host=host)
     profiles = CapabilityProfile.objects.filter(Q(is_default=True) | Q(pk=user.capability_profile_id or 0))
     by_id = {profile.pk: profile for profile in profiles}
     default = next((profile for profile in by_id.values() if profile.is_default), None)
     own = by_id.get(user.capability_profile_id)
     values = {}
     for field in CapabilityProfile.LIMIT_FIELDS:
-        value = None
-        for profile in (own, default):
-            if profile is not None and getattr(profile, field) is not None:
-                value = getattr(profile, field)
-                break
-        values[field] = getattr(maximum, field) if value is None else value
+        values[field] = next(
+            (getattr(p, field) for p in (own, default) if p is not None and getattr(p, field) is not None),
+            None,
+        )
+    values = {field: _host_limit(host, field) if v is None else v for field, v in values.items()}
     values["cpus"] = plain_decimal(Decimal(values["cpus"]))
     return Capability(**values)
 

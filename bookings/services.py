@@ -15,7 +15,7 @@ from accounts.models import User
 from accounts.selectors import capability_for
 from accounts.services import user_change_forward_port
 from aivc_portal.scheduler import queue_task
-from bookings.capacity import Availability, availability, gpus_free, own_bookings_overlapping
+from bookings.capacity import Availability, availability, gpus_free
 from bookings.models import GpuAllocation, Reservation
 from bookings.selectors import forward_ports_held
 from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, parse_time_input, slot_floor, wrong_input
@@ -134,22 +134,14 @@ def _check_within_capability(
         raise ValidationError(errors, code="over_maximum")
 
 
-def _check_no_own_overlap(
-    *, user: User, start: datetime, end: datetime, exclude_reservation_id: int | None = None
-) -> None:
-    """Rule 3: a user's live bookings never overlap, on any host; back-to-back is fine."""
-    clash = (
-        own_bookings_overlapping(
-            user_id=user.pk, start=start, end=end, exclude_reservation_id=exclude_reservation_id
-        )
-        .values_list("host__name", "start", "end")
-        .first()
-    )
+def _check_no_own_overlap(*, free: Availability) -> None:
+    """Rule 3: a user's live bookings never overlap, on any host; back-to-back is fine.
+    `free` was read for the user (the capacity engine finds their clashing booking)."""
+    clash = free.own_booking
     if clash is not None:
-        host_name, clash_start, clash_end = clash
-        clash_start, clash_end = timezone.localtime(clash_start), timezone.localtime(clash_end)
+        clash_start, clash_end = timezone.localtime(clash.start), timezone.localtime(clash.end)
         window = f"{clash_start:%Y-%m-%d %H:%M} - {clash_end:%Y-%m-%d %H:%M}"
-        raise ValidationError(f"{OWN_OVERLAP} ({host_name}, {window})", code="own_overlap")
+        raise ValidationError(f"{OWN_OVERLAP} ({clash.host_name}, {window})", code="own_overlap")
 
 
 def _check_fits(*, free: Availability, cpus: Decimal, memory_gb: int, gpu_count: int) -> None:
@@ -240,8 +232,8 @@ def reservation_create(
             # A `now` booking is shown from the start of the slot but needs the server only
             # from this moment, so a reservation released earlier in the slot is no obstacle.
             held_from = now if is_now else start
-            _check_no_own_overlap(user=user, start=held_from, end=end)
-            free = availability(host=host, start=held_from, end=end)
+            free = availability(host=host, start=held_from, end=end, booking_user_id=user.pk)
+            _check_no_own_overlap(free=free)
             _check_fits(free=free, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
             gpus = free.pick_gpus(gpu_count)
             reservation = Reservation.objects.create(
@@ -319,11 +311,15 @@ def reservation_release(*, reservation: Reservation, now: datetime | None = None
 def _check_added_window(*, reservation: Reservation, host: Host, start: datetime, end: datetime) -> None:
     """Time added to an existing reservation, before or after it, passes rules 3 and 4 with
     the same CPUs, memory and GPUs it already holds."""
-    if reservation.kind == Reservation.Kind.BOOKING:
-        _check_no_own_overlap(
-            user=reservation.user, start=start, end=end, exclude_reservation_id=reservation.pk
-        )
-    free = availability(host=host, start=start, end=end, exclude_reservation_id=reservation.pk)
+    is_booking = reservation.kind == Reservation.Kind.BOOKING
+    free = availability(
+        host=host,
+        start=start,
+        end=end,
+        exclude_reservation_id=reservation.pk,
+        booking_user_id=reservation.user_id if is_booking else None,
+    )
+    _check_no_own_overlap(free=free)
     _check_fits(free=free, cpus=reservation.cpus, memory_gb=reservation.memory_gb, gpu_count=0)
     gpu_ids = list(reservation.allocations.filter(active=True).values_list("gpu_id", flat=True))
     if gpu_ids and not gpus_free(
