@@ -84,9 +84,13 @@ class BookingForm(forms.Form):
         super().__init__(*args, **kwargs)
         images = Image.objects.filter(is_active=True).order_by("reference")
         self.fields["image"].queryset = images
-        default = images.filter(pk=user.default_image_id).first() or images.filter(is_default=True).first()
-        self.fields["image"].initial = default.pk if default else None
-        self.fields["extra_command"].initial = user.default_extra_command
+        if not self.is_bound:
+            # Initial values only show on an empty form; a posted one skips these reads.
+            default = (
+                images.filter(pk=user.default_image_id).first() or images.filter(is_default=True).first()
+            )
+            self.fields["image"].initial = default.pk if default else None
+            self.fields["extra_command"].initial = user.default_extra_command
         for name in ("cpus", "memory_gb", "gpu_count"):
             self.fields[name].widget.attrs["inputmode"] = "decimal" if name == "cpus" else "numeric"
 

@@ -1,0 +1,228 @@
+"""Booking throughput through gunicorn, measured from outside (`make bench`).
+
+A real gunicorn (deploy/gunicorn.conf.py) serves the portal on 127.0.0.1 against the test
+database; 16 client threads, each logged in as its own student, POST the booking form as
+fast as the server answers, each booking the next free half hour of its own, for a fixed
+time. Then the stored rows are checked: every 302 is one stored booking and nothing is
+oversold. Targets: >= 100 bookings/s and POST p95 <= 200 ms. The load only ever targets
+127.0.0.1 and stops by itself after DURATION seconds.
+"""
+
+import http.client
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from bookings.models import Reservation
+from bookings.timeslots import SLOT, slot_floor
+from tests.bench.conftest import machine, summary
+from tests.factories import CapabilityProfileFactory, HostFactory, ImageFactory, UserFactory
+
+# The server checks the students' passwords with the production hasher.
+pytestmark = [pytest.mark.bench, pytest.mark.argon2, pytest.mark.django_db(transaction=True)]
+
+CLIENTS = int(os.environ.get("AIVC_BENCH_CLIENTS", "16"))
+DURATION = float(os.environ.get("AIVC_BENCH_SECONDS", "20"))
+WARM_UP = 2.0
+PASSWORD = "bench-password-not-secret"
+ROOT = Path(__file__).resolve().parents[2]
+CSRF_FIELD = re.compile(rb'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_gunicorn(port: int, extra_env: dict[str, str]) -> subprocess.Popen:
+    settings = connection.settings_dict
+    database_url = f"postgres://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "DEBUG": "0",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECRET_KEY": "bench-secret-key-not-for-production",
+        **extra_env,
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "aivc_portal.wsgi"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return server
+        except OSError:
+            time.sleep(0.2)
+    server.terminate()
+    raise RuntimeError("gunicorn did not start")
+
+
+class Client:
+    """One student with a keep-alive connection and a session cookie."""
+
+    def __init__(self, port: int) -> None:
+        self.http = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.cookies: dict[str, str] = {}
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+        data = None
+        if body is not None:
+            data = urlencode(body)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            headers["Referer"] = f"http://127.0.0.1:{self.http.port}{path}"
+        self.http.request(method, path, body=data, headers=headers)
+        response = self.http.getresponse()
+        content = response.read()
+        for header, value in response.getheaders():
+            if header.lower() == "set-cookie":
+                name, _, rest = value.partition("=")
+                self.cookies[name] = rest.split(";", 1)[0]
+        return response.status, content
+
+    def log_in(self, username: str) -> None:
+        _, page = self.request("GET", "/accounts/login/")
+        token = CSRF_FIELD.search(page).group(1).decode()
+        status, _ = self.request(
+            "POST",
+            "/accounts/login/",
+            {"username": username, "password": PASSWORD, "csrfmiddlewaretoken": token},
+        )
+        assert status == 302, f"login of {username} answered {status}"
+        _, page = self.request("GET", "/reservations/new/")
+        self.token = CSRF_FIELD.search(page).group(1).decode()
+
+
+def run_load(port: int, usernames: list[str], *, host_id: int, image_id: int, first_slot) -> dict:
+    clients = []
+    for username in usernames:
+        client = Client(port)
+        client.log_in(username)
+        clients.append(client)
+    latencies: list[float] = []
+    statuses: list[int] = []
+    lock = threading.Lock()
+    start_line = threading.Barrier(len(clients) + 1)
+    stop_at: list[float] = []
+
+    def work(client: Client) -> None:
+        start_line.wait()
+        slot, mine = 0, []
+        while time.monotonic() < stop_at[0]:
+            start = first_slot + slot * SLOT
+            slot += 1
+            form = {
+                "csrfmiddlewaretoken": client.token,
+                "host": host_id,
+                "start_date": f"{start:%Y-%m-%d}",
+                "start_time": f"{start:%H:%M}",
+                "end_kind": "duration",
+                "duration": "",
+                "cpus": "1",
+                "memory_gb": "1",
+                "gpu_count": "0",
+                "image": image_id,
+                "extra_command": "",
+            }
+            # The booking form's durations are whole days; book until the next half hour.
+            end = start + SLOT
+            form.update(end_kind="at", end_date=f"{end:%Y-%m-%d}", end_time=f"{end:%H:%M}")
+            began = time.perf_counter()
+            status, _ = client.request("POST", "/reservations/new/", form)
+            mine.append((time.monotonic(), time.perf_counter() - began, status))
+        with lock:
+            for moment, latency, status in mine:
+                if moment >= stop_at[1]:  # after the warm-up
+                    latencies.append(latency)
+                    statuses.append(status)
+
+    threads = [threading.Thread(target=work, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    began = time.monotonic()
+    stop_at.extend([began + WARM_UP + DURATION, began + WARM_UP])
+    start_line.wait()
+    for thread in threads:
+        thread.join(timeout=DURATION + 120)
+    return {
+        "latencies": latencies,
+        "booked": statuses.count(302),
+        "other": len(statuses) - statuses.count(302),
+        "seconds": DURATION,
+    }
+
+
+def oversold(host) -> list[str]:
+    """Independent of the booking code: at each booking's start, the sum of what is live."""
+    live = Reservation.objects.live().filter(host=host)
+    rows = list(live.values_list("start", "end", "cpus", "memory_gb", "user_id"))
+    found = []
+    for start, *_ in rows:
+        holding = [row for row in rows if row[0] <= start < row[1]]
+        if sum(row[2] for row in holding) > host.cpus or sum(row[3] for row in holding) > host.memory_gb:
+            found.append(f"host over capacity at {start}")
+        users = [row[4] for row in holding]
+        if len(users) != len(set(users)):
+            found.append(f"a user booked twice at {start}")
+    return found
+
+
+def test_booking_throughput_through_gunicorn(write_figures):
+    assert connection.vendor == "postgresql", "run the benchmark on PostgreSQL (DATABASE_URL)"
+    CapabilityProfileFactory(is_default=True, cpus=8, memory_gb=32, gpus=2)
+    image = ImageFactory(is_default=True)
+    host = HostFactory(name="bench-host", cpus=64, ram_gb=256, swap_gb=64, gpus=8)
+    users = [UserFactory(username=f"load{n:02d}", password=PASSWORD) for n in range(CLIENTS)]
+    first_slot = slot_floor(timezone.now()) + 2 * SLOT
+    conn_max_age = os.environ.get("DB_CONN_MAX_AGE")
+    port = free_port()
+    server = start_gunicorn(port, {})
+    try:
+        result = run_load(
+            port, [user.username for user in users], host_id=host.pk, image_id=image.pk, first_slot=first_slot
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    figures = summary(result["latencies"])
+    rate = result["booked"] / result["seconds"]
+    stored = Reservation.objects.filter(host=host).count()
+    problems = oversold(host)
+    lines = [
+        "# Booking throughput through gunicorn",
+        "",
+        f"`make bench` (tests/bench/test_booking_throughput.py), PostgreSQL, {machine()}.",
+        f"gunicorn with deploy/gunicorn.conf.py, DB_CONN_MAX_AGE={conn_max_age or 'default'};",
+        f"{CLIENTS} clients on keep-alive connections POST the booking form for {DURATION:.0f} s",
+        f"after a {WARM_UP:.0f} s warm-up; the redirect after a booking is not followed.",
+        "",
+        "| bookings/s | POST p50 (ms) | POST p95 (ms) | bookings | other answers | stored | oversold |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {rate:.1f} | {figures['p50'] * 1000:.1f} | {figures['p95'] * 1000:.1f} | {result['booked']} "
+        f"| {result['other']} | {stored} | {len(problems)} |",
+        "",
+        "Targets: >= 100 bookings/s and POST p95 <= 200 ms at 16 clients, 0 oversold.",
+        "",
+    ]
+    write_figures("throughput.md", "\n".join(lines))
+    assert problems == []
+    assert result["other"] == 0, "every POST should have booked"
+    assert stored >= result["booked"]
