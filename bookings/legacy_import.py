@@ -12,7 +12,7 @@ double-booked still imports; running and scheduled rows must not clash.
 import ast
 import csv
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -390,7 +390,21 @@ def _yaml_kind(value: object) -> str:
 
 
 def _parse_users(users: _Mapping, capability: _Mapping, *, host: _HostConfig) -> dict[str, _UserConfig]:
+    """Everyone the old files name: allowed ids, users_config entries and custom
+    capabilities, merged by account id; forward ports must not repeat."""
     parsed: dict[str, _UserConfig] = {}
+    _read_allowed(capability, into=parsed)
+    _read_user_entries(users, into=parsed)
+    _read_custom_capabilities(capability, host=host, into=parsed)
+    _check_ports_unique(parsed.values())
+    return parsed
+
+
+def _config_for(parsed: dict[str, _UserConfig], username: str, *, line: int) -> _UserConfig:
+    return parsed.setdefault(username, _UserConfig(username=username, line=line))
+
+
+def _read_allowed(capability: _Mapping, *, into: dict[str, _UserConfig]) -> None:
     allowed = capability.get("allow_userIDs")
     if allowed is not None and not isinstance(allowed, _Sequence):
         raise LegacyImportError(
@@ -399,38 +413,45 @@ def _parse_users(users: _Mapping, capability: _Mapping, *, host: _HostConfig) ->
     for position, user_id in enumerate(allowed or []):
         if _is_null(user_id):
             continue  # the template's empty `- #<user id>` entry
-        username = _username(user_id, file=CAPABILITY_CONFIG, line=allowed.lines[position])
-        parsed.setdefault(
-            username, _UserConfig(username=username, line=allowed.lines[position])
-        ).allowed = True
+        line = allowed.lines[position]
+        username = _username(user_id, file=CAPABILITY_CONFIG, line=line)
+        _config_for(into, username, line=line).allowed = True
 
+
+def _read_user_entries(users: _Mapping, *, into: dict[str, _UserConfig]) -> None:
     for user_id, entry in users.items():
         line = users.line_of(user_id)
         username = _username(user_id, file=USERS_CONFIG, line=line)
         if not isinstance(entry, _Mapping):
             raise LegacyImportError(USERS_CONFIG, line, f"the entry of {username} must be a mapping")
-        config = parsed.setdefault(username, _UserConfig(username=username, line=line))
+        config = _config_for(into, username, line=line)
         config.line = line
         config.password = _password(entry, username=username)
-        if not _is_null(entry.get("forward_port")):
-            config.forward_port = _whole_number(
-                entry["forward_port"],
-                file=USERS_CONFIG,
-                line=entry.line_of("forward_port"),
-                what="forward_port",
-            )
-            if config.forward_port not in settings.PORT_RANGE:
-                raise LegacyImportError(
-                    USERS_CONFIG,
-                    entry.line_of("forward_port"),
-                    f"forward_port {config.forward_port} of {username} is outside PORT_RANGE "
-                    f"{settings.PORT_RANGE.start}-{settings.PORT_RANGE.stop - 1}",
-                )
+        config.forward_port = _forward_port(entry, username=username)
         if not _is_null(entry.get("image")):
             config.image = str(entry["image"]).strip()
         if not _is_null(entry.get("extra_command")):
             config.extra_command = str(entry["extra_command"]).strip()
 
+
+def _forward_port(entry: _Mapping, *, username: str) -> int | None:
+    if _is_null(entry.get("forward_port")):
+        return None
+    line = entry.line_of("forward_port")
+    port = _whole_number(entry["forward_port"], file=USERS_CONFIG, line=line, what="forward_port")
+    if port not in settings.PORT_RANGE:
+        raise LegacyImportError(
+            USERS_CONFIG,
+            line,
+            f"forward_port {port} of {username} is outside PORT_RANGE "
+            f"{settings.PORT_RANGE.start}-{settings.PORT_RANGE.stop - 1}",
+        )
+    return port
+
+
+def _read_custom_capabilities(
+    capability: _Mapping, *, host: _HostConfig, into: dict[str, _UserConfig]
+) -> None:
     custom = capability.get("max_custom_capability")
     if custom is not None and not isinstance(custom, _Mapping):
         raise LegacyImportError(
@@ -441,19 +462,19 @@ def _parse_users(users: _Mapping, capability: _Mapping, *, host: _HostConfig) ->
     for user_id, section in (custom or {}).items():
         line = custom.line_of(user_id)
         username = _username(user_id, file=CAPABILITY_CONFIG, line=line)
-        if section is None:
-            section = _empty_mapping()
+        section = _empty_mapping() if section is None else section
         if not isinstance(section, _Mapping):
             raise LegacyImportError(
                 CAPABILITY_CONFIG, line, f"the capability of {username} must be a mapping"
             )
-        config = parsed.setdefault(username, _UserConfig(username=username, line=line))
-        config.profile_values = _profile_values(
+        _config_for(into, username, line=line).profile_values = _profile_values(
             section, host=host, is_default=False, what=f"max_custom_capability.{username}"
         )
 
+
+def _check_ports_unique(configs: Iterable[_UserConfig]) -> None:
     ports: dict[int, str] = {}
-    for config in parsed.values():
+    for config in configs:
         if config.forward_port is None:
             continue
         if config.forward_port in ports:
@@ -464,7 +485,6 @@ def _parse_users(users: _Mapping, capability: _Mapping, *, host: _HostConfig) ->
                 f"is also {ports[config.forward_port]}'s",
             )
         ports[config.forward_port] = config.username
-    return parsed
 
 
 # Writing ---------------------------------------------------------------------------------
