@@ -21,13 +21,14 @@ from decimal import Decimal
 from functools import cached_property
 
 from django.db.models import (
-    Count,
     DurationField,
+    Exists,
     ExpressionWrapper,
     F,
-    FilteredRelation,
+    OuterRef,
     Q,
     QuerySet,
+    Subquery,
     Sum,
     Value,
 )
@@ -244,23 +245,27 @@ def _free_gpus_from_database(
     """One query: the host's GPUs in service with their allocations aggregated in SQL (one
     row per GPU, whatever the history)."""
     horizon_start, horizon_end = preference_horizon(start, end)
-    # The join itself is limited to active allocations near the window, so the read stays
-    # as small as the window however long the history.
-    nearby = Q(
-        allocations__active=True, allocations__start__lt=horizon_end, allocations__end__gt=horizon_start
-    )
+    # Per-GPU subqueries, so each walks the (gpu, end, start) index over the horizon only:
+    # a join over all allocations made the planner scan the whole history.
+    allocations = GpuAllocation.objects.filter(gpu_id=OuterRef("pk"), active=True)
     if exclude_reservation_id is not None:
-        nearby &= ~Q(allocations__reservation_id=exclude_reservation_id)
+        allocations = allocations.exclude(reservation_id=exclude_reservation_id)
     booked_in_horizon = ExpressionWrapper(
-        Least(F("nearby__end"), Value(horizon_end)) - Greatest(F("nearby__start"), Value(horizon_start)),
+        Least(F("end"), Value(horizon_end)) - Greatest(F("start"), Value(horizon_start)),
         output_field=DurationField(),
+    )
+    booked = (
+        allocations.filter(start__lt=horizon_end, end__gt=horizon_start)
+        .order_by()
+        .values("gpu_id")
+        .annotate(total=Sum(booked_in_horizon))
+        .values("total")
     )
     gpus = list(
         Gpu.objects.filter(host=host, is_active=True)
-        .annotate(nearby=FilteredRelation("allocations", condition=nearby))
         .annotate(
-            held=Count("nearby", filter=Q(nearby__start__lt=end, nearby__end__gt=start)),
-            booked=Sum(booked_in_horizon),
+            held=Exists(allocations.filter(start__lt=end, end__gt=start)),
+            booked=Subquery(booked, output_field=DurationField()),
         )
         .order_by("index")
     )

@@ -42,6 +42,7 @@ class Reservation(models.Model):
         max_length=8,
         choices=Kind.choices,
         default=Kind.BOOKING,
+        db_default=Kind.BOOKING,  # Rows written by raw SQL or COPY are bookings too.
         help_text="A booking (one per user at a time) or a batch job; both hold capacity.",
     )
     start = models.DateTimeField()

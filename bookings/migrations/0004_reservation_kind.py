@@ -38,6 +38,7 @@ class Migration(migrations.Migration):
             field=models.CharField(
                 choices=[("booking", "Booking"), ("job", "Job")],
                 default="booking",
+                db_default="booking",
                 help_text="A booking (one per user at a time) or a batch job; both hold capacity.",
                 max_length=8,
             ),
