@@ -4,7 +4,7 @@ One transaction: the first bad file or row raises `LegacyImportError` naming the
 line and the reason, and nothing is saved. Rows are matched on natural keys (host name,
 image reference, profile name, account id, reservation user + host + start), so a second
 run over the same files changes nothing. Plain passwords from users_config.yaml are
-hashed with `set_password` and never appear in a message, a report or a log. Ended rows
+hashed by the accounts service (`user_create`) and never appear in a message, a report or a log. Ended rows
 (used.csv) keep their GPUs as inactive allocations, so history the old checker
 double-booked still imports; running and scheduled rows must not clash.
 """
@@ -26,7 +26,7 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from accounts.models import CapabilityProfile, User
-from accounts.services import generate_password, normalise_username
+from accounts.services import normalise_username, user_create
 from bookings.capacity import gpus_free, own_bookings_overlapping
 from bookings.models import GpuAllocation, Reservation
 from containers.models import Gpu, Host, Image
@@ -683,34 +683,33 @@ class _Importer:
             values["forward_port"] = config.forward_port
         elif user is not None and user.forward_port is not None:
             values["forward_port"] = user.forward_port
-        new_password = None
         if user is None:
+            user = self._create_user(config, values)
+        else:
             # Passwords are set on creation only: a re-import never undoes a change made in
             # the portal since.
-            new_password = config.password
-        user, action = _sync(
-            self.report, "user", config.username, user, lambda: User(username=config.username), values
-        )
-        if action == "created":
-            self._set_first_password(user, new_password)
+            user, _ = _sync(self.report, "user", config.username, user, User, values)
         self.users[config.username] = user
         return user
 
-    def _set_first_password(self, user: User, password: str | None) -> None:
-        if password is None:
-            password = generate_password()
-            self.report.one_time_passwords.append((user.username, password))
-            must_change = True
-        else:
-            # A weak old password (the CLI's default was "0000") must be changed at login.
+    def _create_user(self, config: _UserConfig, values: dict) -> User:
+        """Through the accounts service the admin uses. Without a password in the old file
+        the service generates one, which the report hands over once; a weak old password
+        (the CLI's default was "0000") must be changed at the first login."""
+        must_change = True
+        if config.password is not None:
             try:
-                validate_password(password, user)
+                validate_password(config.password, User(username=config.username))
                 must_change = False
             except ValidationError:
-                must_change = True
-        user.set_password(password)
-        user.must_change_password = must_change
-        user.save(update_fields=["password", "must_change_password"])
+                pass
+        user, password = user_create(
+            username=config.username, password=config.password, must_change_password=must_change, **values
+        )
+        if config.password is None:
+            self.report.one_time_passwords.append((user.username, password))
+        self.report.count("user", "created", config.username)
+        return user
 
     def _user_for_row(self, username: str) -> User:
         """An account named only in the schedules keeps its history; a new one cannot log in
