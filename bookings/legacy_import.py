@@ -4,9 +4,9 @@ One transaction: the first bad file or row raises `LegacyImportError` naming the
 line and the reason, and nothing is saved. Rows are matched on natural keys (host name,
 image reference, profile name, account id, reservation user + host + start), so a second
 run over the same files changes nothing. Plain passwords from users_config.yaml are
-hashed by the accounts service (`user_create`) and never appear in a message, a report or a log. Ended rows
-(used.csv) keep their GPUs as inactive allocations, so history the old checker
-double-booked still imports; running and scheduled rows must not clash.
+hashed by the accounts service (`user_create`) and never appear in a message, a report or
+a log. Ended rows (used.csv) keep their GPUs as inactive allocations, so history the old
+checker double-booked still imports; running and scheduled rows must not clash.
 """
 
 import ast
