@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "accounts",
     "bookings",
     "containers",
+    "containers.telemetry",
 ]
 
 MIDDLEWARE = [
