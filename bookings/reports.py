@@ -2,10 +2,8 @@
 
 A reservation belongs to the report whose date range holds its start (in TIME_ZONE), so
 consecutive ranges never count one twice; its figures are the whole reservation's.
-On PostgreSQL the rows stream through `COPY (SELECT ...) TO STDOUT` with the GPU indices
-aggregated in the query; elsewhere from `.values_list(...).iterator()` with the indices
-merged in from a second ordered cursor. Either way no query per row, memory independent of
-the number of rows, and the figures computed once, in Python, by `figures`.
+Rows come from `.values_list(...).iterator()` with GPU indices merged in from a second
+ordered cursor: no query per row, memory independent of the number of rows.
 """
 
 import csv
@@ -14,9 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import islice
 
-from django.contrib.postgres.aggregates import StringAgg
-from django.db import connection
-from django.db.models import CharField, OuterRef, Subquery
+from django.db.models import CharField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -166,22 +162,8 @@ def _in_range(report_range: ReportRange):
     return Reservation.objects.filter(start__gte=report_range.start, start__lt=report_range.end)
 
 
-_RESERVATION_FIELDS = (
-    "pk",
-    *(f"{name}_text" for name in _TIME_FIELDS),
-    "status",
-    "cpus",
-    "memory_gb",
-    "gpu_count",
-    "user__username",
-    "host__name",
-    "image__reference",
-    "extra_command",
-)
-
-
 def _gpu_indices_by_reservation(report_range: ReportRange) -> Iterator[tuple[int, str]]:
-    """(reservation id, "0 1") in the same order as `_reservations_in_order` reads them."""
+    """(reservation id, "0 1") in the same order as `reservation_rows` reads reservations."""
     allocations = (
         GpuAllocation.objects.filter(
             reservation__start__gte=report_range.start, reservation__start__lt=report_range.end
@@ -201,52 +183,29 @@ def _gpu_indices_by_reservation(report_range: ReportRange) -> Iterator[tuple[int
         yield current, " ".join(indices)
 
 
-def _with_gpu_indices(rows: Iterable[tuple], report_range: ReportRange) -> Iterator[tuple]:
-    """Each reservation row with its GPU indices merged in from a second ordered cursor."""
-    gpu_indices = _gpu_indices_by_reservation(report_range)
-    next_gpus = next(gpu_indices, None)
-    for row in rows:
-        indices = ""
-        if next_gpus is not None and next_gpus[0] == row[0]:
-            indices = next_gpus[1]
-            next_gpus = next(gpu_indices, None)
-        yield (*row, indices)
-
-
-def _copied_rows(queryset) -> Iterator[tuple]:
-    """The rows of a values_list queryset through PostgreSQL's COPY ... TO STDOUT: the
-    server streams while Python works on what came before, and psycopg splits the text in
-    C. Every value comes as text (or None), the way the CSV writes it anyway."""
-    sql, params = queryset.query.sql_with_params()
-    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY ({sql}) TO STDOUT", params) as copy:
-        yield from copy.rows()
-
-
-def _reservations_in_order(report_range: ReportRange) -> Iterator[tuple]:
-    """The fields of `_RESERVATION_FIELDS` and the GPU indices ("0 1"), ordered by start.
-    Two ways to the same rows; the figures are computed from either by the same code."""
-    reservations = _as_text(_in_range(report_range)).order_by("start", "pk")
-    if connection.vendor == "postgresql":
-        indices = (
-            GpuAllocation.objects.filter(reservation_id=OuterRef("pk"))
-            .order_by()
-            .values("reservation_id")
-            .annotate(text=StringAgg(Cast("gpu__index", CharField()), " ", order_by="gpu__index"))
-            .values("text")
-        )
-        return _copied_rows(
-            reservations.annotate(gpu_indices=Subquery(indices)).values_list(
-                *_RESERVATION_FIELDS, "gpu_indices"
-            )
-        )
-    rows = reservations.values_list(*_RESERVATION_FIELDS).iterator(chunk_size=CHUNK_SIZE)
-    return _with_gpu_indices(rows, report_range)
-
-
 def reservation_rows(*, report_range: ReportRange, now: datetime) -> Iterator[list]:
     """One row per reservation starting in the range, ordered by start."""
     moment = _Moments()
     now_seconds = now.timestamp()
+    rows = (
+        _as_text(_in_range(report_range))
+        .order_by("start", "pk")
+        .values_list(
+            "pk",
+            *(f"{name}_text" for name in _TIME_FIELDS),
+            "status",
+            "cpus",
+            "memory_gb",
+            "gpu_count",
+            "user__username",
+            "host__name",
+            "image__reference",
+            "extra_command",
+        )
+        .iterator(chunk_size=CHUNK_SIZE)
+    )
+    gpu_indices = _gpu_indices_by_reservation(report_range)
+    next_gpus = next(gpu_indices, None)
     for (
         pk,
         start_text,
@@ -264,9 +223,11 @@ def reservation_rows(*, report_range: ReportRange, now: datetime) -> Iterator[li
         host_name,
         image,
         extra_command,
-        indices,
-    ) in _reservations_in_order(report_range):
-        gpus = int(gpu_count)
+    ) in rows:
+        indices = ""
+        if next_gpus is not None and next_gpus[0] == pk:
+            indices = next_gpus[1]
+            next_gpus = next(gpu_indices, None)
         start, start_local = moment(start_text)
         end, end_local = moment(end_text)
         booked_end, booked_end_local = moment(booked_end_text)
@@ -293,16 +254,16 @@ def reservation_rows(*, report_range: ReportRange, now: datetime) -> Iterator[li
             status,
             cpus,
             memory_gb,
-            gpus,
-            indices or "",
+            gpu_count,
+            indices,
             neutralise(image or ""),
             neutralise(extra_command),
             f"{result.hours_booked:.2f}",
-            f"{result.hours_booked * gpus:.2f}",
+            f"{result.hours_booked * gpu_count:.2f}",
             started_local,
             ended_local,
             f"{result.hours_run:.2f}",
-            f"{result.hours_run * gpus:.2f}",
+            f"{result.hours_run * gpu_count:.2f}",
             result.given_back_by,
             f"{result.hours_given_back:.2f}",
         ]
