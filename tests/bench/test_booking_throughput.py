@@ -231,6 +231,7 @@ def test_booking_throughput_through_gunicorn(write_figures):
         f"| {result['other']} | {stored} | {len(problems)} |",
         "",
         "Targets: >= 100 bookings/s and POST p95 <= 200 ms at 16 clients, 0 oversold.",
+        f"Load average after the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())}.",
         "",
     ]
     write_figures("throughput.md", "\n".join(lines))
