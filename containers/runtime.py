@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 GIB = 1024**3
 LABEL_MANAGED = "aivc.managed"
-LABEL_HOST = "aivc.host"
+LABEL_HOST = "aivc.host"  # the host's name, for people reading `docker ps`; may go stale
+LABEL_HOST_ID = "aivc.host-id"  # the host's primary key: what the portal finds containers by
 LABEL_RESERVATION = "aivc.reservation"
 LABEL_USER = "aivc.user"
 SSH_PORT = "22/tcp"
@@ -117,9 +118,20 @@ def container_name(username: str) -> str:
 
 
 def scope_labels(host: Host) -> dict[str, str]:
-    """The labels that mark a container as this portal's on this host; listing filters by
-    them, so another portal (or another test run) on the same engine is never touched."""
-    return {LABEL_MANAGED: settings.CONTAINER_SCOPE, LABEL_HOST: host.name}
+    """The labels that mark a container as this portal's on this host. The host is named
+    by its primary key, which never changes, so renaming a Host never orphans its
+    containers; the name label is only for people reading `docker ps`."""
+    return {LABEL_MANAGED: settings.CONTAINER_SCOPE, LABEL_HOST_ID: str(host.pk), LABEL_HOST: host.name}
+
+
+def belongs_to(labels: dict[str, str], host: Host) -> bool:
+    """Whether a container of this portal's scope is the host's. Containers started before
+    the host id label existed carry only the name; they are found by it until they end."""
+    if labels.get(LABEL_MANAGED) != settings.CONTAINER_SCOPE:
+        return False
+    if LABEL_HOST_ID in labels:
+        return labels[LABEL_HOST_ID] == str(host.pk)
+    return labels.get(LABEL_HOST) == host.name
 
 
 def container_command(reservation: Reservation) -> list[str] | None:
@@ -220,13 +232,17 @@ class DockerRuntime(ContainerRuntime):
         return LaunchFailed(str(error))
 
     def list_managed(self) -> list[ContainerState]:
-        filters = {"label": [f"{key}={value}" for key, value in scope_labels(self.host).items()]}
+        # The engine filters by this portal's scope; which host a container is on is
+        # decided here, since old containers carry the host's name instead of its id.
+        filters = {"label": f"{LABEL_MANAGED}={settings.CONTAINER_SCOPE}"}
         try:
             containers = self.client.containers.list(all=True, filters=filters, ignore_removed=True)
         except Exception as error:
             raise self._translate(error) from None
         return [
-            ContainerState(id=c.id, name=c.name, status=c.status, labels=dict(c.labels)) for c in containers
+            ContainerState(id=c.id, name=c.name, status=c.status, labels=dict(c.labels))
+            for c in containers
+            if belongs_to(c.labels, self.host)
         ]
 
     def run(self, spec: ContainerSpec) -> ContainerState:
@@ -344,12 +360,7 @@ class FakeRuntime(ContainerRuntime):
 
     def list_managed(self) -> list[ContainerState]:
         self._check_reachable()
-        scope = scope_labels(self.host)
-        return [
-            state
-            for state, _ in self.engine.containers.values()
-            if all(state.labels.get(key) == value for key, value in scope.items())
-        ]
+        return [state for state, _ in self.engine.containers.values() if belongs_to(state.labels, self.host)]
 
     def run(self, spec: ContainerSpec) -> ContainerState:
         self._check_reachable()
