@@ -284,6 +284,12 @@ def _space_block_message(reservation: Reservation) -> str | None:
     audit = selectors.space_verdict(user_id=reservation.user_id, host=reservation.host)
     if audit is None or not audit.over_quota:
         return None
+    if audit.unreadable:
+        return (
+            f"The space check cannot read {audit.unreadable}, so your folders count as over quota. "
+            "Restore its permissions or remove it; the container starts once a "
+            "check can measure your folders and finds you under quota."
+        )
     capability = capability_for(user=reservation.user, host=reservation.host)
     return (
         f"Over the space quota: work folder {audit.work_gb:g} GB of {capability.work_space_gb} GB, "
