@@ -170,8 +170,9 @@ def _contain_failure(
 
 
 def _close_window(reservation: Reservation, *, now: datetime, report: TickReport) -> None:
-    """A window that is over: a launched reservation ended; one never launched failed."""
-    if reservation.status in selectors.LAUNCHED:
+    """A window that is over: a running reservation ended; one whose container was never
+    confirmed running (still scheduled, blocked or starting) failed."""
+    if reservation.status == Status.RUNNING:
         services.reservation_mark_ended(reservation=reservation, now=now)
         report.ended.append(reservation.pk)
         return
@@ -315,6 +316,14 @@ def _launch(
     if not services.reservation_mark_starting(reservation=reservation):
         return  # cancelled or ended meanwhile
     image = reservation.image.reference if reservation.image else ""
+    if reservation.image is not None and not reservation.image.is_active:
+        # Withdrawn by the maintainers after the booking: no container runs it again.
+        message = (
+            f"The image {image} has been withdrawn by the maintainers, so the container "
+            "cannot start; book again with another image"
+        )
+        _fail_launch(reservation, now=now, report=report, kind=events.IMAGE_INACTIVE, message=message)
+        return
     try:
         if not image:
             raise ImageMissing("the reservation names no image")

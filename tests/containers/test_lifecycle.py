@@ -541,3 +541,48 @@ def test_a_container_of_another_host_on_the_same_engine_is_never_touched(booking
     reconcile(host_id=second_host.pk)
 
     assert len(FakeRuntime.engine_for(second_host).containers) == 1
+
+
+# Lower items -----------------------------------------------------------------------------
+
+
+def test_a_reservation_still_starting_when_its_window_passes_is_failed_not_ended(booking):
+    now = timezone.now()
+    Reservation.objects.filter(pk=booking.pk).update(
+        status=Status.STARTING, start=now - timedelta(hours=2), end=now - timedelta(seconds=1)
+    )
+
+    reconcile()
+
+    booking.refresh_from_db()
+    assert booking.status == Status.FAILED
+    assert "never started" in booking.status_message
+    assert events(booking, sign="NeverStarted")
+    assert not booking.allocations.filter(active=True).exists()
+
+
+def test_an_image_withdrawn_after_the_booking_does_not_launch_and_the_student_is_told(booking):
+    booking.image.is_active = False
+    booking.image.save()
+
+    reconcile()
+
+    booking.refresh_from_db()
+    assert booking.status == Status.FAILED
+    assert "lab/aivc-server:latest has been withdrawn by the maintainers" in booking.status_message
+    assert "book again with another image" in booking.status_message
+    [error] = events(booking, sign="ImageInactive")
+    assert error.level == "ERROR"
+    assert engine(booking).runs == []
+
+
+def test_a_running_container_keeps_running_when_its_image_is_withdrawn(booking):
+    reconcile()
+    booking.image.is_active = False
+    booking.image.save()
+
+    reconcile()
+
+    booking.refresh_from_db()
+    assert booking.status == Status.RUNNING
+    assert len(engine(booking).containers) == 1
