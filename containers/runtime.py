@@ -8,7 +8,7 @@ import contextlib
 import itertools
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from math import ceil
 from typing import TYPE_CHECKING
@@ -85,6 +85,7 @@ class ContainerState:
     name: str
     status: str
     labels: dict[str, str] = field(default_factory=dict)
+    exit_code: int | None = None  # set once the container has exited
 
     @property
     def is_running(self) -> bool:
@@ -183,6 +184,15 @@ class ContainerRuntime(ABC):
         """Creates and starts the container; raises a `RuntimeProblem` subclass."""
 
     @abstractmethod
+    def inspect(self, container_id: str) -> ContainerState | None:
+        """The container as the engine reports it now; None when it is gone."""
+
+    @abstractmethod
+    def stop(self, container_id: str) -> None:
+        """Stops the container and keeps it (its exit code can be read); one already
+        stopped or gone is not an error."""
+
+    @abstractmethod
     def remove(self, container_id: str) -> None:
         """Stops and removes the container; one already gone is not an error."""
 
@@ -231,6 +241,21 @@ class DockerRuntime(ContainerRuntime):
             return EngineUnavailable(f"Docker engine of {self.host.name} unreachable: {error}")
         return LaunchFailed(str(error))
 
+    @staticmethod
+    def _state(container) -> ContainerState:
+        status = container.status
+        details = container.attrs.get("State")
+        exit_code = None
+        if isinstance(details, dict) and status in ("exited", "dead"):
+            exit_code = details.get("ExitCode")
+        return ContainerState(
+            id=container.id,
+            name=container.name,
+            status=status,
+            labels=dict(container.labels),
+            exit_code=exit_code,
+        )
+
     def list_managed(self) -> list[ContainerState]:
         # The engine filters by this portal's scope; which host a container is on is
         # decided here, since old containers carry the host's name instead of its id.
@@ -239,11 +264,7 @@ class DockerRuntime(ContainerRuntime):
             containers = self.client.containers.list(all=True, filters=filters, ignore_removed=True)
         except Exception as error:
             raise self._translate(error) from None
-        return [
-            ContainerState(id=c.id, name=c.name, status=c.status, labels=dict(c.labels))
-            for c in containers
-            if belongs_to(c.labels, self.host)
-        ]
+        return [self._state(c) for c in containers if belongs_to(c.labels, self.host)]
 
     def run(self, spec: ContainerSpec) -> ContainerState:
         import docker
@@ -288,9 +309,29 @@ class DockerRuntime(ContainerRuntime):
                 with contextlib.suppress(RuntimeProblem):
                     self.remove(container.id)
             raise problem from None
-        return ContainerState(
-            id=container.id, name=container.name, status=container.status, labels=dict(container.labels)
-        )
+        return self._state(container)
+
+    def inspect(self, container_id: str) -> ContainerState | None:
+        import docker
+
+        try:
+            return self._state(self.client.containers.get(container_id))
+        except docker.errors.NotFound:
+            return None
+        except Exception as error:
+            raise self._translate(error) from None
+
+    def stop(self, container_id: str) -> None:
+        import docker
+
+        try:
+            container = self.client.containers.get(container_id)
+            if container.status == "running":
+                container.stop(timeout=self.STOP_TIMEOUT_S)
+        except docker.errors.NotFound:
+            return
+        except Exception as error:
+            raise self._translate(error) from None
 
     def remove(self, container_id: str) -> None:
         import docker
@@ -320,14 +361,16 @@ class FakeEngine:
         self.runs: list[ContainerSpec] = []
         self.ids = itertools.count(1)
 
-    def kill(self, name: str) -> None:
-        """What a container that died looks like: still there, exited."""
+    def exit(self, name: str, code: int) -> None:
+        """What a container whose process ended looks like: still there, exited with its
+        code (a test's stand-in for the command finishing)."""
         for container_id, (state, spec) in list(self.containers.items()):
-            if state.name == name:
-                self.containers[container_id] = (
-                    ContainerState(id=state.id, name=state.name, status="exited", labels=state.labels),
-                    spec,
-                )
+            if state.name == name and state.is_running:
+                self.containers[container_id] = (replace(state, status="exited", exit_code=code), spec)
+
+    def kill(self, name: str) -> None:
+        """What a container that died looks like: killed by SIGKILL."""
+        self.exit(name, code=137)
 
     def running_names(self) -> list[str]:
         return sorted(state.name for state, _ in self.containers.values() if state.is_running)
@@ -376,6 +419,19 @@ class FakeRuntime(ContainerRuntime):
             engine.containers[state.id] = (state, spec)
             engine.runs.append(spec)
         return state
+
+    def inspect(self, container_id: str) -> ContainerState | None:
+        self._check_reachable()
+        found = self.engine.containers.get(container_id)
+        return found[0] if found else None
+
+    def stop(self, container_id: str) -> None:
+        self._check_reachable()
+        with self._lock:
+            found = self.engine.containers.get(container_id)
+            if found:
+                # What the engine reports for a process that ends on SIGTERM (128 + 15).
+                self.engine.exit(found[0].name, code=143)
 
     def remove(self, container_id: str) -> None:
         self._check_reachable()
