@@ -169,6 +169,22 @@ def container_spec(*, reservation: Reservation, image: str, mounts: list[Mount])
     )
 
 
+def _engine_state(container) -> ContainerState:
+    """A Docker SDK container as the portal sees it; the exit code once it has exited."""
+    status = container.status
+    details = container.attrs.get("State")
+    exit_code = None
+    if isinstance(details, dict) and status in ("exited", "dead"):
+        exit_code = details.get("ExitCode")
+    return ContainerState(
+        id=container.id,
+        name=container.name,
+        status=status,
+        labels=dict(container.labels),
+        exit_code=exit_code,
+    )
+
+
 class ContainerRuntime(ABC):
     """One host's container engine."""
 
@@ -241,21 +257,6 @@ class DockerRuntime(ContainerRuntime):
             return EngineUnavailable(f"Docker engine of {self.host.name} unreachable: {error}")
         return LaunchFailed(str(error))
 
-    @staticmethod
-    def _state(container) -> ContainerState:
-        status = container.status
-        details = container.attrs.get("State")
-        exit_code = None
-        if isinstance(details, dict) and status in ("exited", "dead"):
-            exit_code = details.get("ExitCode")
-        return ContainerState(
-            id=container.id,
-            name=container.name,
-            status=status,
-            labels=dict(container.labels),
-            exit_code=exit_code,
-        )
-
     def list_managed(self) -> list[ContainerState]:
         # The engine filters by this portal's scope; which host a container is on is
         # decided here, since old containers carry the host's name instead of its id.
@@ -264,7 +265,7 @@ class DockerRuntime(ContainerRuntime):
             containers = self.client.containers.list(all=True, filters=filters, ignore_removed=True)
         except Exception as error:
             raise self._translate(error) from None
-        return [self._state(c) for c in containers if belongs_to(c.labels, self.host)]
+        return [_engine_state(c) for c in containers if belongs_to(c.labels, self.host)]
 
     def run(self, spec: ContainerSpec) -> ContainerState:
         import docker
@@ -309,13 +310,13 @@ class DockerRuntime(ContainerRuntime):
                 with contextlib.suppress(RuntimeProblem):
                     self.remove(container.id)
             raise problem from None
-        return self._state(container)
+        return _engine_state(container)
 
     def inspect(self, container_id: str) -> ContainerState | None:
         import docker
 
         try:
-            return self._state(self.client.containers.get(container_id))
+            return _engine_state(self.client.containers.get(container_id))
         except docker.errors.NotFound:
             return None
         except Exception as error:
