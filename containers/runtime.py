@@ -8,7 +8,8 @@ import contextlib
 import itertools
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from fractions import Fraction
 from math import ceil
 from typing import TYPE_CHECKING
@@ -85,7 +86,6 @@ class ContainerState:
     name: str
     status: str
     labels: dict[str, str] = field(default_factory=dict)
-    exit_code: int | None = None  # set once the container has exited
 
     @property
     def is_running(self) -> bool:
@@ -169,22 +169,6 @@ def container_spec(*, reservation: Reservation, image: str, mounts: list[Mount])
     )
 
 
-def _engine_state(container) -> ContainerState:
-    """A Docker SDK container as the portal sees it; the exit code once it has exited."""
-    status = container.status
-    details = container.attrs.get("State")
-    exit_code = None
-    if isinstance(details, dict) and status in ("exited", "dead"):
-        exit_code = details.get("ExitCode")
-    return ContainerState(
-        id=container.id,
-        name=container.name,
-        status=status,
-        labels=dict(container.labels),
-        exit_code=exit_code,
-    )
-
-
 class ContainerRuntime(ABC):
     """One host's container engine."""
 
@@ -200,17 +184,23 @@ class ContainerRuntime(ABC):
         """Creates and starts the container; raises a `RuntimeProblem` subclass."""
 
     @abstractmethod
-    def inspect(self, container_id: str) -> ContainerState | None:
-        """The container as the engine reports it now; None when it is gone."""
-
-    @abstractmethod
-    def stop(self, container_id: str) -> None:
-        """Stops the container and keeps it (its exit code can be read); one already
-        stopped or gone is not an error."""
-
-    @abstractmethod
     def remove(self, container_id: str) -> None:
         """Stops and removes the container; one already gone is not an error."""
+
+    # Batch jobs: a job's container is stopped at its time limit and read (exit code, output)
+    # before it is removed.
+
+    @abstractmethod
+    def stop(self, container_id: str, *, grace_s: int) -> None:
+        """SIGTERM, up to `grace_s` seconds to exit, then SIGKILL; the container stays."""
+
+    @abstractmethod
+    def exit_code(self, container_id: str) -> int | None:
+        """The exit code of a container that has exited; None while it runs or if gone."""
+
+    @abstractmethod
+    def logs(self, container_id: str) -> Iterator[bytes]:
+        """The container's output (stdout and stderr, as written), in chunks."""
 
 
 class DockerRuntime(ContainerRuntime):
@@ -265,7 +255,11 @@ class DockerRuntime(ContainerRuntime):
             containers = self.client.containers.list(all=True, filters=filters, ignore_removed=True)
         except Exception as error:
             raise self._translate(error) from None
-        return [_engine_state(c) for c in containers if belongs_to(c.labels, self.host)]
+        return [
+            ContainerState(id=c.id, name=c.name, status=c.status, labels=dict(c.labels))
+            for c in containers
+            if belongs_to(c.labels, self.host)
+        ]
 
     def run(self, spec: ContainerSpec) -> ContainerState:
         import docker
@@ -310,29 +304,9 @@ class DockerRuntime(ContainerRuntime):
                 with contextlib.suppress(RuntimeProblem):
                     self.remove(container.id)
             raise problem from None
-        return _engine_state(container)
-
-    def inspect(self, container_id: str) -> ContainerState | None:
-        import docker
-
-        try:
-            return _engine_state(self.client.containers.get(container_id))
-        except docker.errors.NotFound:
-            return None
-        except Exception as error:
-            raise self._translate(error) from None
-
-    def stop(self, container_id: str) -> None:
-        import docker
-
-        try:
-            container = self.client.containers.get(container_id)
-            if container.status == "running":
-                container.stop(timeout=self.STOP_TIMEOUT_S)
-        except docker.errors.NotFound:
-            return
-        except Exception as error:
-            raise self._translate(error) from None
+        return ContainerState(
+            id=container.id, name=container.name, status=container.status, labels=dict(container.labels)
+        )
 
     def remove(self, container_id: str) -> None:
         import docker
@@ -351,6 +325,39 @@ class DockerRuntime(ContainerRuntime):
         except Exception as error:
             raise self._translate(error) from None
 
+    def stop(self, container_id: str, *, grace_s: int) -> None:
+        import docker
+
+        try:
+            self.client.containers.get(container_id).stop(timeout=grace_s)
+        except docker.errors.NotFound:
+            return
+        except Exception as error:
+            raise self._translate(error) from None
+
+    def exit_code(self, container_id: str) -> int | None:
+        import docker
+
+        try:
+            container = self.client.containers.get(container_id)
+        except docker.errors.NotFound:
+            return None
+        except Exception as error:
+            raise self._translate(error) from None
+        state = container.attrs.get("State", {})
+        return None if state.get("Running") else state.get("ExitCode")
+
+    def logs(self, container_id: str) -> Iterator[bytes]:
+        import docker
+
+        try:
+            stream = self.client.containers.get(container_id).logs(stream=True, follow=False)
+            yield from stream
+        except docker.errors.NotFound:
+            return
+        except Exception as error:
+            raise self._translate(error) from None
+
 
 class FakeEngine:
     """In-memory engine state shared by every FakeRuntime for one host."""
@@ -361,17 +368,25 @@ class FakeEngine:
         self.reachable = True
         self.runs: list[ContainerSpec] = []
         self.ids = itertools.count(1)
-
-    def exit(self, name: str, code: int) -> None:
-        """What a container whose process ended looks like: still there, exited with its
-        code (a test's stand-in for the command finishing)."""
-        for container_id, (state, spec) in list(self.containers.items()):
-            if state.name == name and state.is_running:
-                self.containers[container_id] = (replace(state, status="exited", exit_code=code), spec)
+        self.exit_codes: dict[str, int] = {}  # by container id
+        self.output: dict[str, bytes] = {}  # by container name, what a container "printed"
 
     def kill(self, name: str) -> None:
-        """What a container that died looks like: killed by SIGKILL."""
-        self.exit(name, code=137)
+        """What a container that died looks like: still there, exited."""
+        for container_id, (state, spec) in list(self.containers.items()):
+            if state.name == name:
+                self.containers[container_id] = (
+                    ContainerState(id=state.id, name=state.name, status="exited", labels=state.labels),
+                    spec,
+                )
+
+    def exit(self, name: str, *, code: int, output: bytes = b"") -> None:
+        """What a batch job's container that finished looks like: exited with `code`."""
+        self.output[name] = self.output.get(name, b"") + output
+        self.kill(name)
+        for container_id, (state, _) in self.containers.items():
+            if state.name == name:
+                self.exit_codes[container_id] = code
 
     def running_names(self) -> list[str]:
         return sorted(state.name for state, _ in self.containers.values() if state.is_running)
@@ -421,23 +436,27 @@ class FakeRuntime(ContainerRuntime):
             engine.runs.append(spec)
         return state
 
-    def inspect(self, container_id: str) -> ContainerState | None:
-        self._check_reachable()
-        found = self.engine.containers.get(container_id)
-        return found[0] if found else None
-
-    def stop(self, container_id: str) -> None:
-        self._check_reachable()
-        with self._lock:
-            found = self.engine.containers.get(container_id)
-            if found:
-                # What the engine reports for a process that ends on SIGTERM (128 + 15).
-                self.engine.exit(found[0].name, code=143)
-
     def remove(self, container_id: str) -> None:
         self._check_reachable()
         with self._lock:
             self.engine.containers.pop(container_id, None)
+
+    def stop(self, container_id: str, *, grace_s: int) -> None:
+        self._check_reachable()
+        with self._lock:
+            found = self.engine.containers.get(container_id)
+            if found is not None and found[0].is_running:
+                self.engine.exit(found[0].name, code=143)  # 128 + SIGTERM
+
+    def exit_code(self, container_id: str) -> int | None:
+        self._check_reachable()
+        return self.engine.exit_codes.get(container_id)
+
+    def logs(self, container_id: str) -> Iterator[bytes]:
+        self._check_reachable()
+        found = self.engine.containers.get(container_id)
+        if found is not None:
+            yield self.engine.output.get(found[0].name, b"")
 
 
 def get_runtime(host: Host) -> ContainerRuntime:

@@ -34,20 +34,20 @@ class FakeWorld:
     def __init__(self, runtime: FakeRuntime) -> None:
         self.engine = FakeRuntime.engine_for(runtime.host)
 
-    def spec_exiting_with(self, spec: ContainerSpec, code: int) -> ContainerSpec:
+    def spec_exiting_with(self, spec: ContainerSpec, code: int, output: bytes) -> ContainerSpec:
         return spec
 
-    def wait_for_exit(self, runtime: ContainerRuntime, spec: ContainerSpec, code: int) -> None:
-        self.engine.exit(spec.name, code)
+    def wait_for_exit(self, runtime: ContainerRuntime, spec: ContainerSpec, code: int, output: bytes) -> None:
+        self.engine.exit(spec.name, code=code, output=output)
 
 
 class DockerWorld:
     """The real engine runs the busybox test image's commands."""
 
-    def spec_exiting_with(self, spec: ContainerSpec, code: int) -> ContainerSpec:
-        return replace(spec, command=["sh", "-c", f"exit {code}"])
+    def spec_exiting_with(self, spec: ContainerSpec, code: int, output: bytes) -> ContainerSpec:
+        return replace(spec, command=["sh", "-c", f"printf '{output.decode()}'; exit {code}"])
 
-    def wait_for_exit(self, runtime: ContainerRuntime, spec: ContainerSpec, code: int) -> None:
+    def wait_for_exit(self, runtime: ContainerRuntime, spec: ContainerSpec, code: int, output: bytes) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if not any(state.is_running for state in runtime.list_managed() if state.name == spec.name):
@@ -99,35 +99,28 @@ def make_spec(engine_host, default_profile, db):
     return make
 
 
-def test_a_container_runs_and_is_listed_and_inspected_alike(runtime, make_spec):
+def test_a_container_runs_and_is_listed_as_it_was_started(runtime, make_spec):
     spec = make_spec()
 
     started = runtime.run(spec)
 
     assert started.id and started.name == spec.name and started.is_running
-    assert started.exit_code is None
     assert spec.labels.items() <= started.labels.items()
     assert started.reservation_id == int(spec.labels[LABEL_RESERVATION])
     [listed] = runtime.list_managed()
-    assert (listed.id, listed.name, listed.status, listed.labels) == (
-        started.id,
-        started.name,
-        started.status,
-        started.labels,
-    )
-    assert runtime.inspect(started.id) == listed
+    assert listed == started
+    assert runtime.exit_code(started.id) is None  # still running
 
 
-def test_a_stopped_container_stays_listed_with_an_exit_code(runtime, make_spec):
+def test_a_stopped_container_stays_listed_with_the_exit_code_of_a_signal(runtime, make_spec):
     started = runtime.run(make_spec())
 
-    runtime.stop(started.id)
-    runtime.stop(started.id)  # twice is fine
+    runtime.stop(started.id, grace_s=2)
+    runtime.stop(started.id, grace_s=2)  # twice is fine
 
-    stopped = runtime.inspect(started.id)
-    assert stopped.status == "exited" and not stopped.is_running
-    assert isinstance(stopped.exit_code, int) and stopped.exit_code != 0
-    assert [state.id for state in runtime.list_managed()] == [started.id]
+    [stopped] = runtime.list_managed()
+    assert (stopped.id, stopped.status, stopped.is_running) == (started.id, "exited", False)
+    assert runtime.exit_code(started.id) in (128 + 15, 128 + 9)  # SIGTERM, or SIGKILL after the grace
 
 
 def test_a_removed_container_is_gone_and_removing_it_again_is_no_error(runtime, make_spec):
@@ -137,20 +130,23 @@ def test_a_removed_container_is_gone_and_removing_it_again_is_no_error(runtime, 
     runtime.remove(started.id)
 
     assert runtime.list_managed() == []
-    assert runtime.inspect(started.id) is None
-    runtime.stop(started.id)  # stopping what is gone is no error either
+    assert runtime.exit_code(started.id) is None
+    assert b"".join(runtime.logs(started.id)) == b""
+    runtime.stop(started.id, grace_s=1)  # stopping what is gone is no error either
 
 
 @pytest.mark.parametrize("code", [0, 3])
-def test_a_process_that_ends_leaves_its_exit_code(runtime, world, make_spec, code):
-    spec = world.spec_exiting_with(make_spec(), code)
+def test_a_process_that_ends_leaves_its_exit_code_and_output(runtime, world, make_spec, code):
+    output = b"epoch 1 done\n"
+    spec = world.spec_exiting_with(make_spec(), code, output)
     started = runtime.run(spec)
 
-    world.wait_for_exit(runtime, spec, code)
+    world.wait_for_exit(runtime, spec, code, output)
 
     [ended] = runtime.list_managed()
-    assert (ended.id, ended.status, ended.exit_code) == (started.id, "exited", code)
-    assert runtime.inspect(started.id).exit_code == code
+    assert (ended.id, ended.status) == (started.id, "exited")
+    assert runtime.exit_code(started.id) == code
+    assert b"".join(runtime.logs(started.id)) == output
 
 
 def test_a_missing_image_is_reported_as_such(runtime, make_spec):
@@ -173,7 +169,7 @@ def test_a_name_in_use_is_refused_and_the_first_container_is_untouched(runtime, 
 def test_after_a_removal_the_same_name_runs_again_as_a_restart_does(runtime, make_spec):
     spec = make_spec()
     first = runtime.run(spec)
-    runtime.stop(first.id)
+    runtime.stop(first.id, grace_s=1)
     runtime.remove(first.id)
 
     again = runtime.run(spec)
