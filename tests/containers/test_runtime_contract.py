@@ -181,10 +181,11 @@ def test_after_a_removal_the_same_name_runs_again_as_a_restart_does(runtime, mak
 def test_only_this_scope_and_this_host_are_listed(runtime, make_spec, engine_host, db):
     mine = runtime.run(make_spec())
     other_host = HostFactory(name=f"{engine_host.name}-other")
-    other_labels = {**make_spec("m11007s22").labels, LABEL_HOST_ID: str(other_host.pk)}
-    runtime.run(make_spec("m11007s22", labels=other_labels))
-    foreign_scope = {**make_spec("m11007s23").labels, LABEL_MANAGED: f"{settings.CONTAINER_SCOPE}-foreign"}
-    foreign = runtime.run(make_spec("m11007s23", labels=foreign_scope))
+    on_other_host = make_spec("m11007s22")
+    runtime.run(replace(on_other_host, labels={**on_other_host.labels, LABEL_HOST_ID: str(other_host.pk)}))
+    in_other_scope = make_spec("m11007s23")
+    foreign_scope = {**in_other_scope.labels, LABEL_MANAGED: f"{settings.CONTAINER_SCOPE}-foreign"}
+    foreign = runtime.run(replace(in_other_scope, labels=foreign_scope))
 
     try:
         assert [state.id for state in runtime.list_managed()] == [mine.id]
