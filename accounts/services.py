@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 
 from accounts.models import CapabilityProfile, User
 from accounts.sshkeys import clean_ssh_public_keys
+from accounts.validators import validate_account_id
 from containers.models import Image
 
 # Letters and digits without look-alikes (0/O, 1/l/I) so a printed password reads back.
@@ -22,7 +23,7 @@ def normalise_username(username: str) -> str:
     username = (username or "").strip().lower()
     if not username:
         raise ValidationError("An account id cannot be empty.")
-    User.username_validator(username)
+    validate_account_id(username)
     return username
 
 

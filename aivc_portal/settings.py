@@ -162,6 +162,23 @@ CONTAINER_PREFIX = os.environ.get("CONTAINER_PREFIX", "aivc-")
 # its own scope, so two portals (or test runs) can share an engine.
 CONTAINER_SCOPE = os.environ.get("CONTAINER_SCOPE", "aivc")
 CONTAINER_MAX_RESTARTS = int(os.environ.get("CONTAINER_MAX_RESTARTS", "3"))
+# The portal's own files on a GPU server (authorized_keys, SSH host keys): 0700, mounted by
+# no container except these files, read-only. Blank: <backup_root>/.aivc-portal.
+CONTAINER_STATE_ROOT = os.environ.get("CONTAINER_STATE_ROOT", "")
+# Container hardening (docs/security.md): every capability is dropped, then these added back;
+# the defaults are what sshd (with privilege separation) and common ML tooling need.
+CONTAINER_CAP_ADD = env_list(
+    "CONTAINER_CAP_ADD",
+    "CHOWN,DAC_OVERRIDE,FOWNER,KILL,SETUID,SETGID,SYS_CHROOT,NET_BIND_SERVICE,AUDIT_WRITE",
+)
+CONTAINER_NO_NEW_PRIVILEGES = env_bool("CONTAINER_NO_NEW_PRIVILEGES", True)
+CONTAINER_PIDS_LIMIT = int(os.environ.get("CONTAINER_PIDS_LIMIT", "4096"))
+CONTAINER_NOFILE_LIMIT = int(os.environ.get("CONTAINER_NOFILE_LIMIT", "16384"))
+CONTAINER_NPROC_LIMIT = int(os.environ.get("CONTAINER_NPROC_LIMIT", "4096"))
+CONTAINER_LOG_MAX_SIZE = os.environ.get("CONTAINER_LOG_MAX_SIZE", "10m")
+CONTAINER_LOG_MAX_FILES = int(os.environ.get("CONTAINER_LOG_MAX_FILES", "3"))
+# A bridge network with inter-container traffic off; blank: Docker's default bridge.
+CONTAINER_NETWORK = os.environ.get("CONTAINER_NETWORK", "aivc-isolated")
 SPACE_AUDIT_MINUTES = int(os.environ.get("SPACE_AUDIT_MINUTES", "15"))
 SPACE_AUDIT_TIMEOUT = int(os.environ.get("SPACE_AUDIT_TIMEOUT", "600"))
 # GPU telemetry: the Host whose GPUs NVML sees here (blank: the one named like this machine,

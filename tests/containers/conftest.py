@@ -87,11 +87,14 @@ def docker_scope(settings, docker_client):
     settings.CONTAINER_RUNTIME = "containers.runtime.DockerRuntime"
     settings.CONTAINER_SCOPE = f"aivc-test-{tag}"
     settings.CONTAINER_PREFIX = f"aivct{tag}-"
+    settings.CONTAINER_NETWORK = f"aivct{tag}-net"
     yield settings.CONTAINER_SCOPE
     for container in docker_client.containers.list(
         all=True, filters={"label": f"{LABEL_MANAGED}={settings.CONTAINER_SCOPE}"}
     ):
         container.remove(force=True)
+    for network in docker_client.networks.list(names=[settings.CONTAINER_NETWORK]):
+        network.remove()
 
 
 @pytest.fixture
