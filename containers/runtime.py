@@ -256,15 +256,19 @@ class DockerRuntime(ContainerRuntime):
         existing network of that name that lets containers reach each other is refused."""
         import docker
 
-        networks = self.client.networks
-        found = networks.list(names=[name])
+        def named() -> list:  # the engine's name filter matches substrings
+            return [network for network in self.client.networks.list(names=[name]) if network.name == name]
+
+        found = named()
         if not found:
             try:
-                networks.create(name, driver="bridge", options={ICC_OPTION: "false"}, labels=NETWORK_LABELS)
+                self.client.networks.create(
+                    name, driver="bridge", options={ICC_OPTION: "false"}, labels=NETWORK_LABELS
+                )
             except docker.errors.APIError as error:
                 if error.status_code != 409:  # 409: another tick made it meanwhile
                     raise
-            found = networks.list(names=[name])
+            found = named()
         options = (found[0].attrs.get("Options") or {}) if found else {}
         if options.get(ICC_OPTION) != "false":
             raise LaunchFailed(

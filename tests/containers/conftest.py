@@ -87,14 +87,16 @@ def docker_scope(settings, docker_client):
     settings.CONTAINER_RUNTIME = "containers.runtime.DockerRuntime"
     settings.CONTAINER_SCOPE = f"aivc-test-{tag}"
     settings.CONTAINER_PREFIX = f"aivct{tag}-"
-    settings.CONTAINER_NETWORK = f"aivct{tag}-net"
+    network = settings.CONTAINER_NETWORK = f"aivct{tag}-net"
     yield settings.CONTAINER_SCOPE
     for container in docker_client.containers.list(
         all=True, filters={"label": f"{LABEL_MANAGED}={settings.CONTAINER_SCOPE}"}
     ):
         container.remove(force=True)
-    for network in docker_client.networks.list(names=[settings.CONTAINER_NETWORK]):
-        network.remove()
+    # The name filter matches substrings: remove only this test's own network.
+    for found in docker_client.networks.list(names=[network]):
+        if found.name == network:
+            found.remove()
 
 
 @pytest.fixture
