@@ -384,6 +384,7 @@ class FakeEngine:
         self.images: set[str] | None = None  # None: every image is present
         self.reachable = True
         self.runs: list[ContainerSpec] = []
+        self.networks: set[str] = set()  # isolated networks made, as DockerRuntime makes them
         self.ids = itertools.count(1)
 
     def kill(self, name: str) -> None:
@@ -444,6 +445,8 @@ class FakeRuntime(ContainerRuntime):
             state = ContainerState(
                 id=f"fake{next(engine.ids):060d}", name=spec.name, status="running", labels=spec.labels
             )
+            if spec.security.network:
+                engine.networks.add(spec.security.network)
             engine.containers[state.id] = (state, spec)
             engine.runs.append(spec)
         return state
