@@ -12,6 +12,7 @@ from accounts.selectors import capability_for, first_free_forward_port
 from accounts.services import (
     normalise_username,
     user_reset_password,
+    user_unlock_login,
     users_assign_profile,
     users_create_bulk,
 )
@@ -102,7 +103,14 @@ class UserAdmin(DjangoUserAdmin):
         ),
     )
     change_list_template = "admin/accounts/user/change_list.html"
-    actions = ["reset_password", "assign_profile"]
+    actions = ["reset_password", "assign_profile", "unlock_login"]
+
+    @admin.action(description="Unlock login (clear failed login attempts)", permissions=["change"])
+    def unlock_login(self, request, queryset) -> None:
+        cleared = sum(user_unlock_login(user=user) for user in queryset)
+        self.message_user(
+            request, f"Unlocked {queryset.count()} account(s); {cleared} failed attempt record(s) cleared."
+        )
 
     @admin.action(description="Reset password (one-time, must change at login)", permissions=["change"])
     def reset_password(self, request, queryset) -> None:

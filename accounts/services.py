@@ -81,6 +81,14 @@ def user_reset_password(*, user: User) -> str:
     return password
 
 
+def user_unlock_login(*, user: User) -> int:
+    """Clears the failed logins counted against this account (not those against an
+    address), so a locked-out user can log in again now. Returns how many were cleared."""
+    from axes.utils import reset  # imported here: axes reads its settings when first used
+
+    return reset(username=user.username)
+
+
 def users_assign_profile(*, users: Iterable[User], profile: CapabilityProfile | None) -> int:
     """Gives these accounts `profile` (None: the default profile). Returns how many changed."""
     ids = [user.pk for user in users]
