@@ -5,6 +5,7 @@ from collections.abc import Collection, Iterable
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils.translation import gettext as _
 
 from accounts.models import CapabilityProfile, User
 from accounts.sshkeys import clean_ssh_public_keys
@@ -72,6 +73,18 @@ def user_set_password(*, user: User, password: str, must_change: bool = False) -
     user.must_change_password = must_change
     user.save(update_fields=["password", "must_change_password"])
     return user
+
+
+def user_change_password(*, user: User, new_password: str) -> User:
+    """The user's own change (forced after a reset or import, or chosen): the new password
+    must differ from the current one, so the one-time password a maintainer handed over
+    cannot simply be kept."""
+    if user.check_password(new_password):
+        raise ValidationError(
+            _("Choose a new password: it must differ from the current (one-time) password."),
+            code="password_unchanged",
+        )
+    return user_set_password(user=user, password=new_password)
 
 
 def user_reset_password(*, user: User) -> str:

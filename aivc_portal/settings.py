@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -34,10 +35,28 @@ def secret_key_from_file(path: Path) -> str:
     return path.read_text().strip()
 
 
+# Words that mark a key copied from an example rather than generated.
+PLACEHOLDER_KEY_WORDS = ("change-me", "changeme", "change_me", "django-insecure", "placeholder", "example")
+
+
+def refuse_weak_secret_key(key: str) -> None:
+    """Without DEBUG the portal serves real sessions, and anyone who knows the key can forge
+    them: a short or example key stops the start-up, naming the variable to fix."""
+    if len(key) < 50 or len(set(key)) < 5 or any(word in key.lower() for word in PLACEHOLDER_KEY_WORDS):
+        raise ImproperlyConfigured(
+            "SECRET_KEY is too short or a placeholder (it needs 50 or more random characters). "
+            "Generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(50))' and set "
+            "SECRET_KEY in the environment (e.g. /etc/aivc-portal/env), or unset it to use a key "
+            "generated into SECRET_KEY_FILE."
+        )
+
+
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = os.environ.get("SECRET_KEY") or secret_key_from_file(
     Path(os.environ.get("SECRET_KEY_FILE", BASE_DIR / "var" / "secret_key"))
 )
+if not DEBUG:
+    refuse_weak_secret_key(SECRET_KEY)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 SITE_NAME = os.environ.get("SITE_NAME", "AIVC Portal")
@@ -127,6 +146,7 @@ AUTHENTICATION_BACKENDS = [
 # unlocks earlier from admin. Counts are kept in the database, shared by every worker.
 LOGIN_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "10"))
 LOGIN_LOCKOUT_MINUTES = int(os.environ.get("LOGIN_LOCKOUT_MINUTES", "15"))
+AXES_ENABLED = env_bool("LOGIN_THROTTLING", True)
 AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
@@ -177,6 +197,12 @@ MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
 if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# HTTPS only, for a portal served over TLS (deploy/env.example turns these on). The redirect
+# trusts X-Forwarded-Proto only with BEHIND_TLS_PROXY, so it cannot loop behind nginx.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 
 # Portal settings
 PORT_RANGE = env_range("PORT_RANGE", "10001-11000")
