@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.bench, pytest.mark.argon2, pytest.mark.django_db(trans
 REPO = Path(__file__).resolve().parents[2]
 ATTACKERS = 16
 SAMPLES = 60
+MAX_PHASE_S = 120  # a flooded server without throttling answers slowly; cap the phase
 TARGET_P95_MS = 250  # the page stays usable: well under the 2.2 s measured without throttling
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
@@ -64,11 +65,21 @@ def start_server(*, port: int, throttling: bool, log: Path) -> subprocess.Popen:
     pytest.fail(f"gunicorn did not start; see {log}")
 
 
+def flood_safely(*args) -> None:
+    """An attacker thread ends quietly when the server goes away at the end of a phase."""
+    try:
+        flood(*args)
+    except requests.RequestException:
+        return
+
+
 def dashboard_latencies(base: str, session_key: str, count: int) -> list[float]:
+    """`count` dashboard requests one after another, or as many as fit in MAX_PHASE_S."""
     reader = requests.Session()
     reader.cookies.set(django_settings.SESSION_COOKIE_NAME, session_key)
     samples = []
-    for _ in range(count):
+    deadline = time.monotonic() + MAX_PHASE_S
+    while len(samples) < count and time.monotonic() < deadline:
         started = time.perf_counter()
         response = reader.get(f"{base}/", timeout=60)
         samples.append((time.perf_counter() - started) * 1000)
@@ -98,21 +109,20 @@ def measure(tmp_path: Path, *, throttling: bool, victim, session_key: str) -> di
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = start_server(port=port, throttling=throttling, log=tmp_path / f"gunicorn-{throttling}.log")
+    stop = threading.Event()
     try:
         idle = dashboard_latencies(base, session_key, SAMPLES)
-        stop, outcomes = threading.Event(), []
+        outcomes: list[int] = []
         attackers = [
-            threading.Thread(target=flood, args=(base, victim.username, stop, outcomes), daemon=True)
+            threading.Thread(target=flood_safely, args=(base, victim.username, stop, outcomes), daemon=True)
             for _ in range(ATTACKERS)
         ]
         for thread in attackers:
             thread.start()
         time.sleep(2)  # let the flood reach full speed
         flooded = dashboard_latencies(base, session_key, SAMPLES)
-        stop.set()
-        for thread in attackers:
-            thread.join(timeout=60)
     finally:
+        stop.set()
         server.terminate()
         server.wait(timeout=30)
     return {"idle": summary(idle), "flood": summary(flooded), "attempts": len(outcomes)}
@@ -131,7 +141,7 @@ def test_a_login_flood_does_not_slow_other_pages(tmp_path, write_figures, defaul
 
     results = {
         throttling: measure(tmp_path, throttling=throttling, victim=victim, session_key=session.session_key)
-        for throttling in (False, True)
+        for throttling in (True, False)
     }
 
     rows = "\n".join(
