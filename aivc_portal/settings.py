@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "accounts",
     "bookings",
     "containers",
+    "containers.telemetry",
 ]
 
 MIDDLEWARE = [

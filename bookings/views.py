@@ -12,16 +12,15 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_safe
 
 from accounts.selectors import capability_for
+from bookings.capacity import availability, earliest_fit
 from bookings.forms import END_AT, BookingForm, ExtendForm
 from bookings.models import Reservation
 from bookings.selectors import (
-    earliest_fitting_window,
     host_outlooks,
     recent_events_for_user,
     reservation_for_owner,
     reservations_by_time,
     space_audits_against_quota,
-    window_capacity,
 )
 from bookings.services import (
     NOT_ENOUGH_CAPACITY,
@@ -33,6 +32,7 @@ from bookings.services import (
 )
 from bookings.timeline import timeline as build_timeline
 from bookings.timeslots import MAX_AHEAD, SLOT, parse_time_input, slot_floor
+from containers.telemetry.selectors import gpu_table, idle_reservations_for_user, reservation_gpu_usage
 
 
 def _owned_reservation(request: HttpRequest, pk: int) -> Reservation:
@@ -60,6 +60,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "hosts": host_outlooks(user=user, now=now),
         "audits": space_audits_against_quota(user=user),
         "events": recent_events_for_user(user_id=user.pk),
+        "gpu_table": gpu_table(now=now),
+        "idle_reservations": list(idle_reservations_for_user(user_id=user.pk)),
     }
     return render(request, "bookings/dashboard.html", context)
 
@@ -87,19 +89,19 @@ def _suggestion(form: BookingForm, *, user, now: datetime) -> dict | None:
         return None
     start, end = window
     this_slot = slot_floor(now)
-    found = earliest_fitting_window(
-        host=data["host"],
-        length=end - start,
+    found = earliest_fit(
+        hosts=[data["host"]],
         cpus=needed[0],
         memory_gb=needed[1],
         gpu_count=needed[2],
+        duration=end - start,
         not_before=max(start, this_slot),
-        latest_start=this_slot + MAX_AHEAD,
+        not_after=this_slot + MAX_AHEAD,
         user_id=user.pk,
     )
     if found is None:
         return {"start": None}
-    found_start, found_end = (timezone.localtime(moment) for moment in found)
+    found_start, found_end = timezone.localtime(found.start), timezone.localtime(found.end)
     query = {
         "host": data["host"].pk,
         "end_kind": END_AT,
@@ -178,12 +180,10 @@ def reservation_capacity(request: HttpRequest) -> HttpResponse:
         context["capability"] = capability_for(user=request.user, host=context["host"])
         window = _window(form, now=now)
         if window is not None:
-            free = window_capacity(host=context["host"], start=window[0], end=window[1])
+            free = availability(host=context["host"], start=window[0], end=window[1])
             context.update(window=[timezone.localtime(moment) for moment in window], free=free)
             wanted = (data.get("cpus"), data.get("memory_gb"), data.get("gpu_count"))
-            if None not in wanted and (
-                wanted[0] > free.cpus or wanted[1] > free.memory_gb or wanted[2] > free.gpus
-            ):
+            if None not in wanted and not free.fits(cpus=wanted[0], memory_gb=wanted[1], gpu_count=wanted[2]):
                 context["suggestion"] = _suggestion(form, user=request.user, now=now)
     return render(request, "bookings/_capacity.html", context)
 
@@ -201,6 +201,7 @@ def reservation_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "can_release": reservation.can_release(now),
         "can_extend": reservation.can_extend(now),
         "is_current": reservation.is_live and reservation.start <= now < reservation.end,
+        "gpu_usage": reservation_gpu_usage(reservation=reservation) if reservation.gpu_count else None,
     }
     return render(request, "bookings/reservation_detail.html", context)
 
