@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
+from accounts.sshkeys import OTHER_LINE_BREAKS
 from accounts.validators import ACCOUNT_ID_PATTERN
 from containers.runtime import Mount
 
@@ -159,8 +160,12 @@ def state_root(host: Host) -> Path:
 
 
 def authorized_keys_text(user: User) -> str:
+    """One key per line, split on new lines only; a line holding another line break (saved
+    before keys were checked for them) is left out rather than trusted."""
     keys = [line.strip() for line in (user.ssh_public_keys or "").split("\n")]
-    return "".join(f"{key}\n" for key in keys if key and not key.startswith("#"))
+    return "".join(
+        f"{key}\n" for key in keys if key and not key.startswith("#") and not OTHER_LINE_BREAKS.search(key)
+    )
 
 
 def _keygen(arguments: list[str]) -> subprocess.CompletedProcess:
