@@ -157,6 +157,9 @@ AXES_LOCKOUT_CALLABLE = "accounts.throttling.lockout_response"
 # A success must not wipe the failures counted against an address: an attacker could
 # otherwise log into her own account between guesses at someone else's.
 AXES_RESET_ON_SUCCESS = False
+# Attempts refused while locked are not recorded: each would otherwise lock and update one
+# row (a flood queues on it), and an attacker could keep a student locked out for ever.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 
 PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
