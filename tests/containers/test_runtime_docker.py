@@ -223,6 +223,7 @@ def test_a_tick_killed_mid_way_is_finished_by_the_next_without_a_duplicate(
         "DATABASE_URL": _test_database_url(),
         "CONTAINER_RUNTIME": "tests.containers.slow_runtime.SlowAfterStartRuntime",
         "CONTAINER_SCOPE": django_settings.CONTAINER_SCOPE,
+        "CONTAINER_NETWORK": django_settings.CONTAINER_NETWORK,  # the scope's own, removed after
         "CONTAINER_PREFIX": django_settings.CONTAINER_PREFIX,
         "SECRET_KEY": django_settings.SECRET_KEY,
         "DEBUG": "0",
