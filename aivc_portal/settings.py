@@ -6,6 +6,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from aivc_portal.clusters import SCHEDULER_CLUSTER, agent_cluster
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -49,10 +51,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    # containers before django_q: its `qcluster` (the host agent when AIVC_HOST is set)
+    # replaces django-q's own.
+    "containers",
     "django_q",
     "accounts",
     "bookings",
-    "containers",
 ]
 
 MIDDLEWARE = [
@@ -174,8 +178,16 @@ GPU_IDLE_MINUTES = int(os.environ.get("GPU_IDLE_MINUTES", "60"))
 GPU_IDLE_AUTO_RELEASE = env_bool("GPU_IDLE_AUTO_RELEASE", False)
 GPU_IDLE_RELEASE_GRACE_MINUTES = int(os.environ.get("GPU_IDLE_RELEASE_GRACE_MINUTES", "60"))
 
+# A GPU server's agent: `AIVC_HOST=<host name> manage.py qcluster` serves only that host,
+# from the cluster named after it. Unset: one scheduler serves every host that has no
+# agent of its own (a one-server lab) and runs the central tasks.
+AIVC_HOST = os.environ.get("AIVC_HOST", "").strip()
+AGENT_HEARTBEAT_SECONDS = int(os.environ.get("AGENT_HEARTBEAT_SECONDS", "30"))
+# Threads one agent launches containers with at once.
+AGENT_LAUNCH_WORKERS = int(os.environ.get("AGENT_LAUNCH_WORKERS", "8"))
+
 Q_CLUSTER = {
-    "name": "aivc",
+    "name": SCHEDULER_CLUSTER,
     "orm": "default",
     # The exact-time waker holds one worker while a start or end is near; space audits
     # can hold others for minutes, so reconcile ticks need more than two.
@@ -190,6 +202,8 @@ Q_CLUSTER = {
     "save_limit": 500,
     "label": "Scheduler",
 }
+if AIVC_HOST:
+    Q_CLUSTER["cluster_name"] = agent_cluster(AIVC_HOST)
 
 LOGGING = {
     "version": 1,

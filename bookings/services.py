@@ -14,7 +14,7 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.selectors import capability_for
 from accounts.services import user_change_forward_port
-from aivc_portal.scheduler import queue_task
+from aivc_portal.scheduler import queue_host_task
 from bookings.models import GpuAllocation, Reservation
 from bookings.selectors import (
     LiveRow,
@@ -276,7 +276,7 @@ def reservation_create(
     except IntegrityError as error:
         raise _refused_by_database(error) from None
     if start <= now:
-        queue_task(RECONCILE_TASK)
+        queue_host_task(RECONCILE_TASK, host=reservation.host)
     return reservation
 
 
@@ -298,7 +298,7 @@ def reservation_cancel(*, reservation: Reservation, now: datetime | None = None)
     reservation.cancelled_at = now
     reservation.save(update_fields=["status", "cancelled_at", "updated_at"])
     reservation.allocations.update(active=False)
-    queue_task(RECONCILE_TASK)
+    queue_host_task(RECONCILE_TASK, host=reservation.host)
     return reservation
 
 
@@ -318,7 +318,7 @@ def reservation_release(*, reservation: Reservation, now: datetime | None = None
     reservation.save(update_fields=["end", "released_at", "status", "ended_at", "updated_at"])
     reservation.allocations.filter(start__gte=now).update(active=False)
     reservation.allocations.filter(start__lt=now, end__gt=now).update(end=now)
-    queue_task(RECONCILE_TASK)
+    queue_host_task(RECONCILE_TASK, host=reservation.host)
     return reservation
 
 
@@ -407,7 +407,7 @@ def reservation_start_now(*, reservation: Reservation, now: datetime | None = No
             reservation.allocations.filter(active=True).update(start=now)
     except IntegrityError as error:
         raise _refused_by_database(error) from None
-    queue_task(RECONCILE_TASK)
+    queue_host_task(RECONCILE_TASK, host=reservation.host)
     return reservation
 
 
@@ -419,7 +419,7 @@ def reservation_request_restart(*, reservation: Reservation) -> Reservation:
         raise ValidationError("Only a running reservation's container can be restarted.", code="not_running")
     reservation.restart_requested = True
     reservation.save(update_fields=["restart_requested", "updated_at"])
-    queue_task(RECONCILE_TASK)
+    queue_host_task(RECONCILE_TASK, host=reservation.host)
     return reservation
 
 

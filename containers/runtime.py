@@ -174,6 +174,10 @@ class ContainerRuntime(ABC):
     def remove(self, container_id: str) -> None:
         """Stops and removes the container; one already gone is not an error."""
 
+    def engine_version(self) -> str:
+        """The engine's version, for the agent's heartbeat; raises EngineUnavailable."""
+        return ""
+
 
 class DockerRuntime(ContainerRuntime):
     """A Docker engine through the SDK (never the CLI, never a shell)."""
@@ -293,6 +297,12 @@ class DockerRuntime(ContainerRuntime):
         except Exception as error:
             raise self._translate(error) from None
 
+    def engine_version(self) -> str:
+        try:
+            return str(self.client.version().get("Version", ""))
+        except Exception as error:
+            raise self._translate(error) from None
+
 
 class FakeEngine:
     """In-memory engine state shared by every FakeRuntime for one host."""
@@ -370,6 +380,10 @@ class FakeRuntime(ContainerRuntime):
         self._check_reachable()
         with self._lock:
             self.engine.containers.pop(container_id, None)
+
+    def engine_version(self) -> str:
+        self._check_reachable()
+        return "fake"
 
 
 def get_runtime(host: Host) -> ContainerRuntime:

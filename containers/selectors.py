@@ -5,6 +5,7 @@ from datetime import datetime
 from django.db.models import Min, Q, QuerySet
 
 from bookings.models import Reservation
+from containers.agent_selectors import served_hosts
 from containers.models import ContainerEvent, Host, SpaceAudit
 
 STARTS_PENDING = (Reservation.Status.SCHEDULED, Reservation.Status.BLOCKED)
@@ -12,7 +13,8 @@ LAUNCHED = (Reservation.Status.STARTING, Reservation.Status.RUNNING)
 
 
 def hosts_to_reconcile(*, host_id: int | None = None) -> QuerySet[Host]:
-    hosts = Host.objects.all()
+    """The hosts this process serves (its own as an agent), or the one of them asked for."""
+    hosts = served_hosts()
     return hosts.filter(pk=host_id) if host_id is not None else hosts
 
 

@@ -23,6 +23,7 @@ from accounts.selectors import capability_for
 from aivc_portal.scheduler import queue_task
 from bookings.models import Reservation
 from containers import gpus, selectors, services
+from containers.agent_services import agent_silence_check
 from containers.locks import exclusive
 from containers.models import ContainerEvent, Host
 from containers.runtime import (
@@ -555,3 +556,12 @@ def sync_gpu_inventory() -> int:
 def prune_gpu_samples() -> int:
     """Daily: drops samples older than GPU_SAMPLE_RETENTION_DAYS."""
     return gpu_samples_prune()
+
+
+# Agents ------------------------------------------------------------------------------------
+
+
+def check_agents() -> str:
+    """Central, every minute: an ERROR line for each agent that stopped answering (its
+    return is written by the agent's own next heartbeat)."""
+    return f"{len(agent_silence_check(now=timezone.now()))} agent(s) went silent"
