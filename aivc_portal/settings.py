@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "django_q",
     "accounts",
     "bookings",
+    "containers.telemetry",
 ]
 
 MIDDLEWARE = [
