@@ -1,10 +1,14 @@
-"""Inventory and monitor records: the bottom layer, imports nothing of the portal."""
+"""Inventory and monitor records: the bottom layer, imports nothing of the portal but the
+leaf command parser."""
 
 from functools import cached_property
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+
+from containers.commands import command_problem
 
 
 class Host(models.Model):
@@ -96,6 +100,13 @@ class Image(models.Model):
 
     def __str__(self) -> str:
         return self.reference
+
+    def clean(self) -> None:
+        problem = command_problem(self.start_command)
+        if problem:
+            raise ValidationError(
+                {"start_command": f"Wrong Input! The start command cannot be read as arguments ({problem})."}
+            )
 
 
 class ContainerEvent(models.Model):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import shlex
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from containers.commands import command_arguments
 from containers.models import Host
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def container_command(reservation: Reservation) -> list[str] | None:
     """The image's start command then the user's extra command, as an argument list; both
     empty means the image's own command. Never a shell string."""
     start_command = reservation.image.start_command if reservation.image else ""
-    arguments = shlex.split(start_command) + shlex.split(reservation.extra_command or "")
+    arguments = command_arguments(start_command) + command_arguments(reservation.extra_command or "")
     return arguments or None
 
 
