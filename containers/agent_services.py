@@ -17,10 +17,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from containers.agent_selectors import agents_gone_silent
+from containers.events import AGENT_BACK, AGENT_SILENT, Event
 from containers.models import ContainerEvent, Host, HostAgent
-from containers.services import event_log
+from containers.services import event_record
 
-Level = ContainerEvent.Level
 AGENT_LEASE_BEATS = 3
 
 
@@ -83,13 +83,8 @@ def agent_heartbeat(*, host: Host, holder: str, facts: AgentFacts, now: datetime
             return False
         back = HostAgent.objects.filter(host=host, silent_since__isnull=False).update(silent_since=None)
         if back:
-            event_log(
-                level=Level.ERROR,
-                sign="AgentBack",
-                message=f"The agent of {host.name} answers again; its containers are looked after",
-                host=host,
-                now=now,
-            )
+            message = f"The agent of {host.name} answers again; its containers are looked after"
+            event_record(event=Event(AGENT_BACK, message), host=host, now=now)
     return True
 
 
@@ -106,14 +101,9 @@ def agent_silence_check(*, now: datetime) -> list[ContainerEvent]:
         if not HostAgent.objects.filter(pk=agent.pk, silent_since__isnull=True).update(silent_since=now):
             continue  # another check reported it meanwhile
         seen = timezone.localtime(agent.last_seen_at)
-        events.append(
-            event_log(
-                level=Level.ERROR,
-                sign="AgentSilent",
-                message=f"The agent of {agent.host.name} has not answered since {seen:%Y-%m-%d %H:%M}; "
-                "its containers are not started or stopped until it is back",
-                host=agent.host,
-                now=now,
-            )
+        message = (
+            f"The agent of {agent.host.name} has not answered since {seen:%Y-%m-%d %H:%M}; "
+            "its containers are not started or stopped until it is back"
         )
+        events.append(event_record(event=Event(AGENT_SILENT, message), host=agent.host, now=now))
     return events

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import connection, connections
 from django.utils import timezone
 
 from accounts.selectors import capability_for
@@ -47,6 +49,9 @@ ENGINE_DOWN_QUIET = timedelta(minutes=10)
 WAKE_HORIZON = timedelta(seconds=150)
 WAKER_LIFETIME = timedelta(minutes=5)
 WAKER_POLL_S = 0.5
+# Folders and SSH host keys of a reservation starting this soon are made by the tick before
+# its start, so the launch itself only creates the container.
+PREPARE_AHEAD = timedelta(minutes=10)
 
 
 @dataclass
@@ -122,11 +127,61 @@ def _reconcile_host(*, host: Host, runtime: ContainerRuntime, now: datetime, rep
             unwanted.append(state)
     _remove_unwanted(host=host, runtime=runtime, containers=unwanted, now=now, report=report)
 
-    for reservation in wanted.values():
+    def converge(reservation: Reservation) -> None:
         with _contained(reservation, host=host, now=now, report=report):
             _converge(
                 reservation, container=current.get(reservation.pk), runtime=runtime, now=now, report=report
             )
+
+    # A container that runs as booked needs nothing; the others are launched side by side.
+    pending = [r for r in wanted.values() if not _runs_as_booked(r, current.get(r.pk))]
+    in_parallel(converge, pending)
+    in_parallel(
+        _prepare_ahead, selectors.reservations_starting(host=host, after=now, until=now + PREPARE_AHEAD)
+    )
+
+
+def in_parallel(step: Callable[[Reservation], None], reservations: Iterable[Reservation]) -> None:
+    """Runs `step` for each reservation on up to AGENT_LAUNCH_WORKERS threads, each with
+    its own database connection (closed when its step ends). Inside a transaction (a
+    test's) other connections cannot see its rows, so the steps run one after another.
+    The first EngineUnavailable is raised once all steps are done."""
+    reservations = list(reservations)
+    workers = min(settings.AGENT_LAUNCH_WORKERS, len(reservations))
+    if workers <= 1 or connection.in_atomic_block:
+        for reservation in reservations:
+            step(reservation)
+        return
+
+    def run(reservation: Reservation) -> None:
+        try:
+            step(reservation)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="launch") as pool:
+        futures = [pool.submit(run, reservation) for reservation in reservations]
+    for future in futures:
+        future.result()
+
+
+def _runs_as_booked(reservation: Reservation, container: ContainerState | None) -> bool:
+    return (
+        container is not None
+        and container.is_running
+        and not reservation.restart_requested
+        and reservation.status == Status.RUNNING
+        and reservation.container_id == container.id
+    )
+
+
+def _prepare_ahead(reservation: Reservation) -> None:
+    """Makes the folders and host keys of a reservation that starts soon. A problem here is
+    left for the launch, which reports it."""
+    try:
+        prepare_mounts(reservation)
+    except (FolderProblem, OSError) as error:
+        logger.info("Preparing the folders of reservation #%s ahead failed: %s", reservation.pk, error)
 
 
 @contextmanager
@@ -336,7 +391,7 @@ def _launch(
         container_name=spec.name,
         cpus=f"{reservation.cpus.normalize():f}",
         memory_gb=reservation.memory_gb,
-        gpus=",".join(spec.gpu_ids) or "none",
+        gpus=",".join(map(str, reservation.gpu_indices())) or "none",
         ssh_port=spec.ssh_port,
     )
     services.event_record(event=event, reservation=reservation, now=now)
@@ -378,11 +433,16 @@ def _retry_launch(
 # Exact-time wake-ups -----------------------------------------------------------------
 
 
+def _waker_lock() -> str:
+    """One waker per agent (each watches its own host), one for the central scheduler."""
+    return f"waker:{settings.AIVC_HOST}" if settings.AIVC_HOST else "waker"
+
+
 def ensure_waker(*, now: datetime) -> None:
     """Queues a waker when a start or end is near and none runs; called by every tick."""
     if selectors.next_boundary(after=now, until=now + WAKE_HORIZON) is None:
         return
-    with exclusive("waker") as free:
+    with exclusive(_waker_lock()) as free:
         pass
     if free:
         queue_task(WAKER_TASK)
@@ -394,7 +454,7 @@ def wake_at_boundaries() -> str:
     One waker at a time; it exits when nothing is near and hands over after a while, so
     it never outlives django-q's task timeout."""
     fired = 0
-    with exclusive("waker") as acquired:
+    with exclusive(_waker_lock()) as acquired:
         if not acquired:
             return "another waker runs"
         started = handled_until = timezone.now()

@@ -130,11 +130,19 @@ def container_command(reservation: Reservation) -> list[str] | None:
     return arguments or None
 
 
+def gpu_device_ids(reservation: Reservation) -> list[str]:
+    """The reservation's GPUs as the engine addresses them, in the order of the indices
+    users see: by UUID when known, so a reboot that renumbers the GPUs still hands over the
+    same physical ones; by index for a GPU whose UUID was never read."""
+    gpus = sorted({allocation.gpu for allocation in reservation.allocations.all()}, key=lambda gpu: gpu.index)
+    return [gpu.uuid or str(gpu.index) for gpu in gpus]
+
+
 def container_spec(*, reservation: Reservation, image: str, mounts: list[Mount]) -> ContainerSpec:
     """The container a reservation runs with, exactly as booked (DESIGN.md, Containers)."""
     host = reservation.host
     split = memory_split(memory_gb=reservation.memory_gb, host=host)
-    gpu_ids = [str(index) for index in reservation.gpu_indices()]
+    gpu_ids = gpu_device_ids(reservation)
     return ContainerSpec(
         name=container_name(reservation.user.username),
         image=image,
