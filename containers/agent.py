@@ -62,7 +62,7 @@ def read_facts(host: Host) -> AgentFacts:
     return AgentFacts(
         version=portal_version(),
         engine_version=engine,
-        nvml_driver=getattr(reading, "driver_version", "") if reading.available else "",
+        nvml_driver=reading.driver_version if reading.available else "",
         disk_free_gb={root: _free_gb(root) for root in (host.work_root, host.backup_root, host.dataset_root)},
     )
 

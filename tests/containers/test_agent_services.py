@@ -3,6 +3,8 @@ from datetime import timedelta
 import pytest
 from django.core.exceptions import ValidationError
 
+from containers import gpus
+from containers.agent import read_facts
 from containers.agent_selectors import Health, agent_health, host_health, served_hosts
 from containers.agent_services import (
     AgentFacts,
@@ -11,6 +13,7 @@ from containers.agent_services import (
     agent_release,
     agent_silence_check,
 )
+from containers.gpus import ProbeResult
 from containers.models import ContainerEvent, HostAgent
 from tests.factories import HostFactory
 
@@ -105,3 +108,25 @@ def test_the_central_scheduler_serves_hosts_without_an_agent_and_an_agent_only_i
     assert list(served_hosts()) == [central]
     settings.AIVC_HOST = "gpu-remote"
     assert list(served_hosts()) == [remote]
+
+
+def test_the_heartbeat_reports_the_engine_the_driver_and_the_free_disk_of_each_root(
+    engine_host, fake_runtime, monkeypatch
+):
+    monkeypatch.setattr(gpus, "probe", lambda: ProbeResult(driver_version="550.54.15"))
+
+    facts = read_facts(engine_host)
+
+    assert (facts.engine_version, facts.nvml_driver) == ("fake", "550.54.15")
+    assert set(facts.disk_free_gb) == {
+        engine_host.work_root,
+        engine_host.backup_root,
+        engine_host.dataset_root,
+    }
+    assert all(free is not None and free >= 0 for free in facts.disk_free_gb.values())
+
+
+def test_an_unreadable_root_is_reported_as_unknown_not_raised(host, fake_runtime):
+    host.work_root = "/nonexistent/aivc/work"
+
+    assert read_facts(host).disk_free_gb["/nonexistent/aivc/work"] is None
