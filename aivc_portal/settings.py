@@ -205,6 +205,10 @@ Q_CLUSTER = {
 }
 if AIVC_HOST:
     Q_CLUSTER["cluster_name"] = agent_cluster(AIVC_HOST)
+# Large labs: Redis as the task broker instead of the database (pip install redis).
+if os.environ.get("Q_REDIS_URL"):
+    Q_CLUSTER.pop("orm")
+    Q_CLUSTER["redis"] = os.environ["Q_REDIS_URL"]
 
 LOGGING = {
     "version": 1,
