@@ -9,9 +9,10 @@ lock makes two ticks at once take turns. The scheduler's entry points are in tas
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -143,26 +144,41 @@ def _reconcile_host(*, host: Host, runtime: ContainerRuntime, now: datetime, rep
 
 def in_parallel(step: Callable[[Reservation], None], reservations: Iterable[Reservation]) -> None:
     """Runs `step` for each reservation on up to AGENT_LAUNCH_WORKERS threads, each with
-    its own database connection (closed when its step ends). Inside a transaction (a
-    test's) other connections cannot see its rows, so the steps run one after another.
-    The first EngineUnavailable is raised once all steps are done."""
-    reservations = list(reservations)
-    workers = min(settings.AGENT_LAUNCH_WORKERS, len(reservations))
+    its own database connection, closed when the thread has no more work. Inside a
+    transaction (a test's) other connections cannot see its rows, so the steps run one
+    after another. The first EngineUnavailable is raised once all steps are done."""
+    pending = list(reservations)
+    workers = min(settings.AGENT_LAUNCH_WORKERS, len(pending))
     if workers <= 1 or connection.in_atomic_block:
-        for reservation in reservations:
+        for reservation in pending:
             step(reservation)
         return
+    work: queue.SimpleQueue[Reservation] = queue.SimpleQueue()
+    for reservation in pending:
+        work.put(reservation)
+    problems: list[EngineUnavailable] = []
 
-    def run(reservation: Reservation) -> None:
+    def worker() -> None:
         try:
-            step(reservation)
+            while True:
+                try:
+                    reservation = work.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    step(reservation)
+                except EngineUnavailable as error:
+                    problems.append(error)
         finally:
             connections.close_all()
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="launch") as pool:
-        futures = [pool.submit(run, reservation) for reservation in reservations]
-    for future in futures:
-        future.result()
+    threads = [threading.Thread(target=worker, name=f"launch-{n}") for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if problems:
+        raise problems[0]
 
 
 def _runs_as_booked(reservation: Reservation, container: ContainerState | None) -> bool:
