@@ -53,6 +53,7 @@ WAKER_POLL_S = 0.5
 # Folders and SSH host keys of a reservation starting this soon are made by the tick before
 # its start, so the launch itself only creates the container.
 PREPARE_AHEAD = timedelta(minutes=10)
+PREPARE_MARGIN = timedelta(seconds=15)
 
 
 @dataclass
@@ -192,8 +193,11 @@ def _runs_as_booked(reservation: Reservation, container: ContainerState | None) 
 
 
 def _prepare_ahead(reservation: Reservation) -> None:
-    """Makes the folders and host keys of a reservation that starts soon. A problem here is
-    left for the launch, which reports it."""
+    """Makes the folders and host keys of a reservation that starts soon. Left to the launch
+    when the start is too close: this tick holds the host's lock, which the tick at the
+    start needs. A problem here is left for the launch, which reports it."""
+    if timezone.now() > reservation.start - PREPARE_MARGIN:
+        return
     try:
         prepare_mounts(reservation)
     except (FolderProblem, OSError) as error:

@@ -143,7 +143,7 @@ def test_100_reservations_starting_in_the_same_minute_on_one_host(
     tmp_path, settings, docker_client, docker_scope, test_image, default_profile
 ):
     settings.PORT_RANGE = BENCH_PORTS
-    count, lead = 100, timedelta(seconds=40)
+    count, lead = 100, timedelta(seconds=90)
     host = make_host(tmp_path, f"burst-{uuid.uuid4().hex[:6]}", cpus=400, ram_gb=400, swap_gb=0)
     start = timezone.now() + lead
     reservations = [
@@ -174,7 +174,7 @@ def test_100_reservations_starting_in_the_same_minute_on_one_host(
             "",
             "One agent (`AIVC_HOST`, a real `manage.py qcluster`, 4 django-q workers, "
             f"AGENT_LAUNCH_WORKERS={django_settings.AGENT_LAUNCH_WORKERS}) and the real Docker engine. "
-            "The agent starts about 40 s before the start: its first tick makes the 100 users' "
+            "The agent starts about 90 s before the start: its first tick makes the 100 users' "
             "folders and SSH host keys ahead; the waker then fires at the start and the tick "
             "launches side by side. Latency: the engine's `start` event minus the reservation's start.",
             "",

@@ -10,10 +10,12 @@ from django.utils import timezone
 from django_q.cluster import Cluster
 from django_q.management.commands import qcluster
 
+from aivc_portal.scheduler import queue_task
 from containers.agent import beat, holder_id, keep_beating
 from containers.agent_services import agent_claim, agent_release
 from containers.models import Host
 from containers.schedules import schedules_ensure_for_host
+from containers.space import RECONCILE_TASK
 
 
 class Command(qcluster.Command):
@@ -36,6 +38,8 @@ class Command(qcluster.Command):
         try:
             schedules_ensure_for_host(host=host)
             beat(host=host, holder=holder)
+            # The first tick at once, not at the scheduler's next round.
+            queue_task(RECONCILE_TASK)
             self.stdout.write(f"Agent of {host.name} ({holder}) starts its cluster.")
             self._serve(host=host, holder=holder, run_once=options.get("run_once", False))
         finally:
