@@ -258,19 +258,19 @@ def test_booking_to_running_with_two_agents_against_one(
     tag = uuid.uuid4().hex[:4]
     hosts = [make_host(tmp_path, f"h{n}-{tag}", cpus=100, ram_gb=100, swap_gb=0) for n in range(2)]
     users = [bench_user(n, tag) for n in range(count)]
-    schedulers = Schedulers(tmp_path)
-    if agents == "one agent per host":
-        for host in hosts:
-            schedulers.start(host.name)
-        for host in hosts:
-            while not host.__class__.objects.get(pk=host.pk).served_by_agent:
-                time.sleep(0.2)
-    else:
-        schedulers.start()
     events = EngineEvents(docker_client, docker_scope)
-    time.sleep(8)  # the clusters come up
+    schedulers = Schedulers(tmp_path)
     booked = {}
     try:
+        if agents == "one agent per host":
+            for host in hosts:
+                schedulers.start(host.name)
+            for host in hosts:
+                while not host.__class__.objects.get(pk=host.pk).served_by_agent:
+                    time.sleep(0.2)
+        else:
+            schedulers.start()
+        time.sleep(8)  # the clusters come up
         for number, user in enumerate(users):
             reservation_create(
                 user=user,
