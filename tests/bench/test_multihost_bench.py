@@ -90,6 +90,7 @@ class Schedulers:
             "CONTAINER_PREFIX": django_settings.CONTAINER_PREFIX,
             "SECRET_KEY": django_settings.SECRET_KEY,
             "DEBUG": "0",
+            "AGENT_LAUNCH_WORKERS": str(django_settings.AGENT_LAUNCH_WORKERS),
         }
 
     def start(self, host_name: str = "") -> None:
@@ -139,11 +140,13 @@ def write_figures() -> None:
 
 
 @pytest.mark.docker
+@pytest.mark.parametrize("workers", [1, 8])
 def test_100_reservations_starting_in_the_same_minute_on_one_host(
-    tmp_path, settings, docker_client, docker_scope, test_image, default_profile
+    workers, tmp_path, settings, docker_client, docker_scope, test_image, default_profile
 ):
     settings.PORT_RANGE = BENCH_PORTS
     count, lead = 100, timedelta(seconds=90)
+    settings.AGENT_LAUNCH_WORKERS = workers
     host = make_host(tmp_path, f"burst-{uuid.uuid4().hex[:6]}", cpus=400, ram_gb=400, swap_gb=0)
     start = timezone.now() + lead
     reservations = [
@@ -168,31 +171,35 @@ def test_100_reservations_starting_in_the_same_minute_on_one_host(
         agents.stop()
     latencies = [(events.starts[name] - start).total_seconds() for name in names if name in events.starts]
     assert len(latencies) == count, f"{count - len(latencies)} never started; see {tmp_path}"
-    RESULTS["burst"] = "\n".join(
-        [
-            f"## {count} reservations starting at the same instant on one host",
-            "",
-            "One agent (`AIVC_HOST`, a real `manage.py qcluster`, 4 django-q workers, "
-            f"AGENT_LAUNCH_WORKERS={django_settings.AGENT_LAUNCH_WORKERS}) and the real Docker engine. "
-            "The agent starts about 90 s before the start: its first tick makes the 100 users' "
-            "folders and SSH host keys ahead; the waker then fires at the start and the tick "
-            "launches side by side. Latency: the engine's `start` event minus the reservation's start.",
-            "",
-            "| | n | p50 (s) | p95 (s) | max (s) |",
-            "|---|---|---|---|---|",
-            line("start -> running", latencies),
-            "",
-            "Target: max <= 10 s. Before (issue 11, measured from outside on main): launches one "
-            "after another, ~0.36 s each, so the 100th container started ~40 s late.",
-            "",
-        ]
+    header = [
+        f"## {count} reservations starting at the same instant on one host",
+        "",
+        "One agent (`AIVC_HOST`, a real `manage.py qcluster`, 4 django-q workers) and the real "
+        "Docker engine, launching on AGENT_LAUNCH_WORKERS threads (1: one after another, as "
+        "before). The agent starts about 90 s before the start: its ticks make the users' "
+        "folders and SSH host keys ahead; the waker then fires at the start. Latency: the "
+        "engine's `start` event minus the reservation's start.",
+        "",
+        "| AGENT_LAUNCH_WORKERS | n | p50 (s) | p95 (s) | max (s) |",
+        "|---|---|---|---|---|",
+    ]
+    footer = (
+        "\nTarget: max <= 10 s. Before (issue 11, measured from outside on main): launches one "
+        "after another, ~0.36 s each, so the 100th container started ~40 s late.\n"
     )
+    rows = RESULTS.get("burst", "\n".join(header)).replace(footer, "")
+    RESULTS["burst"] = f"{rows}\n{line(str(workers), latencies)}{footer}"
     write_figures()
-    assert max(latencies) <= 10
+    if workers > 1:
+        assert max(latencies) <= 10
 
 
-def test_one_reconcile_tick_with_500_live_reservations_over_4_hosts(tmp_path, settings, default_profile):
+@pytest.mark.parametrize("workers", [1, 8])
+def test_one_reconcile_tick_with_500_live_reservations_over_4_hosts(
+    workers, tmp_path, settings, default_profile
+):
     settings.CONTAINER_RUNTIME = "containers.runtime.FakeRuntime"
+    settings.AGENT_LAUNCH_WORKERS = workers
     settings.AIVC_HOST = ""
     FakeRuntime.reset()
     image = ImageFactory(reference="lab/aivc-server:latest")
@@ -225,27 +232,38 @@ def test_one_reconcile_tick_with_500_live_reservations_over_4_hosts(tmp_path, se
     launching = timings["launching tick (500 starts)"]
     assert len(launching[2].started) == 500
     assert Reservation.objects.filter(status=Reservation.Status.RUNNING).count() == 500
-    rows = [f"| {label} | {seconds:.2f} | {queries} |" for label, (seconds, queries, _) in timings.items()]
-    RESULTS["tick"] = "\n".join(
-        [
-            "## One reconcile tick, 500 live reservations over 4 hosts",
-            "",
-            "The fake runtime (no engine) and real PostgreSQL; one process reconciling the 4 "
-            f"hosts, each host's launches on a pool of {django_settings.AGENT_LAUNCH_WORKERS} "
-            "threads. Queries: those of the tick's own thread (the pool's threads come on top).",
-            "",
-            "| tick | seconds | queries (main thread) |",
-            "|---|---|---|",
-            *rows,
-            f"| ticks before the start: folders and host keys of 500 users made ahead | {prepare_s:.2f} | |",
-            "",
-            "Target: <= 2 s. Before (issue 11): a tick that launched 500 took 11.0 s (2,027 "
-            "queries, half of it in ssh-keygen for first-time users); a steady tick 0.09 s.",
-            "",
-        ]
+    rows = [
+        f"| {workers} | {label} | {seconds:.2f} | {queries} |"
+        for label, (seconds, queries, _) in timings.items()
+    ]
+    rows.append(
+        f"| {workers} | ticks before the start: folders and host keys of 500 users | {prepare_s:.2f} | |"
+    )
+    previous = RESULTS.get("tick", "")
+    RESULTS["tick"] = (
+        previous.replace("\n\nTarget: <= 2 s", "\n" + "\n".join(rows) + "\n\nTarget: <= 2 s")
+        if previous
+        else "\n".join(
+            [
+                "## One reconcile tick, 500 live reservations over 4 hosts",
+                "",
+                "The fake runtime (no engine) and real PostgreSQL; one process reconciling the 4 "
+                f"hosts, each host's launches on a pool of {django_settings.AGENT_LAUNCH_WORKERS} "
+                "threads. Queries: those of the tick's own thread (the pool's threads come on top).",
+                "",
+                "| AGENT_LAUNCH_WORKERS | tick | seconds | queries (main thread) |",
+                "|---|---|---|---|",
+                *rows,
+                "",
+                "Target: <= 2 s. Before (issue 11): a tick that launched 500 took 11.0 s (2,027 "
+                "queries, half of it in ssh-keygen for first-time users); a steady tick 0.09 s.",
+                "",
+            ]
+        )
     )
     write_figures()
-    assert launching[0] <= 2
+    if workers > 1:
+        assert launching[0] <= 2
 
 
 @pytest.mark.docker
