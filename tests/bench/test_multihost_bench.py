@@ -184,7 +184,7 @@ def test_100_reservations_starting_in_the_same_minute_on_one_host(
         "|---|---|---|---|---|",
     ]
     footer = (
-        "\nTarget: max <= 10 s. Before (issue 11, measured from outside on main): launches one "
+        "\n\nTarget: max <= 10 s. Before (issue 11, measured from outside on main): launches one "
         "after another, ~0.36 s each, so the 100th container started ~40 s late.\n"
     )
     rows = RESULTS.get("burst", "\n".join(header)).replace(footer, "")
