@@ -10,7 +10,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from accounts.forms import ForwardPortForm, ProfileForm
-from accounts.services import user_set_password, user_update_profile
+from accounts.services import user_change_password, user_update_profile
 from bookings.services import forward_port_change
 
 
@@ -19,10 +19,14 @@ from bookings.services import forward_port_change
 def password_change(request: HttpRequest) -> HttpResponse:
     form = PasswordChangeForm(request.user, request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = user_set_password(user=request.user, password=form.cleaned_data["new_password1"])
-        update_session_auth_hash(request, user)
-        messages.success(request, _("Your password was changed."))
-        return redirect("dashboard")
+        try:
+            user = user_change_password(user=request.user, new_password=form.cleaned_data["new_password1"])
+        except ValidationError as error:
+            form.add_error("new_password2", error)
+        else:
+            update_session_auth_hash(request, user)
+            messages.success(request, _("Your password was changed."))
+            return redirect("dashboard")
     forced = request.user.must_change_password
     return render(request, "accounts/password_change.html", {"form": form, "forced": forced})
 

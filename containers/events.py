@@ -36,7 +36,9 @@ CONTAINER_DIED_RESTARTING = Kind(Level.WARNING, "ContainerDied")
 CONTAINER_DIED_FOR_GOOD = Kind(Level.ERROR, "ContainerDied")
 SPACE_WARNING = Kind(Level.WARNING, "SpaceWarning")
 SPACE_AUDIT_TIMEOUT = Kind(Level.WARNING, "SpaceAuditTimeout")
+SPACE_AUDIT_UNREADABLE = Kind(Level.WARNING, "SpaceAuditUnreadable")
 IMAGE_MISSING = Kind(Level.ERROR, "ImageMissing")
+IMAGE_INACTIVE = Kind(Level.ERROR, "ImageInactive")
 FOLDER_PROBLEM = Kind(Level.ERROR, "FolderProblem")
 LAUNCH_ERROR = Kind(Level.ERROR, "LaunchError")
 UNEXPECTED_ERROR = Kind(Level.ERROR, "UnexpectedError")
@@ -156,6 +158,14 @@ def audit_timed_out(*, username: str, host_name: str, timeout_s: float) -> Event
         SPACE_AUDIT_TIMEOUT,
         f"The size of {username}'s folders on {host_name} is unknown: "
         f"measuring took longer than {timeout_s:g} s",
+    )
+
+
+def audit_unreadable(*, username: str, host_name: str, path: str) -> Event:
+    return Event(
+        SPACE_AUDIT_UNREADABLE,
+        f"The space audit cannot read {username}'s {path} on {host_name}; "
+        "it counts as over quota until it can",
     )
 
 

@@ -245,8 +245,9 @@ def _contain_failure(
 
 
 def _close_window(reservation: Reservation, *, now: datetime, report: TickReport) -> None:
-    """A window that is over: a launched reservation ended; one never launched failed."""
-    if reservation.status in selectors.LAUNCHED:
+    """A window that is over: a running reservation ended; one whose container was never
+    confirmed running (still scheduled, blocked or starting) failed."""
+    if reservation.status == Status.RUNNING:
         services.reservation_mark_ended(reservation=reservation, now=now)
         report.ended.append(reservation.pk)
         return
@@ -359,6 +360,12 @@ def _space_block_message(reservation: Reservation) -> str | None:
     audit = selectors.space_verdict(user_id=reservation.user_id, host=reservation.host)
     if audit is None or not audit.over_quota:
         return None
+    if audit.unreadable:
+        return (
+            f"The space check cannot read {audit.unreadable}, so your folders count as over quota. "
+            "Restore its permissions or remove it; the container starts once a "
+            "check can measure your folders and finds you under quota."
+        )
     capability = capability_for(user=reservation.user, host=reservation.host)
     return (
         f"Over the space quota: work folder {audit.work_gb:g} GB of {capability.work_space_gb} GB, "
@@ -384,6 +391,14 @@ def _launch(
     if not services.reservation_mark_starting(reservation=reservation):
         return  # cancelled or ended meanwhile
     image = reservation.image.reference if reservation.image else ""
+    if reservation.image is not None and not reservation.image.is_active:
+        # Withdrawn by the maintainers after the booking: no container runs it again.
+        message = (
+            f"The image {image} has been withdrawn by the maintainers, so the container "
+            "cannot start; book again with another image"
+        )
+        _fail_launch(reservation, now=now, report=report, kind=events.IMAGE_INACTIVE, message=message)
+        return
     try:
         if not image:
             raise ImageMissing("the reservation names no image")

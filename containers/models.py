@@ -155,6 +155,11 @@ class SpaceAudit(models.Model):
         default=True, help_text="Off: the measurement timed out; the size is unknown."
     )
     over_quota = models.BooleanField(default=False)
+    unreadable = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text="A folder the audit could not read (e.g. Work/private); it counts as over quota.",
+    )
 
     class Meta:
         ordering = ["-measured_at"]

@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from math import ceil
@@ -24,10 +25,13 @@ if TYPE_CHECKING:
 
 GIB = 1024**3
 LABEL_MANAGED = "aivc.managed"
-LABEL_HOST = "aivc.host"
+LABEL_HOST = "aivc.host"  # the host's name, for people reading `docker ps`; may go stale
+LABEL_HOST_ID = "aivc.host-id"  # the host's primary key: what the portal finds containers by
 LABEL_RESERVATION = "aivc.reservation"
 LABEL_USER = "aivc.user"
 SSH_PORT = "22/tcp"
+ICC_OPTION = "com.docker.network.bridge.enable_icc"
+NETWORK_LABELS = {"aivc.purpose": "tenant-isolation"}
 
 
 class RuntimeProblem(Exception):
@@ -59,6 +63,34 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class SecurityOptions:
+    """How far a container is fenced in (docs/security.md says why each part is there).
+    Every part comes from a setting, so a lab that needs more can relax one of them."""
+
+    cap_add: tuple[str, ...]
+    no_new_privileges: bool
+    pids_limit: int  # 0: no limit
+    nofile: int
+    nproc: int
+    log_max_size: str
+    log_max_files: int
+    network: str  # "": Docker's default bridge, where containers reach each other
+
+    @classmethod
+    def from_settings(cls) -> SecurityOptions:
+        return cls(
+            cap_add=tuple(settings.CONTAINER_CAP_ADD),
+            no_new_privileges=settings.CONTAINER_NO_NEW_PRIVILEGES,
+            pids_limit=settings.CONTAINER_PIDS_LIMIT,
+            nofile=settings.CONTAINER_NOFILE_LIMIT,
+            nproc=settings.CONTAINER_NPROC_LIMIT,
+            log_max_size=settings.CONTAINER_LOG_MAX_SIZE,
+            log_max_files=settings.CONTAINER_LOG_MAX_FILES,
+            network=settings.CONTAINER_NETWORK,
+        )
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """Everything a reservation's container runs with; built by `container_spec`."""
 
@@ -74,6 +106,8 @@ class ContainerSpec:
     ssh_port: int
     mounts: list[Mount]
     labels: dict[str, str]
+    # Read when the spec is made, so every container, whoever builds its spec, is fenced in.
+    security: SecurityOptions = field(default_factory=SecurityOptions.from_settings)
 
 
 @dataclass(frozen=True)
@@ -117,9 +151,20 @@ def container_name(username: str) -> str:
 
 
 def scope_labels(host: Host) -> dict[str, str]:
-    """The labels that mark a container as this portal's on this host; listing filters by
-    them, so another portal (or another test run) on the same engine is never touched."""
-    return {LABEL_MANAGED: settings.CONTAINER_SCOPE, LABEL_HOST: host.name}
+    """The labels that mark a container as this portal's on this host. The host is named
+    by its primary key, which never changes, so renaming a Host never orphans its
+    containers; the name label is only for people reading `docker ps`."""
+    return {LABEL_MANAGED: settings.CONTAINER_SCOPE, LABEL_HOST_ID: str(host.pk), LABEL_HOST: host.name}
+
+
+def belongs_to(labels: dict[str, str], host: Host) -> bool:
+    """Whether a container of this portal's scope is the host's. Containers started before
+    the host id label existed carry only the name; they are found by it until they end."""
+    if labels.get(LABEL_MANAGED) != settings.CONTAINER_SCOPE:
+        return False
+    if LABEL_HOST_ID in labels:
+        return labels[LABEL_HOST_ID] == str(host.pk)
+    return labels.get(LABEL_HOST) == host.name
 
 
 def container_command(reservation: Reservation) -> list[str] | None:
@@ -186,6 +231,21 @@ class ContainerRuntime(ABC):
         """The engine's version, for the agent's heartbeat; raises EngineUnavailable."""
         return ""
 
+    # Batch jobs: a job's container is stopped at its time limit and read (exit code, output)
+    # before it is removed.
+
+    @abstractmethod
+    def stop(self, container_id: str, *, grace_s: int) -> None:
+        """SIGTERM, up to `grace_s` seconds to exit, then SIGKILL; the container stays."""
+
+    @abstractmethod
+    def exit_code(self, container_id: str) -> int | None:
+        """The exit code of a container that has exited; None while it runs or if gone."""
+
+    @abstractmethod
+    def logs(self, container_id: str) -> Iterator[bytes]:
+        """The container's output (stdout and stderr, as written), in chunks."""
+
 
 class DockerRuntime(ContainerRuntime):
     """A Docker engine through the SDK (never the CLI, never a shell)."""
@@ -231,14 +291,65 @@ class DockerRuntime(ContainerRuntime):
             return EngineUnavailable(f"Docker engine of {self.host.name} unreachable: {error}")
         return LaunchFailed(str(error))
 
+    def _ensure_network(self, name: str) -> None:
+        """The portal's bridge network with inter-container traffic off, made once; an
+        existing network of that name that lets containers reach each other is refused."""
+        import docker
+
+        def named() -> list:  # the engine's name filter matches substrings
+            return [network for network in self.client.networks.list(names=[name]) if network.name == name]
+
+        found = named()
+        if not found:
+            try:
+                self.client.networks.create(
+                    name, driver="bridge", options={ICC_OPTION: "false"}, labels=NETWORK_LABELS
+                )
+            except docker.errors.APIError as error:
+                if error.status_code != 409:  # 409: another tick made it meanwhile
+                    raise
+            found = named()
+        options = (found[0].attrs.get("Options") or {}) if found else {}
+        if options.get(ICC_OPTION) != "false":
+            raise LaunchFailed(
+                f"The network {name} lets containers reach each other ({ICC_OPTION} is not false); "
+                "remove it or name another in CONTAINER_NETWORK."
+            )
+
+    def _security_options(self, security: SecurityOptions) -> dict:
+        import docker
+
+        options = {
+            "cap_drop": ["ALL"],
+            "cap_add": list(security.cap_add),
+            "security_opt": ["no-new-privileges:true"] if security.no_new_privileges else [],
+            "ulimits": [
+                docker.types.Ulimit(name="nofile", soft=security.nofile, hard=security.nofile),
+                docker.types.Ulimit(name="nproc", soft=security.nproc, hard=security.nproc),
+            ],
+            "log_config": docker.types.LogConfig(
+                type="json-file",
+                config={"max-size": security.log_max_size, "max-file": str(security.log_max_files)},
+            ),
+        }
+        if security.pids_limit:
+            options["pids_limit"] = security.pids_limit
+        if security.network:
+            options["network"] = security.network
+        return options
+
     def list_managed(self) -> list[ContainerState]:
-        filters = {"label": [f"{key}={value}" for key, value in scope_labels(self.host).items()]}
+        # The engine filters by this portal's scope; which host a container is on is
+        # decided here, since old containers carry the host's name instead of its id.
+        filters = {"label": f"{LABEL_MANAGED}={settings.CONTAINER_SCOPE}"}
         try:
             containers = self.client.containers.list(all=True, filters=filters, ignore_removed=True)
         except Exception as error:
             raise self._translate(error) from None
         return [
-            ContainerState(id=c.id, name=c.name, status=c.status, labels=dict(c.labels)) for c in containers
+            ContainerState(id=c.id, name=c.name, status=c.status, labels=dict(c.labels))
+            for c in containers
+            if belongs_to(c.labels, self.host)
         ]
 
     def run(self, spec: ContainerSpec) -> ContainerState:
@@ -268,11 +379,14 @@ class DockerRuntime(ContainerRuntime):
             "device_requests": device_requests,
             "privileged": False,
             "init": True,
+            **self._security_options(spec.security),
         }
         if spec.shm_bytes:
             options["shm_size"] = spec.shm_bytes
         container = None
         try:
+            if spec.security.network:
+                self._ensure_network(spec.security.network)
             container = self.client.containers.create(**options)
             container.start()
             container.reload()
@@ -311,6 +425,39 @@ class DockerRuntime(ContainerRuntime):
         except Exception as error:
             raise self._translate(error) from None
 
+    def stop(self, container_id: str, *, grace_s: int) -> None:
+        import docker
+
+        try:
+            self.client.containers.get(container_id).stop(timeout=grace_s)
+        except docker.errors.NotFound:
+            return
+        except Exception as error:
+            raise self._translate(error) from None
+
+    def exit_code(self, container_id: str) -> int | None:
+        import docker
+
+        try:
+            container = self.client.containers.get(container_id)
+        except docker.errors.NotFound:
+            return None
+        except Exception as error:
+            raise self._translate(error) from None
+        state = container.attrs.get("State", {})
+        return None if state.get("Running") else state.get("ExitCode")
+
+    def logs(self, container_id: str) -> Iterator[bytes]:
+        import docker
+
+        try:
+            stream = self.client.containers.get(container_id).logs(stream=True, follow=False)
+            yield from stream
+        except docker.errors.NotFound:
+            return
+        except Exception as error:
+            raise self._translate(error) from None
+
 
 class FakeEngine:
     """In-memory engine state shared by every FakeRuntime for one host."""
@@ -320,7 +467,10 @@ class FakeEngine:
         self.images: set[str] | None = None  # None: every image is present
         self.reachable = True
         self.runs: list[ContainerSpec] = []
+        self.networks: set[str] = set()  # isolated networks made, as DockerRuntime makes them
         self.ids = itertools.count(1)
+        self.exit_codes: dict[str, int] = {}  # by container id
+        self.output: dict[str, bytes] = {}  # by container name, what a container "printed"
 
     def kill(self, name: str) -> None:
         """What a container that died looks like: still there, exited."""
@@ -330,6 +480,14 @@ class FakeEngine:
                     ContainerState(id=state.id, name=state.name, status="exited", labels=state.labels),
                     spec,
                 )
+
+    def exit(self, name: str, *, code: int, output: bytes = b"") -> None:
+        """What a batch job's container that finished looks like: exited with `code`."""
+        self.output[name] = self.output.get(name, b"") + output
+        self.kill(name)
+        for container_id, (state, _) in self.containers.items():
+            if state.name == name:
+                self.exit_codes[container_id] = code
 
     def running_names(self) -> list[str]:
         return sorted(state.name for state, _ in self.containers.values() if state.is_running)
@@ -362,12 +520,7 @@ class FakeRuntime(ContainerRuntime):
 
     def list_managed(self) -> list[ContainerState]:
         self._check_reachable()
-        scope = scope_labels(self.host)
-        return [
-            state
-            for state, _ in self.engine.containers.values()
-            if all(state.labels.get(key) == value for key, value in scope.items())
-        ]
+        return [state for state, _ in self.engine.containers.values() if belongs_to(state.labels, self.host)]
 
     def run(self, spec: ContainerSpec) -> ContainerState:
         self._check_reachable()
@@ -380,6 +533,8 @@ class FakeRuntime(ContainerRuntime):
             state = ContainerState(
                 id=f"fake{next(engine.ids):060d}", name=spec.name, status="running", labels=spec.labels
             )
+            if spec.security.network:
+                engine.networks.add(spec.security.network)
             engine.containers[state.id] = (state, spec)
             engine.runs.append(spec)
         return state
@@ -392,6 +547,23 @@ class FakeRuntime(ContainerRuntime):
     def engine_version(self) -> str:
         self._check_reachable()
         return "fake"
+
+    def stop(self, container_id: str, *, grace_s: int) -> None:
+        self._check_reachable()
+        with self._lock:
+            found = self.engine.containers.get(container_id)
+            if found is not None and found[0].is_running:
+                self.engine.exit(found[0].name, code=143)  # 128 + SIGTERM
+
+    def exit_code(self, container_id: str) -> int | None:
+        self._check_reachable()
+        return self.engine.exit_codes.get(container_id)
+
+    def logs(self, container_id: str) -> Iterator[bytes]:
+        self._check_reachable()
+        found = self.engine.containers.get(container_id)
+        if found is not None:
+            yield self.engine.output.get(found[0].name, b"")
 
 
 def get_runtime(host: Host) -> ContainerRuntime:

@@ -87,6 +87,7 @@ class Schedulers:
             "DATABASE_URL": _test_database_url(),
             "CONTAINER_RUNTIME": "containers.runtime.DockerRuntime",
             "CONTAINER_SCOPE": django_settings.CONTAINER_SCOPE,
+            "CONTAINER_NETWORK": django_settings.CONTAINER_NETWORK,
             "CONTAINER_PREFIX": django_settings.CONTAINER_PREFIX,
             "SECRET_KEY": django_settings.SECRET_KEY,
             "DEBUG": "0",

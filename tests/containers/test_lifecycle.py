@@ -3,6 +3,7 @@
 import errno
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -14,7 +15,15 @@ from bookings.services import reservation_cancel, reservation_release
 from containers import lifecycle, selectors
 from containers.lifecycle import reconcile, wake_at_boundaries
 from containers.models import ContainerEvent
-from containers.runtime import GIB, LABEL_RESERVATION, ContainerSpec, FakeRuntime, LaunchFailed, scope_labels
+from containers.runtime import (
+    GIB,
+    LABEL_HOST_ID,
+    LABEL_RESERVATION,
+    ContainerSpec,
+    FakeRuntime,
+    LaunchFailed,
+    scope_labels,
+)
 from tests.containers.helpers import SpaceAuditFactory, engine, events, only_spec
 from tests.factories import HostFactory, ReservationFactory, UserFactory
 
@@ -480,3 +489,102 @@ def test_an_unexpected_error_removing_one_container_does_not_stop_the_others(boo
     assert list(engine(booking).containers) == [stuck]
     [error] = ContainerEvent.objects.filter(host=booking.host, sign="UnexpectedError")
     assert "PermissionError" in error.message
+
+
+# Host identity: containers are found by the host's primary key, not its editable name ---
+
+
+def test_renaming_a_host_keeps_its_running_container_adopted(booking):
+    reconcile()
+    booking.refresh_from_db()
+    started = booking.container_id
+    booking.host.name = "renamed-in-admin"
+    booking.host.save()
+
+    reconcile()
+
+    booking.refresh_from_db()
+    assert booking.status == Status.RUNNING and booking.container_id == started
+    assert list(engine(booking).containers) == [started]
+    assert not ContainerEvent.objects.filter(level__in=["WARNING", "ERROR"]).exists()
+
+
+def test_a_release_after_a_rename_still_removes_the_container(booking):
+    reconcile()
+    booking.host.name = "renamed-in-admin"
+    booking.host.save()
+    booking.refresh_from_db()
+    reservation_release(reservation=booking)
+
+    reconcile()
+
+    assert engine(booking).containers == {}
+
+
+def test_a_container_labelled_before_host_ids_is_still_found_by_the_host_name(booking):
+    reconcile()
+    fake = engine(booking)
+    [(container_id, (state, spec))] = fake.containers.items()
+    legacy_labels = {key: value for key, value in state.labels.items() if key != LABEL_HOST_ID}
+    fake.containers[container_id] = (replace(state, labels=legacy_labels), spec)
+    booking.refresh_from_db()
+    reservation_release(reservation=booking)
+
+    reconcile()
+
+    assert fake.containers == {}
+
+
+def test_a_container_of_another_host_on_the_same_engine_is_never_touched(booking, second_host):
+    reconcile()
+    FakeRuntime.engine_for(second_host).containers.update(engine(booking).containers)
+    Reservation.objects.filter(pk=booking.pk).update(status=Status.CANCELLED)
+
+    reconcile(host_id=second_host.pk)
+
+    assert len(FakeRuntime.engine_for(second_host).containers) == 1
+
+
+# Lower items -----------------------------------------------------------------------------
+
+
+def test_a_reservation_still_starting_when_its_window_passes_is_failed_not_ended(booking):
+    now = timezone.now()
+    Reservation.objects.filter(pk=booking.pk).update(
+        status=Status.STARTING, start=now - timedelta(hours=2), end=now - timedelta(seconds=1)
+    )
+
+    reconcile()
+
+    booking.refresh_from_db()
+    assert booking.status == Status.FAILED
+    assert "never started" in booking.status_message
+    assert events(booking, sign="NeverStarted")
+    assert not booking.allocations.filter(active=True).exists()
+
+
+def test_an_image_withdrawn_after_the_booking_does_not_launch_and_the_student_is_told(booking):
+    booking.image.is_active = False
+    booking.image.save()
+
+    reconcile()
+
+    booking.refresh_from_db()
+    assert booking.status == Status.FAILED
+    assert "lab/aivc-server:latest has been withdrawn by the maintainers" in booking.status_message
+    assert "book again with another image" in booking.status_message
+    [error] = events(booking, sign="ImageInactive")
+    assert error.level == "ERROR"
+    assert engine(booking).runs == []
+
+
+def test_a_running_container_keeps_running_when_its_image_is_withdrawn(booking):
+    reconcile()
+    booking.image.is_active = False
+    booking.image.save()
+
+    reconcile()
+
+    booking.refresh_from_db()
+    assert booking.status == Status.RUNNING
+    assert len(engine(booking).containers) == 1
