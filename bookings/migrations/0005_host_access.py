@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0002_initial"),
         ("bookings", "0004_reservation_kind"),
-        ("containers", "0004_host_agents"),
+        ("containers", "0005_host_agents"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
