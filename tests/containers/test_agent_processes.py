@@ -151,9 +151,15 @@ def test_each_agent_starts_only_its_own_hosts_bookings(
     assert (Path(host_a.work_root) / f"ua{tag}").is_dir()
     assert not (Path(host_a.work_root) / f"ub{tag}").exists()
     assert (Path(host_b.work_root) / f"ub{tag}").is_dir()
-    # Every task that ran came from the cluster of the agent it was queued to.
-    clusters = set(Task.objects.filter(func="containers.tasks.reconcile").values_list("cluster", flat=True))
-    assert clusters == {f"aivc-{host_a.name}", f"aivc-{host_b.name}"}
+    # Every reconcile ran in the cluster of the agent it was queued to (django-q files a
+    # task's result a moment after it ends).
+    expected = {f"aivc-{host_a.name}", f"aivc-{host_b.name}"}
+
+    def clusters() -> set[str]:
+        return set(Task.objects.filter(func="containers.tasks.reconcile").values_list("cluster", flat=True))
+
+    wait_for(lambda: clusters() == expected, what="both agents' results", timeout_s=20)
+    assert clusters() == expected
 
 
 def test_a_second_agent_for_a_served_host_refuses_and_an_unknown_host_is_an_error(

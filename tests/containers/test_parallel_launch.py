@@ -12,6 +12,7 @@ from django.utils import timezone
 from bookings.models import Reservation
 from containers.lifecycle import reconcile
 from containers.runtime import ContainerSpec, ContainerState, FakeRuntime
+from containers.volumes import state_root
 from tests.factories import ImageFactory, ReservationFactory, UserFactory
 
 LAUNCH_S = 0.2
@@ -86,6 +87,6 @@ def test_the_folders_and_host_keys_of_a_reservation_starting_soon_are_made_befor
 
     soon.refresh_from_db()
     assert soon.status == Reservation.Status.SCHEDULED
-    keys = Path(engine_host.backup_root) / "early1" / ".aivc" / "ssh_host_keys"
-    assert (keys / "ssh_host_ed25519_key").is_file()
+    # Host keys live in the portal's own state folder for the user.
+    assert list((state_root(engine_host) / "early1").rglob("ssh_host_ed25519_key"))
     assert (Path(engine_host.work_root) / "early1").is_dir()
