@@ -17,8 +17,22 @@ class CapabilityProfile(models.Model):
     gpus = models.PositiveSmallIntegerField(null=True, blank=True)
     work_space_gb = models.PositiveIntegerField(null=True, blank=True)
     backup_space_gb = models.PositiveIntegerField(null=True, blank=True)
+    job_time_limit_minutes = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Longest time limit of one batch job (on the default: empty = the lab's)."
+    )
+    queued_jobs = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Most batch jobs waiting at once (on the default: empty = the lab's)."
+    )
 
-    LIMIT_FIELDS = ("cpus", "memory_gb", "gpus", "work_space_gb", "backup_space_gb")
+    LIMIT_FIELDS = (
+        "cpus",
+        "memory_gb",
+        "gpus",
+        "work_space_gb",
+        "backup_space_gb",
+        "job_time_limit_minutes",
+        "queued_jobs",
+    )
 
     class Meta:
         ordering = ["-is_default", "name"]

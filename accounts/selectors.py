@@ -17,6 +17,8 @@ class Capability:
     gpus: int
     work_space_gb: int
     backup_space_gb: int
+    job_time_limit_minutes: int
+    queued_jobs: int
 
 
 def default_profile() -> CapabilityProfile | None:
@@ -30,6 +32,8 @@ def host_maximum(*, host: Host) -> Capability:
         gpus=len(host.active_gpus),
         work_space_gb=host.max_work_space_gb,
         backup_space_gb=host.max_backup_space_gb,
+        job_time_limit_minutes=settings.JOB_MAX_TIME_LIMIT_MINUTES,
+        queued_jobs=settings.JOB_MAX_QUEUED,
     )
 
 

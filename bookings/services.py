@@ -445,3 +445,14 @@ def forward_port_change(*, user: User, port: int, now: datetime | None = None) -
     user = user_change_forward_port(user=user, port=port, ports_held=held)
     live.update(forward_port=user.forward_port)
     return user
+
+
+# Rules batch jobs apply too ----------------------------------------------------------------
+# jobs.services takes a job's resources, quota, image and host the way a booking does; these
+# public names keep one definition of each rule.
+request_resources = _resources
+whole_number = _whole
+host_id_for = _host_id
+check_within_capability = _check_within_capability
+check_host_accepts = _check_host_accepts
+resolve_image = _resolve_image

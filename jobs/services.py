@@ -1,0 +1,355 @@
+"""Batch-job rules: submit, cancel, the maintainers' queue controls, and the writes the
+scheduler and the container lifecycle make. Each rule lives in one function; the booking
+rules it shares (resources, quota, image, maintenance lock) come from bookings.services."""
+
+from __future__ import annotations
+
+import shlex
+from datetime import datetime, timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from accounts.models import User
+from accounts.selectors import Capability, capability_for
+from aivc_portal.scheduler import queue_task
+from bookings.models import GpuAllocation, Reservation
+from bookings.selectors import fits_host, gpus_by_preference, peak_usage
+from bookings.services import (
+    NOT_ENOUGH_CAPACITY,
+    check_host_accepts,
+    check_within_capability,
+    host_id_for,
+    request_resources,
+    resolve_image,
+    whole_number,
+)
+from bookings.timeslots import MAX_LENGTH, wrong_input
+from containers.models import Host, Image
+from jobs import selectors
+from jobs.models import HostDrain, Job, QueueState
+
+SCHEDULE_TASK = "jobs.tasks.schedule_jobs"
+RECONCILE_TASK = "containers.tasks.reconcile"
+MAX_COMMAND = 4000
+MAX_TIME_LIMIT_MINUTES = int(MAX_LENGTH.total_seconds() // 60)
+
+
+# Input shape -----------------------------------------------------------------------------
+
+
+def command_arguments(command: str) -> list[str]:
+    """The command as the argument list the container runs: split like a shell would
+    split it, but never handed to one."""
+    try:
+        return shlex.split(command)
+    except ValueError as error:
+        raise wrong_input(f"The command cannot be read as arguments ({error}).", "command") from None
+
+
+def _command(value: object) -> str:
+    command = str(value if value is not None else "").strip()
+    if "\x00" in command:
+        raise wrong_input("The command cannot contain a NUL character.", "command")
+    if len(command) > MAX_COMMAND:
+        raise wrong_input(f"The command is longer than {MAX_COMMAND} characters.", "command")
+    if not command_arguments(command):
+        raise wrong_input("Give the command the job runs.", "command")
+    return command
+
+
+def _time_limit(value: object) -> int:
+    minutes = whole_number(value, field="time_limit_minutes")
+    if minutes < 1:
+        raise wrong_input("The time limit is at least 1 minute.", "time_limit_minutes")
+    if minutes > MAX_TIME_LIMIT_MINUTES:
+        raise wrong_input("The time limit is at most 2 weeks.", "time_limit_minutes")
+    return minutes
+
+
+# Rules -----------------------------------------------------------------------------------
+
+
+def _check_time_limit_allowed(*, minutes: int, capability: Capability) -> None:
+    """A job runs at most its profile's longest time limit."""
+    if minutes > capability.job_time_limit_minutes:
+        raise ValidationError(
+            {
+                "time_limit_minutes": _("Over the maximum required. (time_limit_minutes: 1 ~ %(most)s)")
+                % {"most": capability.job_time_limit_minutes}
+            },
+            code="over_maximum",
+        )
+
+
+def _check_fits_host_totals(*, host: Host, cpus, memory_gb: int, gpu_count: int) -> None:
+    """A job bigger than the whole host would wait forever: refused at once."""
+    if cpus > host.cpus or memory_gb > host.memory_gb or gpu_count > len(host.active_gpus):
+        raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity")
+
+
+def _check_queue_room(*, user: User, capability: Capability) -> None:
+    """A user keeps at most their profile's number of jobs waiting at once."""
+    if selectors.queued_count(user_id=user.pk) >= capability.queued_jobs:
+        raise ValidationError(
+            _("You have %(count)s jobs waiting, the most your profile allows; wait or cancel one.")
+            % {"count": capability.queued_jobs},
+            code="queue_full",
+        )
+
+
+def _check_host_takes_jobs(*, host: Host) -> None:
+    check_host_accepts(host=host)
+    if HostDrain.objects.filter(host=host).exists():
+        raise ValidationError(
+            {"host": _("%(host)s is drained: it starts no new jobs.") % {"host": host.name}},
+            code="host_drained",
+        )
+
+
+def _allowed_on(*, user: User, host: Host, cpus, memory_gb: int, gpu_count: int, minutes: int) -> Capability:
+    """Every rule a job must pass on one host; returns the user's capability there."""
+    _check_host_takes_jobs(host=host)
+    check_within_capability(user=user, host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
+    capability = capability_for(user=user, host=host)
+    _check_time_limit_allowed(minutes=minutes, capability=capability)
+    _check_fits_host_totals(host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
+    return capability
+
+
+def eligible_hosts(
+    *, user: User, hosts: list[Host], cpus, memory_gb: int, gpu_count: int, minutes: int
+) -> list[Host]:
+    """The hosts among `hosts` where this job passes every rule (for a job on any host)."""
+    allowed = []
+    for host in hosts:
+        try:
+            _allowed_on(
+                user=user, host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count, minutes=minutes
+            )
+        except ValidationError:
+            continue
+        allowed.append(host)
+    return allowed
+
+
+# Services --------------------------------------------------------------------------------
+
+
+def job_submit(
+    *,
+    user: User,
+    command: str,
+    cpus: object,
+    memory_gb: object,
+    gpu_count: object = 0,
+    time_limit_minutes: object,
+    image: Image | int | str | None = None,
+    host: Host | int | str | None = None,
+    now: datetime | None = None,
+) -> Job:
+    """Queues a job. It passes the booking rules for resources, quota and image on its host
+    (or, with no host, on at least one host), the profile's time limit and queue size."""
+    now = now or timezone.now()
+    cpus, memory_gb, gpu_count = request_resources(cpus, memory_gb, gpu_count)
+    minutes = _time_limit(time_limit_minutes)
+    command = _command(command)
+    with transaction.atomic():
+        # Two submits by one user queue here, so the queue size holds.
+        user = User.objects.select_for_update().get(pk=user.pk)
+        chosen_host = Host.objects.get(pk=host_id_for(host)) if host not in (None, "") else None
+        if chosen_host is not None:
+            capability = _allowed_on(
+                user=user, host=chosen_host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count, minutes=minutes
+            )
+        else:
+            capability = _first_allowing_host(
+                user=user, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count, minutes=minutes
+            )
+        _check_queue_room(user=user, capability=capability)
+        job = Job.objects.create(
+            user=user,
+            host=chosen_host,
+            image=resolve_image(image, user=user),
+            command=command,
+            cpus=cpus,
+            memory_gb=memory_gb,
+            gpu_count=gpu_count,
+            time_limit_minutes=minutes,
+            submitted_at=now,
+        )
+    queue_task(SCHEDULE_TASK)
+    return job
+
+
+def _first_allowing_host(*, user: User, cpus, memory_gb: int, gpu_count: int, minutes: int) -> Capability:
+    """The capability on the first host that takes the job; if none does, the reason the
+    first host gave (the same message a booking there would get)."""
+    first_error = None
+    for host in Host.objects.order_by("name"):
+        try:
+            return _allowed_on(
+                user=user, host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count, minutes=minutes
+            )
+        except ValidationError as error:
+            first_error = first_error or error
+    raise first_error or ValidationError({"host": _("There is no host to run jobs on.")}, code="no_host")
+
+
+def _locked_job(job: Job) -> Job:
+    return Job.objects.select_for_update().select_related("user", "reservation").get(pk=job.pk)
+
+
+def _end_reservation(reservation: Reservation, *, now: datetime) -> None:
+    """Frees a job's capacity from `now` on: the reservation ends and its GPU allocations
+    stop here, so the scheduler and bookings may use them at once."""
+    if not reservation.is_live:
+        return
+    end = max(min(reservation.end, now), reservation.start + timedelta(microseconds=1))
+    reservation.end = end
+    reservation.ended_at = now
+    reservation.status = Reservation.Status.ENDED
+    reservation.save(update_fields=["end", "ended_at", "status", "updated_at"])
+    reservation.allocations.filter(end__gt=end).update(end=end)
+
+
+@transaction.atomic
+def job_cancel(*, job: Job, now: datetime | None = None) -> Job:
+    """A queued job leaves the queue; a starting or running one is stopped (the lifecycle
+    removes its container, keeping its log) and its capacity is free at once."""
+    now = now or timezone.now()
+    job = _locked_job(job)
+    if not job.can_cancel:
+        raise ValidationError(_("This job has finished already."), code="not_cancellable")
+    was_running = job.status in Job.ACTIVE_STATUSES
+    job.status = Job.Status.CANCELLED
+    job.finished_at = now
+    job.planned_start = job.planned_host = job.queue_position = None
+    job.save(update_fields=["status", "finished_at", "planned_start", "planned_host", "queue_position"])
+    if was_running and job.reservation is not None:
+        _end_reservation(job.reservation, now=now)
+        queue_task(RECONCILE_TASK)
+    queue_task(SCHEDULE_TASK)
+    return job
+
+
+@transaction.atomic
+def queue_pause(*, by: User, reason: str = "", now: datetime | None = None) -> QueueState:
+    """Stops the scheduler from starting jobs; running ones go on. Says who and since when."""
+    now = now or timezone.now()
+    state = selectors.queue_state()
+    state = QueueState.objects.select_for_update().get(pk=state.pk)
+    if not state.paused:
+        state.paused, state.paused_by, state.paused_since = True, by, now
+        state.reason = reason[:200]
+        state.save()
+    return state
+
+
+@transaction.atomic
+def queue_resume(*, by: User) -> QueueState:
+    state = selectors.queue_state()
+    state = QueueState.objects.select_for_update().get(pk=state.pk)
+    state.paused, state.paused_by, state.paused_since, state.reason = False, None, None, ""
+    state.save()
+    queue_task(SCHEDULE_TASK)
+    return state
+
+
+def host_drain(*, host: Host, by: User, now: datetime | None = None) -> HostDrain:
+    """The host starts no new jobs; those running finish."""
+    drain, _ = HostDrain.objects.get_or_create(
+        host=host, defaults={"drained_by": by, "drained_since": now or timezone.now()}
+    )
+    return drain
+
+
+def host_undrain(*, host: Host) -> None:
+    HostDrain.objects.filter(host=host).delete()
+    queue_task(SCHEDULE_TASK)
+
+
+# The scheduler's writes -----------------------------------------------------------------
+
+
+def job_start(*, job: Job, host: Host, now: datetime) -> Job | None:
+    """Gives a queued job its capacity on `host` for [now, now + time limit): a Reservation
+    of kind job with its GPUs. The plan came from a snapshot, so under the host lock the
+    window is checked again against what the database holds now; None if it no longer fits
+    (a booking came in between) or the job left the queue."""
+    end = now + job.time_limit
+    try:
+        with transaction.atomic():
+            host = Host.objects.select_for_update().get(pk=host.pk)
+            job = _locked_job(job)
+            if job.status != Job.Status.QUEUED:
+                return None
+            peak = peak_usage(host=host, start=now, end=end)
+            if not fits_host(host=host, peak=peak, cpus=job.cpus, memory_gb=job.memory_gb):
+                return None
+            gpus = gpus_by_preference(host=host, start=now, end=end)[: job.gpu_count]
+            if len(gpus) < job.gpu_count:
+                return None
+            reservation = Reservation.objects.create(
+                kind=Reservation.Kind.JOB,
+                user=job.user,
+                host=host,
+                start=now,
+                end=end,
+                booked_end=end,
+                cpus=job.cpus,
+                memory_gb=job.memory_gb,
+                gpu_count=job.gpu_count,
+                image=job.image,
+                forward_port=job.user.forward_port or 0,
+            )
+            GpuAllocation.objects.bulk_create(
+                GpuAllocation(reservation=reservation, gpu=gpu, start=now, end=end) for gpu in gpus
+            )
+            job.reservation = reservation
+            job.host_id = job.host_id  # a job for any host keeps saying so
+            job.status = Job.Status.STARTING
+            job.started_at = now
+            job.planned_start, job.planned_host, job.queue_position = now, host, None
+            job.save(
+                update_fields=["reservation", "status", "started_at", "planned_start", "planned_host", "queue_position"]
+            )
+    except IntegrityError:
+        # The exclusion constraint saw a GPU taken meanwhile: the next pass plans again.
+        return None
+    queue_task(RECONCILE_TASK)
+    return job
+
+
+def job_mark_running(*, job: Job, now: datetime) -> bool:
+    return bool(
+        Job.objects.filter(pk=job.pk, status=Job.Status.STARTING).update(status=Job.Status.RUNNING)
+    )
+
+
+@transaction.atomic
+def job_finish(
+    *, job: Job, status: str, now: datetime, exit_code: int | None = None, message: str = ""
+) -> bool:
+    """Ends a started job (its container exited, hit the limit, or could not start) and
+    frees its capacity at once. Returns False if it had finished already (a cancel won)."""
+    job = _locked_job(job)
+    if job.status not in Job.ACTIVE_STATUSES:
+        return False
+    job.status, job.exit_code, job.finished_at = status, exit_code, now
+    job.status_message = message[:500]
+    job.save(update_fields=["status", "exit_code", "finished_at", "status_message"])
+    if job.reservation is not None:
+        _end_reservation(job.reservation, now=now)
+    queue_task(SCHEDULE_TASK)
+    return True
+
+
+def job_record_plan(*, plans: dict[int, tuple[int, datetime | None, int | None]]) -> None:
+    """Stores each queued job's position, planned start and host, as the pass computed them."""
+    jobs = list(Job.objects.queued().filter(pk__in=plans))
+    for job in jobs:
+        job.queue_position, job.planned_start, job.planned_host_id = plans[job.pk]
+    Job.objects.bulk_update(jobs, ["queue_position", "planned_start", "planned_host"], batch_size=500)
