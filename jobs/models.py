@@ -118,7 +118,11 @@ class QueueState(models.Model):
         verbose_name = "queue state"
 
     def __str__(self) -> str:
-        return f"paused by {self.paused_by} since {self.paused_since:%Y-%m-%d %H:%M}" if self.paused else "running"
+        return (
+            f"paused by {self.paused_by} since {self.paused_since:%Y-%m-%d %H:%M}"
+            if self.paused
+            else "running"
+        )
 
 
 class HostDrain(models.Model):

@@ -162,7 +162,12 @@ def job_submit(
         chosen_host = Host.objects.get(pk=host_id_for(host)) if host not in (None, "") else None
         if chosen_host is not None:
             capability = _allowed_on(
-                user=user, host=chosen_host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count, minutes=minutes
+                user=user,
+                host=chosen_host,
+                cpus=cpus,
+                memory_gb=memory_gb,
+                gpu_count=gpu_count,
+                minutes=minutes,
             )
         else:
             capability = _first_allowing_host(
@@ -314,7 +319,14 @@ def job_start(*, job: Job, host: Host, now: datetime) -> Job | None:
             job.started_at = now
             job.planned_start, job.planned_host, job.queue_position = now, host, None
             job.save(
-                update_fields=["reservation", "status", "started_at", "planned_start", "planned_host", "queue_position"]
+                update_fields=[
+                    "reservation",
+                    "status",
+                    "started_at",
+                    "planned_start",
+                    "planned_host",
+                    "queue_position",
+                ]
             )
     except IntegrityError:
         # The exclusion constraint saw a GPU taken meanwhile: the next pass plans again.
@@ -324,9 +336,7 @@ def job_start(*, job: Job, host: Host, now: datetime) -> Job | None:
 
 
 def job_mark_running(*, job: Job, now: datetime) -> bool:
-    return bool(
-        Job.objects.filter(pk=job.pk, status=Job.Status.STARTING).update(status=Job.Status.RUNNING)
-    )
+    return bool(Job.objects.filter(pk=job.pk, status=Job.Status.STARTING).update(status=Job.Status.RUNNING))
 
 
 @transaction.atomic

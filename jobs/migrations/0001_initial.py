@@ -6,67 +6,188 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('bookings', '0003_exclusion_constraints'),
-        ('containers', '0002_gpu_telemetry'),
+        ("bookings", "0003_exclusion_constraints"),
+        ("containers", "0002_gpu_telemetry"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='HostDrain',
+            name="HostDrain",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('drained_since', models.DateTimeField()),
-                ('drained_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('host', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='job_drain', to='containers.host')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("drained_since", models.DateTimeField()),
+                (
+                    "drained_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "host",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="job_drain",
+                        to="containers.host",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='QueueState',
+            name="QueueState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('paused', models.BooleanField(default=False)),
-                ('paused_since', models.DateTimeField(blank=True, null=True)),
-                ('reason', models.CharField(blank=True, max_length=200)),
-                ('paused_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("paused", models.BooleanField(default=False)),
+                ("paused_since", models.DateTimeField(blank=True, null=True)),
+                ("reason", models.CharField(blank=True, max_length=200)),
+                (
+                    "paused_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'queue state',
+                "verbose_name": "queue state",
             },
         ),
         migrations.CreateModel(
-            name='Job',
+            name="Job",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('command', models.TextField(help_text='Arguments, split like a shell would but never run by one.')),
-                ('cpus', models.DecimalField(decimal_places=2, max_digits=6)),
-                ('memory_gb', models.PositiveIntegerField()),
-                ('gpu_count', models.PositiveSmallIntegerField(default=0)),
-                ('time_limit_minutes', models.PositiveIntegerField()),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('starting', 'Starting'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled'), ('timed_out', 'Timed Out')], db_index=True, default='queued', max_length=16)),
-                ('status_message', models.CharField(blank=True, max_length=500)),
-                ('submitted_at', models.DateTimeField()),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('exit_code', models.IntegerField(blank=True, null=True)),
-                ('planned_start', models.DateTimeField(blank=True, help_text="The scheduler's estimate of when a queued job starts.", null=True)),
-                ('queue_position', models.PositiveIntegerField(blank=True, null=True)),
-                ('log_size', models.PositiveBigIntegerField(default=0)),
-                ('log_truncated', models.BooleanField(default=False)),
-                ('host', models.ForeignKey(blank=True, help_text='Empty: any host the user may use.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='jobs', to='containers.host')),
-                ('image', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='jobs', to='containers.image')),
-                ('planned_host', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='containers.host')),
-                ('reservation', models.OneToOneField(blank=True, help_text='The capacity the job holds once started; empty while queued.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='job', to='bookings.reservation')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='jobs', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "command",
+                    models.TextField(help_text="Arguments, split like a shell would but never run by one."),
+                ),
+                ("cpus", models.DecimalField(decimal_places=2, max_digits=6)),
+                ("memory_gb", models.PositiveIntegerField()),
+                ("gpu_count", models.PositiveSmallIntegerField(default=0)),
+                ("time_limit_minutes", models.PositiveIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("starting", "Starting"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                            ("timed_out", "Timed Out"),
+                        ],
+                        db_index=True,
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("status_message", models.CharField(blank=True, max_length=500)),
+                ("submitted_at", models.DateTimeField()),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("exit_code", models.IntegerField(blank=True, null=True)),
+                (
+                    "planned_start",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="The scheduler's estimate of when a queued job starts.",
+                        null=True,
+                    ),
+                ),
+                ("queue_position", models.PositiveIntegerField(blank=True, null=True)),
+                ("log_size", models.PositiveBigIntegerField(default=0)),
+                ("log_truncated", models.BooleanField(default=False)),
+                (
+                    "host",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Empty: any host the user may use.",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="jobs",
+                        to="containers.host",
+                    ),
+                ),
+                (
+                    "image",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="jobs",
+                        to="containers.image",
+                    ),
+                ),
+                (
+                    "planned_host",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="containers.host",
+                    ),
+                ),
+                (
+                    "reservation",
+                    models.OneToOneField(
+                        blank=True,
+                        help_text="The capacity the job holds once started; empty while queued.",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="job",
+                        to="bookings.reservation",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="jobs",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-submitted_at', '-id'],
-                'indexes': [models.Index(fields=['status', 'submitted_at'], name='job_status_submitted')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('cpus__gt', 0)), name='job_cpus_positive'), models.CheckConstraint(condition=models.Q(('time_limit_minutes__gt', 0)), name='job_time_limit_positive'), models.CheckConstraint(condition=models.Q(('finished_at__isnull', True), ('finished_at__gte', models.F('submitted_at')), _connector='OR'), name='job_finished_after_submit')],
+                "ordering": ["-submitted_at", "-id"],
+                "indexes": [models.Index(fields=["status", "submitted_at"], name="job_status_submitted")],
+                "constraints": [
+                    models.CheckConstraint(condition=models.Q(("cpus__gt", 0)), name="job_cpus_positive"),
+                    models.CheckConstraint(
+                        condition=models.Q(("time_limit_minutes__gt", 0)), name="job_time_limit_positive"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("finished_at__isnull", True),
+                            ("finished_at__gte", models.F("submitted_at")),
+                            _connector="OR",
+                        ),
+                        name="job_finished_after_submit",
+                    ),
+                ],
             },
         ),
     ]
