@@ -18,10 +18,14 @@ class CapabilityProfile(models.Model):
     work_space_gb = models.PositiveIntegerField(null=True, blank=True)
     backup_space_gb = models.PositiveIntegerField(null=True, blank=True)
     job_time_limit_minutes = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Longest time limit of one batch job (on the default: empty = the lab's)."
+        null=True,
+        blank=True,
+        help_text="Longest batch job time limit, minutes (default profile: empty = the lab's).",
     )
     queued_jobs = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Most batch jobs waiting at once (on the default: empty = the lab's)."
+        null=True,
+        blank=True,
+        help_text="Most batch jobs waiting at once (default profile: empty = the lab's).",
     )
 
     LIMIT_FIELDS = (

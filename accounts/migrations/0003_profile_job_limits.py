@@ -4,20 +4,27 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0002_initial'),
+        ("accounts", "0002_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='capabilityprofile',
-            name='job_time_limit_minutes',
-            field=models.PositiveIntegerField(blank=True, help_text="Longest time limit of one batch job (on the default: empty = the lab's).", null=True),
+            model_name="capabilityprofile",
+            name="job_time_limit_minutes",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Longest batch job time limit, minutes (default profile: empty = the lab's).",
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='capabilityprofile',
-            name='queued_jobs',
-            field=models.PositiveIntegerField(blank=True, help_text="Most batch jobs waiting at once (on the default: empty = the lab's).", null=True),
+            model_name="capabilityprofile",
+            name="queued_jobs",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Most batch jobs waiting at once (default profile: empty = the lab's).",
+                null=True,
+            ),
         ),
     ]
