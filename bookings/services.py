@@ -29,6 +29,8 @@ from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, parse_time_input, slot_flo
 from containers.models import Gpu, Host, Image
 
 RECONCILE_TASK = "containers.tasks.reconcile"
+# Capacity a booking gives back may let a queued batch job start.
+SCHEDULE_JOBS_TASK = "jobs.tasks.schedule_jobs"
 NOT_ENOUGH_CAPACITY = "There is not enough computing power for the time you need, book again."
 OVER_MAXIMUM = "Over the maximum required."
 NOT_AVAILABLE_IMAGE = "Not the available image!"
@@ -299,6 +301,7 @@ def reservation_cancel(*, reservation: Reservation, now: datetime | None = None)
     reservation.save(update_fields=["status", "cancelled_at", "updated_at"])
     reservation.allocations.update(active=False)
     queue_task(RECONCILE_TASK)
+    queue_task(SCHEDULE_JOBS_TASK)
     return reservation
 
 
@@ -319,6 +322,7 @@ def reservation_release(*, reservation: Reservation, now: datetime | None = None
     reservation.allocations.filter(start__gte=now).update(active=False)
     reservation.allocations.filter(start__lt=now, end__gt=now).update(end=now)
     queue_task(RECONCILE_TASK)
+    queue_task(SCHEDULE_JOBS_TASK)
     return reservation
 
 

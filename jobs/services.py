@@ -109,7 +109,9 @@ def _check_host_takes_jobs(*, host: Host) -> None:
         )
 
 
-def _allowed_on(*, user: User, host: Host, cpus, memory_gb: int, gpu_count: int, minutes: int) -> Capability:
+def job_allowed_on(
+    *, user: User, host: Host, cpus, memory_gb: int, gpu_count: int, minutes: int
+) -> Capability:
     """Every rule a job must pass on one host; returns the user's capability there."""
     _check_host_takes_jobs(host=host)
     check_within_capability(user=user, host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
@@ -117,22 +119,6 @@ def _allowed_on(*, user: User, host: Host, cpus, memory_gb: int, gpu_count: int,
     _check_time_limit_allowed(minutes=minutes, capability=capability)
     _check_fits_host_totals(host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
     return capability
-
-
-def eligible_hosts(
-    *, user: User, hosts: list[Host], cpus, memory_gb: int, gpu_count: int, minutes: int
-) -> list[Host]:
-    """The hosts among `hosts` where this job passes every rule (for a job on any host)."""
-    allowed = []
-    for host in hosts:
-        try:
-            _allowed_on(
-                user=user, host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count, minutes=minutes
-            )
-        except ValidationError:
-            continue
-        allowed.append(host)
-    return allowed
 
 
 # Services --------------------------------------------------------------------------------
@@ -161,7 +147,7 @@ def job_submit(
         user = User.objects.select_for_update().get(pk=user.pk)
         chosen_host = Host.objects.get(pk=host_id_for(host)) if host not in (None, "") else None
         if chosen_host is not None:
-            capability = _allowed_on(
+            capability = job_allowed_on(
                 user=user,
                 host=chosen_host,
                 cpus=cpus,
@@ -195,7 +181,7 @@ def _first_allowing_host(*, user: User, cpus, memory_gb: int, gpu_count: int, mi
     first_error = None
     for host in Host.objects.order_by("name"):
         try:
-            return _allowed_on(
+            return job_allowed_on(
                 user=user, host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count, minutes=minutes
             )
         except ValidationError as error:

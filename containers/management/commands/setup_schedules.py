@@ -10,6 +10,12 @@ SCHEDULES = [
         "minutes": 1,
     },
     {
+        "name": "schedule jobs",
+        "func": "jobs.tasks.schedule_jobs",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 1,
+    },
+    {
         "name": "sample GPUs",
         "func": "containers.tasks.sample_gpus",
         "schedule_type": Schedule.MINUTES,

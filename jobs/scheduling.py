@@ -1,0 +1,225 @@
+"""One scheduling pass: fair-share order, EASY backfill on the capacity engine's in-memory
+snapshot, then the starts written through jobs.services (which checks each again under the
+host lock).
+
+EASY backfill: jobs go in priority order. One that fits now on an allowed host starts. The
+first that does not (the head) gets a planned start, the earliest time it fits, and that
+window is held in the snapshot; every job after it may start now only where it fits around
+that hold, so backfilled work never delays the head, and the head never blocks the queue.
+Later jobs' planned starts are estimates, each held in turn (conservative), for display."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.core.exceptions import ValidationError
+
+from bookings.capacity import HostLoad
+from bookings.timeslots import MAX_AHEAD
+from containers.models import Host
+from jobs import selectors, services
+from jobs.models import Job
+
+# Planned starts shown to users: estimating every job of a long queue costs more than it
+# tells, so the first ones behind the head get one, the rest only a position.
+ESTIMATED_JOBS = 100
+
+
+@dataclass(frozen=True)
+class Shape:
+    cpus: object
+    memory_gb: int
+    gpu_count: int
+    minutes: int
+
+    @classmethod
+    def of(cls, job: Job) -> Shape:
+        return cls(job.cpus, job.memory_gb, job.gpu_count, job.time_limit_minutes)
+
+    def covers(self, other: Shape) -> bool:
+        """Whether this request asks at least as much as `other` in every dimension."""
+        return (
+            self.cpus >= other.cpus
+            and self.memory_gb >= other.memory_gb
+            and self.gpu_count >= other.gpu_count
+            and self.minutes >= other.minutes
+        )
+
+
+@dataclass
+class Plan:
+    start_now: list[tuple[Job, Host]] = field(default_factory=list)
+    head: Job | None = None
+    planned: dict[int, tuple[int, datetime | None, int | None]] = field(default_factory=dict)
+
+
+@dataclass
+class PassReport:
+    queued: int = 0
+    started: list[int] = field(default_factory=list)
+    lost_race: list[int] = field(default_factory=list)
+    head: int | None = None
+    seconds: float = 0.0
+    paused: bool = False
+
+    def __str__(self) -> str:
+        if self.paused:
+            return "queue paused"
+        return (
+            f"queued {self.queued}, started {len(self.started)}, head {self.head or '-'}, "
+            f"{len(self.lost_race)} lost to a booking, {self.seconds * 1000:.0f} ms"
+        )
+
+
+class Planner:
+    """Plans one pass over an in-memory snapshot; touches the database only to read the
+    snapshot and the users' capabilities (cached per user, host and request shape)."""
+
+    def __init__(self, *, hosts: list[Host], now: datetime, horizon: timedelta = MAX_AHEAD) -> None:
+        self.now = now
+        self.until = now + horizon
+        self.hosts = {host.pk: host for host in hosts}
+        self.loads = {host.pk: HostLoad.load(host, now, self.until + horizon) for host in hosts}
+        self._allowed: dict[tuple[int, Shape], list[int]] = {}
+        # Within a pass capacity only shrinks, so a request that did not fit now on a host
+        # still does not fit later in the pass; so does any request covering it.
+        self._no_room_now: dict[int, list[Shape]] = defaultdict(list)
+
+    def hosts_for(self, job: Job) -> list[int]:
+        shape = Shape.of(job)
+        key = (job.user_id, shape) if job.host_id is None else (job.user_id, shape, job.host_id)
+        if key not in self._allowed:
+            candidates = [job.host_id] if job.host_id is not None else list(self.hosts)
+            self._allowed[key] = [
+                host_id
+                for host_id in candidates
+                if host_id in self.hosts and self._allows(job, self.hosts[host_id])
+            ]
+        return self._allowed[key]
+
+    def _allows(self, job: Job, host: Host) -> bool:
+        try:
+            services.job_allowed_on(
+                user=job.user,
+                host=host,
+                cpus=job.cpus,
+                memory_gb=job.memory_gb,
+                gpu_count=job.gpu_count,
+                minutes=job.time_limit_minutes,
+            )
+        except ValidationError:
+            return False
+        return True
+
+    def fits_now(self, job: Job, host_id: int) -> bool:
+        shape = Shape.of(job)
+        if any(shape.covers(failed) for failed in self._no_room_now[host_id]):
+            return False
+        fits = self.loads[host_id].earliest_fit(
+            cpus=job.cpus,
+            memory_gb=job.memory_gb,
+            gpu_count=job.gpu_count,
+            duration=job.time_limit,
+            not_before=self.now,
+            not_after=self.now,
+        )
+        if fits is None:
+            self._no_room_now[host_id].append(shape)
+        return fits is not None
+
+    def earliest(self, job: Job) -> tuple[datetime, int] | None:
+        """The earliest start over the job's hosts, and which host."""
+        best = None
+        for host_id in self.hosts_for(job):
+            start = self.loads[host_id].earliest_fit(
+                cpus=job.cpus,
+                memory_gb=job.memory_gb,
+                gpu_count=job.gpu_count,
+                duration=job.time_limit,
+                not_before=self.now,
+                not_after=self.until,
+            )
+            if start is not None and (best is None or start < best[0]):
+                best = (start, host_id)
+        return best
+
+    def hold(self, job: Job, host_id: int, start: datetime) -> None:
+        self.loads[host_id].hold(
+            start=start,
+            end=start + job.time_limit,
+            cpus=job.cpus,
+            memory_gb=job.memory_gb,
+            gpu_count=job.gpu_count,
+        )
+
+    def plan(self, jobs: list[Job]) -> Plan:
+        """`jobs` in priority order."""
+        plan = Plan()
+        blocked = []
+        for position, job in enumerate(jobs, start=1):
+            host_id = next((h for h in self.hosts_for(job) if self.fits_now(job, h)), None)
+            if host_id is not None:
+                self.hold(job, host_id, self.now)
+                plan.start_now.append((job, self.hosts[host_id]))
+                continue
+            if plan.head is None:
+                found = self.earliest(job)
+                plan.head = job
+                if found is not None:
+                    start, head_host = found
+                    self.hold(job, head_host, start)
+                    plan.planned[job.pk] = (position, start, head_host)
+                else:
+                    plan.planned[job.pk] = (position, None, None)
+                continue
+            blocked.append((position, job))
+        for count, (position, job) in enumerate(blocked):
+            found = self.earliest(job) if count < ESTIMATED_JOBS else None
+            if found is None:
+                plan.planned[job.pk] = (position, None, None)
+                continue
+            start, host_id = found
+            self.hold(job, host_id, start)
+            plan.planned[job.pk] = (position, start, host_id)
+        # Positions count the jobs still waiting, so a started job leaves no gap.
+        waiting = sorted(plan.planned.items(), key=lambda item: item[1][0])
+        plan.planned = {job_id: (rank, *rest) for rank, (job_id, (_, *rest)) in enumerate(waiting, start=1)}
+        return plan
+
+
+def schedulable_hosts() -> list[Host]:
+    drained = selectors.drained_host_ids()
+    return [
+        host
+        for host in Host.objects.filter(accepting_bookings=True).order_by("name")
+        if host.pk not in drained
+    ]
+
+
+def run_pass(*, now: datetime) -> PassReport:
+    """Plans and starts. The caller holds the scheduler lock."""
+    began = time.perf_counter()
+    report = PassReport()
+    if selectors.queue_state().paused:
+        report.paused = True
+        return report
+    jobs = list(selectors.queued_jobs())
+    report.queued = len(jobs)
+    if not jobs:
+        return report
+    usage = selectors.decayed_usage(now=now)
+    jobs.sort(key=lambda job: selectors.priority_key(job, usage))
+    planner = Planner(hosts=schedulable_hosts(), now=now)
+    plan = planner.plan(jobs)
+    report.head = plan.head.pk if plan.head else None
+    for job, host in plan.start_now:
+        if services.job_start(job=job, host=host, now=now) is None:
+            report.lost_race.append(job.pk)
+        else:
+            report.started.append(job.pk)
+    services.job_record_plan(plans=plan.planned)
+    report.seconds = time.perf_counter() - began
+    return report
