@@ -15,9 +15,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from bookings.capacity import HostLoad
 from django.core.exceptions import ValidationError
 
-from bookings.capacity import HostLoad
 from bookings.timeslots import MAX_AHEAD
 from containers.models import Host
 from jobs import selectors, services
