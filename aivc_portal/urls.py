@@ -7,4 +7,5 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("bookings.urls")),
     path("", include("containers.urls")),
+    path("", include("jobs.urls")),
 ]
