@@ -15,9 +15,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from bookings.capacity import HostLoad
 from django.core.exceptions import ValidationError
 
+from bookings.capacity import MINUTE, Fit, HostLoad
 from bookings.timeslots import MAX_AHEAD
 from containers.models import Host
 from jobs import selectors, services
@@ -118,72 +118,66 @@ class Planner:
         shape = Shape.of(job)
         if any(shape.covers(failed) for failed in self._no_room_now[host_id]):
             return False
-        fits = self.loads[host_id].earliest_fit(
-            cpus=job.cpus,
-            memory_gb=job.memory_gb,
-            gpu_count=job.gpu_count,
-            duration=job.time_limit,
-            not_before=self.now,
-            not_after=self.now,
-        )
-        if fits is None:
+        free = self.loads[host_id].availability(self.now, self.now + job.time_limit)
+        fits = free.fits(cpus=job.cpus, memory_gb=job.memory_gb, gpu_count=job.gpu_count)
+        if not fits:
             self._no_room_now[host_id].append(shape)
-        return fits is not None
+        return fits
 
-    def earliest(self, job: Job) -> tuple[datetime, int] | None:
-        """The earliest start over the job's hosts, and which host."""
+    def earliest(self, job: Job) -> Fit | None:
+        """The earliest fitting window over the job's hosts, on the minute."""
         best = None
         for host_id in self.hosts_for(job):
-            start = self.loads[host_id].earliest_fit(
+            found = self.loads[host_id].earliest_fit(
                 cpus=job.cpus,
                 memory_gb=job.memory_gb,
                 gpu_count=job.gpu_count,
                 duration=job.time_limit,
                 not_before=self.now,
                 not_after=self.until,
+                grid=MINUTE,
             )
-            if start is not None and (best is None or start < best[0]):
-                best = (start, host_id)
+            if found is not None and (best is None or found.start < best.start):
+                best = found
         return best
 
     def hold(self, job: Job, host_id: int, start: datetime) -> None:
-        self.loads[host_id].hold(
-            start=start,
-            end=start + job.time_limit,
-            cpus=job.cpus,
-            memory_gb=job.memory_gb,
-            gpu_count=job.gpu_count,
-        )
+        load = self.loads[host_id]
+        end = start + job.time_limit
+        gpus = load.availability(start, end).pick_gpus(job.gpu_count)
+        load.hold(start, end, job.cpus, job.memory_gb, gpus)
+
+    def _plan_later(self, job: Job, position: int) -> tuple[int, datetime | None, int | None]:
+        """The job's earliest start, held in the snapshot so no later job takes it."""
+        found = self.earliest(job)
+        if found is None:
+            return (position, None, None)
+        self.loads[found.host.pk].hold(found.start, found.end, job.cpus, job.memory_gb, found.gpus)
+        return (position, found.start, found.host.pk)
 
     def plan(self, jobs: list[Job]) -> Plan:
         """`jobs` in priority order."""
         plan = Plan()
         blocked = []
         for position, job in enumerate(jobs, start=1):
-            host_id = next((h for h in self.hosts_for(job) if self.fits_now(job, h)), None)
+            hosts = self.hosts_for(job)
+            host_id = next((h for h in hosts if self.fits_now(job, h)), None)
             if host_id is not None:
                 self.hold(job, host_id, self.now)
                 plan.start_now.append((job, self.hosts[host_id]))
-                continue
-            if plan.head is None:
-                found = self.earliest(job)
-                plan.head = job
-                if found is not None:
-                    start, head_host = found
-                    self.hold(job, head_host, start)
-                    plan.planned[job.pk] = (position, start, head_host)
-                else:
-                    plan.planned[job.pk] = (position, None, None)
-                continue
-            blocked.append((position, job))
+            elif plan.head is None and hosts:
+                # The head: its window is held, so nothing started after it delays it. A
+                # job with no window in the horizon (or no host to run on) holds nothing
+                # and lets the next one be the head.
+                plan.planned[job.pk] = self._plan_later(job, position)
+                if plan.planned[job.pk][1] is not None:
+                    plan.head = job
+            else:
+                blocked.append((position, job))
         for count, (position, job) in enumerate(blocked):
-            found = self.earliest(job) if count < ESTIMATED_JOBS else None
-            if found is None:
-                plan.planned[job.pk] = (position, None, None)
-                continue
-            start, host_id = found
-            self.hold(job, host_id, start)
-            plan.planned[job.pk] = (position, start, host_id)
+            plan.planned[job.pk] = (
+                self._plan_later(job, position) if count < ESTIMATED_JOBS else (position, None, None)
+            )
         # Positions count the jobs still waiting, so a started job leaves no gap.
         waiting = sorted(plan.planned.items(), key=lambda item: item[1][0])
         plan.planned = {job_id: (rank, *rest) for rank, (job_id, (_, *rest)) in enumerate(waiting, start=1)}

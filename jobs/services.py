@@ -15,8 +15,8 @@ from django.utils.translation import gettext as _
 from accounts.models import User
 from accounts.selectors import Capability, capability_for
 from aivc_portal.scheduler import queue_task
+from bookings.capacity import availability
 from bookings.models import GpuAllocation, Reservation
-from bookings.selectors import fits_host, gpus_by_preference, peak_usage
 from bookings.services import (
     NOT_ENOUGH_CAPACITY,
     check_host_accepts,
@@ -190,7 +190,7 @@ def _first_allowing_host(*, user: User, cpus, memory_gb: int, gpu_count: int, mi
 
 
 def _locked_job(job: Job) -> Job:
-    return Job.objects.select_for_update().select_related("user", "reservation").get(pk=job.pk)
+    return Job.objects.select_for_update(of=("self",)).select_related("user", "reservation").get(pk=job.pk)
 
 
 def _end_reservation(reservation: Reservation, *, now: datetime) -> None:
@@ -277,12 +277,10 @@ def job_start(*, job: Job, host: Host, now: datetime) -> Job | None:
             job = _locked_job(job)
             if job.status != Job.Status.QUEUED:
                 return None
-            peak = peak_usage(host=host, start=now, end=end)
-            if not fits_host(host=host, peak=peak, cpus=job.cpus, memory_gb=job.memory_gb):
+            free = availability(host=host, start=now, end=end)
+            if not free.fits(cpus=job.cpus, memory_gb=job.memory_gb, gpu_count=job.gpu_count):
                 return None
-            gpus = gpus_by_preference(host=host, start=now, end=end)[: job.gpu_count]
-            if len(gpus) < job.gpu_count:
-                return None
+            gpus = free.pick_gpus(job.gpu_count)
             reservation = Reservation.objects.create(
                 kind=Reservation.Kind.JOB,
                 user=job.user,
@@ -300,7 +298,6 @@ def job_start(*, job: Job, host: Host, now: datetime) -> Job | None:
                 GpuAllocation(reservation=reservation, gpu=gpu, start=now, end=end) for gpu in gpus
             )
             job.reservation = reservation
-            job.host_id = job.host_id  # a job for any host keeps saying so
             job.status = Job.Status.STARTING
             job.started_at = now
             job.planned_start, job.planned_host, job.queue_position = now, host, None
