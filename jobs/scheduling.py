@@ -15,8 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.core.exceptions import ValidationError
-
+from accounts.models import User
+from accounts.selectors import capabilities_for
 from bookings.capacity import MINUTE, Fit, HostLoad
 from bookings.timeslots import MAX_AHEAD
 from containers.models import Host
@@ -24,8 +24,9 @@ from jobs import selectors, services
 from jobs.models import Job
 
 # Planned starts shown to users: estimating every job of a long queue costs more than it
-# tells, so the first ones behind the head get one, the rest only a position.
-ESTIMATED_JOBS = 100
+# tells (and the estimates far back change with every pass), so the first ones behind the
+# head get one, the rest only a position.
+ESTIMATED_JOBS = 25
 
 
 @dataclass(frozen=True)
@@ -78,41 +79,40 @@ class Planner:
     """Plans one pass over an in-memory snapshot; touches the database only to read the
     snapshot and the users' capabilities (cached per user, host and request shape)."""
 
-    def __init__(self, *, hosts: list[Host], now: datetime, horizon: timedelta = MAX_AHEAD) -> None:
+    def __init__(
+        self, *, hosts: list[Host], users: list[User], now: datetime, horizon: timedelta = MAX_AHEAD
+    ) -> None:
         self.now = now
         self.until = now + horizon
         self.hosts = {host.pk: host for host in hosts}
         self.loads = {host.pk: HostLoad.load(host, now, self.until + horizon) for host in hosts}
-        self._allowed: dict[tuple[int, Shape], list[int]] = {}
+        self.capabilities = capabilities_for(users=users, hosts=hosts)
+        self._allowed: dict[tuple[int, Shape, int | None], list[int]] = {}
         # Within a pass capacity only shrinks, so a request that did not fit now on a host
         # still does not fit later in the pass; so does any request covering it.
         self._no_room_now: dict[int, list[Shape]] = defaultdict(list)
 
     def hosts_for(self, job: Job) -> list[int]:
+        """The schedulable hosts where the job passes its owner's limits (its own host only,
+        if it names one)."""
         shape = Shape.of(job)
-        key = (job.user_id, shape) if job.host_id is None else (job.user_id, shape, job.host_id)
+        key = (job.user_id, shape, job.host_id)
         if key not in self._allowed:
             candidates = [job.host_id] if job.host_id is not None else list(self.hosts)
             self._allowed[key] = [
                 host_id
                 for host_id in candidates
-                if host_id in self.hosts and self._allows(job, self.hosts[host_id])
+                if host_id in self.hosts
+                and services.job_within_limits(
+                    capability=self.capabilities[(job.user_id, host_id)],
+                    host=self.hosts[host_id],
+                    cpus=job.cpus,
+                    memory_gb=job.memory_gb,
+                    gpu_count=job.gpu_count,
+                    minutes=job.time_limit_minutes,
+                )
             ]
         return self._allowed[key]
-
-    def _allows(self, job: Job, host: Host) -> bool:
-        try:
-            services.job_allowed_on(
-                user=job.user,
-                host=host,
-                cpus=job.cpus,
-                memory_gb=job.memory_gb,
-                gpu_count=job.gpu_count,
-                minutes=job.time_limit_minutes,
-            )
-        except ValidationError:
-            return False
-        return True
 
     def fits_now(self, job: Job, host_id: int) -> bool:
         shape = Shape.of(job)
@@ -134,11 +134,14 @@ class Planner:
                 gpu_count=job.gpu_count,
                 duration=job.time_limit,
                 not_before=self.now,
-                not_after=self.until,
+                # A later host is only searched for a start before the best so far.
+                not_after=self.until if best is None else best.start - MINUTE,
                 grid=MINUTE,
             )
             if found is not None and (best is None or found.start < best.start):
                 best = found
+            if best is not None and best.start <= self.now:
+                break
         return best
 
     def hold(self, job: Job, host_id: int, start: datetime) -> None:
@@ -206,7 +209,8 @@ def run_pass(*, now: datetime) -> PassReport:
         return report
     usage = selectors.decayed_usage(now=now)
     jobs.sort(key=lambda job: selectors.priority_key(job, usage))
-    planner = Planner(hosts=schedulable_hosts(), now=now)
+    users = list({job.user_id: job.user for job in jobs}.values())
+    planner = Planner(hosts=schedulable_hosts(), users=users, now=now)
     plan = planner.plan(jobs)
     report.head = plan.head.pk if plan.head else None
     for job, host in plan.start_now:

@@ -121,6 +121,21 @@ def job_allowed_on(
     return capability
 
 
+def job_within_limits(
+    *, capability: Capability, host: Host, cpus, memory_gb: int, gpu_count: int, minutes: int
+) -> bool:
+    """The quota, time-limit and host-size rules of `job_allowed_on` as a yes/no from a
+    capability read already: the scheduler asks this for every queued job and host."""
+    if cpus > capability.cpus or memory_gb > capability.memory_gb or gpu_count > capability.gpus:
+        return False
+    try:
+        _check_time_limit_allowed(minutes=minutes, capability=capability)
+        _check_fits_host_totals(host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
+    except ValidationError:
+        return False
+    return True
+
+
 # Services --------------------------------------------------------------------------------
 
 
@@ -340,9 +355,15 @@ def job_finish(
     return True
 
 
-def job_record_plan(*, plans: dict[int, tuple[int, datetime | None, int | None]]) -> None:
-    """Stores each queued job's position, planned start and host, as the pass computed them."""
-    jobs = list(Job.objects.queued().filter(pk__in=plans))
-    for job in jobs:
-        job.queue_position, job.planned_start, job.planned_host_id = plans[job.pk]
-    Job.objects.bulk_update(jobs, ["queue_position", "planned_start", "planned_host"], batch_size=500)
+def job_record_plan(*, plans: dict[int, tuple[int, datetime | None, int | None]]) -> int:
+    """Stores each queued job's position, planned start and host as the pass computed them;
+    writes only the jobs whose plan changed. Returns how many."""
+    fields = ("queue_position", "planned_start", "planned_host_id")
+    rows = Job.objects.queued().filter(pk__in=plans).values_list("pk", *fields)
+    changed = [
+        Job(pk=pk, **dict(zip(fields, plans[pk], strict=True)))
+        for pk, *old in rows
+        if tuple(old) != plans[pk]
+    ]
+    Job.objects.bulk_update(changed, ["queue_position", "planned_start", "planned_host"], batch_size=500)
+    return len(changed)
