@@ -24,7 +24,8 @@ from bookings import serializers as s
 from bookings.models import Reservation
 from bookings.report_views import ReportRangeForm, csv_download, usage_rows_with_telemetry
 from bookings.reports import RESERVATION_COLUMNS, USAGE_COLUMNS, reservation_rows
-from bookings.selectors import earliest_fitting_window, reservations_for_user, window_capacity
+from bookings.capacity import availability, earliest_fit
+from bookings.selectors import reservations_for_user
 from bookings.services import (
     reservation_cancel,
     reservation_create,
@@ -79,7 +80,7 @@ class HostViewSet(viewsets.GenericViewSet):
         start, end = requested_window(start=query["start"], end=query.get("end"), now=timezone.now())
         rows = []
         for host in self.get_queryset():
-            free = window_capacity(host=host, start=start, end=end)
+            free = availability(host=host, start=start, end=end)
             maximum = capability_for(user=request.user, host=host)
             rows.append(
                 {
@@ -108,17 +109,17 @@ class HostViewSet(viewsets.GenericViewSet):
         now = timezone.now()
         start, end = requested_window(start=query["start"], end=query["end"], now=now)
         this_slot = slot_floor(now)
-        found = earliest_fitting_window(
-            host=host,
-            length=end - start,
+        found = earliest_fit(
+            hosts=[host],
             cpus=query["cpus"],
             memory_gb=query["memory_gb"],
             gpu_count=query["gpu_count"],
+            duration=end - start,
             not_before=max(start, this_slot),
-            latest_start=this_slot + MAX_AHEAD,
+            not_after=this_slot + MAX_AHEAD,
             user_id=request.user.pk,
         )
-        body = {"found": found is not None, "start": found and found[0], "end": found and found[1]}
+        body = {"found": found is not None, "start": found and found.start, "end": found and found.end}
         return Response(s.FitSerializer(body).data)
 
 

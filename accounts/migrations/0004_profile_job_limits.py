@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("accounts", "0002_initial"),
+        ("accounts", "0003_api_tokens_notifications"),
     ]
 
     operations = [
