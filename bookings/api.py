@@ -21,10 +21,10 @@ from rest_framework.views import APIView
 from accounts.selectors import capability_for
 from aivc_portal.api import IsStaff, error_responses
 from bookings import serializers as s
+from bookings.capacity import availability, earliest_fit
 from bookings.models import Reservation
 from bookings.report_views import ReportRangeForm, csv_download, usage_rows_with_telemetry
 from bookings.reports import RESERVATION_COLUMNS, USAGE_COLUMNS, reservation_rows
-from bookings.capacity import availability, earliest_fit
 from bookings.selectors import reservations_for_user
 from bookings.services import (
     reservation_cancel,

@@ -9,7 +9,8 @@ import itertools
 import shlex
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from math import ceil
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ LABEL_MANAGED = "aivc.managed"
 LABEL_HOST = "aivc.host"
 LABEL_RESERVATION = "aivc.reservation"
 LABEL_USER = "aivc.user"
+LABEL_JOB = "aivc.job"
 SSH_PORT = "22/tcp"
 
 
@@ -71,7 +73,7 @@ class ContainerSpec:
     shm_bytes: int
     gpu_ids: list[str]
     environment: dict[str, str]
-    ssh_port: int
+    ssh_port: int | None  # None: no port published (batch jobs)
     mounts: list[Mount]
     labels: dict[str, str]
 
@@ -116,6 +118,11 @@ def container_name(username: str) -> str:
     return f"{settings.CONTAINER_PREFIX}{username}"
 
 
+def job_container_name(username: str, job_id: int) -> str:
+    """A job's container has a name of its own, so a user may hold a booking and jobs."""
+    return f"{settings.CONTAINER_PREFIX}{username}-job-{job_id}"
+
+
 def scope_labels(host: Host) -> dict[str, str]:
     """The labels that mark a container as this portal's on this host; listing filters by
     them, so another portal (or another test run) on the same engine is never touched."""
@@ -156,6 +163,23 @@ def container_spec(*, reservation: Reservation, image: str, mounts: list[Mount])
     )
 
 
+def job_container_spec(
+    *, reservation: Reservation, job_id: int, command: list[str], image: str, mounts: list[Mount]
+) -> ContainerSpec:
+    """A batch job's container: the reservation's resources and GPUs exactly as held, the
+    job's command as an argument list (never a shell), no SSH port, its output folder named
+    in JOB_OUTPUT."""
+    spec = container_spec(reservation=reservation, image=image, mounts=mounts)
+    return replace(
+        spec,
+        name=job_container_name(reservation.user.username, job_id),
+        command=command,
+        ssh_port=None,
+        environment={**spec.environment, "JOB_ID": str(job_id), "JOB_OUTPUT": f"/root/Work/jobs/{job_id}"},
+        labels={**spec.labels, LABEL_JOB: str(job_id)},
+    )
+
+
 class ContainerRuntime(ABC):
     """One host's container engine."""
 
@@ -173,6 +197,21 @@ class ContainerRuntime(ABC):
     @abstractmethod
     def remove(self, container_id: str) -> None:
         """Stops and removes the container; one already gone is not an error."""
+
+    # Batch jobs: a job's container is stopped at its time limit and read (exit code, output)
+    # before it is removed.
+
+    @abstractmethod
+    def stop(self, container_id: str, *, grace_s: int) -> None:
+        """SIGTERM, up to `grace_s` seconds to exit, then SIGKILL; the container stays."""
+
+    @abstractmethod
+    def exit_code(self, container_id: str) -> int | None:
+        """The exit code of a container that has exited; None while it runs or if gone."""
+
+    @abstractmethod
+    def logs(self, container_id: str) -> Iterator[bytes]:
+        """The container's output (stdout and stderr, as written), in chunks."""
 
 
 class DockerRuntime(ContainerRuntime):
@@ -247,7 +286,7 @@ class DockerRuntime(ContainerRuntime):
             "mem_limit": spec.memory_bytes,
             "memswap_limit": spec.memory_swap_bytes,
             "environment": spec.environment,
-            "ports": {SSH_PORT: spec.ssh_port},
+            "ports": {SSH_PORT: spec.ssh_port} if spec.ssh_port else {},
             "mounts": [
                 docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
                 for m in spec.mounts
@@ -293,6 +332,39 @@ class DockerRuntime(ContainerRuntime):
         except Exception as error:
             raise self._translate(error) from None
 
+    def stop(self, container_id: str, *, grace_s: int) -> None:
+        import docker
+
+        try:
+            self.client.containers.get(container_id).stop(timeout=grace_s)
+        except docker.errors.NotFound:
+            return
+        except Exception as error:
+            raise self._translate(error) from None
+
+    def exit_code(self, container_id: str) -> int | None:
+        import docker
+
+        try:
+            container = self.client.containers.get(container_id)
+        except docker.errors.NotFound:
+            return None
+        except Exception as error:
+            raise self._translate(error) from None
+        state = container.attrs.get("State", {})
+        return None if state.get("Running") else state.get("ExitCode")
+
+    def logs(self, container_id: str) -> Iterator[bytes]:
+        import docker
+
+        try:
+            stream = self.client.containers.get(container_id).logs(stream=True, follow=False)
+            yield from stream
+        except docker.errors.NotFound:
+            return
+        except Exception as error:
+            raise self._translate(error) from None
+
 
 class FakeEngine:
     """In-memory engine state shared by every FakeRuntime for one host."""
@@ -303,6 +375,8 @@ class FakeEngine:
         self.reachable = True
         self.runs: list[ContainerSpec] = []
         self.ids = itertools.count(1)
+        self.exit_codes: dict[str, int] = {}  # by container id
+        self.output: dict[str, bytes] = {}  # by container name, what a container "printed"
 
     def kill(self, name: str) -> None:
         """What a container that died looks like: still there, exited."""
@@ -312,6 +386,14 @@ class FakeEngine:
                     ContainerState(id=state.id, name=state.name, status="exited", labels=state.labels),
                     spec,
                 )
+
+    def exit(self, name: str, *, code: int, output: bytes = b"") -> None:
+        """What a batch job's container that finished looks like: exited with `code`."""
+        self.output[name] = self.output.get(name, b"") + output
+        self.kill(name)
+        for container_id, (state, _) in self.containers.items():
+            if state.name == name:
+                self.exit_codes[container_id] = code
 
     def running_names(self) -> list[str]:
         return sorted(state.name for state, _ in self.containers.values() if state.is_running)
@@ -370,6 +452,23 @@ class FakeRuntime(ContainerRuntime):
         self._check_reachable()
         with self._lock:
             self.engine.containers.pop(container_id, None)
+
+    def stop(self, container_id: str, *, grace_s: int) -> None:
+        self._check_reachable()
+        with self._lock:
+            found = self.engine.containers.get(container_id)
+            if found is not None and found[0].is_running:
+                self.engine.exit(found[0].name, code=143)  # 128 + SIGTERM
+
+    def exit_code(self, container_id: str) -> int | None:
+        self._check_reachable()
+        return self.engine.exit_codes.get(container_id)
+
+    def logs(self, container_id: str) -> Iterator[bytes]:
+        self._check_reachable()
+        found = self.engine.containers.get(container_id)
+        if found is not None:
+            yield self.engine.output.get(found[0].name, b"")
 
 
 def get_runtime(host: Host) -> ContainerRuntime:

@@ -8,6 +8,7 @@ file. Every source is checked to resolve to itself before it is mounted."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -116,3 +117,36 @@ def prepare_mounts(reservation: Reservation) -> list[Mount]:
     for name in HOME_FILES:
         mounts.append(Mount(str(_ensure_file(home / name, mode=0o600)), f"/root/{name}"))
     return mounts
+
+
+def _mkdir_no_follow(parent: Path, names: tuple[str, ...]) -> Path:
+    """Creates parent/names[0]/names[1]/... one level at a time through directory file
+    descriptors opened with O_NOFOLLOW, so a symlink the user planted anywhere on the way
+    is refused instead of followed (mkdir -p would follow it and create folders elsewhere)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    descriptor = os.open(_checked(parent), flags)
+    try:
+        for name in names:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, mode=0o755, dir_fd=descriptor)
+            try:
+                child = os.open(name, flags, dir_fd=descriptor)
+            except OSError:
+                raise FolderProblem(
+                    f"{parent}/{'/'.join(names)} is not a plain folder; it is not used."
+                ) from None
+            os.close(descriptor)
+            descriptor = child
+    finally:
+        os.close(descriptor)
+    return _checked(parent.joinpath(*names))
+
+
+def prepare_job_mounts(reservation: Reservation, *, job_id: int) -> list[Mount]:
+    """A batch job's mounts: the user's work folder, where its outputs go (jobs/<id>), and
+    the shared datasets read-only. No SSH keys, no home dotfiles: nobody logs in."""
+    host, user = reservation.host, reservation.user
+    work = _ensure_dir(_user_folder(host.work_root, user.username))
+    dataset = _ensure_dir(Path(host.dataset_root))
+    _mkdir_no_follow(work, ("jobs", str(int(job_id))))
+    return [Mount(str(work), "/root/Work"), Mount(str(dataset), "/root/Dataset", read_only=True)]

@@ -218,7 +218,8 @@ def _end_reservation(reservation: Reservation, *, now: datetime) -> None:
     reservation.ended_at = now
     reservation.status = Reservation.Status.ENDED
     reservation.save(update_fields=["end", "ended_at", "status", "updated_at"])
-    reservation.allocations.filter(end__gt=end).update(end=end)
+    reservation.allocations.filter(start__gte=end).update(active=False)
+    reservation.allocations.filter(start__lt=end, end__gt=end).update(end=end)
 
 
 @transaction.atomic
