@@ -112,3 +112,29 @@ def test_the_stored_log_is_capped_keeping_its_end(student, image, job_logs, sett
     job.refresh_from_db()
     assert job.log_size == 100 and job.log_truncated
     assert logs.log_path(job.pk).read_bytes().endswith(b"the end\n")
+
+
+def test_the_timeline_shows_job_blocks_as_jobs_and_others_anonymously(owner_client, student, host, image):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from bookings.models import Reservation
+    from tests.factories import ReservationFactory
+
+    now = timezone.now()
+    window = {"start": now - timedelta(minutes=5), "end": now + timedelta(hours=2)}
+    ReservationFactory(
+        user=UserFactory(username="m11299999"),
+        host=host,
+        kind=Reservation.Kind.JOB,
+        gpus=[host.gpus.get(index=1)],
+        **window,
+    )
+    ReservationFactory(
+        user=student, host=host, kind=Reservation.Kind.JOB, gpus=[host.gpus.get(index=0)], **window
+    )
+    page = owner_client.get(reverse("timeline")).content.decode()
+    assert "m11299999" not in page
+    assert 'class="tl-block job"' in page and 'class="tl-block own job"' in page
+    assert f'href="{reverse("job-list")}"' in page
