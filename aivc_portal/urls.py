@@ -9,6 +9,7 @@ urlpatterns = [
     # The JSON API: each app keeps its endpoints in its own api.py (docs/api.md).
     path("api/v1/", include("accounts.api")),
     path("api/v1/", include("bookings.api")),
+    path("api/v1/", include("jobs.api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("bookings.urls")),
