@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -75,14 +76,40 @@ class PassReport:
         )
 
 
+@dataclass(frozen=True)
+class Policy:
+    """How a pass orders the queue and whether lower jobs may start around a blocked head.
+    The lab runs FAIR_SHARE; the simulation compares it with FIFO and DoPQ's penalty."""
+
+    name: str
+    order: Callable[[list[Job], datetime], list[Job]]
+    backfill: bool = True
+
+
+def fair_share_order(jobs: list[Job], now: datetime) -> list[Job]:
+    usage = selectors.decayed_usage(now=now, user_ids={job.user_id for job in jobs})
+    return sorted(jobs, key=lambda job: selectors.priority_key(job, usage))
+
+
+FAIR_SHARE = Policy("fair share + EASY backfill", fair_share_order, backfill=True)
+
+
 class Planner:
     """Plans one pass over an in-memory snapshot; touches the database only to read the
     snapshot and the users' capabilities (cached per user, host and request shape)."""
 
     def __init__(
-        self, *, hosts: list[Host], users: list[User], now: datetime, horizon: timedelta = MAX_AHEAD
+        self,
+        *,
+        hosts: list[Host],
+        users: list[User],
+        now: datetime,
+        horizon: timedelta = MAX_AHEAD,
+        backfill: bool = True,
     ) -> None:
         self.now = now
+        # Without backfill (FIFO, DoPQ) nothing starts behind a head that cannot.
+        self.backfill = backfill
         self.until = now + horizon
         self.hosts = {host.pk: host for host in hosts}
         self.loads = {host.pk: HostLoad.load(host, now, self.until + horizon) for host in hosts}
@@ -162,9 +189,12 @@ class Planner:
         """`jobs` in priority order."""
         plan = Plan()
         blocked = []
+        held_up = False  # a job that could run somewhere did not start
         for position, job in enumerate(jobs, start=1):
             hosts = self.hosts_for(job)
-            host_id = next((h for h in hosts if self.fits_now(job, h)), None)
+            may_start = self.backfill or not held_up
+            host_id = next((h for h in hosts if self.fits_now(job, h)), None) if may_start else None
+            held_up = held_up or (host_id is None and bool(hosts))
             if host_id is not None:
                 self.hold(job, host_id, self.now)
                 plan.start_now.append((job, self.hosts[host_id]))
@@ -196,7 +226,7 @@ def schedulable_hosts() -> list[Host]:
     ]
 
 
-def run_pass(*, now: datetime) -> PassReport:
+def run_pass(*, now: datetime, policy: Policy = FAIR_SHARE) -> PassReport:
     """Plans and starts. The caller holds the scheduler lock."""
     began = time.perf_counter()
     report = PassReport()
@@ -207,10 +237,9 @@ def run_pass(*, now: datetime) -> PassReport:
     report.queued = len(jobs)
     if not jobs:
         return report
-    usage = selectors.decayed_usage(now=now)
-    jobs.sort(key=lambda job: selectors.priority_key(job, usage))
+    jobs = policy.order(jobs, now)
     users = list({job.user_id: job.user for job in jobs}.values())
-    planner = Planner(hosts=schedulable_hosts(), users=users, now=now)
+    planner = Planner(hosts=schedulable_hosts(), users=users, now=now, backfill=policy.backfill)
     plan = planner.plan(jobs)
     report.head = plan.head.pk if plan.head else None
     for job, host in plan.start_now:
