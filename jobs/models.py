@@ -9,6 +9,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.utils.translation import gettext_lazy as _
 
 from bookings.models import Reservation
 from containers.models import Host, Image
@@ -25,13 +26,13 @@ class JobQuerySet(models.QuerySet):
 
 class Job(models.Model):
     class Status(models.TextChoices):
-        QUEUED = "queued"
-        STARTING = "starting"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
-        TIMED_OUT = "timed_out"
+        QUEUED = "queued", _("Queued")
+        STARTING = "starting", _("Starting")
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+        CANCELLED = "cancelled", _("Cancelled")
+        TIMED_OUT = "timed_out", _("Timed out")
 
     ACTIVE_STATUSES = (Status.STARTING, Status.RUNNING)
     FINISHED_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.TIMED_OUT)

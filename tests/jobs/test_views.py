@@ -138,3 +138,11 @@ def test_the_timeline_shows_job_blocks_as_jobs_and_others_anonymously(owner_clie
     assert "m11299999" not in page
     assert 'class="tl-block job"' in page and 'class="tl-block own job"' in page
     assert f'href="{reverse("job-list")}"' in page
+
+
+def test_the_job_pages_speak_traditional_chinese(owner_client, student, image, settings):
+    JobFactory(user=student, image=image, status=Job.Status.TIMED_OUT)
+    owner_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "zh-hant"
+    page = owner_client.get(reverse("job-list")).content.decode()
+    assert "我的工作" in page and "逾時" in page
+    assert "提交工作" in owner_client.get(reverse("job-new")).content.decode()
