@@ -23,6 +23,7 @@ from bookings.timeslots import MAX_AHEAD
 from containers.models import Host
 from jobs import selectors, services
 from jobs.models import Job
+from jobs.selectors import QueuedJob
 
 # Planned starts shown to users: estimating every job of a long queue costs more than it
 # tells (and the estimates far back change with every pass), so the first ones behind the
@@ -38,7 +39,7 @@ class Shape:
     minutes: int
 
     @classmethod
-    def of(cls, job: Job) -> Shape:
+    def of(cls, job: QueuedJob) -> Shape:
         return cls(job.cpus, job.memory_gb, job.gpu_count, job.time_limit_minutes)
 
     def covers(self, other: Shape) -> bool:
@@ -53,8 +54,8 @@ class Shape:
 
 @dataclass
 class Plan:
-    start_now: list[tuple[Job, Host]] = field(default_factory=list)
-    head: Job | None = None
+    start_now: list[tuple[QueuedJob, Host]] = field(default_factory=list)
+    head: QueuedJob | None = None
     planned: dict[int, tuple[int, datetime | None, int | None]] = field(default_factory=dict)
 
 
@@ -82,11 +83,11 @@ class Policy:
     The lab runs FAIR_SHARE; the simulation compares it with FIFO and DoPQ's penalty."""
 
     name: str
-    order: Callable[[list[Job], datetime], list[Job]]
+    order: Callable[[list[QueuedJob], datetime], list[QueuedJob]]
     backfill: bool = True
 
 
-def fair_share_order(jobs: list[Job], now: datetime) -> list[Job]:
+def fair_share_order(jobs: list[QueuedJob], now: datetime) -> list[QueuedJob]:
     usage = selectors.decayed_usage(now=now, user_ids={job.user_id for job in jobs})
     return sorted(jobs, key=lambda job: selectors.priority_key(job, usage))
 
@@ -119,7 +120,7 @@ class Planner:
         # still does not fit later in the pass; so does any request covering it.
         self._no_room_now: dict[int, list[Shape]] = defaultdict(list)
 
-    def hosts_for(self, job: Job) -> list[int]:
+    def hosts_for(self, job: QueuedJob) -> list[int]:
         """The schedulable hosts where the job passes its owner's limits (its own host only,
         if it names one)."""
         shape = Shape.of(job)
@@ -141,17 +142,22 @@ class Planner:
             ]
         return self._allowed[key]
 
-    def fits_now(self, job: Job, host_id: int) -> bool:
+    def fits_now(self, job: QueuedJob, host_id: int) -> bool:
         shape = Shape.of(job)
         if any(shape.covers(failed) for failed in self._no_room_now[host_id]):
             return False
-        free = self.loads[host_id].availability(self.now, self.now + job.time_limit)
-        fits = free.fits(cpus=job.cpus, memory_gb=job.memory_gb, gpu_count=job.gpu_count)
+        fits = self.loads[host_id].fits(
+            self.now,
+            self.now + job.time_limit,
+            cpus=job.cpus,
+            memory_gb=job.memory_gb,
+            gpu_count=job.gpu_count,
+        )
         if not fits:
             self._no_room_now[host_id].append(shape)
         return fits
 
-    def earliest(self, job: Job) -> Fit | None:
+    def earliest(self, job: QueuedJob) -> Fit | None:
         """The earliest fitting window over the job's hosts, on the minute."""
         best = None
         for host_id in self.hosts_for(job):
@@ -171,13 +177,13 @@ class Planner:
                 break
         return best
 
-    def hold(self, job: Job, host_id: int, start: datetime) -> None:
+    def hold(self, job: QueuedJob, host_id: int, start: datetime) -> None:
         load = self.loads[host_id]
         end = start + job.time_limit
         gpus = load.availability(start, end).pick_gpus(job.gpu_count)
         load.hold(start, end, job.cpus, job.memory_gb, gpus)
 
-    def _plan_later(self, job: Job, position: int) -> tuple[int, datetime | None, int | None]:
+    def _plan_later(self, job: QueuedJob, position: int) -> tuple[int, datetime | None, int | None]:
         """The job's earliest start, held in the snapshot so no later job takes it."""
         found = self.earliest(job)
         if found is None:
@@ -185,7 +191,7 @@ class Planner:
         self.loads[found.host.pk].hold(found.start, found.end, job.cpus, job.memory_gb, found.gpus)
         return (position, found.start, found.host.pk)
 
-    def plan(self, jobs: list[Job]) -> Plan:
+    def plan(self, jobs: list[QueuedJob]) -> Plan:
         """`jobs` in priority order."""
         plan = Plan()
         blocked = []
@@ -233,17 +239,19 @@ def run_pass(*, now: datetime, policy: Policy = FAIR_SHARE) -> PassReport:
     if selectors.queue_state().paused:
         report.paused = True
         return report
-    jobs = list(selectors.queued_jobs())
+    jobs = selectors.queued_rows()
     report.queued = len(jobs)
     if not jobs:
         return report
     jobs = policy.order(jobs, now)
-    users = list({job.user_id: job.user for job in jobs}.values())
+    users = list(
+        User.objects.filter(pk__in={job.user_id for job in jobs}).only("pk", "capability_profile_id")
+    )
     planner = Planner(hosts=schedulable_hosts(), users=users, now=now, backfill=policy.backfill)
     plan = planner.plan(jobs)
     report.head = plan.head.pk if plan.head else None
     for job, host in plan.start_now:
-        if services.job_start(job=job, host=host, now=now) is None:
+        if services.job_start(job=Job(pk=job.pk), host=host, now=now) is None:
             report.lost_race.append(job.pk)
         else:
             report.started.append(job.pk)

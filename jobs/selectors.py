@@ -71,11 +71,40 @@ def decayed_usage(*, now: datetime, user_ids: Iterable[int] | None = None) -> di
     return usage_from_rows(values, now=now, half_life_hours=span.total_seconds() / 3600)
 
 
-def queued_jobs() -> QuerySet[Job]:
-    return Job.objects.queued().select_related("user", "host", "image")
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """What a scheduling pass needs of a queued job: read as plain rows, since a pass
+    looks at every queued job every minute and starts only a few."""
+
+    pk: int
+    user_id: int
+    host_id: int | None
+    cpus: Decimal
+    memory_gb: int
+    gpu_count: int
+    time_limit_minutes: int
+    submitted_at: datetime
+
+    @property
+    def time_limit(self) -> timedelta:
+        return timedelta(minutes=self.time_limit_minutes)
 
 
-def priority_key(job: Job, usage: dict[int, float]) -> tuple[float, datetime, int]:
+def queued_rows() -> list[QueuedJob]:
+    fields = (
+        "pk",
+        "user_id",
+        "host_id",
+        "cpus",
+        "memory_gb",
+        "gpu_count",
+        "time_limit_minutes",
+        "submitted_at",
+    )
+    return [QueuedJob(*row) for row in Job.objects.queued().values_list(*fields)]
+
+
+def priority_key(job: Job | QueuedJob, usage: dict[int, float]) -> tuple[float, datetime, int]:
     """Queue order: lower decayed usage first, then submit time, then id."""
     return (usage.get(job.user_id, 0.0), job.submitted_at, job.pk)
 

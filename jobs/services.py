@@ -286,13 +286,13 @@ def job_start(*, job: Job, host: Host, now: datetime) -> Job | None:
     of kind job with its GPUs. The plan came from a snapshot, so under the host lock the
     window is checked again against what the database holds now; None if it no longer fits
     (a booking came in between) or the job left the queue."""
-    end = now + job.time_limit
     try:
         with transaction.atomic():
             host = Host.objects.select_for_update().get(pk=host.pk)
             job = _locked_job(job)
             if job.status != Job.Status.QUEUED:
                 return None
+            end = now + job.time_limit
             free = availability(host=host, start=now, end=end)
             if not free.fits(cpus=job.cpus, memory_gb=job.memory_gb, gpu_count=job.gpu_count):
                 return None
