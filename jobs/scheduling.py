@@ -22,7 +22,6 @@ from bookings.capacity import MINUTE, Fit, HostLoad
 from bookings.timeslots import MAX_AHEAD
 from containers.models import Host
 from jobs import selectors, services
-from jobs.models import Job
 from jobs.selectors import QueuedJob
 
 # Planned starts shown to users: estimating every job of a long queue costs more than it
@@ -250,11 +249,13 @@ def run_pass(*, now: datetime, policy: Policy = FAIR_SHARE) -> PassReport:
     planner = Planner(hosts=schedulable_hosts(), users=users, now=now, backfill=policy.backfill)
     plan = planner.plan(jobs)
     report.head = plan.head.pk if plan.head else None
+    by_host: dict[int, list[int]] = defaultdict(list)
     for job, host in plan.start_now:
-        if services.job_start(job=Job(pk=job.pk), host=host, now=now) is None:
-            report.lost_race.append(job.pk)
-        else:
-            report.started.append(job.pk)
+        by_host[host.pk].append(job.pk)
+    for host_id, job_ids in by_host.items():
+        started = services.jobs_start(host=planner.hosts[host_id], job_ids=job_ids, now=now)
+        report.started.extend(started)
+        report.lost_race.extend(pk for pk in job_ids if pk not in set(started))
     services.job_record_plan(plans=plan.planned)
     report.seconds = time.perf_counter() - began
     return report

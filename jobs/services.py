@@ -15,7 +15,7 @@ from django.utils.translation import gettext as _
 from accounts.models import User
 from accounts.selectors import Capability, capability_for
 from aivc_portal.scheduler import queue_task
-from bookings.capacity import availability
+from bookings.capacity import HostLoad
 from bookings.models import GpuAllocation, Reservation
 from bookings.services import (
     NOT_ENOUGH_CAPACITY,
@@ -281,57 +281,69 @@ def host_undrain(*, host: Host) -> None:
 # The scheduler's writes -----------------------------------------------------------------
 
 
-def job_start(*, job: Job, host: Host, now: datetime) -> Job | None:
-    """Gives a queued job its capacity on `host` for [now, now + time limit): a Reservation
-    of kind job with its GPUs. The plan came from a snapshot, so under the host lock the
-    window is checked again against what the database holds now; None if it no longer fits
-    (a booking came in between) or the job left the queue."""
+def jobs_start(*, host: Host, job_ids: list[int], now: datetime) -> list[int]:
+    """Gives queued jobs, in the order given, their capacity on `host` for [now, now + time
+    limit): each a Reservation of kind job with its GPUs. The plan came from a snapshot,
+    so under the host lock the host's load is read again from the database and each job is
+    checked against it, and against the jobs started before it in this call; a job that no
+    longer fits (a booking came in between) or left the queue is skipped. Returns the ids of
+    the jobs started."""
     try:
         with transaction.atomic():
             host = Host.objects.select_for_update().get(pk=host.pk)
-            job = _locked_job(job)
-            if job.status != Job.Status.QUEUED:
-                return None
-            end = now + job.time_limit
-            free = availability(host=host, start=now, end=end)
-            if not free.fits(cpus=job.cpus, memory_gb=job.memory_gb, gpu_count=job.gpu_count):
-                return None
-            gpus = free.pick_gpus(job.gpu_count)
-            reservation = Reservation.objects.create(
-                kind=Reservation.Kind.JOB,
-                user=job.user,
-                host=host,
-                start=now,
-                end=end,
-                booked_end=end,
-                cpus=job.cpus,
-                memory_gb=job.memory_gb,
-                gpu_count=job.gpu_count,
-                image=job.image,
-                forward_port=job.user.forward_port or 0,
-            )
-            GpuAllocation.objects.bulk_create(
-                GpuAllocation(reservation=reservation, gpu=gpu, start=now, end=end) for gpu in gpus
-            )
-            job.reservation = reservation
-            job.status = Job.Status.STARTING
-            job.started_at = now
-            job.planned_start, job.planned_host, job.queue_position = now, host, None
-            job.save(
-                update_fields=[
-                    "reservation",
-                    "status",
-                    "started_at",
-                    "planned_start",
-                    "planned_host",
-                    "queue_position",
-                ]
-            )
+            locked = Job.objects.select_for_update(of=("self",)).select_related("user", "image")
+            by_id = {job.pk: job for job in locked.filter(pk__in=job_ids, status=Job.Status.QUEUED)}
+            jobs = [by_id[pk] for pk in job_ids if pk in by_id]
+            if not jobs:
+                return []
+            load = HostLoad.load(host, now, now + max(job.time_limit for job in jobs))
+            started = []
+            for job in jobs:
+                end = now + job.time_limit
+                if not load.fits(now, end, cpus=job.cpus, memory_gb=job.memory_gb, gpu_count=job.gpu_count):
+                    continue
+                gpus = load.availability(now, end).pick_gpus(job.gpu_count)
+                load.hold(now, end, job.cpus, job.memory_gb, gpus)
+                started.append((job, gpus))
+            _write_starts(host=host, started=started, now=now)
     except IntegrityError:
-        # The exclusion constraint saw a GPU taken meanwhile: the next pass plans again.
-        return None
-    queue_task(RECONCILE_TASK)
-    return job
+        # The exclusion constraint saw a GPU taken meanwhile: nothing of this call is
+        # written, and the next pass plans again.
+        return []
+    if started:
+        queue_task(RECONCILE_TASK)
+    return [job.pk for job, _gpus in started]
+
+
+def _write_starts(*, host: Host, started: list[tuple[Job, list]], now: datetime) -> None:
+    reservations = Reservation.objects.bulk_create(
+        Reservation(
+            kind=Reservation.Kind.JOB,
+            user=job.user,
+            host=host,
+            start=now,
+            end=now + job.time_limit,
+            booked_end=now + job.time_limit,
+            cpus=job.cpus,
+            memory_gb=job.memory_gb,
+            gpu_count=job.gpu_count,
+            image=job.image,
+            forward_port=job.user.forward_port or 0,
+        )
+        for job, _gpus in started
+    )
+    GpuAllocation.objects.bulk_create(
+        GpuAllocation(reservation=reservation, gpu=gpu, start=reservation.start, end=reservation.end)
+        for reservation, (_job, gpus) in zip(reservations, started, strict=True)
+        for gpu in gpus
+    )
+    for reservation, (job, _gpus) in zip(reservations, started, strict=True):
+        job.reservation = reservation
+        job.status = Job.Status.STARTING
+        job.started_at = job.planned_start = now
+        job.planned_host, job.queue_position = host, None
+    fields = ["reservation", "status", "started_at", "planned_start", "planned_host", "queue_position"]
+    Job.objects.bulk_update([job for job, _gpus in started], fields)
 
 
 def job_mark_running(*, job: Job, now: datetime) -> bool:

@@ -8,7 +8,7 @@ from bookings.models import GpuAllocation, Reservation
 from bookings.services import reservation_create
 from jobs.models import Job
 from jobs.scheduling import run_pass
-from jobs.services import host_drain, job_cancel, job_finish, job_submit, queue_pause
+from jobs.services import host_drain, job_cancel, job_finish, job_submit, jobs_start, queue_pause
 from jobs.tasks import schedule_jobs
 from tests.factories import HostFactory, ReservationFactory, UserFactory, local
 
@@ -215,3 +215,20 @@ def test_a_users_booking_and_job_may_overlap(student, host, image, gpus):
     book(student, host, NOW - HOUR, NOW + HOUR, gpus[:1])
     job = submit(student)
     assert run_pass(now=NOW).started == [job.pk]
+
+
+def test_a_planned_start_is_checked_again_against_the_database(student, host, image, gpus):
+    job = submit(student, gpus=2)
+    # A booking that came in after the pass read its snapshot.
+    book(UserFactory(username="quick"), host, NOW - HOUR, NOW + HOUR, gpus[:1])
+    assert jobs_start(host=host, job_ids=[job.pk], now=NOW) == []
+    (job,) = refreshed(job)
+    assert job.status == Job.Status.QUEUED and not Reservation.objects.filter(kind="job").exists()
+
+
+def test_starts_on_one_host_are_checked_against_each_other_in_order(host, image, gpus):
+    first = submit(UserFactory(username="first"), gpus=2)
+    second = submit(UserFactory(username="second"), gpus=1)
+    assert jobs_start(host=host, job_ids=[first.pk, second.pk], now=NOW) == [first.pk]
+    first, second = refreshed(first, second)
+    assert first.reservation.gpu_indices() == [0, 1] and second.status == Job.Status.QUEUED
