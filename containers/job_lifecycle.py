@@ -11,6 +11,8 @@ other containers back to the booking side of the tick."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
 
 from django.conf import settings
@@ -42,10 +44,17 @@ def _job_of(state: ContainerState) -> int | None:
 
 
 def reconcile_jobs(
-    *, host, runtime: ContainerRuntime, observed: list[ContainerState], now: datetime, report
+    *,
+    host,
+    runtime: ContainerRuntime,
+    observed: list[ContainerState],
+    now: datetime,
+    report,
+    contained: Callable[..., AbstractContextManager],
 ) -> list[ContainerState]:
     """Brings the host's job containers in line with its jobs; returns the containers that
-    are not jobs'."""
+    are not jobs'. Each job's step runs inside `contained` (the tick's guard), so one job
+    that goes wrong never stops the others."""
     job_states = [state for state in observed if _job_of(state) is not None]
     active = {
         job.pk: job
@@ -59,9 +68,11 @@ def reconcile_jobs(
         if job is not None and state.name == job_container_name(job.user.username, job.pk):
             current[job.pk] = state
         else:
-            _remove_finished(state, runtime=runtime, report=report)
+            with contained(None, host=host, now=now, report=report):
+                _remove_finished(state, runtime=runtime, report=report)
     for job in active.values():
-        _converge_job(job, container=current.get(job.pk), runtime=runtime, now=now, report=report)
+        with contained(job.reservation, host=host, now=now, report=report):
+            _converge_job(job, container=current.get(job.pk), runtime=runtime, now=now, report=report)
     return [state for state in observed if _job_of(state) is None]
 
 
@@ -185,5 +196,7 @@ def _retry_job_launch(job: Job, *, error: Exception, now: datetime, report) -> N
         _finish(job, status=JobStatus.FAILED, exit_code=None, now=now, report=report, detail=detail)
         return
     count = services.reservation_count_restart(reservation=reservation)
-    event = events.launch_retrying(username=job.user.username, error=error, count=count, limit=limit)
+    event = events.launch_retrying(
+        kind=events.LAUNCH_ERROR, username=job.user.username, cause=str(error), count=count, limit=limit
+    )
     services.event_record(event=event, reservation=reservation, now=now)

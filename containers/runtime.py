@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import shlex
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from containers.commands import command_arguments
 from containers.models import Host
 
 if TYPE_CHECKING:
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 GIB = 1024**3
 LABEL_MANAGED = "aivc.managed"
-LABEL_HOST = "aivc.host"
+LABEL_HOST = "aivc.host"  # the host's name, for people reading `docker ps`; may go stale
+LABEL_HOST_ID = "aivc.host-id"  # the host's primary key: what the portal finds containers by
 LABEL_RESERVATION = "aivc.reservation"
 LABEL_USER = "aivc.user"
 LABEL_JOB = "aivc.job"
@@ -124,16 +125,27 @@ def job_container_name(username: str, job_id: int) -> str:
 
 
 def scope_labels(host: Host) -> dict[str, str]:
-    """The labels that mark a container as this portal's on this host; listing filters by
-    them, so another portal (or another test run) on the same engine is never touched."""
-    return {LABEL_MANAGED: settings.CONTAINER_SCOPE, LABEL_HOST: host.name}
+    """The labels that mark a container as this portal's on this host. The host is named
+    by its primary key, which never changes, so renaming a Host never orphans its
+    containers; the name label is only for people reading `docker ps`."""
+    return {LABEL_MANAGED: settings.CONTAINER_SCOPE, LABEL_HOST_ID: str(host.pk), LABEL_HOST: host.name}
+
+
+def belongs_to(labels: dict[str, str], host: Host) -> bool:
+    """Whether a container of this portal's scope is the host's. Containers started before
+    the host id label existed carry only the name; they are found by it until they end."""
+    if labels.get(LABEL_MANAGED) != settings.CONTAINER_SCOPE:
+        return False
+    if LABEL_HOST_ID in labels:
+        return labels[LABEL_HOST_ID] == str(host.pk)
+    return labels.get(LABEL_HOST) == host.name
 
 
 def container_command(reservation: Reservation) -> list[str] | None:
     """The image's start command then the user's extra command, as an argument list; both
     empty means the image's own command. Never a shell string."""
     start_command = reservation.image.start_command if reservation.image else ""
-    arguments = shlex.split(start_command) + shlex.split(reservation.extra_command or "")
+    arguments = command_arguments(start_command) + command_arguments(reservation.extra_command or "")
     return arguments or None
 
 
@@ -259,13 +271,17 @@ class DockerRuntime(ContainerRuntime):
         return LaunchFailed(str(error))
 
     def list_managed(self) -> list[ContainerState]:
-        filters = {"label": [f"{key}={value}" for key, value in scope_labels(self.host).items()]}
+        # The engine filters by this portal's scope; which host a container is on is
+        # decided here, since old containers carry the host's name instead of its id.
+        filters = {"label": f"{LABEL_MANAGED}={settings.CONTAINER_SCOPE}"}
         try:
             containers = self.client.containers.list(all=True, filters=filters, ignore_removed=True)
         except Exception as error:
             raise self._translate(error) from None
         return [
-            ContainerState(id=c.id, name=c.name, status=c.status, labels=dict(c.labels)) for c in containers
+            ContainerState(id=c.id, name=c.name, status=c.status, labels=dict(c.labels))
+            for c in containers
+            if belongs_to(c.labels, self.host)
         ]
 
     def run(self, spec: ContainerSpec) -> ContainerState:
@@ -426,12 +442,7 @@ class FakeRuntime(ContainerRuntime):
 
     def list_managed(self) -> list[ContainerState]:
         self._check_reachable()
-        scope = scope_labels(self.host)
-        return [
-            state
-            for state, _ in self.engine.containers.values()
-            if all(state.labels.get(key) == value for key, value in scope.items())
-        ]
+        return [state for state, _ in self.engine.containers.values() if belongs_to(state.labels, self.host)]
 
     def run(self, spec: ContainerSpec) -> ContainerState:
         self._check_reachable()
