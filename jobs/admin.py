@@ -29,7 +29,6 @@ class JobAdmin(admin.ModelAdmin):
         "memory_gb",
         "gpu_count",
         "time_limit_minutes",
-        "queue_position",
         "planned_start",
         "submitted_at",
         "started_at",

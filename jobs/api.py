@@ -44,6 +44,12 @@ class JobViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = s.JobSerializer
     lookup_value_regex = ID
 
+    def get_serializer_context(self) -> dict:
+        return {
+            **super().get_serializer_context(),
+            "positions": selectors.queue_positions(now=timezone.now()),
+        }
+
     def get_queryset(self) -> QuerySet[Job]:
         return selectors.jobs_for_user(user_id=self.request.user.pk).order_by("-submitted_at", "-id")
 

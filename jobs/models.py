@@ -70,7 +70,6 @@ class Job(models.Model):
         null=True, blank=True, help_text="The scheduler's estimate of when a queued job starts."
     )
     planned_host = models.ForeignKey(Host, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    queue_position = models.PositiveIntegerField(null=True, blank=True)
     log_size = models.PositiveBigIntegerField(default=0)
     log_truncated = models.BooleanField(default=False)
 

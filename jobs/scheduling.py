@@ -55,7 +55,8 @@ class Shape:
 class Plan:
     start_now: list[tuple[QueuedJob, Host]] = field(default_factory=list)
     head: QueuedJob | None = None
-    planned: dict[int, tuple[int, datetime | None, int | None]] = field(default_factory=dict)
+    # Planned starts of the head and the next few waiting jobs: job id -> (start, host id).
+    planned: dict[int, tuple[datetime, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -86,12 +87,7 @@ class Policy:
     backfill: bool = True
 
 
-def fair_share_order(jobs: list[QueuedJob], now: datetime) -> list[QueuedJob]:
-    usage = selectors.decayed_usage(now=now, user_ids={job.user_id for job in jobs})
-    return sorted(jobs, key=lambda job: selectors.priority_key(job, usage))
-
-
-FAIR_SHARE = Policy("fair share + EASY backfill", fair_share_order, backfill=True)
+FAIR_SHARE = Policy("fair share + EASY backfill", selectors.fair_share_order, backfill=True)
 
 
 class Planner:
@@ -182,20 +178,20 @@ class Planner:
         gpus = load.availability(start, end).pick_gpus(job.gpu_count)
         load.hold(start, end, job.cpus, job.memory_gb, gpus)
 
-    def _plan_later(self, job: QueuedJob, position: int) -> tuple[int, datetime | None, int | None]:
-        """The job's earliest start, held in the snapshot so no later job takes it."""
+    def _plan_later(self, job: QueuedJob) -> tuple[datetime, int] | None:
+        """The job's earliest start and host, held in the snapshot so no later job takes it."""
         found = self.earliest(job)
         if found is None:
-            return (position, None, None)
+            return None
         self.loads[found.host.pk].hold(found.start, found.end, job.cpus, job.memory_gb, found.gpus)
-        return (position, found.start, found.host.pk)
+        return (found.start, found.host.pk)
 
     def plan(self, jobs: list[QueuedJob]) -> Plan:
         """`jobs` in priority order."""
         plan = Plan()
-        blocked = []
+        behind_head = []
         held_up = False  # a job that could run somewhere did not start
-        for position, job in enumerate(jobs, start=1):
+        for job in jobs:
             hosts = self.hosts_for(job)
             may_start = self.backfill or not held_up
             host_id = next((h for h in hosts if self.fits_now(job, h)), None) if may_start else None
@@ -207,18 +203,17 @@ class Planner:
                 # The head: its window is held, so nothing started after it delays it. A
                 # job with no window in the horizon (or no host to run on) holds nothing
                 # and lets the next one be the head.
-                plan.planned[job.pk] = self._plan_later(job, position)
-                if plan.planned[job.pk][1] is not None:
+                found = self._plan_later(job)
+                if found is not None:
+                    plan.planned[job.pk] = found
                     plan.head = job
-            else:
-                blocked.append((position, job))
-        for count, (position, job) in enumerate(blocked):
-            plan.planned[job.pk] = (
-                self._plan_later(job, position) if count < ESTIMATED_JOBS else (position, None, None)
-            )
-        # Positions count the jobs still waiting, so a started job leaves no gap.
-        waiting = sorted(plan.planned.items(), key=lambda item: item[1][0])
-        plan.planned = {job_id: (rank, *rest) for rank, (job_id, (_, *rest)) in enumerate(waiting, start=1)}
+            elif hosts and len(behind_head) < ESTIMATED_JOBS:
+                behind_head.append(job)
+        # Estimates for display, after every start is decided: held only from here on.
+        for job in behind_head:
+            found = self._plan_later(job)
+            if found is not None:
+                plan.planned[job.pk] = found
         return plan
 
 

@@ -109,6 +109,18 @@ def priority_key(job: Job | QueuedJob, usage: dict[int, float]) -> tuple[float, 
     return (usage.get(job.user_id, 0.0), job.submitted_at, job.pk)
 
 
+def fair_share_order(jobs: list[QueuedJob], now: datetime) -> list[QueuedJob]:
+    """The queue as the lab runs it: lower decayed usage first, then submit time."""
+    usage = decayed_usage(now=now, user_ids={job.user_id for job in jobs})
+    return sorted(jobs, key=lambda job: priority_key(job, usage))
+
+
+def queue_positions(*, now: datetime) -> dict[int, int]:
+    """Each queued job's place in the queue (1 = next), read when shown rather than stored:
+    every start moves everyone behind it, and a pass should not rewrite the whole queue."""
+    return {job.pk: position for position, job in enumerate(fair_share_order(queued_rows(), now), start=1)}
+
+
 def queue_state() -> QueueState:
     state, _ = QueueState.objects.get_or_create(pk=1)
     return state

@@ -13,6 +13,7 @@ class JobSerializer(serializers.ModelSerializer):
     gpu_indices = serializers.SerializerMethodField()
     planned_host = serializers.CharField(source="planned_host.name", allow_null=True, default=None)
     can_cancel = serializers.BooleanField(read_only=True)
+    queue_position = serializers.SerializerMethodField()
 
     class Meta:
         model = Job
@@ -41,6 +42,10 @@ class JobSerializer(serializers.ModelSerializer):
             "can_cancel",
         )
         read_only_fields = fields
+
+    def get_queue_position(self, job: Job) -> int | None:
+        """The job's place in the queue (1 = next); the view reads the queue once a request."""
+        return self.context.get("positions", {}).get(job.pk)
 
     def get_gpu_indices(self, job: Job) -> list[int]:
         return job.reservation.gpu_indices() if job.reservation else []

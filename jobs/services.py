@@ -233,8 +233,8 @@ def job_cancel(*, job: Job, now: datetime | None = None) -> Job:
     was_running = job.status in Job.ACTIVE_STATUSES
     job.status = Job.Status.CANCELLED
     job.finished_at = now
-    job.planned_start = job.planned_host = job.queue_position = None
-    job.save(update_fields=["status", "finished_at", "planned_start", "planned_host", "queue_position"])
+    job.planned_start = job.planned_host = None
+    job.save(update_fields=["status", "finished_at", "planned_start", "planned_host"])
     if was_running and job.reservation is not None:
         _end_reservation(job.reservation, now=now)
         queue_task(RECONCILE_TASK)
@@ -341,8 +341,8 @@ def _write_starts(*, host: Host, started: list[tuple[Job, list]], now: datetime)
         job.reservation = reservation
         job.status = Job.Status.STARTING
         job.started_at = job.planned_start = now
-        job.planned_host, job.queue_position = host, None
-    fields = ["reservation", "status", "started_at", "planned_start", "planned_host", "queue_position"]
+        job.planned_host = host
+    fields = ["reservation", "status", "started_at", "planned_start", "planned_host"]
     Job.objects.bulk_update([job for job, _gpus in started], fields)
 
 
@@ -368,15 +368,17 @@ def job_finish(
     return True
 
 
-def job_record_plan(*, plans: dict[int, tuple[int, datetime | None, int | None]]) -> int:
-    """Stores each queued job's position, planned start and host as the pass computed them;
-    writes only the jobs whose plan changed. Returns how many."""
-    fields = ("queue_position", "planned_start", "planned_host_id")
-    rows = Job.objects.queued().filter(pk__in=plans).values_list("pk", *fields)
+def job_record_plan(*, plans: dict[int, tuple[datetime, int]]) -> int:
+    """Stores the planned start and host of the jobs the pass estimated, and clears the
+    estimates of the others still queued; writes only what changed. Returns how many."""
+    queued = Job.objects.queued()
+    stale = queued.filter(planned_start__isnull=False).exclude(pk__in=plans)
+    cleared = stale.update(planned_start=None, planned_host=None)
+    rows = queued.filter(pk__in=plans).values_list("pk", "planned_start", "planned_host_id")
     changed = [
-        Job(pk=pk, **dict(zip(fields, plans[pk], strict=True)))
+        Job(pk=pk, planned_start=plans[pk][0], planned_host_id=plans[pk][1])
         for pk, *old in rows
         if tuple(old) != plans[pk]
     ]
-    Job.objects.bulk_update(changed, ["queue_position", "planned_start", "planned_host"], batch_size=500)
-    return len(changed)
+    Job.objects.bulk_update(changed, ["planned_start", "planned_host"])
+    return cleared + len(changed)

@@ -29,8 +29,13 @@ def _owned_job(request: HttpRequest, pk: int) -> Job:
 def job_list(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     mine = selectors.jobs_for_user(user_id=request.user.pk)
+    positions = selectors.queue_positions(now=now)
+    waiting = list(mine.filter(status=Job.Status.QUEUED))
+    for job in waiting:
+        job.position = positions.get(job.pk)
+    waiting.sort(key=lambda job: (job.position or 0, job.submitted_at))
     context = {
-        "waiting": mine.filter(status=Job.Status.QUEUED).order_by("queue_position", "submitted_at"),
+        "waiting": waiting,
         "active": mine.filter(status__in=Job.ACTIVE_STATUSES).order_by("started_at"),
         "finished": mine.filter(status__in=Job.FINISHED_STATUSES).order_by("-finished_at")[:RECENT_FINISHED],
         "usage": selectors.decayed_usage(now=now, user_ids=[request.user.pk]).get(request.user.pk, 0.0),
@@ -69,6 +74,8 @@ def job_new(request: HttpRequest) -> HttpResponse:
 @require_safe
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = _owned_job(request, pk)
+    if job.status == Job.Status.QUEUED:
+        job.position = selectors.queue_positions(now=timezone.now()).get(job.pk)
     context = {
         "job": job,
         "log": logs.log_tail(job_id=job.pk, lines=_tail_lines(request)),

@@ -32,6 +32,7 @@ def test_it_queues_a_job_with_the_forms_inputs(api, student, host, image):
     assert job.user == student and job.status == Job.Status.QUEUED
     assert body["status"] == "queued" and body["image"] == image.reference and body["host"] is None
     assert body["command"] == "python train.py --lr 0.1" and body["can_cancel"] is True
+    assert body["queue_position"] == 1
 
 
 def test_a_refused_submit_is_the_one_error_body(api, host, image):

@@ -8,6 +8,7 @@ from bookings.models import GpuAllocation, Reservation
 from bookings.services import reservation_create
 from jobs.models import Job
 from jobs.scheduling import run_pass
+from jobs.selectors import queue_positions
 from jobs.services import host_drain, job_cancel, job_finish, job_submit, jobs_start, queue_pause
 from jobs.tasks import schedule_jobs
 from tests.factories import HostFactory, ReservationFactory, UserFactory, local
@@ -67,7 +68,7 @@ def test_a_job_never_runs_into_a_reservation(student, host, image, gpus):
     (job,) = refreshed(job)
     # Both GPUs are free for 30 minutes only: the hour-long job waits for the booking's end.
     assert job.status == Job.Status.QUEUED
-    assert job.planned_start == NOW + 3 * HOUR and job.queue_position == 1
+    assert job.planned_start == NOW + 3 * HOUR and queue_positions(now=NOW)[job.pk] == 1
 
 
 def test_a_short_job_fits_the_gap_before_a_reservation(student, host, image, gpus):
@@ -87,7 +88,7 @@ def test_backfill_starts_small_jobs_only_where_they_do_not_delay_the_head(host, 
     assert fits_before.status == Job.Status.STARTING
     assert would_delay.status == Job.Status.QUEUED
     assert would_delay.planned_start == NOW + 3 * HOUR  # after the head
-    assert (head.queue_position, would_delay.queue_position) == (1, 2)
+    assert queue_positions(now=NOW) == {head.pk: 1, would_delay.pk: 2}
 
 
 def test_the_big_head_starts_when_planned_despite_a_stream_of_small_jobs(host, image, gpus):
@@ -117,7 +118,7 @@ def test_lower_fair_share_usage_goes_first(host, image, gpus):
     run_pass(now=NOW)
     heavy_job, light_job = refreshed(heavy_job, light_job)
     assert light_job.status == Job.Status.STARTING
-    assert heavy_job.status == Job.Status.QUEUED and heavy_job.queue_position == 1
+    assert heavy_job.status == Job.Status.QUEUED and queue_positions(now=NOW)[heavy_job.pk] == 1
 
 
 def test_a_paused_queue_starts_nothing(student, admin_user, host, image, gpus):

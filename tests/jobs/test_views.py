@@ -56,7 +56,7 @@ def test_a_refused_submit_shows_why_and_keeps_the_input(owner_client, host, imag
 
 
 def test_my_jobs_lists_position_and_planned_start(owner_client, student, image):
-    JobFactory(user=student, image=image, queue_position=3)
+    JobFactory(user=student, image=image)
     response = owner_client.get(reverse("job-list"))
     assert response.status_code == 200
     assert 'data-testid="waiting"' in response.content.decode()
