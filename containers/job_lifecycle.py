@@ -69,7 +69,7 @@ def reconcile_jobs(
             current[job.pk] = state
         else:
             with contained(None, host=host, now=now, report=report):
-                _remove_finished(state, runtime=runtime, report=report)
+                _remove_finished(state, runtime=runtime, now=now, report=report)
     for job in active.values():
         with contained(job.reservation, host=host, now=now, report=report):
             _converge_job(job, container=current.get(job.pk), runtime=runtime, now=now, report=report)
@@ -80,15 +80,25 @@ def _store_log(job: Job, *, container_id: str, runtime: ContainerRuntime) -> Non
     logs.log_store(job=job, chunks=runtime.logs(container_id))
 
 
-def _remove_finished(state: ContainerState, *, runtime: ContainerRuntime, report) -> None:
+def _remove_finished(state: ContainerState, *, runtime: ContainerRuntime, now: datetime, report) -> None:
     """A container whose job is over (cancelled, or ended by a tick that died half way):
-    its output is kept, then it goes."""
-    job = Job.objects.filter(pk=_job_of(state)).first()
+    its output is kept, then it goes. A cancelled job's end is logged here, once its
+    container is gone, like every other job's end."""
+    job = Job.objects.filter(pk=_job_of(state)).select_related("user", "reservation").first()
     if job is not None:
         runtime.stop(state.id, grace_s=settings.JOB_STOP_GRACE_S)
         _store_log(job, container_id=state.id, runtime=runtime)
     runtime.remove(state.id)
     report.removed.append(state.name)
+    if job is not None and job.status == JobStatus.CANCELLED:
+        event = events.job_finished(
+            username=job.user.username,
+            job_id=job.pk,
+            status=job.status,
+            exit_code=None,
+            detail="stopped at its owner's or a maintainer's request",
+        )
+        services.event_record(event=event, reservation=job.reservation, now=now)
 
 
 def _finish(job: Job, *, status: str, exit_code: int | None, now: datetime, report, detail: str = "") -> None:

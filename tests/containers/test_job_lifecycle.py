@@ -139,6 +139,8 @@ def test_a_cancelled_job_is_stopped_and_its_log_kept(started_job):
     assert job.status == JobStatus.CANCELLED
     assert engine_of(job).containers == {}
     assert logs.log_tail(job_id=job.pk, lines=5) == "partial"
+    [finished] = job_events(job, sign="JobFinished")
+    assert "cancelled" in finished.message and finished.user == job.user
 
 
 def test_a_missing_image_fails_the_job_with_an_event(started_job):
