@@ -5,9 +5,10 @@ from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html_join
 
-from accounts.models import CapabilityProfile, User
+from accounts.models import ApiToken, CapabilityProfile, Notification, User
 from accounts.selectors import capability_for, first_free_forward_port
 from accounts.services import (
     normalise_username,
@@ -17,6 +18,7 @@ from accounts.services import (
     users_create_bulk,
 )
 from accounts.sshkeys import clean_ssh_public_keys
+from accounts.token_services import api_token_revoke
 from aivc_portal.admin_actions import action_form_page
 from containers.models import Host
 
@@ -193,3 +195,44 @@ class UserAdmin(DjangoUserAdmin):
             "changelist_url": reverse("admin:accounts_user_changelist"),
         }
         return render(request, "admin/accounts/user/bulk_create.html", context)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Maintainers see every token (never its secret, which is not stored) and revoke any."""
+
+    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "created_at")
+    search_fields = ("name", "user__username", "prefix")
+    list_select_related = ("user",)
+    readonly_fields = ("user", "name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+    exclude = ("key_hash",)
+    actions = ("revoke",)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request, queryset) -> None:
+        tokens = list(queryset.filter(revoked_at__isnull=True))
+        for token in tokens:
+            api_token_revoke(token=token)
+        self.message_user(request, f"Revoked {len(tokens)} token(s).", messages.SUCCESS)
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "user", "kind", "title", "email", "read_at")
+    list_filter = ("kind", "email", ("read_at", admin.EmptyFieldListFilter))
+    search_fields = ("user__username", "title", "key")
+    list_select_related = ("user",)
+    readonly_fields = ("user", "kind", "key", "title", "body", "link", "created_at", "emailed_at")
+    actions = ("mark_read",)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Mark the selected notifications read")
+    def mark_read(self, request, queryset) -> None:
+        count = queryset.filter(read_at__isnull=True).update(read_at=timezone.now())
+        self.message_user(request, f"Marked {count} notification(s) read.", messages.SUCCESS)

@@ -1,7 +1,7 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import User
+from accounts.models import NotificationKind, User
 from containers.models import Image
 
 
@@ -41,3 +41,35 @@ class ForwardPortForm(forms.Form):
     @classmethod
     def for_user(cls, user: User, data=None) -> "ForwardPortForm":
         return cls(data, initial={"forward_port": user.forward_port}, prefix="port")
+
+
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(
+        max_length=100,
+        label=_("Token name"),
+        help_text=_("Where it is used, e.g. “laptop” or “lab cluster”."),
+    )
+    expires_in_days = forms.TypedChoiceField(
+        coerce=int,
+        empty_value=None,
+        required=False,
+        label=_("Expires"),
+        choices=[("", _("Never")), (30, _("In 30 days")), (90, _("In 90 days")), (365, _("In a year"))],
+    )
+
+    @classmethod
+    def for_user(cls, data=None) -> "ApiTokenForm":
+        return cls(data, prefix="token")
+
+
+class EmailKindsForm(forms.Form):
+    email_kinds = forms.MultipleChoiceField(
+        required=False,
+        choices=NotificationKind.choices,
+        widget=forms.CheckboxSelectMultiple,
+        label=_("Also send me an e-mail for"),
+    )
+
+    @classmethod
+    def for_user(cls, kinds: list[str], data=None) -> "EmailKindsForm":
+        return cls(data, initial={"email_kinds": kinds}, prefix="email")

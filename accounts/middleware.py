@@ -1,4 +1,4 @@
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 
@@ -15,6 +15,10 @@ class ForcePasswordChangeMiddleware:
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated and user.must_change_password:
             allowed = {reverse(name) for name in self.ALLOWED_URL_NAMES}
+            if request.path.startswith("/api/"):
+                # A script gets an answer it can read, in the API's one error shape.
+                body = {"detail": "Change your password on the portal first.", "code": "password_change"}
+                return JsonResponse({**body, "errors": {}}, status=403)
             if request.path not in allowed and not request.path.startswith("/static/"):
                 return redirect("password_change")
         return self.get_response(request)

@@ -17,8 +17,26 @@ class CapabilityProfile(models.Model):
     gpus = models.PositiveSmallIntegerField(null=True, blank=True)
     work_space_gb = models.PositiveIntegerField(null=True, blank=True)
     backup_space_gb = models.PositiveIntegerField(null=True, blank=True)
+    job_time_limit_minutes = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Longest batch job time limit, minutes (default profile: empty = the lab's).",
+    )
+    queued_jobs = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Most batch jobs waiting at once (default profile: empty = the lab's).",
+    )
 
-    LIMIT_FIELDS = ("cpus", "memory_gb", "gpus", "work_space_gb", "backup_space_gb")
+    LIMIT_FIELDS = (
+        "cpus",
+        "memory_gb",
+        "gpus",
+        "work_space_gb",
+        "backup_space_gb",
+        "job_time_limit_minutes",
+        "queued_jobs",
+    )
 
     class Meta:
         ordering = ["-is_default", "name"]
@@ -93,3 +111,95 @@ class User(AbstractUser):
                 self.forward_port = None
                 if attempt == PORT_ATTEMPTS - 1:
                     raise
+
+
+class ApiToken(models.Model):
+    """A personal access token for scripts and the `aivc` client. Only a SHA-256 of the
+    token is kept (the token is 32 random bytes, so a plain hash cannot be brute-forced);
+    `prefix` finds the row without scanning every hash."""
+
+    PREFIX_LENGTH = 12
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=PREFIX_LENGTH, unique=True)
+    key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never expires.")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.user}, aivc_{self.prefix}…)"
+
+    def is_usable(self, now) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+class NotificationKind(models.TextChoices):
+    RUNNING = "running", "Container running"
+    ENDING_SOON = "ending_soon", "Reservation ending soon"
+    ENDED = "ended", "Reservation ended"
+    BLOCKED = "blocked", "Launch blocked"
+    FAILED = "failed", "Launch failed"
+    IDLE = "idle", "GPUs idle"
+    JOB_FINISHED = "job_finished", "Job finished"
+    ENGINE_DOWN = "engine_down", "Engine or agent down (maintainers)"
+    GPU_DUPLICATE = "gpu_duplicate", "GPU used by someone else (maintainers)"
+
+
+class Notification(models.Model):
+    """One thing a user is told, in the portal and, if they chose so, by e-mail. `key` names
+    the event (kind, object, instant): the unique index makes a second tick, or a tick after
+    a crash, a no-op."""
+
+    class Email(models.TextChoices):
+        PENDING = "pending"
+        SENDING = "sending"
+        SENT = "sent"
+        SKIPPED = "skipped"
+        FAILED = "failed"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    kind = models.CharField(max_length=32, choices=NotificationKind.choices)
+    key = models.CharField(max_length=200, unique=True)
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    link = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    email = models.CharField(max_length=8, choices=Email.choices, default=Email.PENDING, db_index=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "read_at"], name="notification_user_unread")]
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.title}"
+
+
+def default_email_kinds() -> list[str]:
+    return [
+        NotificationKind.ENDING_SOON,
+        NotificationKind.BLOCKED,
+        NotificationKind.FAILED,
+        NotificationKind.JOB_FINISHED,
+        NotificationKind.ENGINE_DOWN,
+        NotificationKind.GPU_DUPLICATE,
+    ]
+
+
+class UserChannels(models.Model):
+    """Per-user delivery settings kept off the User row: which notification kinds also go
+    by e-mail, and the salt behind the secret calendar feed URL (reset: a new salt)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="channels")
+    email_kinds = models.JSONField(default=default_email_kinds, blank=True)
+    calendar_salt = models.CharField(max_length=64, blank=True)
+
+    def __str__(self) -> str:
+        return f"Channels of {self.user}"

@@ -1,17 +1,25 @@
+from datetime import timedelta
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import PasswordChangeForm
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
-from accounts.forms import ForwardPortForm, ProfileForm
+from accounts.channel_services import calendar_feed_reset, calendar_feed_token, email_kinds_set
+from accounts.forms import ApiTokenForm, EmailKindsForm, ForwardPortForm, ProfileForm
+from accounts.models import ApiToken
+from accounts.notification_selectors import email_kinds_for_user
 from accounts.services import user_change_password, user_update_profile
-from bookings.services import forward_port_change
+from accounts.token_services import api_token_create, api_token_revoke
+from bookings.services import as_id, forward_port_change
 
 
 @login_required
@@ -37,33 +45,114 @@ def _show_errors(form, error: ValidationError) -> None:
             form.add_error(field if field in form.fields else None, message)
 
 
+def _profile_context(request: HttpRequest, **forms) -> dict:
+    user = request.user
+    context = {
+        "profile_form": ProfileForm.for_user(user),
+        "port_form": ForwardPortForm.for_user(user),
+        "token_form": ApiTokenForm.for_user(),
+        "email_form": EmailKindsForm.for_user(email_kinds_for_user(user_id=user.pk)),
+        "tokens": ApiToken.objects.filter(user=user).order_by("-created_at", "-id")[:50],
+        "calendar_url": request.build_absolute_uri(
+            reverse("calendar-feed", kwargs={"token": calendar_feed_token(user=user)})
+        ),
+        "port_range": f"{settings.PORT_RANGE.start}-{settings.PORT_RANGE.stop - 1}",
+        "now": timezone.now(),
+    }
+    return context | forms
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def profile(request: HttpRequest) -> HttpResponse:
-    """Two forms on one page; the submit button's name says which one was sent."""
-    user = request.user
+    """Several forms on one page; the submit button's name says which one was sent."""
     sent = request.POST.get("action") if request.method == "POST" else None
-    profile_form = ProfileForm.for_user(user, request.POST if sent == "profile" else None)
-    port_form = ForwardPortForm.for_user(user, request.POST if sent == "port" else None)
-    if sent == "profile" and profile_form.is_valid():
+    handler = PROFILE_ACTIONS.get(sent)
+    if handler is not None:
+        return handler(request)
+    return render(request, "accounts/profile.html", _profile_context(request))
+
+
+def _save_settings(request: HttpRequest) -> HttpResponse:
+    form = ProfileForm.for_user(request.user, request.POST)
+    if form.is_valid():
         try:
-            user_update_profile(user=user, **profile_form.cleaned_data)
+            user_update_profile(user=request.user, **form.cleaned_data)
         except ValidationError as error:
-            _show_errors(profile_form, error)
+            _show_errors(form, error)
         else:
             messages.success(request, _("Your settings were saved."))
             return redirect("profile")
-    elif sent == "port" and port_form.is_valid():
+    return render(request, "accounts/profile.html", _profile_context(request, profile_form=form))
+
+
+def _change_port(request: HttpRequest) -> HttpResponse:
+    form = ForwardPortForm.for_user(request.user, request.POST)
+    if form.is_valid():
         try:
-            forward_port_change(user=user, port=port_form.cleaned_data["forward_port"])
+            forward_port_change(user=request.user, port=form.cleaned_data["forward_port"])
         except ValidationError as error:
-            _show_errors(port_form, error)
+            _show_errors(form, error)
         else:
             messages.success(request, _("Your forward port was changed; your upcoming bookings use it too."))
             return redirect("profile")
-    context = {
-        "profile_form": profile_form,
-        "port_form": port_form,
-        "port_range": f"{settings.PORT_RANGE.start}-{settings.PORT_RANGE.stop - 1}",
-    }
-    return render(request, "accounts/profile.html", context)
+    return render(request, "accounts/profile.html", _profile_context(request, port_form=form))
+
+
+def _create_token(request: HttpRequest) -> HttpResponse:
+    """The token is shown in this one answer and never again (only its hash is kept)."""
+    form = ApiTokenForm.for_user(request.POST)
+    new_token = None
+    if form.is_valid():
+        days = form.cleaned_data["expires_in_days"]
+        now = timezone.now()
+        try:
+            _token, new_token = api_token_create(
+                user=request.user,
+                name=form.cleaned_data["name"],
+                expires_at=now + timedelta(days=days) if days else None,
+                now=now,
+            )
+        except ValidationError as error:
+            _show_errors(form, error)
+        else:
+            form = ApiTokenForm.for_user()
+    context = _profile_context(request, token_form=form, new_token=new_token)
+    response = render(request, "accounts/profile.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _revoke_token(request: HttpRequest) -> HttpResponse:
+    token_id = as_id(request.POST.get("token", ""))
+    token = ApiToken.objects.filter(user=request.user, pk=token_id).first() if token_id else None
+    if token is None:
+        raise Http404
+    api_token_revoke(token=token)
+    messages.success(request, _("The token “%(name)s” was revoked.") % {"name": token.name})
+    return redirect("profile")
+
+
+def _save_email_kinds(request: HttpRequest) -> HttpResponse:
+    form = EmailKindsForm.for_user([], request.POST)
+    if form.is_valid():
+        email_kinds_set(user=request.user, kinds=form.cleaned_data["email_kinds"])
+        messages.success(request, _("Your e-mail choices were saved."))
+        return redirect("profile")
+    return render(request, "accounts/profile.html", _profile_context(request, email_form=form))
+
+
+def _reset_calendar(request: HttpRequest) -> HttpResponse:
+    calendar_feed_reset(user=request.user)
+    messages.success(request, _("Your calendar feed has a new address; the old one no longer works."))
+    return redirect("profile")
+
+
+PROFILE_ACTIONS = {
+    "profile": _save_settings,
+    "port": _change_port,
+    "token-create": _create_token,
+    "token-revoke": _revoke_token,
+    "email-kinds": _save_email_kinds,
+    "calendar-reset": _reset_calendar,
+}

@@ -63,10 +63,14 @@ INSTALLED_APPS = [
     # replaces django-q's own.
     "containers",
     "django_q",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "axes",
     "accounts",
     "bookings",
     "containers.telemetry",
+    "jobs",
 ]
 
 MIDDLEWARE = [
@@ -99,6 +103,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.i18n",
                 "aivc_portal.context_processors.site",
+                "accounts.context_processors.unread_notifications",
             ],
         },
     },
@@ -239,6 +244,17 @@ GPU_IDLE_UTILISATION_PERCENT = env_int("GPU_IDLE_UTILISATION_PERCENT", 5)
 GPU_IDLE_MINUTES = env_int("GPU_IDLE_MINUTES", 60)
 GPU_IDLE_AUTO_RELEASE = env_bool("GPU_IDLE_AUTO_RELEASE", False)
 GPU_IDLE_RELEASE_GRACE_MINUTES = env_int("GPU_IDLE_RELEASE_GRACE_MINUTES", 60)
+# Batch jobs: the lab's limits (a profile may lower them), fair share, and the logs, kept in
+# a portal-owned folder that no container mounts.
+JOB_MAX_TIME_LIMIT_MINUTES = env_int("JOB_MAX_TIME_LIMIT_MINUTES", 3 * 24 * 60)
+JOB_MAX_QUEUED = env_int("JOB_MAX_QUEUED", 20)
+JOB_STOP_GRACE_S = env_int("JOB_STOP_GRACE_S", 30)
+JOB_LOG_ROOT = Path(os.environ.get("JOB_LOG_ROOT", BASE_DIR / "var" / "job-logs"))
+JOB_LOG_MAX_BYTES = env_int("JOB_LOG_MAX_BYTES", 10 * 1024 * 1024)
+JOB_LOG_TAIL_LINES = env_int("JOB_LOG_TAIL_LINES", 200)
+FAIR_SHARE_HALF_LIFE_DAYS = env_float("FAIR_SHARE_HALF_LIFE_DAYS", 7)
+# 0-GPU work is charged in CPU-hours; this many CPU-hours weigh as much as one GPU-hour.
+FAIR_SHARE_CPU_HOURS_PER_GPU_HOUR = env_float("FAIR_SHARE_CPU_HOURS_PER_GPU_HOUR", 8)
 
 # A GPU server's agent: `AIVC_HOST=<host name> manage.py qcluster` serves only that host,
 # from the cluster named after it. Unset: one scheduler serves every host that has no
@@ -279,3 +295,50 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# JSON API (docs/api.md): session auth for the browser, personal access tokens for scripts.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "aivc_portal.api.Pagination",
+    "DEFAULT_THROTTLE_CLASSES": ["aivc_portal.api.PerTokenThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": os.environ.get("API_THROTTLE_RATE", "120/min"),
+        "token_login": os.environ.get("API_LOGIN_THROTTLE_RATE", "10/min"),
+    },
+    "EXCEPTION_HANDLER": "aivc_portal.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AIVC Portal API",
+    "DESCRIPTION": "Book GPU servers, manage reservations and batch jobs. See docs/api.md.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+}
+API_TOKEN_MAX_DAYS = env_int("API_TOKEN_MAX_DAYS", 365)
+
+# Notifications (accounts/notifications.py): e-mail through Django's backend, console by default.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "aivc-portal@localhost")
+# Absolute base of links in e-mails and the calendar feed, e.g. https://portal.lab.example
+PORTAL_URL = os.environ.get("PORTAL_URL", "http://127.0.0.1:8000").rstrip("/")
+NOTIFY_ENDING_MINUTES = env_int("NOTIFY_ENDING_MINUTES", 30)
+NOTIFY_LOOKBACK_HOURS = env_int("NOTIFY_LOOKBACK_HOURS", 24)

@@ -90,18 +90,34 @@ def reports(request: HttpRequest) -> HttpResponse:
     )
 
 
+def usage_rows_with_telemetry(*, report_range: ReportRange, now: datetime) -> Iterator[list]:
+    """Usage rows with the GPU-hours the telemetry saw busy."""
+    busy = gpu_hours_busy_by_user(report_range.start, report_range.end)
+    return usage_rows(report_range=report_range, now=now, gpu_hours_busy=busy)
+
+
+def csv_download(
+    *, report_range: ReportRange, kind: str, header: tuple, rows_for: Callable, bom: bool
+) -> StreamingHttpResponse:
+    """A report streamed as a CSV attachment; the pages and the API both answer with it."""
+    rows = rows_for(report_range=report_range, now=timezone.now())
+    response = StreamingHttpResponse(csv_bytes(header, rows, bom=bom), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{report_range.file_name(kind)}"'
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
 def _csv_download(request: HttpRequest, *, kind: str, header: tuple, rows_for: Callable) -> HttpResponse:
     form = ReportRangeForm(request.GET)
     if not form.is_valid():
         return _page(request, form, status=400)
-    report_range = form.report_range()
-    rows = rows_for(report_range=report_range, now=timezone.now())
-    response = StreamingHttpResponse(
-        csv_bytes(header, rows, bom=request.GET.get("bom") == "1"), content_type="text/csv; charset=utf-8"
+    return csv_download(
+        report_range=form.report_range(),
+        kind=kind,
+        header=header,
+        rows_for=rows_for,
+        bom=request.GET.get("bom") == "1",
     )
-    response["Content-Disposition"] = f'attachment; filename="{report_range.file_name(kind)}"'
-    response["Cache-Control"] = "private, no-store"
-    return response
 
 
 @staff_required
@@ -113,8 +129,4 @@ def reservations_csv(request: HttpRequest) -> HttpResponse:
 @staff_required
 @require_safe
 def usage_csv(request: HttpRequest) -> HttpResponse:
-    def rows_with_telemetry(*, report_range: ReportRange, now: datetime) -> Iterator[list]:
-        busy = gpu_hours_busy_by_user(report_range.start, report_range.end)
-        return usage_rows(report_range=report_range, now=now, gpu_hours_busy=busy)
-
-    return _csv_download(request, kind="usage", header=USAGE_COLUMNS, rows_for=rows_with_telemetry)
+    return _csv_download(request, kind="usage", header=USAGE_COLUMNS, rows_for=usage_rows_with_telemetry)

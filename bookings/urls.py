@@ -1,6 +1,6 @@
 from django.urls import path
 
-from bookings import report_views, views
+from bookings import calendar_views, report_views, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -14,4 +14,5 @@ urlpatterns = [
     path("reports/", report_views.reports, name="reports"),
     path("reports/reservations.csv", report_views.reservations_csv, name="report-reservations-csv"),
     path("reports/usage.csv", report_views.usage_csv, name="report-usage-csv"),
+    path("calendar/<str:token>.ics", calendar_views.calendar_feed, name="calendar-feed"),
 ]

@@ -67,3 +67,13 @@ def default_profile(db):
 @pytest.fixture
 def student(db, default_profile, image):
     return UserFactory(username="m11007s05")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    # API throttling counts in the cache; ids repeat between tests, counts must not.
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()

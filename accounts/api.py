@@ -1,0 +1,138 @@
+"""The accounts API under /api/v1/: the user's profile and personal access tokens."""
+
+from django.contrib.auth import authenticate
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import QuerySet
+from django.urls import path
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import exceptions, mixins, permissions, status, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.routers import SimpleRouter
+from rest_framework.views import APIView
+
+from accounts import serializers as s
+from accounts.models import ApiToken, User
+from accounts.services import user_update_profile
+from accounts.token_services import api_token_create, api_token_revoke
+from aivc_portal.api import LoginThrottle, error_responses
+from bookings.services import NOT_AVAILABLE_IMAGE, as_id, forward_port_change
+from containers.models import Image
+
+
+def _active_image(value: str | None) -> Image | None:
+    """An image named by reference or id; None stays None (the lab's default)."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    pk = as_id(text)
+    image = Image.objects.filter(**({"pk": pk} if pk is not None else {"reference": text})).first()
+    if image is None or not image.is_active:
+        raise ValidationError({"default_image": NOT_AVAILABLE_IMAGE}, code="image_unavailable")
+    return image
+
+
+class ProfileView(APIView):
+    @extend_schema(
+        summary="Your profile: SSH keys, default image and command, forward port",
+        responses={200: s.ProfileSerializer, **error_responses(401, 403, 429)},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(s.ProfileSerializer(request.user).data)
+
+    @extend_schema(
+        summary="Change your SSH keys, default image or command, or forward port",
+        request=s.ProfileUpdateSerializer,
+        responses={200: s.ProfileSerializer, **error_responses(400, 401, 403, 429)},
+    )
+    def patch(self, request: Request) -> Response:
+        serializer = s.ProfileUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        user: User = request.user
+        with transaction.atomic():
+            if "forward_port" in data:
+                user = forward_port_change(user=user, port=data["forward_port"])
+            image = _active_image(data["default_image"]) if "default_image" in data else user.default_image
+            user = user_update_profile(
+                user=user,
+                ssh_public_keys=data.get("ssh_public_keys", user.ssh_public_keys),
+                default_image=image,
+                default_extra_command=data.get("default_extra_command", user.default_extra_command),
+            )
+        return Response(s.ProfileSerializer(user).data)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Your personal access tokens (never their secret)"),
+    create=extend_schema(
+        summary="Make a token; the answer is the only time it is shown",
+        request=s.ApiTokenCreateSerializer,
+        responses={201: s.NewApiTokenSerializer, **error_responses(400, 401, 403, 429)},
+    ),
+    destroy=extend_schema(
+        summary="Revoke a token", responses={204: None, **error_responses(401, 403, 404, 429)}
+    ),
+)
+class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = s.ApiTokenSerializer
+    lookup_value_regex = r"[0-9]{1,18}"
+
+    def get_queryset(self) -> QuerySet[ApiToken]:
+        return ApiToken.objects.filter(user=self.request.user).order_by("-created_at", "-id")
+
+    def create(self, request: Request) -> Response:
+        serializer = s.ApiTokenCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        token, raw = api_token_create(user=request.user, now=timezone.now(), **serializer.validated_data)
+        token.token = raw
+        return Response(s.NewApiTokenSerializer(token).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        api_token_revoke(token=self.get_object(), now=timezone.now())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class PasswordLoginView(APIView):
+    """For `aivc login`: an account id and password buy a named token. Throttled per
+    address; an account that must change its password does that on the portal first."""
+
+    authentication_classes: list = []
+    permission_classes = [permissions.AllowAny]
+    throttle_classes = [LoginThrottle]
+
+    @extend_schema(
+        summary="Make a personal access token with your account id and password",
+        request=s.PasswordLoginSerializer,
+        responses={201: s.NewApiTokenSerializer, **error_responses(400, 401, 403, 429)},
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = s.PasswordLoginSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        user = authenticate(request._request, username=data["username"], password=data["password"])
+        if user is None:
+            raise exceptions.AuthenticationFailed("Wrong account id or password.")
+        if user.must_change_password:
+            raise exceptions.PermissionDenied("Change your password on the portal first, then log in.")
+        token, raw = api_token_create(
+            user=user, name=data["name"], expires_at=data.get("expires_at"), now=timezone.now()
+        )
+        token.token = raw
+        return Response(s.NewApiTokenSerializer(token).data, status=status.HTTP_201_CREATED)
+
+    def get_authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+
+router = SimpleRouter()
+router.register("tokens", ApiTokenViewSet, basename="api-token")
+
+urlpatterns = [
+    path("profile/", ProfileView.as_view(), name="api-profile"),
+    path("auth/token/", PasswordLoginView.as_view(), name="api-login"),
+    *router.urls,
+]

@@ -1,0 +1,63 @@
+"""Shapes of the accounts API: the profile and personal access tokens."""
+
+from rest_framework import serializers
+
+from accounts.models import ApiToken, User
+
+
+class ProfileSerializer(serializers.ModelSerializer):
+    default_image = serializers.CharField(
+        source="default_image.reference", allow_null=True, default=None, read_only=True
+    )
+
+    class Meta:
+        model = User
+        fields = (
+            "username",
+            "email",
+            "forward_port",
+            "ssh_public_keys",
+            "default_image",
+            "default_extra_command",
+        )
+        read_only_fields = fields
+
+
+class ProfileUpdateSerializer(serializers.Serializer):
+    """Any subset; what is left out keeps its value."""
+
+    ssh_public_keys = serializers.CharField(required=False, allow_blank=True, max_length=20000)
+    default_image = serializers.CharField(
+        required=False, allow_null=True, max_length=255, help_text="Image reference or id; null: the lab's."
+    )
+    default_extra_command = serializers.CharField(
+        required=False, allow_blank=True, max_length=1000, trim_whitespace=False
+    )
+    forward_port = serializers.IntegerField(required=False)
+
+
+class ApiTokenSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ApiToken
+        fields = ("id", "name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+        read_only_fields = fields
+
+
+class ApiTokenCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class NewApiTokenSerializer(ApiTokenSerializer):
+    token = serializers.CharField(help_text="Shown only in this answer; keep it secret.")
+
+    class Meta(ApiTokenSerializer.Meta):
+        fields = (*ApiTokenSerializer.Meta.fields, "token")
+        read_only_fields = fields
+
+
+class PasswordLoginSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=4096, trim_whitespace=False)
+    name = serializers.CharField(max_length=100, default="aivc command line")
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)

@@ -1,0 +1,194 @@
+"""Shapes of the bookings API: input is checked for shape here, the rules stay in
+services.py, so the API and the pages answer with the same messages."""
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from aivc_portal.api import TimeInputField
+from bookings.models import Reservation
+
+
+def ssh_command(reservation: Reservation) -> str:
+    return f"ssh -p {reservation.forward_port} root@{reservation.host.address or reservation.host.name}"
+
+
+class ReservationSerializer(serializers.ModelSerializer):
+    host = serializers.CharField(source="host.name")
+    host_id = serializers.IntegerField()
+    image = serializers.CharField(source="image.reference", allow_null=True, default=None)
+    cpus = serializers.DecimalField(max_digits=6, decimal_places=2, coerce_to_string=False)
+    gpu_indices = serializers.SerializerMethodField()
+    ssh_command = serializers.SerializerMethodField()
+    can_cancel = serializers.SerializerMethodField()
+    can_release = serializers.SerializerMethodField()
+    can_extend = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Reservation
+        fields = (
+            "id",
+            "host",
+            "host_id",
+            "start",
+            "end",
+            "booked_end",
+            "status",
+            "status_message",
+            "cpus",
+            "memory_gb",
+            "gpu_count",
+            "gpu_indices",
+            "image",
+            "extra_command",
+            "forward_port",
+            "ssh_command",
+            "started_at",
+            "ended_at",
+            "cancelled_at",
+            "released_at",
+            "restart_requested",
+            "created_at",
+            "can_cancel",
+            "can_release",
+            "can_extend",
+        )
+        read_only_fields = fields
+
+    def get_gpu_indices(self, reservation: Reservation) -> list[int]:
+        # From the prefetched allocations: the active ones are the GPUs it holds.
+        return sorted({a.gpu.index for a in reservation.allocations.all() if a.active})
+
+    def get_ssh_command(self, reservation: Reservation) -> str:
+        return ssh_command(reservation)
+
+    def get_can_cancel(self, reservation: Reservation) -> bool:
+        return reservation.can_cancel(timezone.now())
+
+    def get_can_release(self, reservation: Reservation) -> bool:
+        return reservation.can_release(timezone.now())
+
+    def get_can_extend(self, reservation: Reservation) -> bool:
+        return reservation.can_extend(timezone.now())
+
+
+class ReservationCreateSerializer(serializers.Serializer):
+    host = serializers.CharField(max_length=64, help_text="Host name or id.")
+    start = TimeInputField(
+        help_text="`now`, `YYYY MM DD hh mm` (local time) or an ISO 8601 date-time on the half hour."
+    )
+    end = TimeInputField(help_text="`N-day` (1-14), `N-week` (1-2), `YYYY MM DD hh mm` or ISO 8601.")
+    cpus = serializers.DecimalField(max_digits=12, decimal_places=2, coerce_to_string=False)
+    memory_gb = serializers.IntegerField(help_text="GiB of memory (RAM plus swap).")
+    gpu_count = serializers.IntegerField(default=0)
+    image = serializers.CharField(
+        max_length=255, required=False, allow_null=True, help_text="Image reference or id; default: yours."
+    )
+    extra_command = serializers.CharField(
+        max_length=1000,
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="Arguments to the image; default: your profile's.",
+    )
+
+
+class ReservationExtendSerializer(serializers.Serializer):
+    end = TimeInputField(
+        help_text="The new end: `N-day`/`N-week` counted from the start, `YYYY MM DD hh mm` or ISO 8601."
+    )
+
+
+class ReservationFilterSerializer(serializers.Serializer):
+    """Query of the list: statuses (comma-separated) and a time range the reservations overlap."""
+
+    status = serializers.CharField(required=False, max_length=200)
+    after = serializers.DateTimeField(required=False, help_text="Only reservations ending after this.")
+    before = serializers.DateTimeField(required=False, help_text="Only reservations starting before this.")
+
+    def validate_status(self, value: str) -> list[str]:
+        wanted = [part.strip() for part in value.split(",") if part.strip()]
+        unknown = sorted(set(wanted) - set(Reservation.Status.values))
+        if unknown:
+            choices = ", ".join(Reservation.Status.values)
+            raise serializers.ValidationError(f"Unknown status {', '.join(unknown)}; choose from {choices}.")
+        return wanted
+
+
+class WindowQuerySerializer(serializers.Serializer):
+    start = TimeInputField(required=False, default="now")
+    end = TimeInputField(required=False, help_text="Default: the end of the current half hour.")
+
+
+class FitQuerySerializer(serializers.Serializer):
+    start = TimeInputField(required=False, default="now", help_text="Not before this.")
+    end = TimeInputField(help_text="The window's end, e.g. `2-day`: its length is what must fit.")
+    cpus = serializers.DecimalField(max_digits=12, decimal_places=2, coerce_to_string=False)
+    memory_gb = serializers.IntegerField()
+    gpu_count = serializers.IntegerField(default=0)
+
+
+class CapacitySerializer(serializers.Serializer):
+    cpus = serializers.DecimalField(max_digits=12, decimal_places=2, coerce_to_string=False)
+    memory_gb = serializers.IntegerField()
+    gpus = serializers.IntegerField()
+
+
+class HostCapacitySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    address = serializers.CharField()
+    accepting_bookings = serializers.BooleanField()
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    total = CapacitySerializer()
+    free = CapacitySerializer(help_text="Free at every instant of [start, end).")
+    your_maximum = CapacitySerializer()
+
+
+class FitSerializer(serializers.Serializer):
+    found = serializers.BooleanField()
+    start = serializers.DateTimeField(allow_null=True)
+    end = serializers.DateTimeField(allow_null=True)
+
+
+class TimelineBlockSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    own = serializers.BooleanField()
+    reservation_id = serializers.IntegerField(allow_null=True)
+
+
+class TimelineGpuSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    name = serializers.CharField()
+    blocks = TimelineBlockSerializer(many=True)
+
+
+class TimelineHeadroomSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    cpus = serializers.DecimalField(max_digits=12, decimal_places=2, coerce_to_string=False)
+    memory_gb = serializers.IntegerField()
+
+
+class TimelineHostSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    gpus = TimelineGpuSerializer(many=True)
+    headroom = TimelineHeadroomSerializer(many=True)
+
+
+class TimelineSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    hosts = TimelineHostSerializer(many=True)
+
+
+class ImageSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    reference = serializers.CharField()
+    description = serializers.CharField()
+    cuda_version = serializers.CharField()
+    is_default = serializers.BooleanField()

@@ -1,0 +1,160 @@
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from accounts.models import ApiToken
+from accounts.token_services import api_token_authenticate, api_token_create, api_token_revoke
+from tests.accounts.test_profile_services import ED25519
+from tests.api_helpers import assert_error_shape, token_client
+from tests.factories import ImageFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_token_is_stored_only_as_a_hash_and_shown_once(student):
+    token, raw = api_token_create(user=student, name="laptop")
+    assert raw.startswith("aivc_") and len(raw) > 40
+    stored = ApiToken.objects.get(pk=token.pk)
+    assert raw not in {stored.key_hash, stored.prefix, stored.name}
+    assert api_token_authenticate(raw=raw).user == student
+
+
+def test_a_revoked_expired_or_altered_token_is_refused(student):
+    now = timezone.now()
+    revoked, revoked_raw = api_token_create(user=student, name="old")
+    api_token_revoke(token=revoked)
+    _expiring, expiring_raw = api_token_create(
+        user=student, name="short", expires_at=now + timedelta(hours=1)
+    )
+    _token, raw = api_token_create(user=student, name="good")
+    assert api_token_authenticate(raw=revoked_raw) is None
+    assert api_token_authenticate(raw=expiring_raw, now=now + timedelta(hours=2)) is None
+    assert api_token_authenticate(raw=raw[:-1] + ("A" if raw[-1] != "A" else "B")) is None
+
+
+def test_an_api_request_with_a_revoked_token_answers_401_in_the_error_shape(student):
+    client = APIClient()
+    token, raw = api_token_create(user=student, name="x")
+    api_token_revoke(token=token)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    response = client.get("/api/v1/profile/")
+    assert response.status_code == 401
+    assert_error_shape(response.json())
+
+
+def test_anonymous_requests_get_401(db):
+    response = APIClient().get("/api/v1/reservations/")
+    assert response.status_code == 401
+    assert_error_shape(response.json())
+
+
+def test_a_token_notes_when_it_was_last_used(student):
+    client = token_client(student)
+    assert client.get("/api/v1/profile/").status_code == 200
+    assert ApiToken.objects.get(user=student).last_used_at is not None
+
+
+def test_the_profile_reads_and_changes_keys_image_and_command(student):
+    other_image = ImageFactory(reference="lab/other:1")
+    client = token_client(student)
+    response = client.patch(
+        "/api/v1/profile/",
+        {"ssh_public_keys": ED25519, "default_image": "lab/other:1", "default_extra_command": "--x 1"},
+        format="json",
+    )
+    assert response.status_code == 200, response.json()
+    student.refresh_from_db()
+    assert student.ssh_public_keys == ED25519 and student.default_image == other_image
+    assert response.json()["default_image"] == "lab/other:1"
+
+
+def test_the_profile_refuses_a_bad_key_with_the_pages_message(student):
+    response = token_client(student).patch("/api/v1/profile/", {"ssh_public_keys": "hello"}, format="json")
+    assert response.status_code == 400
+    body = response.json()
+    assert_error_shape(body)
+    assert "Line 1 is not an OpenSSH public key" in body["errors"]["ssh_public_keys"][0]
+
+
+def test_the_profile_refuses_an_inactive_image(student):
+    ImageFactory(reference="lab/retired:1", is_active=False)
+    response = token_client(student).patch(
+        "/api/v1/profile/", {"default_image": "lab/retired:1"}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"]["default_image"] == ["Not the available image!"]
+
+
+def test_tokens_are_listed_without_secrets_and_revoked_by_their_owner_only(student):
+    client = token_client(student)
+    made = client.post("/api/v1/tokens/", {"name": "cluster"}, format="json")
+    assert made.status_code == 201
+    raw = made.json()["token"]
+    listed = client.get("/api/v1/tokens/").json()
+    assert raw not in str(listed)
+    other = token_client(UserFactory(username="intruder"))
+    assert other.delete(f"/api/v1/tokens/{made.json()['id']}/").status_code == 404
+    assert client.delete(f"/api/v1/tokens/{made.json()['id']}/").status_code == 204
+    assert ApiToken.objects.get(pk=made.json()["id"]).revoked_at is not None
+
+
+def test_a_password_login_makes_a_token_and_a_wrong_password_does_not(student):
+    client = APIClient()
+    wrong = client.post(
+        "/api/v1/auth/token/", {"username": student.username, "password": "nope"}, format="json"
+    )
+    assert wrong.status_code == 401
+    assert_error_shape(wrong.json())
+    right = client.post(
+        "/api/v1/auth/token/",
+        {"username": student.username, "password": "correct-horse-battery", "name": "cli"},
+        format="json",
+    )
+    assert right.status_code == 201
+    assert api_token_authenticate(raw=right.json()["token"]).user == student
+
+
+def test_an_account_that_must_change_its_password_gets_no_token(student):
+    student.must_change_password = True
+    student.save()
+    response = APIClient().post(
+        "/api/v1/auth/token/",
+        {"username": student.username, "password": "correct-horse-battery"},
+        format="json",
+    )
+    assert response.status_code == 403
+
+
+def test_password_logins_are_throttled(student, settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"user": "1000/min", "token_login": "2/min"},
+    }
+    from django.core.cache import cache
+
+    cache.clear()
+    client = APIClient()
+    answers = [
+        client.post("/api/v1/auth/token/", {"username": "x", "password": "y"}, format="json").status_code
+        for _ in range(3)
+    ]
+    cache.clear()
+    assert answers == [401, 401, 429]
+
+
+def test_a_session_needs_csrf_for_writes(student):
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(student)
+    assert client.get("/api/v1/profile/").status_code == 200
+    assert client.patch("/api/v1/profile/", {"default_extra_command": ""}, format="json").status_code == 403
+
+
+def test_the_schema_and_the_offline_docs_are_served(client, db):
+    schema = client.get(reverse("api-schema"))
+    assert schema.status_code == 200 and b"/api/v1/reservations/" in schema.content
+    docs = client.get(reverse("api-docs"))
+    assert docs.status_code == 200
+    assert b"cdn" not in docs.content.lower() and b"/static/drf_spectacular_sidecar/" in docs.content
