@@ -82,7 +82,7 @@ class BookingForm(forms.Form):
 
     def __init__(self, *args, user: User, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        images = Image.objects.filter(is_active=True).order_by("reference")
+        images = Image.objects.filter(is_active=True, login=Image.Login.KEYS).order_by("reference")
         self.fields["image"].queryset = images
         default = images.filter(pk=user.default_image_id).first() or images.filter(is_default=True).first()
         self.fields["image"].initial = default.pk if default else None

@@ -32,6 +32,10 @@ RECONCILE_TASK = "containers.tasks.reconcile"
 NOT_ENOUGH_CAPACITY = "There is not enough computing power for the time you need, book again."
 OVER_MAXIMUM = "Over the maximum required."
 NOT_AVAILABLE_IMAGE = "Not the available image!"
+PASSWORD_IMAGE = (
+    "This image needs a password login, which the portal no longer passes; "
+    "choose an image that takes SSH keys."
+)
 OWN_OVERLAP = "The time you are booking overlaps with your previous booking!!"
 MAX_EXTRA_COMMAND = 1000
 # Requests are small numbers; anything this big is a typo, refused before arithmetic on it.
@@ -196,6 +200,9 @@ def _resolve_image(image: object, *, user: User) -> Image:
         chosen = Image.objects.filter(**lookup, is_active=True).first()
     if chosen is None:
         raise ValidationError({"image": NOT_AVAILABLE_IMAGE}, code="image_unavailable")
+    if not chosen.takes_portal_keys:
+        # Its container would start, and nobody could ever log in to it.
+        raise ValidationError({"image": PASSWORD_IMAGE}, code="image_needs_password")
     return chosen
 
 

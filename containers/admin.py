@@ -14,6 +14,7 @@ from containers.models import (
     GpuSample,
     Host,
     Image,
+    ImagePresence,
     ReservationGpuStatus,
     SpaceAudit,
 )
@@ -101,9 +102,23 @@ class GpuAdmin(admin.ModelAdmin):
 
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
-    list_display = ("reference", "description", "cuda_version", "is_default", "is_active")
-    list_filter = ("is_active", "is_default")
+    list_display = ("reference", "description", "cuda_version", "login", "is_default", "is_active")
+    list_filter = ("is_active", "is_default", "login")
     search_fields = ("reference", "description")
+
+
+@admin.register(ImagePresence)
+class ImagePresenceAdmin(admin.ModelAdmin):
+    """Written by the hosts' agents; maintainers read it to see which pulls failed."""
+
+    list_display = ("image", "host", "state", "progress", "checked_at")
+    list_filter = ("state", "host")
+    list_select_related = ("image", "host")
+    search_fields = ("image__reference", "message")
+    readonly_fields = ("host", "image", "state", "progress", "message", "checked_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False
 
 
 @admin.register(ContainerEvent)

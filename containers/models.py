@@ -70,12 +70,23 @@ class Gpu(models.Model):
 
 
 class Image(models.Model):
+    class Login(models.TextChoices):
+        KEYS = "keys", "SSH keys mounted by the portal"
+        PASSWORD = "password", "Password variable (legacy image, cannot be booked)"
+
     reference = models.CharField(max_length=255, unique=True, help_text='"repo:tag"')
     description = models.CharField(max_length=255, blank=True)
     cuda_version = models.CharField(max_length=32, blank=True)
     is_default = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
     start_command = models.CharField(max_length=1000, blank=True, help_text="Empty: the image's own command.")
+    login = models.CharField(
+        max_length=16,
+        choices=Login.choices,
+        default=Login.KEYS,
+        help_text="How users log in. Legacy images that expect a PASSWORD variable cannot be "
+        "entered: the portal never passes passwords, so they are refused at booking.",
+    )
 
     class Meta:
         ordering = ["reference"]
@@ -89,6 +100,43 @@ class Image(models.Model):
 
     def __str__(self) -> str:
         return self.reference
+
+    @property
+    def takes_portal_keys(self) -> bool:
+        """Whether a user can log in to a container of this image with the keys the portal
+        mounts; a legacy password image started without a password lets nobody in."""
+        return self.login == self.Login.KEYS
+
+
+class ImagePresence(models.Model):
+    """Whether a host's engine holds an image, kept by the host's agent: checked when a
+    reservation is made and pulled ahead of its start, so a missing image shows at once."""
+
+    class State(models.TextChoices):
+        PRESENT = "present", "Present"
+        PULLING = "pulling", "Pulling"
+        MISSING = "missing", "Missing"
+        FAILED = "failed", "Pull failed"
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="image_presences")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="presences")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.MISSING)
+    progress = models.CharField(max_length=200, blank=True, help_text="The engine's last pull progress line.")
+    message = models.TextField(blank=True, help_text="The engine's own words when a pull failed.")
+    checked_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["host", "image"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "image"], name="imagepresence_unique_host_image")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.image} on {self.host}: {self.get_state_display()}"
+
+    @property
+    def is_problem(self) -> bool:
+        return self.state in (self.State.MISSING, self.State.FAILED)
 
 
 class ContainerEvent(models.Model):
