@@ -32,7 +32,7 @@ RECONCILE_TASK = "containers.tasks.reconcile"
 NOT_ENOUGH_CAPACITY = "There is not enough computing power for the time you need, book again."
 OVER_MAXIMUM = "Over the maximum required."
 NOT_AVAILABLE_IMAGE = "Not the available image!"
-PASSWORD_IMAGE = (
+KEYLESS_IMAGE = (
     "This image needs a password login, which the portal no longer passes; "
     "choose an image that takes SSH keys."
 )
@@ -202,7 +202,7 @@ def _resolve_image(image: object, *, user: User) -> Image:
         raise ValidationError({"image": NOT_AVAILABLE_IMAGE}, code="image_unavailable")
     if not chosen.takes_portal_keys:
         # Its container would start, and nobody could ever log in to it.
-        raise ValidationError({"image": PASSWORD_IMAGE}, code="image_needs_password")
+        raise ValidationError({"image": KEYLESS_IMAGE}, code="image_needs_password")
     return chosen
 
 

@@ -6,31 +6,79 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('containers', '0002_gpu_telemetry'),
+        ("containers", "0002_gpu_telemetry"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='image',
-            name='login',
-            field=models.CharField(choices=[('keys', 'SSH keys mounted by the portal'), ('password', 'Password variable (legacy image, cannot be booked)')], default='keys', help_text='How users log in. Legacy images that expect a PASSWORD variable cannot be entered: the portal never passes passwords, so they are refused at booking.', max_length=16),
+            model_name="image",
+            name="login",
+            field=models.CharField(
+                choices=[
+                    ("keys", "SSH keys mounted by the portal"),
+                    ("password", "Password variable (legacy image, cannot be booked)"),
+                ],
+                default="keys",
+                help_text="How users log in. Legacy images that expect a PASSWORD variable cannot be entered: the portal never passes passwords, so they are refused at booking.",
+                max_length=16,
+            ),
         ),
         migrations.CreateModel(
-            name='ImagePresence',
+            name="ImagePresence",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('state', models.CharField(choices=[('present', 'Present'), ('pulling', 'Pulling'), ('missing', 'Missing'), ('failed', 'Pull failed')], default='missing', max_length=16)),
-                ('progress', models.CharField(blank=True, help_text="The engine's last pull progress line.", max_length=200)),
-                ('message', models.TextField(blank=True, help_text="The engine's own words when a pull failed.")),
-                ('checked_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='image_presences', to='containers.host')),
-                ('image', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='presences', to='containers.image')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("present", "Present"),
+                            ("pulling", "Pulling"),
+                            ("missing", "Missing"),
+                            ("failed", "Pull failed"),
+                        ],
+                        default="missing",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "progress",
+                    models.CharField(
+                        blank=True, help_text="The engine's last pull progress line.", max_length=200
+                    ),
+                ),
+                (
+                    "message",
+                    models.TextField(blank=True, help_text="The engine's own words when a pull failed."),
+                ),
+                ("checked_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="image_presences",
+                        to="containers.host",
+                    ),
+                ),
+                (
+                    "image",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="presences",
+                        to="containers.image",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['host', 'image'],
-                'constraints': [models.UniqueConstraint(fields=('host', 'image'), name='imagepresence_unique_host_image')],
+                "ordering": ["host", "image"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("host", "image"), name="imagepresence_unique_host_image")
+                ],
             },
         ),
     ]
