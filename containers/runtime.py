@@ -9,6 +9,7 @@ import itertools
 import shlex
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from math import ceil
@@ -41,6 +42,10 @@ class EngineUnavailable(RuntimeProblem):
 class ImageMissing(RuntimeProblem):
     """The engine does not hold the image: launching cannot succeed until a maintainer
     pulls it."""
+
+
+class PullFailed(RuntimeProblem):
+    """The engine could not pull the image (unknown name, no registry access, no space)."""
 
 
 class NameInUse(RuntimeProblem):
@@ -174,6 +179,15 @@ class ContainerRuntime(ABC):
     def remove(self, container_id: str) -> None:
         """Stops and removes the container; one already gone is not an error."""
 
+    @abstractmethod
+    def image_present(self, reference: str) -> bool:
+        """Whether the engine holds the image."""
+
+    @abstractmethod
+    def pull_image(self, reference: str, *, progress: Callable[[str], None]) -> None:
+        """Pulls the image, calling `progress` with the engine's status lines; raises
+        `PullFailed` or `EngineUnavailable`."""
+
 
 class DockerRuntime(ContainerRuntime):
     """A Docker engine through the SDK (never the CLI, never a shell)."""
@@ -293,6 +307,35 @@ class DockerRuntime(ContainerRuntime):
         except Exception as error:
             raise self._translate(error) from None
 
+    def image_present(self, reference: str) -> bool:
+        import docker
+
+        try:
+            self.client.images.get(reference)
+        except docker.errors.ImageNotFound:
+            return False
+        except Exception as error:
+            raise self._translate(error) from None
+        return True
+
+    def pull_image(self, reference: str, *, progress: Callable[[str], None]) -> None:
+        import docker
+
+        repository, tag = docker.utils.parse_repository_tag(reference)
+        try:
+            for line in self.client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+                if "error" in line:
+                    raise PullFailed(str(line["error"]))
+                status = " ".join(str(line[key]) for key in ("status", "progress") if line.get(key))
+                if status:
+                    progress(status)
+        except PullFailed:
+            raise
+        except docker.errors.APIError as error:
+            raise PullFailed(str(error.explanation or error)) from None
+        except Exception as error:
+            raise self._translate(error) from None
+
 
 class FakeEngine:
     """In-memory engine state shared by every FakeRuntime for one host."""
@@ -300,6 +343,8 @@ class FakeEngine:
     def __init__(self) -> None:
         self.containers: dict[str, tuple[ContainerState, ContainerSpec]] = {}
         self.images: set[str] | None = None  # None: every image is present
+        self.pullable: set[str] = set()  # images a pull finds (added to `images`)
+        self.pulls: list[str] = []
         self.reachable = True
         self.runs: list[ContainerSpec] = []
         self.ids = itertools.count(1)
@@ -370,6 +415,22 @@ class FakeRuntime(ContainerRuntime):
         self._check_reachable()
         with self._lock:
             self.engine.containers.pop(container_id, None)
+
+    def image_present(self, reference: str) -> bool:
+        self._check_reachable()
+        return self.engine.images is None or reference in self.engine.images
+
+    def pull_image(self, reference: str, *, progress: Callable[[str], None]) -> None:
+        self._check_reachable()
+        engine = self.engine
+        engine.pulls.append(reference)
+        if reference not in engine.pullable:
+            raise PullFailed(f"pull access denied for {reference}, repository does not exist (fake)")
+        progress("Pulling fs layer")
+        progress("Download complete")
+        with self._lock:
+            if engine.images is not None:
+                engine.images.add(reference)
 
 
 def get_runtime(host: Host) -> ContainerRuntime:
