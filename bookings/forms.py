@@ -11,7 +11,7 @@ from django.utils.translation import ngettext
 
 from accounts.models import User
 from bookings.timeslots import NOW_FLAG
-from containers.models import Host, Image
+from containers.models import Gpu, Host, Image
 
 SLOT_TIMES = [(f"{minutes // 60:02d}:{minutes % 60:02d}",) * 2 for minutes in range(0, 24 * 60, 30)]
 
@@ -87,6 +87,8 @@ class BookingForm(forms.Form):
         default = images.filter(pk=user.default_image_id).first() or images.filter(is_default=True).first()
         self.fields["image"].initial = default.pk if default else None
         self.fields["extra_command"].initial = user.default_extra_command
+        if not Gpu.objects.filter(is_active=True).exists():
+            self.fields["gpu_count"].initial = 0  # a lab (or demo) without GPUs
         for name in ("cpus", "memory_gb", "gpu_count"):
             self.fields[name].widget.attrs["inputmode"] = "decimal" if name == "cpus" else "numeric"
 

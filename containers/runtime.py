@@ -29,6 +29,8 @@ LABEL_HOST = "aivc.host"
 LABEL_RESERVATION = "aivc.reservation"
 LABEL_USER = "aivc.user"
 SSH_PORT = "22/tcp"
+# The entrypoint of the images built from deploy/images/ (and the offline test image).
+LAB_ENTRYPOINT = "/usr/local/sbin/aivc-entrypoint"
 
 
 class RuntimeProblem(Exception):
@@ -188,6 +190,10 @@ class ContainerRuntime(ABC):
         """Pulls the image, calling `progress` with the engine's status lines; raises
         `PullFailed` or `EngineUnavailable`."""
 
+    @abstractmethod
+    def lab_images(self) -> list[str]:
+        """Tags of the engine's images that start the lab entrypoint (key-only sshd)."""
+
 
 class DockerRuntime(ContainerRuntime):
     """A Docker engine through the SDK (never the CLI, never a shell)."""
@@ -318,6 +324,18 @@ class DockerRuntime(ContainerRuntime):
             raise self._translate(error) from None
         return True
 
+    def lab_images(self) -> list[str]:
+        try:
+            images = self.client.images.list()
+        except Exception as error:
+            raise self._translate(error) from None
+        return sorted(
+            tag
+            for image in images
+            if LAB_ENTRYPOINT in ((image.attrs.get("Config") or {}).get("Entrypoint") or [])
+            for tag in image.tags
+        )
+
     def pull_image(self, reference: str, *, progress: Callable[[str], None]) -> None:
         import docker
 
@@ -419,6 +437,10 @@ class FakeRuntime(ContainerRuntime):
     def image_present(self, reference: str) -> bool:
         self._check_reachable()
         return self.engine.images is None or reference in self.engine.images
+
+    def lab_images(self) -> list[str]:
+        self._check_reachable()
+        return sorted(self.engine.images or ())
 
     def pull_image(self, reference: str, *, progress: Callable[[str], None]) -> None:
         self._check_reachable()
