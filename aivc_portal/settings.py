@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "accounts",
     "bookings",
     "containers",
+    "containers.telemetry",
 ]
 
 MIDDLEWARE = [

@@ -6,5 +6,5 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("bookings.urls")),
-    path("", include("containers.urls")),
+    path("", include("containers.telemetry.urls")),
 ]

@@ -29,6 +29,8 @@ from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, parse_time_input, slot_flo
 from containers.models import Gpu, Host, Image
 
 RECONCILE_TASK = "containers.tasks.reconcile"
+# The host's agent checks (and pulls) the image ahead of the start.
+PREPARE_IMAGE_TASK = "containers.tasks.prepare_image"
 NOT_ENOUGH_CAPACITY = "There is not enough computing power for the time you need, book again."
 OVER_MAXIMUM = "Over the maximum required."
 NOT_AVAILABLE_IMAGE = "Not the available image!"
@@ -282,6 +284,7 @@ def reservation_create(
             )
     except IntegrityError as error:
         raise _refused_by_database(error) from None
+    queue_task(PREPARE_IMAGE_TASK, reservation_id=reservation.pk)
     if start <= now:
         queue_task(RECONCILE_TASK)
     return reservation

@@ -5,14 +5,17 @@ words, and the student in plain ones (tests/bookings/test_live_status.py)."""
 import pytest
 from django.utils import timezone
 
+from bookings.models import Reservation
 from containers.image_services import image_prepare
 from containers.models import ContainerEvent, ImagePresence
 from containers.runtime import EngineUnavailable, FakeRuntime, get_runtime
 from containers.selectors import image_presences_for
-from tests.factories import HostFactory, ImageFactory, ReservationFactory
+from containers.tasks import prepare_image, reconcile
+from tests.factories import HostFactory, ImageFactory, ReservationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 State = ImagePresence.State
+Status = Reservation.Status
 
 
 @pytest.fixture
@@ -87,3 +90,61 @@ def test_the_docker_runtime_sees_a_local_image_and_reports_a_failed_pull(
     presence = image_prepare(host=engine_host, image=missing, runtime=runtime, now=timezone.now())
     assert presence.state == State.FAILED
     assert presence.message
+
+
+@pytest.fixture
+def now_booking(fake_runtime, engine_host, lab_image, default_profile):
+    from bookings.services import reservation_create
+
+    user = UserFactory(ssh_public_keys="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk s@laptop")
+    return reservation_create(
+        user=user, host=engine_host, start="now", end="1-day", cpus=1, memory_gb=1, image=lab_image
+    )
+
+
+def test_a_now_booking_waits_for_its_image_to_be_pulled_then_runs(now_booking, engine_host, lab_image):
+    engine = FakeRuntime.engine_for(engine_host)
+    engine.images, engine.pullable = set(), {lab_image.reference}
+    reconcile(host_id=engine_host.pk, wake=False)
+    now_booking.refresh_from_db()
+    assert now_booking.status == Status.STARTING
+    assert ImagePresence.objects.get(host=engine_host, image=lab_image).state == State.PULLING
+
+    assert "present" in prepare_image(now_booking.pk)
+    reconcile(host_id=engine_host.pk, wake=False)
+    now_booking.refresh_from_db()
+    assert now_booking.status == Status.RUNNING
+
+
+def test_a_now_booking_whose_image_cannot_be_pulled_fails_plainly(now_booking, engine_host, lab_image):
+    FakeRuntime.engine_for(engine_host).images = set()
+    assert "failed" in prepare_image(now_booking.pk)
+    reconcile(host_id=engine_host.pk, wake=False)
+    now_booking.refresh_from_db()
+    assert now_booking.status == Status.FAILED
+    assert ContainerEvent.objects.filter(sign="ImageMissing", reservation=now_booking).exists()
+
+
+def test_the_booking_path_queues_the_image_check(
+    fake_runtime, engine_host, lab_image, default_profile, monkeypatch
+):
+    from bookings import services as booking_services
+
+    queued = []
+    monkeypatch.setattr(booking_services, "queue_task", lambda name, **kwargs: queued.append((name, kwargs)))
+    booking = booking_services.reservation_create(
+        user=UserFactory(), host=engine_host, start="now", end="1-day", cpus=1, memory_gb=1, image=lab_image
+    )
+    assert ("containers.tasks.prepare_image", {"reservation_id": booking.pk}) in queued
+
+
+def test_a_reservation_of_an_image_later_marked_legacy_fails_instead_of_starting(
+    now_booking, engine_host, lab_image
+):
+    lab_image.login = lab_image.Login.PASSWORD
+    lab_image.save()
+    reconcile(host_id=engine_host.pk, wake=False)
+    now_booking.refresh_from_db()
+    assert now_booking.status == Status.FAILED
+    assert FakeRuntime.engine_for(engine_host).runs == []
+    assert ContainerEvent.objects.filter(sign="ImageNeedsPassword", reservation=now_booking).exists()

@@ -11,7 +11,7 @@ from containers import gpus
 from containers.bootstrap import detect_machine, host_bootstrap
 from containers.models import Host, Image
 from containers.runtime import RuntimeProblem, get_runtime
-from containers.telemetry_services import gpu_inventory_sync
+from containers.telemetry.services import gpu_inventory_sync
 
 # What deploy/images/Dockerfile is built as in docs/images.md; registered when the engine
 # holds no lab image yet, so the demo says which image to build.
@@ -39,7 +39,9 @@ class Command(BaseCommand):
 
     def _create_host(self) -> Host:
         machine = detect_machine()
-        host = host_bootstrap(name=socket.gethostname()[:64] or "demo", machine=machine, address="127.0.0.1").host
+        host = host_bootstrap(
+            name=socket.gethostname()[:64] or "demo", machine=machine, address="127.0.0.1"
+        ).host
         var = settings.BASE_DIR / "var"
         host.work_root = os.environ.get("DEMO_WORK_ROOT", str(var / "Users"))
         host.dataset_root = os.environ.get("DEMO_DATASET_ROOT", str(var / "Dataset"))

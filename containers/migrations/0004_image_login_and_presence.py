@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("containers", "0002_gpu_telemetry"),
+        ("containers", "0003_telemetry_moves_out"),
     ]
 
     operations = [

@@ -1,0 +1,350 @@
+"""The container lifecycle: reconcile the engines with the reservations, and wake up at the
+exact start and end instants.
+
+`reconcile` compares what should run (live reservations whose window contains now) with
+what runs (containers carrying the portal's labels) and closes the gap. It keeps no state
+of its own, so a tick that crashed half way is finished by the next one, and a per-host
+lock makes two ticks at once take turns. The scheduler's entry points are in tasks.py."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from accounts.selectors import capability_for
+from aivc_portal.scheduler import queue_task
+from bookings.models import Reservation
+from containers import events, image_services, selectors, services
+from containers.locks import exclusive
+from containers.models import Host
+from containers.runtime import (
+    ContainerRuntime,
+    ContainerState,
+    EngineUnavailable,
+    ImageMissing,
+    RuntimeProblem,
+    container_name,
+    container_spec,
+    get_runtime,
+)
+from containers.volumes import FolderProblem, prepare_mounts
+
+logger = logging.getLogger(__name__)
+Status = Reservation.Status
+
+WAKER_TASK = "containers.tasks.wake_at_boundaries"
+HOST_LOCK_WAIT_S = 120
+ENGINE_DOWN_QUIET = timedelta(minutes=10)
+# A waker runs while a start or end is this close, so the gap between two minute ticks
+# (up to ~90 s with django-q's 30 s scheduler loop) never hides one.
+WAKE_HORIZON = timedelta(seconds=150)
+WAKER_LIFETIME = timedelta(minutes=5)
+WAKER_POLL_S = 0.5
+
+
+@dataclass
+class TickReport:
+    started: list[int] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    ended: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    blocked: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {len(value)}" for name, value in vars(self).items())
+
+
+# Reconcile ---------------------------------------------------------------------------
+
+
+def reconcile(*, host_id: int | None = None, wake: bool = True) -> TickReport:
+    """One tick over every host (or one). With `wake`, it also makes sure a waker runs
+    when a start or end is near."""
+    report = TickReport()
+    for host in selectors.hosts_to_reconcile(host_id=host_id):
+        with exclusive(f"reconcile:{host.pk}", wait_s=HOST_LOCK_WAIT_S) as acquired:
+            if not acquired:
+                report.errors.append(f"{host.name}: another tick held the lock")
+                continue
+            reconcile_host(host=host, runtime=get_runtime(host), report=report)
+    if wake:
+        ensure_waker(now=timezone.now())
+    return report
+
+
+def reconcile_host(*, host: Host, runtime: ContainerRuntime, report: TickReport) -> None:
+    now = timezone.now()
+    try:
+        _reconcile_host(host=host, runtime=runtime, now=now, report=report)
+    except RuntimeProblem as error:
+        # Nothing is marked: due reservations stay due and the next tick tries again. An
+        # engine that stays down, or a container it refuses to remove, is one line a period.
+        report.errors.append(str(error))
+        if isinstance(error, EngineUnavailable):
+            event = events.engine_unavailable(host_name=host.name, error=error)
+        else:
+            event = events.reconcile_error(host_name=host.name, error=error)
+        services.event_record(event=event, host=host, now=now, quiet_for=ENGINE_DOWN_QUIET)
+
+
+def _reconcile_host(*, host: Host, runtime: ContainerRuntime, now: datetime, report: TickReport) -> None:
+    observed = runtime.list_managed()
+    wanted = {
+        reservation.pk: reservation for reservation in selectors.reservations_in_window(host=host, now=now)
+    }
+
+    for reservation in selectors.reservations_past_window(host=host, now=now):
+        _close_window(reservation, now=now, report=report)
+
+    current: dict[int, ContainerState] = {}
+    unwanted = []
+    for state in observed:
+        reservation = wanted.get(state.reservation_id)
+        if reservation is not None and state.name == container_name(reservation.user.username):
+            current[reservation.pk] = state
+        else:
+            unwanted.append(state)
+    _remove_unwanted(host=host, runtime=runtime, containers=unwanted, now=now, report=report)
+
+    for reservation in wanted.values():
+        _converge(reservation, container=current.get(reservation.pk), runtime=runtime, now=now, report=report)
+
+
+def _close_window(reservation: Reservation, *, now: datetime, report: TickReport) -> None:
+    """A window that is over: a launched reservation ended; one never launched failed."""
+    if reservation.status in selectors.LAUNCHED:
+        services.reservation_mark_ended(reservation=reservation, now=now)
+        report.ended.append(reservation.pk)
+        return
+    reason = reservation.status_message or "its container never started"
+    message = f"The reservation's window passed without a container: {reason}"
+    if services.reservation_mark_failed(reservation=reservation, now=now, message=message):
+        report.failed.append(reservation.pk)
+        event = events.never_started(
+            username=reservation.user.username, reservation_id=reservation.pk, reason=reason
+        )
+        services.event_record(event=event, reservation=reservation, now=now)
+
+
+def _remove_unwanted(
+    *,
+    host: Host,
+    runtime: ContainerRuntime,
+    containers: list[ContainerState],
+    now: datetime,
+    report: TickReport,
+) -> None:
+    reservations = selectors.reservations_by_ids(
+        ids={c.reservation_id for c in containers if c.reservation_id}
+    )
+    for state in containers:
+        runtime.remove(state.id)
+        report.removed.append(state.name)
+        reservation = reservations.get(state.reservation_id)
+        if reservation is None:
+            services.event_record(event=events.orphan_removed(container_name=state.name), host=host, now=now)
+            continue
+        if reservation.status in selectors.LAUNCHED:
+            # Its window is over (released early, or ended while the engine was down).
+            services.reservation_mark_ended(reservation=reservation, now=now)
+        event = events.container_removed(
+            username=reservation.user.username,
+            container_name=state.name,
+            reservation_id=reservation.pk,
+            status=reservation.get_status_display().lower(),
+        )
+        services.event_record(event=event, reservation=reservation, now=now)
+
+
+def _converge(
+    reservation: Reservation,
+    *,
+    container: ContainerState | None,
+    runtime: ContainerRuntime,
+    now: datetime,
+    report: TickReport,
+) -> None:
+    if reservation.restart_requested:
+        if container is not None:
+            runtime.remove(container.id)
+        services.reservation_clear_restart_request(reservation=reservation)
+        event = events.recreated_on_request(username=reservation.user.username)
+        services.event_record(event=event, reservation=reservation, now=now)
+        _launch(reservation, runtime=runtime, now=now, report=report)
+        return
+    if container is not None and container.is_running:
+        if reservation.status != Status.RUNNING or reservation.container_id != container.id:
+            # A tick that died after starting the container: adopt what runs.
+            services.reservation_mark_running(reservation=reservation, container_id=container.id, now=now)
+        return
+    if container is not None:
+        runtime.remove(container.id)
+    died = reservation.status == Status.RUNNING
+    if died and not _count_restart(reservation, container=container, now=now, report=report):
+        return
+    _launch(reservation, runtime=runtime, now=now, report=report)
+
+
+def _count_restart(
+    reservation: Reservation, *, container: ContainerState | None, now: datetime, report: TickReport
+) -> bool:
+    """A container that died while its reservation is live comes back, a few times."""
+    username = reservation.user.username
+    what = f"exited ({container.status})" if container else "disappeared"
+    limit = settings.CONTAINER_MAX_RESTARTS
+    if reservation.restart_count >= limit:
+        message = f"The container {what} again after {limit} restarts; a maintainer must look at it"
+        services.reservation_mark_failed(reservation=reservation, now=now, message=message)
+        report.failed.append(reservation.pk)
+        event = events.died_for_good(username=username, what=what, limit=limit)
+        services.event_record(event=event, reservation=reservation, now=now)
+        return False
+    count = services.reservation_count_restart(reservation=reservation)
+    event = events.died_restarting(username=username, what=what, count=count, limit=limit)
+    services.event_record(event=event, reservation=reservation, now=now)
+    return True
+
+
+def _space_block_message(reservation: Reservation) -> str | None:
+    """The figures that keep the user's container from launching, or None to launch."""
+    audit = selectors.space_verdict(user_id=reservation.user_id, host=reservation.host)
+    if audit is None or not audit.over_quota:
+        return None
+    capability = capability_for(user=reservation.user, host=reservation.host)
+    return (
+        f"Over the space quota: work folder {audit.work_gb:g} GB of {capability.work_space_gb} GB, "
+        f"backup folder {audit.backup_gb:g} GB of {capability.backup_space_gb} GB. "
+        "Free some space; the container starts once a check finds you under quota."
+    )
+
+
+def _launch(
+    reservation: Reservation, *, runtime: ContainerRuntime, now: datetime, report: TickReport
+) -> None:
+    username = reservation.user.username
+    # Only a first launch waits for space; a container that died mid-window comes back.
+    blocked = _space_block_message(reservation) if reservation.status in selectors.STARTS_PENDING else None
+    if blocked:
+        if reservation.status != Status.BLOCKED and services.reservation_mark_blocked(
+            reservation=reservation, message=blocked
+        ):
+            report.blocked.append(reservation.pk)
+            event = events.launch_blocked_by_space(username=username, blocked=blocked)
+            services.event_record(event=event, reservation=reservation, now=now)
+        return
+    if not services.reservation_mark_starting(reservation=reservation):
+        return  # cancelled or ended meanwhile
+    image = reservation.image.reference if reservation.image else ""
+    if reservation.image and not reservation.image.takes_portal_keys:
+        # Booked before a maintainer marked the image legacy: nobody could log in to it.
+        message = (
+            f"The image {image} expects a password login, which the portal does not pass; "
+            "book an image that takes SSH keys"
+        )
+        _fail_launch(reservation, now=now, report=report, kind=events.IMAGE_NEEDS_PASSWORD, message=message)
+        return
+    try:
+        if not image:
+            raise ImageMissing("the reservation names no image")
+        spec = container_spec(reservation=reservation, image=image, mounts=prepare_mounts(reservation))
+        state = runtime.run(spec)
+    except EngineUnavailable:
+        raise
+    except ImageMissing as error:
+        if image and image_services.image_launch_waits(reservation=reservation, now=now):
+            return  # the host's agent is pulling it; a later tick launches
+        message = (
+            f"The image {image or '(none)'} is not on {reservation.host.name}; "
+            f"ask a maintainer to pull it or book another image ({error})"
+        )
+        _fail_launch(reservation, now=now, report=report, kind=events.IMAGE_MISSING, message=message)
+        return
+    except FolderProblem as error:
+        _fail_launch(reservation, now=now, report=report, kind=events.FOLDER_PROBLEM, message=str(error))
+        return
+    except RuntimeProblem as error:
+        _retry_launch(reservation, now=now, report=report, error=error)
+        return
+    services.reservation_mark_running(reservation=reservation, container_id=state.id, now=now)
+    report.started.append(reservation.pk)
+    event = events.started(
+        username=username,
+        container_name=spec.name,
+        cpus=f"{reservation.cpus.normalize():f}",
+        memory_gb=reservation.memory_gb,
+        gpus=",".join(spec.gpu_ids) or "none",
+        ssh_port=spec.ssh_port,
+    )
+    services.event_record(event=event, reservation=reservation, now=now)
+
+
+def _fail_launch(
+    reservation: Reservation, *, now: datetime, report: TickReport, kind: events.Kind, message: str
+) -> None:
+    services.reservation_mark_failed(reservation=reservation, now=now, message=message)
+    report.failed.append(reservation.pk)
+    event = events.launch_failed(kind=kind, username=reservation.user.username, message=message)
+    services.event_record(event=event, reservation=reservation, now=now)
+
+
+def _retry_launch(reservation: Reservation, *, now: datetime, report: TickReport, error: Exception) -> None:
+    """The engine refused for a reason that may pass (a port in use, a name taken): the
+    next tick tries again, a bounded number of times."""
+    limit = settings.CONTAINER_MAX_RESTARTS
+    if reservation.restart_count >= limit:
+        message = f"{error} (tried {limit + 1} times)"
+        _fail_launch(reservation, now=now, report=report, kind=events.LAUNCH_ERROR, message=message)
+        return
+    count = services.reservation_count_restart(reservation=reservation)
+    report.errors.append(str(error))
+    event = events.launch_retrying(username=reservation.user.username, error=error, count=count, limit=limit)
+    services.event_record(event=event, reservation=reservation, now=now)
+
+
+# Exact-time wake-ups -----------------------------------------------------------------
+
+
+def ensure_waker(*, now: datetime) -> None:
+    """Queues a waker when a start or end is near and none runs; called by every tick."""
+    if selectors.next_boundary(after=now, until=now + WAKE_HORIZON) is None:
+        return
+    with exclusive("waker") as free:
+        pass
+    if free:
+        queue_task(WAKER_TASK)
+
+
+def wake_at_boundaries() -> str:
+    """Sleeps until each start or end instant that is near and reconciles right then, so
+    a container runs within seconds of its start and is gone within seconds of its end.
+    One waker at a time; it exits when nothing is near and hands over after a while, so
+    it never outlives django-q's task timeout."""
+    fired = 0
+    with exclusive("waker") as acquired:
+        if not acquired:
+            return "another waker runs"
+        started = handled_until = timezone.now()
+        while True:
+            now = timezone.now()
+            boundary = selectors.next_boundary(after=handled_until, until=now + WAKE_HORIZON)
+            if boundary is None:
+                return f"woke {fired} times, nothing near"
+            if boundary <= now:
+                handled_until = now
+                try:
+                    reconcile(wake=False)
+                except Exception:
+                    logger.exception("Reconcile from the waker failed; the minute tick retries.")
+                fired += 1
+                continue
+            if now - started > WAKER_LIFETIME:
+                break
+            time.sleep(min((boundary - now).total_seconds(), WAKER_POLL_S))
+    queue_task(WAKER_TASK)
+    return f"woke {fired} times, handed over"
