@@ -13,6 +13,17 @@ from accounts.models import User
 from bookings.timeslots import NOW_FLAG
 from containers.models import Gpu, Host, Image
 
+
+class IsoDateInput(forms.DateInput):
+    """`<input type=date>` shows and sends only ISO dates; a localized value (zh-Hant
+    renders 2026/11/23) would leave it empty and fail the default submission."""
+
+    input_type = "date"
+
+    def __init__(self, attrs: dict | None = None) -> None:
+        super().__init__(attrs=attrs, format="%Y-%m-%d")
+
+
 SLOT_TIMES = [(f"{minutes // 60:02d}:{minutes % 60:02d}",) * 2 for minutes in range(0, 24 * 60, 30)]
 
 
@@ -54,9 +65,7 @@ def _local_datetime(day: date | None, slot: str | None) -> datetime | None:
 class BookingForm(forms.Form):
     host = forms.ModelChoiceField(queryset=Host.objects.order_by("name"), empty_label=None, label=_("Host"))
     start_now = forms.BooleanField(required=False, label=_("Start now"))
-    start_date = forms.DateField(
-        required=False, label=_("Start date"), widget=forms.DateInput(attrs={"type": "date"})
-    )
+    start_date = forms.DateField(required=False, label=_("Start date"), widget=IsoDateInput())
     start_time = forms.ChoiceField(choices=SLOT_TIMES, required=False, label=_("Start time"))
     end_kind = forms.ChoiceField(
         choices=[(END_AFTER, _("For a duration")), (END_AT, _("Until a date and time"))],
@@ -65,9 +74,7 @@ class BookingForm(forms.Form):
         label=_("End"),
     )
     duration = forms.ChoiceField(choices=DURATIONS, required=False, initial="1-day", label=_("Duration"))
-    end_date = forms.DateField(
-        required=False, label=_("End date"), widget=forms.DateInput(attrs={"type": "date"})
-    )
+    end_date = forms.DateField(required=False, label=_("End date"), widget=IsoDateInput())
     end_time = forms.ChoiceField(choices=SLOT_TIMES, required=False, label=_("End time"))
     cpus = forms.DecimalField(label=_("CPUs"), max_digits=6, decimal_places=2, initial=1)
     memory_gb = forms.IntegerField(label=_("Memory (GB)"), initial=4)
@@ -128,9 +135,7 @@ class ExtendForm(forms.Form):
     """A later end: by a step from the current end, or at a date and time."""
 
     extend_by = forms.ChoiceField(choices=EXTENSIONS, required=False, label=_("Extend by"))
-    end_date = forms.DateField(
-        required=False, label=_("Or until date"), widget=forms.DateInput(attrs={"type": "date"})
-    )
+    end_date = forms.DateField(required=False, label=_("Or until date"), widget=IsoDateInput())
     end_time = forms.ChoiceField(choices=[("", "—"), *SLOT_TIMES], required=False, label=_("Until time"))
 
     def __init__(self, *args, current_end: datetime, **kwargs) -> None:

@@ -3,6 +3,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 from containers.models import Gpu, Host, Image
 
@@ -71,7 +72,8 @@ class Reservation(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} {self.user} on {self.host} {self.start:%Y-%m-%d %H:%M}"
+        # Names in admin and logs read in the lab's time zone, as every page does.
+        return f"#{self.pk} {self.user} on {self.host} {timezone.localtime(self.start):%Y-%m-%d %H:%M}"
 
     @property
     def is_live(self) -> bool:
