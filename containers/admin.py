@@ -123,6 +123,13 @@ class ContainerEventAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     raw_id_fields = ("user", "reservation")
 
+    class Media:
+        # Long messages wrap instead of widening the table past a 1280 px screen.
+        css = {"all": ("css/admin.css",)}
+
+    def has_add_permission(self, request) -> bool:
+        return False  # the monitor log is written by the portal, never by hand
+
 
 @admin.register(SpaceAudit)
 class SpaceAuditAdmin(admin.ModelAdmin):

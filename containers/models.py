@@ -13,9 +13,9 @@ class Host(models.Model):
     docker_url = models.CharField(
         max_length=255, blank=True, help_text="Docker engine URL; blank means the local engine."
     )
-    cpus = models.PositiveIntegerField(help_text="CPUs the host lends to containers.")
-    ram_gb = models.PositiveIntegerField(help_text="RAM the host lends, GiB.")
-    swap_gb = models.PositiveIntegerField(default=0, help_text="Swap the host lends, GiB.")
+    cpus = models.PositiveIntegerField("CPUs", help_text="CPUs the host lends to containers.")
+    ram_gb = models.PositiveIntegerField("RAM (GiB)", help_text="RAM the host lends, GiB.")
+    swap_gb = models.PositiveIntegerField("Swap (GiB)", default=0, help_text="Swap the host lends, GiB.")
     max_work_space_gb = models.PositiveIntegerField(
         default=500, help_text="Work folder quota a 'host maximum' profile resolves to, GiB."
     )
@@ -56,12 +56,14 @@ class Gpu(models.Model):
     index = models.PositiveSmallIntegerField()
     uuid = models.CharField(max_length=64, blank=True)
     name = models.CharField(max_length=128, blank=True)
-    memory_mb = models.PositiveIntegerField(default=0)
+    memory_mb = models.PositiveIntegerField("Memory (MiB)", default=0)
     is_active = models.BooleanField(
         default=True, help_text="Off: the GPU is out of service and never allocated."
     )
 
     class Meta:
+        verbose_name = "GPU"
+        verbose_name_plural = "GPUs"
         ordering = ["host", "index"]
         constraints = [models.UniqueConstraint(fields=["host", "index"], name="gpu_unique_host_index")]
 
