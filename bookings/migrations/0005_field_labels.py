@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("bookings", "0003_exclusion_constraints"),
+        ("bookings", "0004_reservation_kind"),
     ]
 
     operations = [
