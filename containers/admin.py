@@ -4,7 +4,9 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from aivc_portal.admin_actions import action_form_page
+from bookings.capacity import availability
 from bookings.maintenance import host_drain, host_set_accepting_bookings, reservations_to_drain
+from bookings.timeslots import MAX_AHEAD, MAX_LENGTH
 from containers.models import ContainerEvent, Gpu, Host, Image, ImagePresence, SpaceAudit
 
 
@@ -28,6 +30,25 @@ class HostAdmin(admin.ModelAdmin):
             .get_queryset(request)
             .annotate(gpus_in_service=Count("gpus", filter=Q(gpus__is_active=True)))
         )
+
+    def save_model(self, request: HttpRequest, obj: Host, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change:
+            self._warn_if_overbooked(request, obj)
+
+    def _warn_if_overbooked(self, request: HttpRequest, host: Host) -> None:
+        """Shrinking a host below what is booked is allowed (hardware fails), but said."""
+        now = timezone.now()
+        peak = availability(host=host, start=now, end=now + MAX_AHEAD + MAX_LENGTH).peak
+        if peak.cpus > host.cpus or peak.memory_gb > host.memory_gb:
+            self.message_user(
+                request,
+                f"{host.name} now has less than is booked: up to {peak.cpus.normalize():f} CPUs and "
+                f"{peak.memory_gb} GiB memory are booked at once, the host lends {host.cpus} CPUs and "
+                f"{host.memory_gb} GiB. Existing reservations keep their place; release or move some "
+                "(the timeline shows where it is overbooked).",
+                messages.WARNING,
+            )
 
     @admin.display(description="GPUs in service", ordering="gpus_in_service")
     def gpu_count(self, host: Host) -> int:

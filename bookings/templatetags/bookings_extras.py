@@ -66,7 +66,9 @@ def timeline_headroom(runs: list, kind: str) -> str:
         if kind == "cpus":
             value, level = run.cpus_text, run.cpus_level
         else:
-            value, level = f"{run.memory_gb} GB", run.memory_level
+            value, level = f"{run.memory_gb} GiB", run.memory_level
+        if level == "over":
+            value = gettext("over by %(amount)s") % {"amount": value.lstrip("-")}
         parts.append(
             f'<span class="free-{level}" style="grid-column: {run.column + 1} / span {run.span}" '
             f'title="{label}: {value}">{value}</span>'
