@@ -6,10 +6,17 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.functional import lazy
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
 from accounts.models import User
+from bookings.services import (
+    KEYLESS_IMAGE,
+    NOT_AVAILABLE_IMAGE,
+    NOT_ENOUGH_CAPACITY,
+    OVER_MAXIMUM,
+    OWN_OVERLAP,
+)
 from bookings.timeslots import NOW_FLAG
 from containers.models import Gpu, Host, Image
 
@@ -51,6 +58,18 @@ EXTENSIONS = [
 END_AFTER = "duration"
 END_AT = "at"
 
+# Messages of the booking service that are shown translated; a message may add detail
+# after one of them, e.g. "Over the maximum required. (cpus: 1 ~ 8)".
+SERVICE_MESSAGES = (NOT_ENOUGH_CAPACITY, OVER_MAXIMUM, NOT_AVAILABLE_IMAGE, KEYLESS_IMAGE, OWN_OVERLAP)
+
+
+def translate_service_message(message: str) -> str:
+    for english in SERVICE_MESSAGES:
+        if message.startswith(english):
+            return gettext(english) + message[len(english) :]
+    return message
+
+
 # Service errors name service arguments; these are the form fields that show them.
 SERVICE_FIELD_TO_FORM_FIELD = {"start": "start_date", "end": "end_date", "image": "image"}
 
@@ -77,7 +96,7 @@ class BookingForm(forms.Form):
     end_date = forms.DateField(required=False, label=_("End date"), widget=IsoDateInput())
     end_time = forms.ChoiceField(choices=SLOT_TIMES, required=False, label=_("End time"))
     cpus = forms.DecimalField(label=_("CPUs"), max_digits=6, decimal_places=2, initial=1)
-    memory_gb = forms.IntegerField(label=_("Memory (GB)"), initial=4)
+    memory_gb = forms.IntegerField(label=_("Memory (GiB)"), initial=4, help_text=_("RAM + swap."))
     gpu_count = forms.IntegerField(label=_("GPUs"), initial=1)
     image = forms.ModelChoiceField(queryset=Image.objects.none(), empty_label=None, label=_("Image"))
     extra_command = forms.CharField(
@@ -125,10 +144,12 @@ class BookingForm(forms.Form):
             for name, messages in error.message_dict.items():
                 field = end_field if name == "end" else SERVICE_FIELD_TO_FORM_FIELD.get(name, name)
                 for message in messages:
-                    self.add_error(field if field in self.fields else None, message)
+                    self.add_error(
+                        field if field in self.fields else None, translate_service_message(message)
+                    )
         else:
             for message in error.messages:
-                self.add_error(None, message)
+                self.add_error(None, translate_service_message(message))
 
 
 class ExtendForm(forms.Form):

@@ -116,8 +116,8 @@ def started(
 ) -> Event:
     return Event(
         INFO,
-        f"{username} is successfully run the container {container_name} "
-        f"(cpus {cpus}, memory {memory_gb} GB, GPUs {gpus}, port {ssh_port})",
+        f"{username}'s container {container_name} started "
+        f"(CPUs {cpus}, memory {memory_gb} GiB, GPUs {gpus}, port {ssh_port})",
     )
 
 

@@ -44,3 +44,19 @@ def test_help_and_error_ids_match_djangos_aria_describedby(client, student, host
     assert 'id="id_extra_command_helptext"' in page
     assert 'aria-describedby="id_cpus_error"' in page
     assert 'id="id_cpus_error"' in page
+
+
+def test_over_the_maximum_reads_in_traditional_chinese(client, student, host, image):
+    from tests.bookings.test_views import booking_data
+
+    client.force_login(student)
+    client.post(reverse("set_language"), {"language": "zh-hant"})
+    page = client.post(reverse("reservation-new"), booking_data(host, image, cpus="99")).content.decode()
+    assert "超過可申請的上限。" in page
+    assert "Over the maximum required." not in page
+
+
+def test_limits_say_their_units_and_that_memory_is_ram_plus_swap(client, student, host):
+    client.force_login(student)
+    page = client.get(reverse("dashboard")).content.decode()
+    assert "Your limits: 8 CPUs, 32 GiB memory (RAM + swap), 1 GPUs" in page

@@ -45,7 +45,7 @@ def test_it_starts_a_due_reservation_with_exactly_what_was_booked(booking):
     assert targets["/root/.ssh/authorized_keys"].read_only
     assert "/etc/ssh/ssh_host_ed25519_key" in targets
     [started] = events(booking, level="INFO")
-    assert "m11007s05 is successfully run the container" in started.as_log_line()
+    assert "m11007s05's container aivc-m11007s05 started" in started.as_log_line()
 
 
 def test_a_reservation_without_gpus_sees_none(booking):
