@@ -158,3 +158,23 @@ def test_the_reservation_page_shows_the_gpu_count_apart_from_the_ids(client, stu
     page = client.get(reverse("reservation-detail", args=[reservation.pk])).content.decode()
     assert '<dd data-testid="gpu-count">1</dd>' in page
     assert '<dd data-testid="gpu-ids">1</dd>' in page
+
+
+def test_students_read_plain_lines_where_the_engine_gave_raw_errors(client, student, upcoming):
+    from tests.factories import ContainerEventFactory
+
+    ContainerEventFactory(
+        level="ERROR",
+        sign="LaunchError",
+        message="500 Server Error: driver failed programming external connectivity on endpoint",
+        reservation=upcoming,
+        user=student,
+        host=upcoming.host,
+    )
+    ContainerEventFactory(level="INFO", message="Your container started", reservation=upcoming, user=student)
+    client.force_login(student)
+    for url in (reverse("dashboard"), reverse("reservation-detail", args=[upcoming.pk])):
+        page = client.get(url).content.decode()
+        assert "driver failed programming" not in page
+        assert "[ERROR] LaunchError, Something went wrong with your container" in page
+        assert "Your container started" in page
