@@ -215,7 +215,6 @@ def reservation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "reservation": reservation,
         "live": _live_panels([reservation])[0],
-        "can_restart": reservation.status == Reservation.Status.RUNNING,
         "events": reservation.events.select_related("host").order_by("-created_at", "-id")[:50],
         "can_cancel": reservation.can_cancel(now),
         "can_release": reservation.can_release(now),

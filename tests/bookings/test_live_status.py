@@ -178,3 +178,12 @@ def test_students_read_plain_lines_where_the_engine_gave_raw_errors(client, stud
         assert "driver failed programming" not in page
         assert "[ERROR] LaunchError, Something went wrong with your container" in page
         assert "Your container started" in page
+
+
+def test_the_restart_button_arrives_with_the_running_status(client, student, upcoming):
+    client.force_login(student)
+    restart = reverse("reservation-restart", args=[upcoming.pk])
+    assert restart not in client.get(reverse("reservation-status", args=[upcoming.pk])).content.decode()
+    upcoming.status = Status.RUNNING
+    upcoming.save()
+    assert restart in client.get(reverse("reservation-status", args=[upcoming.pk])).content.decode()
