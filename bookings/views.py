@@ -33,7 +33,7 @@ from bookings.services import (
 )
 from bookings.timeline import timeline as build_timeline
 from bookings.timeslots import MAX_AHEAD, SLOT, parse_time_input, slot_floor
-from containers.selectors import image_presences_for
+from containers.selectors import image_presence, image_presences_for
 from containers.telemetry.selectors import gpu_table, idle_reservations_for_user, reservation_gpu_usage
 
 
@@ -197,6 +197,8 @@ def reservation_capacity(request: HttpRequest) -> HttpResponse:
     context = {"host": data.get("host"), "window": None}
     if context["host"] is not None:
         context["capability"] = capability_for(user=request.user, host=context["host"])
+        if data.get("image") is not None:
+            context["presence"] = image_presence(host=context["host"], image=data["image"])
         window = _window(form, now=now)
         if window is not None:
             free = availability(host=context["host"], start=window[0], end=window[1])

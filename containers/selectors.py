@@ -6,7 +6,7 @@ from datetime import datetime
 from django.db.models import Min, Q, QuerySet
 
 from bookings.models import Reservation
-from containers.models import ContainerEvent, Host, ImagePresence, SpaceAudit
+from containers.models import ContainerEvent, Host, Image, ImagePresence, SpaceAudit
 
 STARTS_PENDING = (Reservation.Status.SCHEDULED, Reservation.Status.BLOCKED)
 LAUNCHED = (Reservation.Status.STARTING, Reservation.Status.RUNNING)
@@ -88,3 +88,7 @@ def image_presences_for(*, reservations: Iterable[Reservation]) -> dict[int, Ima
         wanted |= Q(host_id=host_id, image_id=image_id)
     found = {(p.host_id, p.image_id): p for p in ImagePresence.objects.filter(wanted).select_related("image")}
     return {pk: found[(host_id, image_id)] for pk, host_id, image_id in pairs if (host_id, image_id) in found}
+
+
+def image_presence(*, host: Host, image: Image) -> ImagePresence | None:
+    return ImagePresence.objects.filter(host=host, image=image).first()

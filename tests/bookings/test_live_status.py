@@ -187,3 +187,10 @@ def test_the_restart_button_arrives_with_the_running_status(client, student, upc
     upcoming.status = Status.RUNNING
     upcoming.save()
     assert restart in client.get(reverse("reservation-status", args=[upcoming.pk])).content.decode()
+
+
+def test_the_booking_form_warns_about_an_image_the_host_cannot_get(client, student, host, image):
+    ImagePresence.objects.create(host=host, image=image, state=ImagePresence.State.FAILED)
+    client.force_login(student)
+    panel = client.get(reverse("reservation-capacity"), {"host": host.pk, "image": image.pk}).content.decode()
+    assert f"The image {image.reference} is not available on {host.name}" in panel
