@@ -15,7 +15,12 @@ from playwright.sync_api import expect
 from bookings.models import Reservation
 from containers.tasks import reconcile
 from tests.containers.conftest import docker_client, docker_scope  # noqa: F401 - fixtures
-from tests.containers.test_ssh_login import _key_pair, _learn_host_key, sshd_image  # noqa: F401
+from tests.containers.test_ssh_login import (  # noqa: F401 - sshd_image is a fixture
+    _key_pair,
+    _learn_host_key,
+    _tick_until_running,
+    sshd_image,
+)
 from tests.factories import HostFactory, UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
@@ -112,7 +117,7 @@ def test_a_new_student_books_now_and_logs_in_with_ssh(
     # The scheduler's tick starts the container; the page shows it without a reload.
     page.evaluate("window.__not_reloaded = true")
     assert "Running" not in page.get_by_test_id("status").inner_text()
-    reconcile(host_id=lab_host.pk, wake=False)
+    _tick_until_running(reservation, host=lab_host)
     expect(page.get_by_test_id("status")).to_have_text(TEXT[language]["running"], timeout=20_000)
     assert page.evaluate("window.__not_reloaded === true")
     command = page.get_by_test_id("ssh-command").inner_text()
