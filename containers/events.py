@@ -36,11 +36,14 @@ CONTAINER_DIED_RESTARTING = Kind(Level.WARNING, "ContainerDied")
 CONTAINER_DIED_FOR_GOOD = Kind(Level.ERROR, "ContainerDied")
 SPACE_WARNING = Kind(Level.WARNING, "SpaceWarning")
 SPACE_AUDIT_TIMEOUT = Kind(Level.WARNING, "SpaceAuditTimeout")
+SPACE_AUDIT_UNREADABLE = Kind(Level.WARNING, "SpaceAuditUnreadable")
 IMAGE_MISSING = Kind(Level.ERROR, "ImageMissing")
 IMAGE_PULL_FAILED = Kind(Level.ERROR, "ImagePullFailed")
 IMAGE_NEEDS_PASSWORD = Kind(Level.ERROR, "ImageNeedsPassword")
+IMAGE_INACTIVE = Kind(Level.ERROR, "ImageInactive")
 FOLDER_PROBLEM = Kind(Level.ERROR, "FolderProblem")
 LAUNCH_ERROR = Kind(Level.ERROR, "LaunchError")
+UNEXPECTED_ERROR = Kind(Level.ERROR, "UnexpectedError")
 GPU_INVENTORY_ERROR = Kind(Level.ERROR, "GPUInventoryError")
 GPU_DUPLICATE_WARNING = Kind(Level.WARNING, "GPUDuplicateWarning")
 GPU_IDLE_WARNING = Kind(Level.WARNING, "GPUIdleWarning")
@@ -60,6 +63,22 @@ def engine_unavailable(*, host_name: str, error: Exception) -> Event:
 def reconcile_error(*, host_name: str, error: Exception) -> Event:
     return Event(
         RECONCILE_ERROR, f"Reconciling {host_name} stopped half way ({error}); the next tick tries again"
+    )
+
+
+def host_tick_crashed(*, host_name: str, error: Exception) -> Event:
+    return Event(
+        UNEXPECTED_ERROR,
+        f"Reconciling {host_name} stopped on an unexpected {type(error).__name__} ({error}); "
+        "the other hosts went on and the next tick tries again",
+    )
+
+
+def host_step_crashed(*, host_name: str, error: Exception) -> Event:
+    return Event(
+        UNEXPECTED_ERROR,
+        f"A step of reconciling {host_name} stopped on an unexpected {type(error).__name__} ({error}); "
+        "the rest of the tick went on and the next tick tries again",
     )
 
 
@@ -104,10 +123,9 @@ def launch_failed(*, kind: Kind, username: str, message: str) -> Event:
     return Event(kind, f"{username}'s container did not start: {message}")
 
 
-def launch_retrying(*, username: str, error: Exception, count: int, limit: int) -> Event:
+def launch_retrying(*, kind: Kind, username: str, cause: str, count: int, limit: int) -> Event:
     return Event(
-        LAUNCH_ERROR,
-        f"{username}'s container did not start ({error}); trying again next tick ({count} of {limit})",
+        kind, f"{username}'s container did not start ({cause}); trying again next tick ({count} of {limit})"
     )
 
 
@@ -139,6 +157,14 @@ def audit_timed_out(*, username: str, host_name: str, timeout_s: float) -> Event
         SPACE_AUDIT_TIMEOUT,
         f"The size of {username}'s folders on {host_name} is unknown: "
         f"measuring took longer than {timeout_s:g} s",
+    )
+
+
+def audit_unreadable(*, username: str, host_name: str, path: str) -> Event:
+    return Event(
+        SPACE_AUDIT_UNREADABLE,
+        f"The space audit cannot read {username}'s {path} on {host_name}; "
+        "it counts as over quota until it can",
     )
 
 

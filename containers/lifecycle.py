@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -72,7 +74,14 @@ def reconcile(*, host_id: int | None = None, wake: bool = True) -> TickReport:
             if not acquired:
                 report.errors.append(f"{host.name}: another tick held the lock")
                 continue
-            reconcile_host(host=host, runtime=get_runtime(host), report=report)
+            try:
+                reconcile_host(host=host, runtime=get_runtime(host), report=report)
+            except Exception as error:
+                # One host's crash never keeps the hosts after it from being reconciled.
+                logger.exception("Reconciling %s failed", host.name)
+                report.errors.append(f"{host.name}: {type(error).__name__}: {error}")
+                event = events.host_tick_crashed(host_name=host.name, error=error)
+                services.event_record(event=event, host=host, now=timezone.now(), quiet_for=ENGINE_DOWN_QUIET)
     if wake:
         ensure_waker(now=timezone.now())
     return report
@@ -100,7 +109,8 @@ def _reconcile_host(*, host: Host, runtime: ContainerRuntime, now: datetime, rep
     }
 
     for reservation in selectors.reservations_past_window(host=host, now=now):
-        _close_window(reservation, now=now, report=report)
+        with _contained(reservation, host=host, now=now, report=report):
+            _close_window(reservation, now=now, report=report)
 
     current: dict[int, ContainerState] = {}
     unwanted = []
@@ -113,12 +123,56 @@ def _reconcile_host(*, host: Host, runtime: ContainerRuntime, now: datetime, rep
     _remove_unwanted(host=host, runtime=runtime, containers=unwanted, now=now, report=report)
 
     for reservation in wanted.values():
-        _converge(reservation, container=current.get(reservation.pk), runtime=runtime, now=now, report=report)
+        with _contained(reservation, host=host, now=now, report=report):
+            _converge(
+                reservation, container=current.get(reservation.pk), runtime=runtime, now=now, report=report
+            )
+
+
+@contextmanager
+def _contained(
+    reservation: Reservation | None, *, host: Host, now: datetime, report: TickReport
+) -> Iterator[None]:
+    """Runs one reservation's (or one container's) step so that what goes wrong there stays
+    there: the rest of the host's tick goes on. Only an engine that does not answer stops
+    the host's tick, since every other step would fail the same way."""
+    try:
+        yield
+    except EngineUnavailable:
+        raise
+    except RuntimeProblem as error:
+        # The engine refused this step (e.g. a removal); the next tick tries again.
+        report.errors.append(str(error))
+        event = events.reconcile_error(host_name=host.name, error=error)
+        services.event_record(event=event, host=host, now=now, quiet_for=ENGINE_DOWN_QUIET)
+    except Exception as error:
+        logger.exception("Reconciling on %s: unexpected error", host.name)
+        if reservation is None:
+            report.errors.append(f"{type(error).__name__}: {error}")
+            event = events.host_step_crashed(host_name=host.name, error=error)
+            services.event_record(event=event, host=host, now=now, quiet_for=ENGINE_DOWN_QUIET)
+        else:
+            _contain_failure(reservation, error=error, now=now, report=report)
+
+
+def _contain_failure(
+    reservation: Reservation, *, error: Exception, now: datetime, report: TickReport
+) -> None:
+    """An unexpected error in one reservation's step. An OSError may pass (a full disk, a
+    folder its owner can fix): it is retried next tick, a bounded number of times. Anything
+    else (an unreadable command, a bug) would fail the same way again: failed now."""
+    cause = f"{type(error).__name__}: {error}"
+    if isinstance(error, OSError):
+        _retry_launch(reservation, now=now, report=report, error=error, kind=events.UNEXPECTED_ERROR)
+        return
+    message = f"an unexpected error stopped it ({cause}); a maintainer must look at it"
+    _fail_launch(reservation, now=now, report=report, kind=events.UNEXPECTED_ERROR, message=message)
 
 
 def _close_window(reservation: Reservation, *, now: datetime, report: TickReport) -> None:
-    """A window that is over: a launched reservation ended; one never launched failed."""
-    if reservation.status in selectors.LAUNCHED:
+    """A window that is over: a running reservation ended; one whose container was never
+    confirmed running (still scheduled, blocked or starting) failed."""
+    if reservation.status == Status.RUNNING:
         services.reservation_mark_ended(reservation=reservation, now=now)
         report.ended.append(reservation.pk)
         return
@@ -144,22 +198,37 @@ def _remove_unwanted(
         ids={c.reservation_id for c in containers if c.reservation_id}
     )
     for state in containers:
-        runtime.remove(state.id)
-        report.removed.append(state.name)
-        reservation = reservations.get(state.reservation_id)
-        if reservation is None:
-            services.event_record(event=events.orphan_removed(container_name=state.name), host=host, now=now)
-            continue
-        if reservation.status in selectors.LAUNCHED:
-            # Its window is over (released early, or ended while the engine was down).
-            services.reservation_mark_ended(reservation=reservation, now=now)
-        event = events.container_removed(
-            username=reservation.user.username,
-            container_name=state.name,
-            reservation_id=reservation.pk,
-            status=reservation.get_status_display().lower(),
-        )
-        services.event_record(event=event, reservation=reservation, now=now)
+        # A removal that goes wrong is the host's problem, not the reservation's: its
+        # window is over either way, and the next tick tries again.
+        with _contained(None, host=host, now=now, report=report):
+            _remove(
+                state, reservation=reservations.get(state.reservation_id), host=host, runtime=runtime, now=now
+            )
+            report.removed.append(state.name)
+
+
+def _remove(
+    state: ContainerState,
+    *,
+    reservation: Reservation | None,
+    host: Host,
+    runtime: ContainerRuntime,
+    now: datetime,
+) -> None:
+    runtime.remove(state.id)
+    if reservation is None:
+        services.event_record(event=events.orphan_removed(container_name=state.name), host=host, now=now)
+        return
+    if reservation.status in selectors.LAUNCHED:
+        # Its window is over (released early, or ended while the engine was down).
+        services.reservation_mark_ended(reservation=reservation, now=now)
+    event = events.container_removed(
+        username=reservation.user.username,
+        container_name=state.name,
+        reservation_id=reservation.pk,
+        status=reservation.get_status_display().lower(),
+    )
+    services.event_record(event=event, reservation=reservation, now=now)
 
 
 def _converge(
@@ -216,6 +285,12 @@ def _space_block_message(reservation: Reservation) -> str | None:
     audit = selectors.space_verdict(user_id=reservation.user_id, host=reservation.host)
     if audit is None or not audit.over_quota:
         return None
+    if audit.unreadable:
+        return (
+            f"The space check cannot read {audit.unreadable}, so your folders count as over quota. "
+            "Restore its permissions or remove it; the container starts once a "
+            "check can measure your folders and finds you under quota."
+        )
     capability = capability_for(user=reservation.user, host=reservation.host)
     return (
         f"Over the space quota: work folder {audit.work_gb:g} GB of {capability.work_space_gb} GB, "
@@ -248,6 +323,14 @@ def _launch(
             "book an image that takes SSH keys"
         )
         _fail_launch(reservation, now=now, report=report, kind=events.IMAGE_NEEDS_PASSWORD, message=message)
+        return
+    if reservation.image is not None and not reservation.image.is_active:
+        # Withdrawn by the maintainers after the booking: no container runs it again.
+        message = (
+            f"The image {image} has been withdrawn by the maintainers, so the container "
+            "cannot start; book again with another image"
+        )
+        _fail_launch(reservation, now=now, report=report, kind=events.IMAGE_INACTIVE, message=message)
         return
     try:
         if not image:
@@ -293,17 +376,27 @@ def _fail_launch(
     services.event_record(event=event, reservation=reservation, now=now)
 
 
-def _retry_launch(reservation: Reservation, *, now: datetime, report: TickReport, error: Exception) -> None:
-    """The engine refused for a reason that may pass (a port in use, a name taken): the
-    next tick tries again, a bounded number of times."""
+def _retry_launch(
+    reservation: Reservation,
+    *,
+    now: datetime,
+    report: TickReport,
+    error: Exception,
+    kind: events.Kind = events.LAUNCH_ERROR,
+) -> None:
+    """A refusal that may pass (a port in use, a name taken, a full disk): the next tick
+    tries again, a bounded number of times."""
     limit = settings.CONTAINER_MAX_RESTARTS
+    cause = str(error) if isinstance(error, RuntimeProblem) else f"{type(error).__name__}: {error}"
     if reservation.restart_count >= limit:
-        message = f"{error} (tried {limit + 1} times)"
-        _fail_launch(reservation, now=now, report=report, kind=events.LAUNCH_ERROR, message=message)
+        message = f"{cause} (tried {limit + 1} times)"
+        _fail_launch(reservation, now=now, report=report, kind=kind, message=message)
         return
     count = services.reservation_count_restart(reservation=reservation)
-    report.errors.append(str(error))
-    event = events.launch_retrying(username=reservation.user.username, error=error, count=count, limit=limit)
+    report.errors.append(cause)
+    event = events.launch_retrying(
+        kind=kind, username=reservation.user.username, cause=cause, count=count, limit=limit
+    )
     services.event_record(event=event, reservation=reservation, now=now)
 
 

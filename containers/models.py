@@ -1,10 +1,14 @@
-"""Inventory and monitor records: the bottom layer, imports nothing of the portal."""
+"""Inventory and monitor records: the bottom layer, imports nothing of the portal but the
+leaf command parser."""
 
 from functools import cached_property
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+
+from containers.commands import command_problem
 
 
 class Host(models.Model):
@@ -103,6 +107,13 @@ class Image(models.Model):
     def __str__(self) -> str:
         return self.reference
 
+    def clean(self) -> None:
+        problem = command_problem(self.start_command)
+        if problem:
+            raise ValidationError(
+                {"start_command": f"Wrong Input! The start command cannot be read as arguments ({problem})."}
+            )
+
     @property
     def takes_portal_keys(self) -> bool:
         """Whether a user can log in to a container of this image with the keys the portal
@@ -187,6 +198,11 @@ class SpaceAudit(models.Model):
         default=True, help_text="Off: the measurement timed out; the size is unknown."
     )
     over_quota = models.BooleanField(default=False)
+    unreadable = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text="A folder the audit could not read (e.g. Work/private); it counts as over quota.",
+    )
 
     class Meta:
         ordering = ["-measured_at"]

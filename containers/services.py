@@ -148,6 +148,7 @@ def space_audit_record(
     complete: bool,
     over_quota: bool,
     now: datetime,
+    unreadable: str = "",
 ) -> SpaceAudit:
     return SpaceAudit.objects.create(
         user_id=user_id,
@@ -156,5 +157,6 @@ def space_audit_record(
         backup_gb=round(backup_gb, 3),
         complete=complete,
         over_quota=over_quota,
+        unreadable=unreadable,
         measured_at=now,
     )

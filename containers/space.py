@@ -28,11 +28,14 @@ GIB = 1024**3
 class FolderSize:
     bytes: int
     complete: bool
+    unreadable: Path | None = None  # the first path the audit could not read
 
 
 def folder_size(path: Path, *, deadline: float) -> FolderSize:
     """Disk use of a folder tree (like du), symlinks not followed, hard links counted once.
-    Past `deadline` (time.monotonic) it stops and says the size is incomplete."""
+    Past `deadline` (time.monotonic) it stops and says the size is incomplete. A folder or
+    file it cannot read stops it too, naming the path: what a student locked away (a
+    `chmod 000` folder, one owned by another uid) is never left out of the count."""
     total, seen = 0, set()
     pending = [path]
     while pending:
@@ -42,14 +45,16 @@ def folder_size(path: Path, *, deadline: float) -> FolderSize:
         try:
             entries = list(os.scandir(folder))
         except FileNotFoundError:
-            continue
+            continue  # not made yet, or removed while measuring
         except OSError:
-            return FolderSize(total, complete=False)
+            return FolderSize(total, complete=False, unreadable=folder)
         for entry in entries:
             try:
                 info = entry.stat(follow_symlinks=False)
-            except OSError:
+            except FileNotFoundError:
                 continue
+            except OSError:
+                return FolderSize(total, complete=False, unreadable=Path(entry.path))
             if (info.st_dev, info.st_ino) in seen:
                 continue
             seen.add((info.st_dev, info.st_ino))
@@ -59,6 +64,15 @@ def folder_size(path: Path, *, deadline: float) -> FolderSize:
     return FolderSize(total, complete=True)
 
 
+def _shown_path(path: Path, *, folders: dict[str, Path]) -> str:
+    """The path as the user sees it from their container (Work/..., Backup/...), so no
+    host path is shown."""
+    for label, folder in folders.items():
+        if path == folder or folder in path.parents:
+            return str(Path(label) / path.relative_to(folder))
+    return path.name
+
+
 def audit_user_space(*, user_id: int, host: Host, now: datetime, timeout_s: float) -> bool:
     """Measures one user's work and backup folders on a host and records the result.
     A timed-out measurement is over quota only if what it counted already is; otherwise
@@ -66,10 +80,14 @@ def audit_user_space(*, user_id: int, host: Host, now: datetime, timeout_s: floa
     user = User.objects.get(pk=user_id)
     capability = capability_for(user=user, host=host)
     deadline = time.monotonic() + timeout_s
-    work = folder_size(Path(host.work_root) / user.username, deadline=deadline)
-    backup = folder_size(Path(host.backup_root) / user.username, deadline=deadline)
+    folders = {"Work": Path(host.work_root) / user.username, "Backup": Path(host.backup_root) / user.username}
+    work = folder_size(folders["Work"], deadline=deadline)
+    backup = folder_size(folders["Backup"], deadline=deadline)
     work_gb, backup_gb = work.bytes / GIB, backup.bytes / GIB
-    over = work_gb > capability.work_space_gb or backup_gb > capability.backup_space_gb
+    unreadable_path = work.unreadable or backup.unreadable
+    unreadable = _shown_path(unreadable_path, folders=folders) if unreadable_path else ""
+    # What cannot be read cannot be shown to be small: it counts as over quota.
+    over = bool(unreadable) or work_gb > capability.work_space_gb or backup_gb > capability.backup_space_gb
     complete = work.complete and backup.complete
     services.space_audit_record(
         user_id=user_id,
@@ -78,9 +96,13 @@ def audit_user_space(*, user_id: int, host: Host, now: datetime, timeout_s: floa
         backup_gb=backup_gb,
         complete=complete,
         over_quota=over,
+        unreadable=unreadable,
         now=now,
     )
-    if over:
+    if unreadable:
+        event = events.audit_unreadable(username=user.username, host_name=host.name, path=unreadable)
+        services.event_record(event=event, user=user, host=host, now=now)
+    elif over:
         event = events.over_quota(
             username=user.username,
             work_gb=work_gb,

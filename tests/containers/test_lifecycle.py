@@ -1,7 +1,9 @@
 """The reconcile tick and the waker against the fake runtime: every transition."""
 
+import errno
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -10,13 +12,21 @@ from django.utils import timezone
 
 from bookings.models import Reservation
 from bookings.services import reservation_cancel, reservation_release
-from containers import selectors
+from containers import lifecycle, selectors
 from containers.lifecycle import reconcile, wake_at_boundaries
 from containers.models import ContainerEvent
-from containers.runtime import GIB, LABEL_RESERVATION, ContainerSpec, FakeRuntime, LaunchFailed, scope_labels
+from containers.runtime import (
+    GIB,
+    LABEL_HOST_ID,
+    LABEL_RESERVATION,
+    ContainerSpec,
+    FakeRuntime,
+    LaunchFailed,
+    scope_labels,
+)
 from containers.tasks import prepare_image
 from tests.containers.helpers import SpaceAuditFactory, engine, events, only_spec
-from tests.factories import ReservationFactory
+from tests.factories import HostFactory, ReservationFactory, UserFactory
 
 Status = Reservation.Status
 
@@ -324,3 +334,260 @@ def test_an_engine_that_refuses_a_removal_is_logged_and_retried(booking, monkeyp
     monkeypatch.undo()
     reconcile()
     assert engine(booking).containers == {}
+
+
+# Fault containment: one reservation or one host never stops the rest of a tick ----------
+
+
+@pytest.fixture
+def second_host(db, tmp_path):
+    """A host named after engine_host ("engine-…" < "zz-…"), so it is reconciled after it."""
+    roots = {name: tmp_path / f"second-{name}" for name in ("work", "backup", "dataset")}
+    for path in roots.values():
+        path.mkdir()
+    return HostFactory(
+        name="zz-second",
+        gpus=1,
+        work_root=str(roots["work"]),
+        backup_root=str(roots["backup"]),
+        dataset_root=str(roots["dataset"]),
+    )
+
+
+@pytest.fixture
+def released_on_second_host(second_host, window, fake_runtime, default_profile):
+    """A reservation on the second host whose container runs, then released: the next
+    tick must remove its container."""
+    reservation = ReservationFactory(
+        host=second_host, user=UserFactory(username="m11007s09"), gpus=[second_host.gpus.get()], **window
+    )
+    reconcile(host_id=second_host.pk, wake=False)
+    reservation.refresh_from_db()
+    assert reservation.status == Status.RUNNING
+    reservation_release(reservation=reservation)
+    return reservation
+
+
+@pytest.fixture
+def neighbour(booking):
+    """A second due reservation on the booking's host, after it in the tick's order."""
+    return ReservationFactory(
+        host=booking.host,
+        user=UserFactory(username="m11007s07"),
+        gpus=[booking.host.gpus.get(index=0)],
+        start=booking.start + timedelta(seconds=1),
+        end=booking.end,
+    )
+
+
+def assert_the_rest_converged(*, neighbour, released):
+    neighbour.refresh_from_db()
+    assert neighbour.status == Status.RUNNING
+    assert engine(released).containers == {}
+
+
+def test_a_start_command_that_cannot_be_split_fails_only_its_reservation(
+    booking, neighbour, released_on_second_host
+):
+    # Saved before admin validated it, or written straight to the database.
+    booking.image.start_command = "python -c 'print(1)"
+    booking.image.save()
+
+    reconcile()
+
+    booking.refresh_from_db()
+    assert booking.status == Status.FAILED
+    assert "ValueError" in booking.status_message
+    [error] = events(booking, sign="UnexpectedError")
+    assert error.level == "ERROR" and error.reservation == booking
+    assert "ValueError" in error.message and "No closing quotation" in error.message
+    assert_the_rest_converged(neighbour=neighbour, released=released_on_second_host)
+
+
+def test_a_full_disk_during_one_launch_is_retried_a_bounded_number_of_times(
+    booking, neighbour, released_on_second_host, monkeypatch, settings
+):
+    settings.CONTAINER_MAX_RESTARTS = 2
+    real_prepare_mounts = lifecycle.prepare_mounts
+
+    def disk_full_for_booking(reservation):
+        if reservation.pk == booking.pk:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_prepare_mounts(reservation)
+
+    monkeypatch.setattr(lifecycle, "prepare_mounts", disk_full_for_booking)
+
+    reconcile()
+
+    booking.refresh_from_db()
+    assert booking.status == Status.STARTING
+    [error] = events(booking, sign="UnexpectedError")
+    assert "OSError" in error.message and "No space left on device" in error.message
+    assert "trying again next tick (1 of 2)" in error.message
+    assert_the_rest_converged(neighbour=neighbour, released=released_on_second_host)
+
+    reconcile()
+    reconcile()
+    booking.refresh_from_db()
+    assert booking.status == Status.FAILED
+    assert "No space left on device" in booking.status_message and "tried 3 times" in booking.status_message
+    assert not booking.allocations.filter(active=True).exists()
+
+
+def test_a_backup_folder_turned_into_a_file_stops_only_its_reservation(
+    booking, neighbour, released_on_second_host, roots
+):
+    # What a student can do from inside their own container: replace the folder the
+    # portal keeps their SSH host keys in by a plain file.
+    folder = roots["backup"] / booking.user.username
+    folder.mkdir()
+    (folder / ".aivc").write_text("not a folder")
+
+    reconcile()
+
+    booking.refresh_from_db()
+    assert booking.status != Status.RUNNING
+    [error] = ContainerEvent.objects.filter(reservation=booking)
+    assert error.level == "ERROR" and ".aivc" in error.message
+    assert_the_rest_converged(neighbour=neighbour, released=released_on_second_host)
+
+
+def test_a_host_whose_tick_crashes_does_not_stop_the_next_host(booking, released_on_second_host, monkeypatch):
+    crashing_host = booking.host
+    real_list_managed = FakeRuntime.list_managed
+
+    def crash_on_first_host(self):
+        if self.host.pk == crashing_host.pk:
+            raise RuntimeError("unexpected answer")
+        return real_list_managed(self)
+
+    monkeypatch.setattr(FakeRuntime, "list_managed", crash_on_first_host)
+
+    summary = reconcile()
+
+    assert engine(released_on_second_host).containers == {}
+    assert any("RuntimeError" in error for error in summary.errors)
+    [error] = ContainerEvent.objects.filter(host=crashing_host, sign="UnexpectedError")
+    assert error.level == "ERROR" and "RuntimeError (unexpected answer)" in error.message
+    reconcile()
+    assert ContainerEvent.objects.filter(host=crashing_host, sign="UnexpectedError").count() == 1
+
+
+def test_an_unexpected_error_removing_one_container_does_not_stop_the_others(booking, neighbour, monkeypatch):
+    reconcile()
+    booking.refresh_from_db()
+    Reservation.objects.filter(pk__in=[booking.pk, neighbour.pk]).update(status=Status.CANCELLED)
+    real_remove = FakeRuntime.remove
+    stuck = booking.container_id
+
+    def fail_for_one(self, container_id):
+        if container_id == stuck:
+            raise PermissionError("operation not permitted")
+        return real_remove(self, container_id)
+
+    monkeypatch.setattr(FakeRuntime, "remove", fail_for_one)
+
+    reconcile()
+
+    assert list(engine(booking).containers) == [stuck]
+    [error] = ContainerEvent.objects.filter(host=booking.host, sign="UnexpectedError")
+    assert "PermissionError" in error.message
+
+
+# Host identity: containers are found by the host's primary key, not its editable name ---
+
+
+def test_renaming_a_host_keeps_its_running_container_adopted(booking):
+    reconcile()
+    booking.refresh_from_db()
+    started = booking.container_id
+    booking.host.name = "renamed-in-admin"
+    booking.host.save()
+
+    reconcile()
+
+    booking.refresh_from_db()
+    assert booking.status == Status.RUNNING and booking.container_id == started
+    assert list(engine(booking).containers) == [started]
+    assert not ContainerEvent.objects.filter(level__in=["WARNING", "ERROR"]).exists()
+
+
+def test_a_release_after_a_rename_still_removes_the_container(booking):
+    reconcile()
+    booking.host.name = "renamed-in-admin"
+    booking.host.save()
+    booking.refresh_from_db()
+    reservation_release(reservation=booking)
+
+    reconcile()
+
+    assert engine(booking).containers == {}
+
+
+def test_a_container_labelled_before_host_ids_is_still_found_by_the_host_name(booking):
+    reconcile()
+    fake = engine(booking)
+    [(container_id, (state, spec))] = fake.containers.items()
+    legacy_labels = {key: value for key, value in state.labels.items() if key != LABEL_HOST_ID}
+    fake.containers[container_id] = (replace(state, labels=legacy_labels), spec)
+    booking.refresh_from_db()
+    reservation_release(reservation=booking)
+
+    reconcile()
+
+    assert fake.containers == {}
+
+
+def test_a_container_of_another_host_on_the_same_engine_is_never_touched(booking, second_host):
+    reconcile()
+    FakeRuntime.engine_for(second_host).containers.update(engine(booking).containers)
+    Reservation.objects.filter(pk=booking.pk).update(status=Status.CANCELLED)
+
+    reconcile(host_id=second_host.pk)
+
+    assert len(FakeRuntime.engine_for(second_host).containers) == 1
+
+
+# Lower items -----------------------------------------------------------------------------
+
+
+def test_a_reservation_still_starting_when_its_window_passes_is_failed_not_ended(booking):
+    now = timezone.now()
+    Reservation.objects.filter(pk=booking.pk).update(
+        status=Status.STARTING, start=now - timedelta(hours=2), end=now - timedelta(seconds=1)
+    )
+
+    reconcile()
+
+    booking.refresh_from_db()
+    assert booking.status == Status.FAILED
+    assert "never started" in booking.status_message
+    assert events(booking, sign="NeverStarted")
+    assert not booking.allocations.filter(active=True).exists()
+
+
+def test_an_image_withdrawn_after_the_booking_does_not_launch_and_the_student_is_told(booking):
+    booking.image.is_active = False
+    booking.image.save()
+
+    reconcile()
+
+    booking.refresh_from_db()
+    assert booking.status == Status.FAILED
+    assert "lab/aivc-server:latest has been withdrawn by the maintainers" in booking.status_message
+    assert "book again with another image" in booking.status_message
+    [error] = events(booking, sign="ImageInactive")
+    assert error.level == "ERROR"
+    assert engine(booking).runs == []
+
+
+def test_a_running_container_keeps_running_when_its_image_is_withdrawn(booking):
+    reconcile()
+    booking.image.is_active = False
+    booking.image.save()
+
+    reconcile()
+
+    booking.refresh_from_db()
+    assert booking.status == Status.RUNNING
+    assert len(engine(booking).containers) == 1

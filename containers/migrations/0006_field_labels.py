@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("containers", "0004_image_login_and_presence"),
+        ("containers", "0005_image_login_and_presence"),
     ]
 
     operations = [

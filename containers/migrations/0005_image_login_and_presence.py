@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("containers", "0003_telemetry_moves_out"),
+        ("containers", "0004_space_audit_unreadable"),
     ]
 
     operations = [
