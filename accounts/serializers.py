@@ -6,6 +6,7 @@ from accounts.models import ApiToken, User
 
 
 class ProfileSerializer(serializers.ModelSerializer):
+    email = serializers.CharField(read_only=True, help_text="May be empty.")
     default_image = serializers.CharField(
         source="default_image.reference", allow_null=True, default=None, read_only=True
     )

@@ -1,6 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from aivc_portal.api import api_not_found
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -11,6 +13,7 @@ urlpatterns = [
     path("api/v1/", include("bookings.api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    re_path(r"^api/", api_not_found),
     path("", include("bookings.urls")),
     path("", include("containers.urls")),
 ]

@@ -19,7 +19,7 @@ from rest_framework.routers import SimpleRouter
 from rest_framework.views import APIView
 
 from accounts.selectors import capability_for
-from aivc_portal.api import IsStaff, error_responses
+from aivc_portal.api import IsStaff
 from bookings import serializers as s
 from bookings.models import Reservation
 from bookings.report_views import ReportRangeForm, csv_download, usage_rows_with_telemetry
@@ -65,7 +65,7 @@ def _validated(serializer_class, data) -> dict:
     list=extend_schema(
         summary="Hosts with their free capacity over a window",
         parameters=[s.WindowQuerySerializer],
-        responses={200: s.HostCapacitySerializer(many=True), **error_responses(400, 401, 403, 429)},
+        responses={200: s.HostCapacitySerializer(many=True)},
     ),
 )
 class HostViewSet(viewsets.GenericViewSet):
@@ -99,7 +99,7 @@ class HostViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="The earliest window where a request fits on this host",
         parameters=[s.FitQuerySerializer],
-        responses={200: s.FitSerializer, **error_responses(400, 401, 403, 404, 429)},
+        responses={200: s.FitSerializer},
     )
     @action(detail=True, methods=["get"], url_path="earliest-fit")
     def earliest_fit(self, request: Request, pk: str) -> Response:
@@ -126,7 +126,7 @@ class TimelineView(APIView):
     @extend_schema(
         summary="Every host's GPUs for the next two weeks: who holds them (no commands) and headroom",
         parameters=[OpenApiParameter("host", OpenApiTypes.INT, description="Only this host id.")],
-        responses={200: s.TimelineSerializer, **error_responses(400, 401, 403, 429)},
+        responses={200: s.TimelineSerializer},
     )
     def get(self, request: Request) -> Response:
         host_id = request.query_params.get("host")
@@ -166,27 +166,24 @@ class TimelineView(APIView):
 class ImageListView(APIView):
     @extend_schema(
         summary="Images a reservation may use",
-        responses={200: s.ImageSerializer(many=True), **error_responses(401, 403, 429)},
+        responses={200: s.ImageSerializer(many=True)},
     )
     def get(self, request: Request) -> Response:
         images = Image.objects.filter(is_active=True).order_by("reference")
         return Response(s.ImageSerializer(images, many=True).data)
 
 
-OWN_ACTION_ERRORS = error_responses(400, 401, 403, 404, 429)
-
-
 @extend_schema_view(
     list=extend_schema(
         summary="Your reservations, newest first",
         parameters=[s.ReservationFilterSerializer],
-        responses={200: s.ReservationSerializer(many=True), **error_responses(400, 401, 403, 404, 429)},
+        responses={200: s.ReservationSerializer(many=True)},
     ),
     retrieve=extend_schema(summary="One of your reservations", responses={200: s.ReservationSerializer}),
     create=extend_schema(
         summary="Book: the same inputs and rules as the booking form",
         request=s.ReservationCreateSerializer,
-        responses={201: s.ReservationSerializer, **error_responses(400, 401, 403, 429)},
+        responses={201: s.ReservationSerializer},
     ),
 )
 class ReservationViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -222,7 +219,7 @@ class ReservationViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     @extend_schema(
         summary="Cancel a reservation that has not started",
         request=None,
-        responses={200: s.ReservationSerializer, **OWN_ACTION_ERRORS},
+        responses={200: s.ReservationSerializer},
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
@@ -231,7 +228,7 @@ class ReservationViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     @extend_schema(
         summary="Release a running reservation now",
         request=None,
-        responses={200: s.ReservationSerializer, **OWN_ACTION_ERRORS},
+        responses={200: s.ReservationSerializer},
     )
     @action(detail=True, methods=["post"])
     def release(self, request: Request, pk: str) -> Response:
@@ -240,7 +237,7 @@ class ReservationViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     @extend_schema(
         summary="Move the end later, keeping the same GPUs",
         request=s.ReservationExtendSerializer,
-        responses={200: s.ReservationSerializer, **OWN_ACTION_ERRORS},
+        responses={200: s.ReservationSerializer},
     )
     @action(detail=True, methods=["post"])
     def extend(self, request: Request, pk: str) -> Response:
@@ -251,7 +248,7 @@ class ReservationViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     @extend_schema(
         summary="Recreate the running container (the old -rst)",
         request=None,
-        responses={200: s.ReservationSerializer, **OWN_ACTION_ERRORS},
+        responses={200: s.ReservationSerializer},
     )
     @action(detail=True, methods=["post"])
     def restart(self, request: Request, pk: str) -> Response:
@@ -292,7 +289,7 @@ class ReportView(APIView):
     get=extend_schema(
         summary="Staff: reservations in a date range, CSV",
         parameters=REPORT_PARAMETERS,
-        responses={(200, "text/csv"): CSV_RESPONSE, **error_responses(400, 401, 403, 429)},
+        responses={(200, "text/csv"): CSV_RESPONSE},
     )
 )
 class ReservationReportView(ReportView):
@@ -305,7 +302,7 @@ class ReservationReportView(ReportView):
     get=extend_schema(
         summary="Staff: usage per user in a date range, CSV",
         parameters=REPORT_PARAMETERS,
-        responses={(200, "text/csv"): CSV_RESPONSE, **error_responses(400, 401, 403, 429)},
+        responses={(200, "text/csv"): CSV_RESPONSE},
     )
 )
 class UsageReportView(ReportView):
