@@ -26,6 +26,13 @@ SCHEDULES = [
         "schedule_type": Schedule.DAILY,
     },
     {
+        # Its own task, so a slow mail server never delays a reconcile tick.
+        "name": "notify users",
+        "func": "accounts.tasks.send_notifications",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 1,
+    },
+    {
         "name": "audit space",
         "func": "containers.tasks.space_audit",
         "schedule_type": Schedule.MINUTES,
