@@ -35,8 +35,8 @@ class ExtendForm(forms.Form):
 
 @admin.register(Reservation)
 class ReservationAdmin(admin.ModelAdmin):
-    list_display = ("id", "user", "host", "start", "end", "cpus", "memory_gb", "gpus", "status")
-    list_filter = ("status", "host")
+    list_display = ("id", "user", "host", "kind", "start", "end", "cpus", "memory_gb", "gpus", "status")
+    list_filter = ("status", "kind", "host")
     list_select_related = ("user", "host")
     search_fields = ("user__username", "container_id")
     date_hierarchy = "start"

@@ -27,8 +27,8 @@ from django.utils import timezone
 
 from accounts.models import CapabilityProfile, User
 from accounts.services import generate_password, normalise_username
+from bookings.capacity import gpus_free, own_bookings_overlapping
 from bookings.models import GpuAllocation, Reservation
-from bookings.selectors import gpu_ids_free, user_reservations_overlapping
 from containers.models import Gpu, Host, Image
 
 HOST_DEPLOY = "host_deploy.yaml"
@@ -780,7 +780,7 @@ class _Importer:
         existing = Reservation.objects.filter(user=user, host=self.host, start=start).first()
         description = f"{username} {timezone.localtime(start):%Y-%m-%d %H:%M} ({file} line {line})"
         if status in Reservation.LIVE_STATUSES:
-            clash = user_reservations_overlapping(
+            clash = own_bookings_overlapping(
                 user_id=user.pk,
                 start=start,
                 end=end,
@@ -831,7 +831,7 @@ class _Importer:
         """The exclusion constraint would refuse the clash too, but only on PostgreSQL and
         without saying which GPU: this names it."""
         for index in indices:
-            if not gpu_ids_free(
+            if not gpus_free(
                 gpu_ids=[self.gpus[index].pk],
                 start=reservation.start,
                 end=reservation.end,

@@ -15,6 +15,10 @@ class ReservationQuerySet(models.QuerySet):
     def overlapping(self, start, end) -> "ReservationQuerySet":
         return self.filter(start__lt=end, end__gt=start)
 
+    def bookings(self) -> "ReservationQuerySet":
+        """Interactive bookings, not batch jobs: the ones a user holds one at a time."""
+        return self.filter(kind=Reservation.Kind.BOOKING)
+
 
 class Reservation(models.Model):
     class Status(models.TextChoices):
@@ -26,10 +30,20 @@ class Reservation(models.Model):
         FAILED = "failed"
         BLOCKED = "blocked"
 
+    class Kind(models.TextChoices):
+        BOOKING = "booking"
+        JOB = "job"
+
     LIVE_STATUSES = (Status.SCHEDULED, Status.STARTING, Status.RUNNING, Status.BLOCKED)
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reservations")
     host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="reservations")
+    kind = models.CharField(
+        max_length=8,
+        choices=Kind.choices,
+        default=Kind.BOOKING,
+        help_text="A booking (one per user at a time) or a batch job; both hold capacity.",
+    )
     start = models.DateTimeField()
     end = models.DateTimeField(help_text="Exclusive: the window is [start, end).")
     booked_end = models.DateTimeField(

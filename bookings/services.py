@@ -15,18 +15,11 @@ from accounts.models import User
 from accounts.selectors import capability_for
 from accounts.services import user_change_forward_port
 from aivc_portal.scheduler import queue_task
+from bookings.capacity import Availability, availability, gpus_free, own_bookings_overlapping
 from bookings.models import GpuAllocation, Reservation
-from bookings.selectors import (
-    LiveRow,
-    fits_host,
-    forward_ports_held,
-    gpu_ids_free,
-    gpus_by_preference,
-    live_reservations_around,
-    sweep_peak,
-)
+from bookings.selectors import forward_ports_held
 from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, parse_time_input, slot_floor, wrong_input
-from containers.models import Gpu, Host, Image
+from containers.models import Host, Image
 
 RECONCILE_TASK = "containers.tasks.reconcile"
 NOT_ENOUGH_CAPACITY = "There is not enough computing power for the time you need, book again."
@@ -141,33 +134,28 @@ def _check_within_capability(
         raise ValidationError(errors, code="over_maximum")
 
 
-def _check_no_own_overlap(*, user: User, rows: list[LiveRow]) -> None:
-    """Rule 3: a user's live reservations never overlap; back-to-back is fine."""
-    clash = next((row for row in rows if row.user_id == user.pk), None)
-    if clash is not None:
-        start, end = timezone.localtime(clash.start), timezone.localtime(clash.end)
-        window = f"{start:%Y-%m-%d %H:%M} - {end:%Y-%m-%d %H:%M}"
-        raise ValidationError(f"{OWN_OVERLAP} ({clash.host_name}, {window})", code="own_overlap")
-
-
-def _check_cpus_and_memory_fit(
-    *, host: Host, rows: list[LiveRow], start: datetime, end: datetime, cpus: Decimal, memory_gb: int
+def _check_no_own_overlap(
+    *, user: User, start: datetime, end: datetime, exclude_reservation_id: int | None = None
 ) -> None:
-    """Rule 4, CPUs and memory: at every instant of the window the host totals hold."""
-    on_host = ((row.start, row.end, row.cpus, row.memory_gb) for row in rows if row.host_id == host.pk)
-    peak = sweep_peak(on_host, start=start, end=end)
-    if not fits_host(host=host, peak=peak, cpus=cpus, memory_gb=memory_gb):
-        raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity")
+    """Rule 3: a user's live bookings never overlap, on any host; back-to-back is fine."""
+    clash = (
+        own_bookings_overlapping(
+            user_id=user.pk, start=start, end=end, exclude_reservation_id=exclude_reservation_id
+        )
+        .values_list("host__name", "start", "end")
+        .first()
+    )
+    if clash is not None:
+        host_name, clash_start, clash_end = clash
+        clash_start, clash_end = timezone.localtime(clash_start), timezone.localtime(clash_end)
+        window = f"{clash_start:%Y-%m-%d %H:%M} - {clash_end:%Y-%m-%d %H:%M}"
+        raise ValidationError(f"{OWN_OVERLAP} ({host_name}, {window})", code="own_overlap")
 
 
-def _choose_gpus(*, host: Host, start: datetime, end: datetime, gpu_count: int) -> list[Gpu]:
-    """Rule 4, GPUs: `gpu_count` GPUs free for the whole window, least booked first."""
-    if gpu_count == 0:
-        return []
-    free = gpus_by_preference(host=host, start=start, end=end)
-    if len(free) < gpu_count:
+def _check_fits(*, free: Availability, cpus: Decimal, memory_gb: int, gpu_count: int) -> None:
+    """Rule 4: the request fits what the capacity engine finds free for the whole window."""
+    if not free.fits(cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count):
         raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity")
-    return free[:gpu_count]
 
 
 def _check_host_accepts(*, host: Host) -> None:
@@ -251,12 +239,10 @@ def reservation_create(
             # A `now` booking is shown from the start of the slot but needs the server only
             # from this moment, so a reservation released earlier in the slot is no obstacle.
             held_from = now if is_now else start
-            rows = live_reservations_around(host_id=host.pk, user_id=user.pk, start=held_from, end=end)
-            _check_no_own_overlap(user=user, rows=rows)
-            _check_cpus_and_memory_fit(
-                host=host, rows=rows, start=held_from, end=end, cpus=cpus, memory_gb=memory_gb
-            )
-            gpus = _choose_gpus(host=host, start=held_from, end=end, gpu_count=gpu_count)
+            _check_no_own_overlap(user=user, start=held_from, end=end)
+            free = availability(host=host, start=held_from, end=end)
+            _check_fits(free=free, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
+            gpus = free.pick_gpus(gpu_count)
             reservation = Reservation.objects.create(
                 user=user,
                 host=host,
@@ -325,19 +311,14 @@ def reservation_release(*, reservation: Reservation, now: datetime | None = None
 def _check_added_window(*, reservation: Reservation, host: Host, start: datetime, end: datetime) -> None:
     """Time added to an existing reservation, before or after it, passes rules 3 and 4 with
     the same CPUs, memory and GPUs it already holds."""
-    rows = live_reservations_around(
-        host_id=host.pk,
-        user_id=reservation.user_id,
-        start=start,
-        end=end,
-        exclude_reservation_id=reservation.pk,
-    )
-    _check_no_own_overlap(user=reservation.user, rows=rows)
-    _check_cpus_and_memory_fit(
-        host=host, rows=rows, start=start, end=end, cpus=reservation.cpus, memory_gb=reservation.memory_gb
-    )
+    if reservation.kind == Reservation.Kind.BOOKING:
+        _check_no_own_overlap(
+            user=reservation.user, start=start, end=end, exclude_reservation_id=reservation.pk
+        )
+    free = availability(host=host, start=start, end=end, exclude_reservation_id=reservation.pk)
+    _check_fits(free=free, cpus=reservation.cpus, memory_gb=reservation.memory_gb, gpu_count=0)
     gpu_ids = list(reservation.allocations.filter(active=True).values_list("gpu_id", flat=True))
-    if gpu_ids and not gpu_ids_free(
+    if gpu_ids and not gpus_free(
         gpu_ids=gpu_ids, start=start, end=end, exclude_reservation_id=reservation.pk
     ):
         raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity")

@@ -9,6 +9,7 @@ from decimal import Decimal
 from django.db.models import Prefetch
 from django.utils import timezone
 
+from bookings.capacity import free_cpus, free_memory_gb, usage_per_slot
 from bookings.models import GpuAllocation, Reservation
 from bookings.timeslots import MAX_AHEAD, SLOT, slot_floor
 from containers.models import Gpu, Host
@@ -122,23 +123,10 @@ def _marks(*, start: datetime, slots: int, every: timedelta, align: bool) -> lis
 
 
 def _headroom(host: Host, rows: list[tuple], *, start: datetime, slots: int) -> list[Headroom]:
-    """Free CPUs and memory per slot as runs of equal value, from a difference array."""
-    cpus_delta = [Decimal(0)] * (slots + 1)
-    memory_delta = [0] * (slots + 1)
-    for row_start, row_end, cpus, memory_gb in rows:
-        first = _column(row_start, start=start, slots=slots)
-        last = _column_after(row_end, start=start, slots=slots)
-        cpus_delta[first] += cpus
-        cpus_delta[last] -= cpus
-        memory_delta[first] += memory_gb
-        memory_delta[last] -= memory_gb
+    """Free CPUs and memory per slot, from the capacity engine, as runs of equal value."""
     runs: list[Headroom] = []
-    cpus_used, memory_used = Decimal(0), 0
-    for column in range(slots):
-        cpus_used += cpus_delta[column]
-        memory_used += memory_delta[column]
-        cpus_free = max(Decimal(host.cpus) - cpus_used, Decimal(0))
-        memory_free = max(host.memory_gb - memory_used, 0)
+    for column, used in enumerate(usage_per_slot(rows, start=start, slots=slots)):
+        cpus_free, memory_free = free_cpus(host, used), free_memory_gb(host, used)
         if runs and runs[-1].cpus == cpus_free and runs[-1].memory_gb == memory_free:
             last = runs[-1]
             runs[-1] = Headroom(

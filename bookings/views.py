@@ -12,16 +12,15 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_safe
 
 from accounts.selectors import capability_for
+from bookings.capacity import availability, earliest_fit
 from bookings.forms import END_AT, BookingForm, ExtendForm
 from bookings.models import Reservation
 from bookings.selectors import (
-    earliest_fitting_window,
     host_outlooks,
     recent_events_for_user,
     reservation_for_owner,
     reservations_by_time,
     space_audits_against_quota,
-    window_capacity,
 )
 from bookings.services import (
     NOT_ENOUGH_CAPACITY,
@@ -87,19 +86,19 @@ def _suggestion(form: BookingForm, *, user, now: datetime) -> dict | None:
         return None
     start, end = window
     this_slot = slot_floor(now)
-    found = earliest_fitting_window(
-        host=data["host"],
-        length=end - start,
+    found = earliest_fit(
+        hosts=[data["host"]],
         cpus=needed[0],
         memory_gb=needed[1],
         gpu_count=needed[2],
+        duration=end - start,
         not_before=max(start, this_slot),
-        latest_start=this_slot + MAX_AHEAD,
+        not_after=this_slot + MAX_AHEAD,
         user_id=user.pk,
     )
     if found is None:
         return {"start": None}
-    found_start, found_end = (timezone.localtime(moment) for moment in found)
+    found_start, found_end = timezone.localtime(found.start), timezone.localtime(found.end)
     query = {
         "host": data["host"].pk,
         "end_kind": END_AT,
@@ -178,12 +177,10 @@ def reservation_capacity(request: HttpRequest) -> HttpResponse:
         context["capability"] = capability_for(user=request.user, host=context["host"])
         window = _window(form, now=now)
         if window is not None:
-            free = window_capacity(host=context["host"], start=window[0], end=window[1])
+            free = availability(host=context["host"], start=window[0], end=window[1])
             context.update(window=[timezone.localtime(moment) for moment in window], free=free)
             wanted = (data.get("cpus"), data.get("memory_gb"), data.get("gpu_count"))
-            if None not in wanted and (
-                wanted[0] > free.cpus or wanted[1] > free.memory_gb or wanted[2] > free.gpus
-            ):
+            if None not in wanted and not free.fits(cpus=wanted[0], memory_gb=wanted[1], gpu_count=wanted[2]):
                 context["suggestion"] = _suggestion(form, user=request.user, now=now)
     return render(request, "bookings/_capacity.html", context)
 
