@@ -21,10 +21,14 @@ from rest_framework.views import APIView
 from accounts.selectors import capability_for
 from aivc_portal.api import IsStaff
 from bookings import serializers as s
+from bookings.capacity import availability, earliest_fit
 from bookings.models import Reservation
 from bookings.report_views import ReportRangeForm, csv_download, usage_rows_with_telemetry
 from bookings.reports import RESERVATION_COLUMNS, USAGE_COLUMNS, reservation_rows
-from bookings.selectors import earliest_fitting_window, reservations_for_user, window_capacity
+from bookings.selectors import reservations_for_user
+
+# The booking service's reading of a host given as a name or an id, with its message.
+from bookings.services import _host_id as host_id_from_input
 from bookings.services import (
     reservation_cancel,
     reservation_create,
@@ -61,25 +65,18 @@ def _validated(serializer_class, data) -> dict:
     return serializer.validated_data
 
 
-@extend_schema_view(
-    list=extend_schema(
+class HostListView(APIView):
+    @extend_schema(
         summary="Hosts with their free capacity over a window",
         parameters=[s.WindowQuerySerializer],
         responses={200: s.HostCapacitySerializer(many=True)},
-    ),
-)
-class HostViewSet(viewsets.GenericViewSet):
-    queryset = Host.objects.order_by("name")
-    serializer_class = s.HostCapacitySerializer
-    lookup_value_regex = ID
-    pagination_class = None
-
-    def list(self, request: Request) -> Response:
+    )
+    def get(self, request: Request) -> Response:
         query = _validated(s.WindowQuerySerializer, request.query_params)
         start, end = requested_window(start=query["start"], end=query.get("end"), now=timezone.now())
         rows = []
-        for host in self.get_queryset():
-            free = window_capacity(host=host, start=start, end=end)
+        for host in Host.objects.order_by("name"):
+            free = availability(host=host, start=start, end=end)
             maximum = capability_for(user=request.user, host=host)
             rows.append(
                 {
@@ -96,29 +93,37 @@ class HostViewSet(viewsets.GenericViewSet):
             )
         return Response(s.HostCapacitySerializer(rows, many=True).data)
 
+
+class EarliestFitView(APIView):
     @extend_schema(
-        summary="The earliest window where a request fits on this host",
+        summary="The earliest window where a request fits (on one host, or the earliest on any)",
         parameters=[s.FitQuerySerializer],
         responses={200: s.FitSerializer},
     )
-    @action(detail=True, methods=["get"], url_path="earliest-fit")
-    def earliest_fit(self, request: Request, pk: str) -> Response:
-        host = self.get_object()
+    def get(self, request: Request) -> Response:
         query = _validated(s.FitQuerySerializer, request.query_params)
+        hosts = Host.objects.filter(accepting_bookings=True).order_by("name")
+        if query.get("host"):
+            hosts = hosts.filter(pk=host_id_from_input(query["host"]))
         now = timezone.now()
         start, end = requested_window(start=query["start"], end=query["end"], now=now)
         this_slot = slot_floor(now)
-        found = earliest_fitting_window(
-            host=host,
-            length=end - start,
+        found = earliest_fit(
+            hosts=list(hosts),
             cpus=query["cpus"],
             memory_gb=query["memory_gb"],
             gpu_count=query["gpu_count"],
+            duration=end - start,
             not_before=max(start, this_slot),
-            latest_start=this_slot + MAX_AHEAD,
+            not_after=this_slot + MAX_AHEAD,
             user_id=request.user.pk,
         )
-        body = {"found": found is not None, "start": found and found[0], "end": found and found[1]}
+        body = {
+            "found": found is not None,
+            "host": found.host.name if found else None,
+            "start": found.start if found else None,
+            "end": found.end if found else None,
+        }
         return Response(s.FitSerializer(body).data)
 
 
@@ -193,7 +198,8 @@ class ReservationViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     lookup_value_regex = ID
 
     def get_queryset(self) -> QuerySet[Reservation]:
-        return reservations_for_user(user_id=self.request.user.pk).order_by("-start", "-id")
+        # Bookings only: a job's capacity row belongs to the jobs API.
+        return reservations_for_user(user_id=self.request.user.pk).bookings().order_by("-start", "-id")
 
     def list(self, request: Request) -> Response:
         query = _validated(s.ReservationFilterSerializer, request.query_params)
@@ -312,11 +318,12 @@ class UsageReportView(ReportView):
 
 
 router = SimpleRouter()
-router.register("hosts", HostViewSet, basename="api-host")
 router.register("reservations", ReservationViewSet, basename="api-reservation")
 
 urlpatterns = [
     *router.urls,
+    path("hosts/", HostListView.as_view(), name="api-hosts"),
+    path("earliest-fit/", EarliestFitView.as_view(), name="api-earliest-fit"),
     path("timeline/", TimelineView.as_view(), name="api-timeline"),
     path("images/", ImageListView.as_view(), name="api-images"),
     path("reports/reservations.csv", ReservationReportView.as_view(), name="api-report-reservations"),

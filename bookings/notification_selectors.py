@@ -52,7 +52,8 @@ def _about(reservation: Reservation, *, kind: str, instant: datetime, title: str
 
 
 def _reservation_notices(*, now: datetime, since: datetime, ending_within: timedelta) -> Iterator[Notice]:
-    rows = Reservation.objects.select_related("host")
+    # Bookings only: a job's container is told about once, when the job finishes.
+    rows = Reservation.objects.bookings().select_related("host")
     for r in rows.filter(status=Status.RUNNING, started_at__gte=since):
         yield _about(
             r,
