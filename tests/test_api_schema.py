@@ -1,6 +1,6 @@
 """Schemathesis against a live server: every operation of /api/v1/ with generated inputs,
 no response a 500, every response as the schema says (status, content type, body).
-AIVC_API_FUZZ_EXAMPLES sets the examples per operation (default 15, to stay within the
+AIVC_API_FUZZ_EXAMPLES sets the examples per operation (default 10, to stay within the
 suite's time; tests/bench/test_api_fuzz.py runs thousands). On PostgreSQL in CI; SQLite
 works too."""
 
@@ -35,7 +35,7 @@ from tests.factories import (
     UserFactory,
 )
 
-EXAMPLES = int(os.environ.get("AIVC_API_FUZZ_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("AIVC_API_FUZZ_EXAMPLES", "10"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 

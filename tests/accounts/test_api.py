@@ -158,3 +158,12 @@ def test_the_schema_and_the_offline_docs_are_served(client, db):
     docs = client.get(reverse("api-docs"))
     assert docs.status_code == 200
     assert b"cdn" not in docs.content.lower() and b"/static/drf_spectacular_sidecar/" in docs.content
+
+
+def test_a_token_stops_working_while_its_user_must_change_the_password(student):
+    client = token_client(student)
+    student.must_change_password = True
+    student.save()
+    response = client.get("/api/v1/profile/")
+    assert response.status_code == 403
+    assert_error_shape(response.json())
