@@ -51,18 +51,25 @@ def make_api_world(settings) -> dict:
     host = HostFactory(name="gpu-01", cpus=16, ram_gb=64, swap_gb=16, gpus=2)
     ImageFactory(reference="lab/aivc-server:latest", is_default=True)
     student = UserFactory(username="fuzzer", is_staff=True)
-    now = timezone.now()
-    start = slot_floor(now) + SLOT
+    this_slot = slot_floor(timezone.now())
+    # One running now (ending with this slot), the other live ones ten days on or more,
+    # so bookings from tomorrow for a few days can succeed; the rest are history.
+    windows = {
+        Reservation.Status.RUNNING: (this_slot - timedelta(hours=1), this_slot + SLOT),
+        Reservation.Status.SCHEDULED: (
+            this_slot + timedelta(days=10),
+            this_slot + timedelta(days=10, hours=2),
+        ),
+        Reservation.Status.STARTING: (
+            this_slot + timedelta(days=11),
+            this_slot + timedelta(days=11, hours=2),
+        ),
+        Reservation.Status.BLOCKED: (this_slot + timedelta(days=12), this_slot + timedelta(days=12, hours=2)),
+    }
     for offset, status in enumerate(Reservation.Status.values):
-        ReservationFactory(
-            user=student,
-            host=host,
-            start=start
-            + timedelta(days=offset)
-            - (timedelta(hours=1) if status == "running" else timedelta()),
-            end=start + timedelta(days=offset, hours=2),
-            status=status,
-        )
+        past = (this_slot - timedelta(days=offset + 1), this_slot - timedelta(days=offset + 1) + SLOT)
+        start, end = windows.get(status, past)
+        ReservationFactory(user=student, host=host, start=start, end=end, status=status)
     _token, raw = api_token_create(user=student, name="fuzz")
     return {"Authorization": f"Bearer {raw}"}
 
@@ -82,15 +89,46 @@ def _schema() -> schemathesis.BaseSchema:
 OPERATIONS = {result.ok().label: result.ok() for result in _schema().get_all_operations()}
 
 
+# Random text is almost never a time the booking rules accept, so requests that book or
+# search also come with inputs a user would type, to reach the success paths (201/200
+# bodies checked against the schema too) and the rules' refusals.
+_REQUEST = {
+    "host": st.sampled_from(["gpu-01", "gpu-01", "1", "nowhere"]),
+    "start": st.sampled_from(["1-day", "1-day", "3-day", "now", "2026 01 01 10 00", "2099 01 01 10 00"]),
+    "end": st.sampled_from(["1-day", "1-day", "2-day", "1-week", "15-day", "0-day", "1-day 2-day"]),
+    "cpus": st.integers(min_value=0, max_value=10),
+    "memory_gb": st.integers(min_value=0, max_value=40),
+    "gpu_count": st.integers(min_value=0, max_value=2),
+}
+REALISTIC = {
+    "POST /api/v1/reservations/": lambda op: st.fixed_dictionaries(_REQUEST).flatmap(
+        lambda body: op.as_strategy(body=body)
+    ),
+    "GET /api/v1/earliest-fit/": lambda op: st.fixed_dictionaries(_REQUEST).flatmap(
+        lambda query: op.as_strategy(query=query)
+    ),
+    "GET /api/v1/hosts/": lambda op: st.fixed_dictionaries(
+        {"start": _REQUEST["start"], "end": _REQUEST["end"]}
+    ).flatmap(lambda query: op.as_strategy(query=query)),
+    "POST /api/v1/reservations/{id}/extend/": lambda op: st.fixed_dictionaries(
+        {"end": _REQUEST["end"]}
+    ).flatmap(lambda body: op.as_strategy(body=body)),
+}
+
+
 def fuzz_operation(label: str, *, headers: dict, base_url: str, examples: int) -> Counter:
     """Runs `examples` generated requests (valid and invalid by the schema) of one
     operation against the server; returns how many answered each status."""
     operation = OPERATIONS[label]
     # The password login is fuzzed without the token; everything else with it.
     headers = {} if operation.path == "/api/v1/auth/token/" else headers
-    cases = st.one_of(
-        operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE)
-    )
+    strategies = [
+        operation.as_strategy(GenerationMode.POSITIVE),
+        operation.as_strategy(GenerationMode.NEGATIVE),
+    ]
+    if label in REALISTIC:
+        strategies.append(REALISTIC[label](operation))
+    cases = st.one_of(strategies)
     statuses: Counter = Counter()
 
     @given(case=cases)
