@@ -1,5 +1,4 @@
 import secrets
-import shlex
 from collections.abc import Collection, Iterable
 
 from django.conf import settings
@@ -8,6 +7,7 @@ from django.db import IntegrityError, transaction
 
 from accounts.models import CapabilityProfile, User
 from accounts.sshkeys import clean_ssh_public_keys
+from containers.commands import command_arguments
 from containers.models import Image
 
 # Letters and digits without look-alikes (0/O, 1/l/I) so a printed password reads back.
@@ -105,7 +105,7 @@ def user_update_profile(
         errors["default_image"] = ["Not the available image!"]
     default_extra_command = (default_extra_command or "").strip()
     try:
-        shlex.split(default_extra_command)
+        command_arguments(default_extra_command)
     except ValueError as error:
         errors["default_extra_command"] = [f"Wrong Input! It cannot be read as arguments ({error})."]
     if errors:

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.notification_services import notifications_record, notifications_send_email
-from bookings.notification_selectors import notices_due
+from containers.notices import notices_due
 
 
 def send_notifications() -> str:

@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "accounts",
     "bookings",
     "containers",
+    "containers.telemetry",
 ]
 
 MIDDLEWARE = [

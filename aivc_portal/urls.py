@@ -15,5 +15,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     re_path(r"^api/", api_not_found),
     path("", include("bookings.urls")),
-    path("", include("containers.urls")),
+    path("", include("containers.telemetry.urls")),
 ]

@@ -29,6 +29,7 @@ from accounts.models import CapabilityProfile, User
 from accounts.services import generate_password, normalise_username
 from bookings.capacity import gpus_free, own_bookings_overlapping
 from bookings.models import GpuAllocation, Reservation
+from containers.commands import command_problem
 from containers.models import Gpu, Host, Image
 
 HOST_DEPLOY = "host_deploy.yaml"
@@ -430,6 +431,13 @@ def _parse_users(users: _Mapping, capability: _Mapping, *, host: _HostConfig) ->
             config.image = str(entry["image"]).strip()
         if not _is_null(entry.get("extra_command")):
             config.extra_command = str(entry["extra_command"]).strip()
+            problem = command_problem(config.extra_command)
+            if problem:
+                raise LegacyImportError(
+                    USERS_CONFIG,
+                    entry.line_of("extra_command"),
+                    f"extra_command of {username} cannot be read as arguments ({problem})",
+                )
 
     custom = capability.get("max_custom_capability")
     if custom is not None and not isinstance(custom, _Mapping):
@@ -764,6 +772,9 @@ class _Importer:
         extra_command = "" if _is_null(cells["extra_command"]) else cells["extra_command"]
         if len(extra_command) > 1000:
             raise LegacyImportError(file, line, "extra_command is longer than 1000 characters")
+        problem = command_problem(extra_command)
+        if problem:
+            raise LegacyImportError(file, line, f"extra_command cannot be read as arguments ({problem})")
         values = {
             "end": end,
             "booked_end": end,

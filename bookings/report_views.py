@@ -21,7 +21,7 @@ from bookings.reports import (
     usage_rows,
 )
 from bookings.timeslots import YEARS
-from containers.telemetry_selectors import gpu_hours_busy_by_user
+from containers.telemetry.selectors import gpu_hours_busy_by_user
 
 MAX_RANGE_DAYS = 1096  # three years
 

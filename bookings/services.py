@@ -2,7 +2,6 @@
 inside one transaction that locks the host row, with PostgreSQL's exclusion constraints
 behind them."""
 
-import shlex
 from datetime import datetime
 from decimal import Decimal, DecimalException
 
@@ -19,6 +18,7 @@ from bookings.capacity import Availability, availability, gpus_free, own_booking
 from bookings.models import GpuAllocation, Reservation
 from bookings.selectors import forward_ports_held
 from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, parse_time_input, slot_floor, wrong_input
+from containers.commands import command_arguments
 from containers.models import Host, Image
 
 RECONCILE_TASK = "containers.tasks.reconcile"
@@ -87,7 +87,7 @@ def _extra_command(value: str | None, *, user: User) -> str:
     if len(command) > MAX_EXTRA_COMMAND:
         raise wrong_input(f"extra_command is longer than {MAX_EXTRA_COMMAND} characters.", "extra_command")
     try:
-        shlex.split(command)
+        command_arguments(command)
     except ValueError as error:
         raise wrong_input(f"extra_command cannot be read as arguments ({error}).", "extra_command") from None
     return command

@@ -32,6 +32,7 @@ from bookings.services import (
 )
 from bookings.timeline import timeline as build_timeline
 from bookings.timeslots import MAX_AHEAD, SLOT, parse_time_input, slot_floor
+from containers.telemetry.selectors import gpu_table, idle_reservations_for_user, reservation_gpu_usage
 
 
 def _owned_reservation(request: HttpRequest, pk: int) -> Reservation:
@@ -59,6 +60,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "hosts": host_outlooks(user=user, now=now),
         "audits": space_audits_against_quota(user=user),
         "events": recent_events_for_user(user_id=user.pk),
+        "gpu_table": gpu_table(now=now),
+        "idle_reservations": list(idle_reservations_for_user(user_id=user.pk)),
     }
     return render(request, "bookings/dashboard.html", context)
 
@@ -198,6 +201,7 @@ def reservation_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "can_release": reservation.can_release(now),
         "can_extend": reservation.can_extend(now),
         "is_current": reservation.is_live and reservation.start <= now < reservation.end,
+        "gpu_usage": reservation_gpu_usage(reservation=reservation) if reservation.gpu_count else None,
     }
     return render(request, "bookings/reservation_detail.html", context)
 

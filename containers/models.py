@@ -1,10 +1,14 @@
-"""Inventory and monitor records: the bottom layer, imports nothing of the portal."""
+"""Inventory and monitor records: the bottom layer, imports nothing of the portal but the
+leaf command parser."""
 
 from functools import cached_property
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+
+from containers.commands import command_problem
 
 
 class Host(models.Model):
@@ -90,6 +94,13 @@ class Image(models.Model):
     def __str__(self) -> str:
         return self.reference
 
+    def clean(self) -> None:
+        problem = command_problem(self.start_command)
+        if problem:
+            raise ValidationError(
+                {"start_command": f"Wrong Input! The start command cannot be read as arguments ({problem})."}
+            )
+
 
 class ContainerEvent(models.Model):
     class Level(models.TextChoices):
@@ -137,6 +148,11 @@ class SpaceAudit(models.Model):
         default=True, help_text="Off: the measurement timed out; the size is unknown."
     )
     over_quota = models.BooleanField(default=False)
+    unreadable = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text="A folder the audit could not read (e.g. Work/private); it counts as over quota.",
+    )
 
     class Meta:
         ordering = ["-measured_at"]
@@ -145,96 +161,3 @@ class SpaceAudit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} on {self.host} at {self.measured_at:%Y-%m-%d %H:%M}"
-
-
-# GPU telemetry ----------------------------------------------------------------------
-
-
-class GpuSample(models.Model):
-    """One NVML reading of one GPU, taken every minute; pruned after
-    GPU_SAMPLE_RETENTION_DAYS."""
-
-    gpu = models.ForeignKey(Gpu, on_delete=models.CASCADE, related_name="samples")
-    taken_at = models.DateTimeField()
-    utilisation_percent = models.PositiveSmallIntegerField(
-        null=True, blank=True, help_text="Empty: the device does not report utilisation."
-    )
-    memory_used_mb = models.PositiveIntegerField()
-    process_count = models.PositiveSmallIntegerField(default=0)
-
-    class Meta:
-        ordering = ["-taken_at", "gpu_id"]
-        get_latest_by = "taken_at"
-        indexes = [
-            models.Index(fields=["gpu", "taken_at"], name="gpusample_gpu_taken_at"),
-            models.Index(fields=["taken_at"], name="gpusample_taken_at"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.gpu} at {self.taken_at:%Y-%m-%d %H:%M}"
-
-
-class ReservationGpuStatus(models.Model):
-    """What telemetry concluded about one reservation's GPUs; kept beside the reservation
-    rather than on it, so the booking tables stay the booking layer's."""
-
-    reservation = models.OneToOneField(
-        "bookings.Reservation", on_delete=models.CASCADE, related_name="gpu_status"
-    )
-    checked_at = models.DateTimeField(null=True, blank=True)
-    idle_flagged_at = models.DateTimeField(
-        null=True,
-        blank=True,
-        help_text="Set while every GPU of the reservation stays under the idle threshold.",
-    )
-    auto_released_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        verbose_name = "reservation GPU status"
-        verbose_name_plural = "reservation GPU statuses"
-        ordering = ["-checked_at"]
-
-    def __str__(self) -> str:
-        return f"GPU status of reservation #{self.reservation_id}"
-
-    @property
-    def is_idle(self) -> bool:
-        return self.idle_flagged_at is not None
-
-
-class GpuDuplicateUse(models.Model):
-    """A process seen on a GPU it has no booking for. One row, and so one warning, per GPU,
-    pid and holding reservation (none: the GPU was not booked)."""
-
-    gpu = models.ForeignKey(Gpu, on_delete=models.CASCADE, related_name="duplicate_uses")
-    pid = models.PositiveIntegerField()
-    holder = models.ForeignKey(
-        "bookings.Reservation",
-        null=True,
-        blank=True,
-        on_delete=models.CASCADE,
-        related_name="duplicate_uses",
-        help_text="The reservation that held the GPU; empty: nobody had booked it.",
-    )
-    container_id = models.CharField(max_length=80, blank=True, help_text="Empty: a host process.")
-    first_seen_at = models.DateTimeField()
-    last_seen_at = models.DateTimeField()
-    event = models.ForeignKey(ContainerEvent, null=True, blank=True, on_delete=models.SET_NULL)
-
-    class Meta:
-        ordering = ["-last_seen_at"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["gpu", "pid", "holder"],
-                condition=models.Q(holder__isnull=False),
-                name="gpuduplicateuse_once_per_holder",
-            ),
-            models.UniqueConstraint(
-                fields=["gpu", "pid"],
-                condition=models.Q(holder__isnull=True),
-                name="gpuduplicateuse_once_unbooked",
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"pid {self.pid} on {self.gpu}"

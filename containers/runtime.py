@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import shlex
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from math import ceil
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from containers.commands import command_arguments
 from containers.models import Host
 
 if TYPE_CHECKING:
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
 
 GIB = 1024**3
 LABEL_MANAGED = "aivc.managed"
-LABEL_HOST = "aivc.host"
+LABEL_HOST = "aivc.host"  # the host's name, for people reading `docker ps`; may go stale
+LABEL_HOST_ID = "aivc.host-id"  # the host's primary key: what the portal finds containers by
 LABEL_RESERVATION = "aivc.reservation"
 LABEL_USER = "aivc.user"
 SSH_PORT = "22/tcp"
@@ -117,16 +119,27 @@ def container_name(username: str) -> str:
 
 
 def scope_labels(host: Host) -> dict[str, str]:
-    """The labels that mark a container as this portal's on this host; listing filters by
-    them, so another portal (or another test run) on the same engine is never touched."""
-    return {LABEL_MANAGED: settings.CONTAINER_SCOPE, LABEL_HOST: host.name}
+    """The labels that mark a container as this portal's on this host. The host is named
+    by its primary key, which never changes, so renaming a Host never orphans its
+    containers; the name label is only for people reading `docker ps`."""
+    return {LABEL_MANAGED: settings.CONTAINER_SCOPE, LABEL_HOST_ID: str(host.pk), LABEL_HOST: host.name}
+
+
+def belongs_to(labels: dict[str, str], host: Host) -> bool:
+    """Whether a container of this portal's scope is the host's. Containers started before
+    the host id label existed carry only the name; they are found by it until they end."""
+    if labels.get(LABEL_MANAGED) != settings.CONTAINER_SCOPE:
+        return False
+    if LABEL_HOST_ID in labels:
+        return labels[LABEL_HOST_ID] == str(host.pk)
+    return labels.get(LABEL_HOST) == host.name
 
 
 def container_command(reservation: Reservation) -> list[str] | None:
     """The image's start command then the user's extra command, as an argument list; both
     empty means the image's own command. Never a shell string."""
     start_command = reservation.image.start_command if reservation.image else ""
-    arguments = shlex.split(start_command) + shlex.split(reservation.extra_command or "")
+    arguments = command_arguments(start_command) + command_arguments(reservation.extra_command or "")
     return arguments or None
 
 
@@ -174,6 +187,21 @@ class ContainerRuntime(ABC):
     def remove(self, container_id: str) -> None:
         """Stops and removes the container; one already gone is not an error."""
 
+    # Batch jobs: a job's container is stopped at its time limit and read (exit code, output)
+    # before it is removed.
+
+    @abstractmethod
+    def stop(self, container_id: str, *, grace_s: int) -> None:
+        """SIGTERM, up to `grace_s` seconds to exit, then SIGKILL; the container stays."""
+
+    @abstractmethod
+    def exit_code(self, container_id: str) -> int | None:
+        """The exit code of a container that has exited; None while it runs or if gone."""
+
+    @abstractmethod
+    def logs(self, container_id: str) -> Iterator[bytes]:
+        """The container's output (stdout and stderr, as written), in chunks."""
+
 
 class DockerRuntime(ContainerRuntime):
     """A Docker engine through the SDK (never the CLI, never a shell)."""
@@ -220,13 +248,17 @@ class DockerRuntime(ContainerRuntime):
         return LaunchFailed(str(error))
 
     def list_managed(self) -> list[ContainerState]:
-        filters = {"label": [f"{key}={value}" for key, value in scope_labels(self.host).items()]}
+        # The engine filters by this portal's scope; which host a container is on is
+        # decided here, since old containers carry the host's name instead of its id.
+        filters = {"label": f"{LABEL_MANAGED}={settings.CONTAINER_SCOPE}"}
         try:
             containers = self.client.containers.list(all=True, filters=filters, ignore_removed=True)
         except Exception as error:
             raise self._translate(error) from None
         return [
-            ContainerState(id=c.id, name=c.name, status=c.status, labels=dict(c.labels)) for c in containers
+            ContainerState(id=c.id, name=c.name, status=c.status, labels=dict(c.labels))
+            for c in containers
+            if belongs_to(c.labels, self.host)
         ]
 
     def run(self, spec: ContainerSpec) -> ContainerState:
@@ -293,6 +325,39 @@ class DockerRuntime(ContainerRuntime):
         except Exception as error:
             raise self._translate(error) from None
 
+    def stop(self, container_id: str, *, grace_s: int) -> None:
+        import docker
+
+        try:
+            self.client.containers.get(container_id).stop(timeout=grace_s)
+        except docker.errors.NotFound:
+            return
+        except Exception as error:
+            raise self._translate(error) from None
+
+    def exit_code(self, container_id: str) -> int | None:
+        import docker
+
+        try:
+            container = self.client.containers.get(container_id)
+        except docker.errors.NotFound:
+            return None
+        except Exception as error:
+            raise self._translate(error) from None
+        state = container.attrs.get("State", {})
+        return None if state.get("Running") else state.get("ExitCode")
+
+    def logs(self, container_id: str) -> Iterator[bytes]:
+        import docker
+
+        try:
+            stream = self.client.containers.get(container_id).logs(stream=True, follow=False)
+            yield from stream
+        except docker.errors.NotFound:
+            return
+        except Exception as error:
+            raise self._translate(error) from None
+
 
 class FakeEngine:
     """In-memory engine state shared by every FakeRuntime for one host."""
@@ -303,6 +368,8 @@ class FakeEngine:
         self.reachable = True
         self.runs: list[ContainerSpec] = []
         self.ids = itertools.count(1)
+        self.exit_codes: dict[str, int] = {}  # by container id
+        self.output: dict[str, bytes] = {}  # by container name, what a container "printed"
 
     def kill(self, name: str) -> None:
         """What a container that died looks like: still there, exited."""
@@ -312,6 +379,14 @@ class FakeEngine:
                     ContainerState(id=state.id, name=state.name, status="exited", labels=state.labels),
                     spec,
                 )
+
+    def exit(self, name: str, *, code: int, output: bytes = b"") -> None:
+        """What a batch job's container that finished looks like: exited with `code`."""
+        self.output[name] = self.output.get(name, b"") + output
+        self.kill(name)
+        for container_id, (state, _) in self.containers.items():
+            if state.name == name:
+                self.exit_codes[container_id] = code
 
     def running_names(self) -> list[str]:
         return sorted(state.name for state, _ in self.containers.values() if state.is_running)
@@ -344,12 +419,7 @@ class FakeRuntime(ContainerRuntime):
 
     def list_managed(self) -> list[ContainerState]:
         self._check_reachable()
-        scope = scope_labels(self.host)
-        return [
-            state
-            for state, _ in self.engine.containers.values()
-            if all(state.labels.get(key) == value for key, value in scope.items())
-        ]
+        return [state for state, _ in self.engine.containers.values() if belongs_to(state.labels, self.host)]
 
     def run(self, spec: ContainerSpec) -> ContainerState:
         self._check_reachable()
@@ -370,6 +440,23 @@ class FakeRuntime(ContainerRuntime):
         self._check_reachable()
         with self._lock:
             self.engine.containers.pop(container_id, None)
+
+    def stop(self, container_id: str, *, grace_s: int) -> None:
+        self._check_reachable()
+        with self._lock:
+            found = self.engine.containers.get(container_id)
+            if found is not None and found[0].is_running:
+                self.engine.exit(found[0].name, code=143)  # 128 + SIGTERM
+
+    def exit_code(self, container_id: str) -> int | None:
+        self._check_reachable()
+        return self.engine.exit_codes.get(container_id)
+
+    def logs(self, container_id: str) -> Iterator[bytes]:
+        self._check_reachable()
+        found = self.engine.containers.get(container_id)
+        if found is not None:
+            yield self.engine.output.get(found[0].name, b"")
 
 
 def get_runtime(host: Host) -> ContainerRuntime:

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from bookings.models import Reservation
+from containers.events import Event
 from containers.models import ContainerEvent, Host, SpaceAudit
 from containers.selectors import LAUNCHED, STARTS_PENDING, recent_event_exists
 
@@ -39,6 +40,28 @@ def event_log(
         host = host or reservation.host
     return ContainerEvent.objects.create(
         created_at=now, level=level, sign=sign, message=message, user=user, reservation=reservation, host=host
+    )
+
+
+def event_record(
+    *,
+    event: Event,
+    host: Host | None = None,
+    reservation: Reservation | None = None,
+    user: User | None = None,
+    now: datetime | None = None,
+    quiet_for: timedelta | None = None,
+) -> ContainerEvent | None:
+    """Writes one event of the catalogue (`containers.events`) with its level and sign."""
+    return event_log(
+        level=event.kind.level,
+        sign=event.kind.sign,
+        message=event.message,
+        host=host,
+        reservation=reservation,
+        user=user,
+        now=now,
+        quiet_for=quiet_for,
     )
 
 
@@ -125,6 +148,7 @@ def space_audit_record(
     complete: bool,
     over_quota: bool,
     now: datetime,
+    unreadable: str = "",
 ) -> SpaceAudit:
     return SpaceAudit.objects.create(
         user_id=user_id,
@@ -133,5 +157,6 @@ def space_audit_record(
         backup_gb=round(backup_gb, 3),
         complete=complete,
         over_quota=over_quota,
+        unreadable=unreadable,
         measured_at=now,
     )

@@ -16,7 +16,8 @@ from accounts.channel_services import email_kinds_set
 from accounts.models import Notification
 from accounts.tasks import send_notifications
 from bookings.models import Reservation
-from containers.models import ContainerEvent, ReservationGpuStatus
+from containers.models import ContainerEvent
+from containers.telemetry.models import ReservationGpuStatus
 from tests.api_helpers import token_client
 from tests.factories import ContainerEventFactory, ReservationFactory, UserFactory
 

@@ -9,15 +9,15 @@ import pytest
 from django.db import connection
 
 from bookings.models import Reservation
-from containers.models import GpuSample
-from containers.telemetry_selectors import (
+from containers.telemetry.models import GpuSample
+from containers.telemetry.selectors import (
     gpu_hours_busy_by_user,
     gpu_table,
     reservation_gpu_usage,
     reservation_idle_state,
 )
-from containers.telemetry_services import gpu_samples_prune, gpu_samples_record
-from tests.containers.telemetry_helpers import reading, result_of
+from containers.telemetry.services import gpu_samples_prune, gpu_samples_record
+from tests.containers.telemetry.helpers import reading, result_of
 from tests.factories import HostFactory, ReservationFactory, UserFactory, local
 
 pytestmark = [pytest.mark.bench, pytest.mark.django_db]

@@ -378,3 +378,25 @@ def test_the_command_reports_a_bad_file_as_an_error(tmp_path):
         call_command(
             "import_aivc", "--cfg", str(cfg), "--jobs", str(jobs), "--host", "gpu-old", stdout=StringIO()
         )
+
+
+@pytest.mark.django_db
+def test_an_extra_command_the_launch_could_not_split_is_refused_with_its_row(tmp_path):
+    cfg, jobs = write_old_system(tmp_path, using=USING.replace("python train.py", "python 'train.py"))
+    with pytest.raises(LegacyImportError) as caught:
+        run_import(cfg, jobs)
+    assert (caught.value.file, caught.value.line) == ("using.csv", 2)
+    assert "extra_command cannot be read as arguments (No closing quotation)" in caught.value.reason
+    assert not Reservation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_default_command_the_launch_could_not_split_is_refused_with_its_line(tmp_path):
+    cfg, jobs = write_old_system(
+        tmp_path, users=USERS.replace("extra_command: jupyter lab", 'extra_command: "lab \\\\"')
+    )
+    with pytest.raises(LegacyImportError) as caught:
+        run_import(cfg, jobs)
+    assert caught.value.file == "users_config.yaml"
+    assert "extra_command of m11107s01 cannot be read as arguments" in caught.value.reason
+    assert not User.objects.exists()

@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from bookings.reports import neutralise
 from containers.models import Gpu
-from tests.containers.telemetry_helpers import minute_samples
+from tests.containers.telemetry.helpers import minute_samples
 from tests.factories import HostFactory, ImageFactory, ReservationFactory, UserFactory, local
 
 RANGE = {"from": "2026-03-01", "to": "2026-03-31"}

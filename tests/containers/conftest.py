@@ -1,12 +1,13 @@
 import os
 import uuid
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
 from containers.runtime import LABEL_MANAGED, FakeRuntime
-from tests.factories import HostFactory, ImageFactory
+from tests.factories import HostFactory, ImageFactory, ReservationFactory, UserFactory
 
 TEST_IMAGE = os.environ.get("AIVC_TEST_IMAGE", "aivc-test/busybox:latest")
 
@@ -97,3 +98,18 @@ def docker_scope(settings, docker_client):
 @pytest.fixture
 def test_image(db):
     return ImageFactory(reference=TEST_IMAGE, is_default=True)
+
+
+@pytest.fixture
+def booking(db, engine_host, window, fake_runtime, default_profile):
+    user = UserFactory(username="m11007s05", ssh_public_keys="ssh-ed25519 AAAAkey m11007s05@laptop\n")
+    return ReservationFactory(
+        user=user,
+        host=engine_host,
+        cpus=Decimal("2.5"),
+        memory_gb=10,
+        image=ImageFactory(reference="lab/aivc-server:latest"),
+        extra_command="python -c 'print(1)'",
+        gpus=[engine_host.gpus.get(index=1)],
+        **window,
+    )

@@ -4,6 +4,7 @@ import pytest
 from django.urls import reverse
 
 from bookings.models import Reservation
+from containers.models import Image
 from tests.admin_helpers import message_texts, post_action, slot
 from tests.factories import ContainerEventFactory, HostFactory, ReservationFactory, UserFactory
 
@@ -58,3 +59,24 @@ def test_the_event_log_filters_by_level_sign_user_and_host(admin_client, host):
         assert response.status_code == 200
         assert b"over quota" in response.content
         assert b"started elsewhere" not in response.content
+
+
+@pytest.mark.django_db
+def test_an_image_whose_start_command_the_launch_could_not_split_is_refused(admin_client):
+    form = {"reference": "lab/broken:1", "is_active": "on", "start_command": "/usr/sbin/sshd -D 'oops"}
+
+    response = admin_client.post(reverse("admin:containers_image_add"), form)
+
+    assert response.status_code == 200
+    assert "The start command cannot be read as arguments (No closing quotation)" in response.content.decode()
+    assert not Image.objects.filter(reference="lab/broken:1").exists()
+
+
+@pytest.mark.django_db
+def test_an_image_with_a_start_command_the_launch_can_split_is_saved(admin_client):
+    command = "/usr/sbin/sshd -D -o 'LogLevel INFO'"
+    form = {"reference": "lab/ok:1", "is_active": "on", "start_command": command}
+
+    admin_client.post(reverse("admin:containers_image_add"), form)
+
+    assert Image.objects.get(reference="lab/ok:1").start_command == command

@@ -9,7 +9,7 @@ from containers import gpus
 from containers.bootstrap import MachineFacts, host_bootstrap, read_meminfo
 from containers.gpus import ProbeResult
 from containers.models import ContainerEvent, Host
-from tests.containers.telemetry_helpers import reading, readings_matching, result_of
+from tests.containers.telemetry.helpers import reading, readings_matching, result_of
 from tests.factories import GpuFactory, HostFactory
 
 MACHINE = MachineFacts(cpus=32, ram_gb=125, swap_gb=8)

@@ -117,6 +117,23 @@ def test_the_container_is_gone_within_one_reconcile(booking, docker_client, dock
     assert managed(docker_client, docker_scope) == []
 
 
+def test_renaming_the_host_never_orphans_its_container(booking, docker_client, docker_scope):
+    reconcile(wake=False)
+    booking.refresh_from_db()
+    started = booking.container_id
+    booking.host.name = f"{booking.host.name}-renamed"
+    booking.host.save()
+
+    reconcile(wake=False)
+    booking.refresh_from_db()
+    assert booking.status == Status.RUNNING and booking.container_id == started
+    assert [container.id for container in managed(docker_client, docker_scope)] == [started]
+
+    reservation_release(reservation=booking)
+    reconcile(wake=False)
+    assert managed(docker_client, docker_scope) == []
+
+
 def test_an_orphan_container_is_removed(booking, docker_client, docker_scope):
     docker_client.containers.run(
         "aivc-test/busybox:latest",

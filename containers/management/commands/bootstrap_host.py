@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from containers import gpus
 from containers.bootstrap import detect_machine, host_bootstrap
-from containers.telemetry_services import gpu_inventory_sync
+from containers.telemetry.services import gpu_inventory_sync
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from containers import views
+from containers.telemetry import views
 
 urlpatterns = [
     path("gpus/", views.gpu_status, name="gpu-status"),

@@ -4,7 +4,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from containers.gpus import GpuProcess, GpuReading, ProbeResult
-from containers.models import Gpu, GpuSample
+from containers.models import Gpu
+from containers.telemetry.models import GpuSample
 
 CONTAINER_A = "a" * 12 + "0123456789abcdef" * 3 + "1234"
 CONTAINER_B = "b" * 12 + "0123456789abcdef" * 3 + "5678"

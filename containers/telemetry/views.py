@@ -4,10 +4,10 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
-from containers.telemetry_selectors import gpu_table
+from containers.telemetry.selectors import gpu_table
 
 
 @login_required
 @require_safe
 def gpu_status(request: HttpRequest) -> HttpResponse:
-    return render(request, "containers/gpu_status.html", {"gpu_table": gpu_table(now=timezone.now())})
+    return render(request, "telemetry/gpu_status.html", {"gpu_table": gpu_table(now=timezone.now())})

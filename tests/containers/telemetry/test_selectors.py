@@ -3,15 +3,15 @@ from datetime import timedelta
 import pytest
 
 from bookings.models import Reservation
-from containers.models import GpuSample, ReservationGpuStatus
-from containers.telemetry_selectors import (
+from containers.telemetry.models import GpuSample, ReservationGpuStatus
+from containers.telemetry.selectors import (
     gpu_hours_busy_by_user,
     gpu_table,
     idle_reservations_for_user,
     reservation_gpu_usage,
     telemetry_host,
 )
-from tests.containers.telemetry_helpers import minute_samples
+from tests.containers.telemetry.helpers import minute_samples
 from tests.factories import HostFactory, ReservationFactory, UserFactory, local
 
 pytestmark = pytest.mark.django_db

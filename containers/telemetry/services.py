@@ -13,29 +13,26 @@ from django.utils import timezone
 
 from bookings.models import GpuAllocation, Reservation
 from bookings.services import reservation_release
-from containers.gpus import GpuProcess, GpuReading, ProbeResult
-from containers.models import (
-    ContainerEvent,
-    Gpu,
-    GpuDuplicateUse,
-    GpuSample,
-    Host,
-    ReservationGpuStatus,
+from containers.events import (
+    GPU_DUPLICATE_WARNING,
+    GPU_IDLE_RELEASE,
+    GPU_IDLE_WARNING,
+    GPU_INVENTORY_ERROR,
+    INFO,
+    Event,
 )
-from containers.processes import container_id_for_pid, same_container
-from containers.services import event_log
-from containers.telemetry_selectors import (
+from containers.gpus import GpuProcess, GpuReading, ProbeResult
+from containers.models import ContainerEvent, Gpu, Host
+from containers.services import event_record
+from containers.telemetry.models import GpuDuplicateUse, GpuSample, ReservationGpuStatus
+from containers.telemetry.processes import container_id_for_pid, same_container
+from containers.telemetry.selectors import (
     current_gpu_holders,
     reservation_idle_state,
     reservations_with_containers,
 )
 
 logger = logging.getLogger(__name__)
-
-INVENTORY_SIGN = "GPUInventoryError"
-DUPLICATE_SIGN = "GPUDuplicateWarning"
-IDLE_SIGN = "GPUIdleWarning"
-IDLE_RELEASE_SIGN = "GPUIdleRelease"
 
 
 # Inventory ---------------------------------------------------------------------------
@@ -75,16 +72,12 @@ def gpu_inventory_sync(
                 memory_mb=reading.memory_total_mb,
             )
             message = f"{gpu} found: {reading.name} ({reading.uuid}), {reading.memory_total_mb} MiB"
-            events.append(event_log(level=ContainerEvent.Level.INFO, message=message, now=now, host=host))
+            events.append(event_record(event=Event(INFO, message), now=now, host=host))
             continue
         changes = _identity_changes(gpu, reading)
         if changes:
             message = f"{gpu} changed: {'; '.join(changes)}; check the hardware and its bookings"
-            events.append(
-                event_log(
-                    level=ContainerEvent.Level.ERROR, sign=INVENTORY_SIGN, message=message, now=now, host=host
-                )
-            )
+            events.append(event_record(event=Event(GPU_INVENTORY_ERROR, message), now=now, host=host))
         gpu.uuid, gpu.name, gpu.memory_mb = reading.uuid, reading.name, reading.memory_total_mb
         gpu.save(update_fields=["uuid", "name", "memory_mb"])
     present = {reading.index for reading in result}
@@ -98,11 +91,7 @@ def gpu_inventory_sync(
             f"{gpu} ({gpu.uuid or 'no uuid'}) is no longer reported by NVML; it is out of service "
             f"until a maintainer turns it back on, and {held} live allocation(s) still name it"
         )
-        events.append(
-            event_log(
-                level=ContainerEvent.Level.ERROR, sign=INVENTORY_SIGN, message=message, now=now, host=host
-            )
-        )
+        events.append(event_record(event=Event(GPU_INVENTORY_ERROR, message), now=now, host=host))
     return events
 
 
@@ -194,11 +183,12 @@ def _record_duplicate_use(
         if not created:
             GpuDuplicateUse.objects.filter(pk=sighting.pk).update(last_seen_at=now)
             return None
-        event = event_log(
-            level=ContainerEvent.Level.WARNING,
-            sign=DUPLICATE_SIGN,
-            message=_duplicate_message(
-                gpu=gpu, process=process, container_id=container_id, owner=owner, holder=holder
+        event = event_record(
+            event=Event(
+                GPU_DUPLICATE_WARNING,
+                _duplicate_message(
+                    gpu=gpu, process=process, container_id=container_id, owner=owner, holder=holder
+                ),
             ),
             now=now,
             host=gpu.host,
@@ -263,10 +253,8 @@ def _auto_release(*, reservation: Reservation, status: ReservationGpuStatus, now
         f"Reservation #{reservation.pk} of {reservation.user.username} was released: its GPUs stayed "
         f"idle for {settings.GPU_IDLE_RELEASE_GRACE_MINUTES} minutes after the idle warning"
     )
-    event_log(
-        level=ContainerEvent.Level.WARNING,
-        sign=IDLE_RELEASE_SIGN,
-        message=message,
+    event_record(
+        event=Event(GPU_IDLE_RELEASE, message),
         now=now,
         host=reservation.host,
         reservation=reservation,
@@ -289,10 +277,8 @@ def _update_idle_flag(*, reservation: Reservation, now: datetime) -> Reservation
             message += (
                 f"; it is released in {settings.GPU_IDLE_RELEASE_GRACE_MINUTES} minutes unless they get busy"
             )
-        event_log(
-            level=ContainerEvent.Level.WARNING,
-            sign=IDLE_SIGN,
-            message=message,
+        event_record(
+            event=Event(GPU_IDLE_WARNING, message),
             now=now,
             host=reservation.host,
             reservation=reservation,

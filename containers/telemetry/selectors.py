@@ -9,7 +9,8 @@ from django.conf import settings
 from django.db.models import Avg, Count, F, Max, Min, OuterRef, QuerySet, Subquery
 
 from bookings.models import GpuAllocation, Reservation
-from containers.models import Gpu, GpuSample, Host, ReservationGpuStatus
+from containers.models import Gpu, Host
+from containers.telemetry.models import GpuSample, ReservationGpuStatus
 
 # The sampling task runs every minute, so each sample stands for one GPU-minute.
 SAMPLE_INTERVAL = timedelta(minutes=1)

@@ -1,5 +1,5 @@
-from containers.processes import container_id_for_pid, container_id_from_cgroup, same_container
-from tests.containers.telemetry_helpers import CONTAINER_A, CONTAINER_B, write_cgroup
+from containers.telemetry.processes import container_id_for_pid, container_id_from_cgroup, same_container
+from tests.containers.telemetry.helpers import CONTAINER_A, CONTAINER_B, write_cgroup
 
 CGROUP_V1_DOCKER = f"""12:devices:/docker/{CONTAINER_A}
 11:memory:/docker/{CONTAINER_A}

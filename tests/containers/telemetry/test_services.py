@@ -3,20 +3,18 @@ from datetime import timedelta
 import pytest
 
 from bookings.models import Reservation
+from containers.events import GPU_DUPLICATE_WARNING, GPU_IDLE_RELEASE, GPU_IDLE_WARNING, GPU_INVENTORY_ERROR
 from containers.gpus import ProbeResult
-from containers.models import ContainerEvent, Gpu, GpuDuplicateUse, GpuSample
-from containers.telemetry_services import (
-    DUPLICATE_SIGN,
-    IDLE_RELEASE_SIGN,
-    IDLE_SIGN,
-    INVENTORY_SIGN,
+from containers.models import ContainerEvent, Gpu
+from containers.telemetry.models import GpuDuplicateUse, GpuSample
+from containers.telemetry.services import (
     gpu_duplicate_use_check,
     gpu_inventory_sync,
     gpu_samples_prune,
     gpu_samples_record,
     reservation_idle_update,
 )
-from tests.containers.telemetry_helpers import (
+from tests.containers.telemetry.helpers import (
     CONTAINER_A,
     CONTAINER_B,
     in_container,
@@ -59,7 +57,11 @@ def test_a_gpu_whose_uuid_changes_raises_an_error_event_and_the_row_follows(host
 
     (event,) = gpu_inventory_sync(host=host, result=result, now=now)
 
-    assert (event.level, event.sign, event.host) == (ContainerEvent.Level.ERROR, INVENTORY_SIGN, host)
+    assert (event.level, event.sign, event.host) == (
+        ContainerEvent.Level.ERROR,
+        GPU_INVENTORY_ERROR.sign,
+        host,
+    )
     assert f"uuid {gpu1.uuid} -> GPU-swapped" in event.message
     assert Gpu.objects.get(pk=gpu1.pk).uuid == "GPU-swapped"
 
@@ -86,7 +88,7 @@ def test_a_gpu_that_disappears_is_taken_out_of_service_with_an_error_event(host,
 
     gpu1.refresh_from_db()
     assert not gpu1.is_active
-    assert (event.level, event.sign) == (ContainerEvent.Level.ERROR, INVENTORY_SIGN)
+    assert (event.level, event.sign) == (ContainerEvent.Level.ERROR, GPU_INVENTORY_ERROR.sign)
     assert "no longer reported" in event.message
     assert "1 live allocation" in event.message
     assert "[ERROR] GPUInventoryError, gpu-01 GPU 1" in event.as_log_line()
@@ -187,7 +189,7 @@ def test_a_process_on_an_unbooked_gpu_warns(host, now, tmp_path):
 
     assert (event.level, event.sign, event.host, event.reservation) == (
         ContainerEvent.Level.WARNING,
-        DUPLICATE_SIGN,
+        GPU_DUPLICATE_WARNING.sign,
         host,
         None,
     )
@@ -211,7 +213,7 @@ def test_a_process_of_another_container_on_a_booked_gpu_warns(host, holder, now,
         host=host, result=result_of(reading(0, pids=(4242,))), now=now, proc_root=tmp_path
     )
 
-    assert (event.sign, event.reservation, event.user) == (DUPLICATE_SIGN, holder, other.user)
+    assert (event.sign, event.reservation, event.user) == (GPU_DUPLICATE_WARNING.sign, holder, other.user)
     assert f"in container {CONTAINER_B[:12]} of reservation #{other.pk} (m11007s06)" in event.message
     assert event.message.endswith(f"but reservation #{holder.pk} (m11007s05) holds it")
 
@@ -249,7 +251,7 @@ def test_the_same_process_warns_once_per_holder(host, holder, now, tmp_path):
     assert again == []
     sighting = GpuDuplicateUse.objects.get()
     assert (sighting.first_seen_at, sighting.last_seen_at, sighting.event) == (now, later, first[0])
-    assert ContainerEvent.objects.filter(sign=DUPLICATE_SIGN).count() == 1
+    assert ContainerEvent.objects.filter(sign=GPU_DUPLICATE_WARNING.sign).count() == 1
 
 
 def test_the_same_process_warns_again_under_the_next_holder(host, holder, now, tmp_path):
@@ -338,7 +340,7 @@ def test_a_reservation_idle_for_the_whole_window_is_flagged(running, now):
     (status,) = reservation_idle_update(host=running.host, now=now)
 
     assert status.idle_flagged_at == now
-    event = ContainerEvent.objects.get(sign=IDLE_SIGN)
+    event = ContainerEvent.objects.get(sign=GPU_IDLE_WARNING.sign)
     assert (event.level, event.user, event.reservation) == (
         ContainerEvent.Level.WARNING,
         running.user,
@@ -397,7 +399,7 @@ def test_missing_samples_leave_the_flag_as_it_was(running, now):
     (status,) = reservation_idle_update(host=running.host, now=now + timedelta(minutes=30))
 
     assert status.idle_flagged_at == now
-    assert ContainerEvent.objects.filter(sign=IDLE_SIGN).count() == 1
+    assert ContainerEvent.objects.filter(sign=GPU_IDLE_WARNING.sign).count() == 1
 
 
 def test_auto_release_is_off_by_default(running, now):
@@ -409,7 +411,7 @@ def test_auto_release_is_off_by_default(running, now):
     running.refresh_from_db()
     assert status.is_idle and status.auto_released_at is None
     assert (running.status, running.end) == (Reservation.Status.RUNNING, local(2026, 3, 2, 14))
-    assert not ContainerEvent.objects.filter(sign=IDLE_RELEASE_SIGN).exists()
+    assert not ContainerEvent.objects.filter(sign=GPU_IDLE_RELEASE.sign).exists()
 
 
 @pytest.fixture
@@ -434,8 +436,11 @@ def test_with_auto_release_on_an_idle_reservation_is_released_after_the_grace(ru
         released_at,
         released_at,
     )
-    assert "released in 30 minutes unless they get busy" in ContainerEvent.objects.get(sign=IDLE_SIGN).message
-    assert ContainerEvent.objects.get(sign=IDLE_RELEASE_SIGN).user == running.user
+    assert (
+        "released in 30 minutes unless they get busy"
+        in ContainerEvent.objects.get(sign=GPU_IDLE_WARNING.sign).message
+    )
+    assert ContainerEvent.objects.get(sign=GPU_IDLE_RELEASE.sign).user == running.user
 
 
 def test_auto_release_needs_fresh_samples(running, now, auto_release):

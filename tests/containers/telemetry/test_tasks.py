@@ -5,8 +5,9 @@ from django_q.models import Schedule
 from bookings.models import Reservation
 from containers import gpus, tasks
 from containers.gpus import FakeProbe
-from containers.models import ContainerEvent, GpuSample
-from tests.containers.telemetry_helpers import CONTAINER_B, in_container, reading
+from containers.models import ContainerEvent
+from containers.telemetry.models import GpuSample
+from tests.containers.telemetry.helpers import CONTAINER_B, in_container, reading
 from tests.factories import ReservationFactory
 
 pytestmark = pytest.mark.django_db

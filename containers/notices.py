@@ -1,6 +1,7 @@
-"""What users should be told about, read from reservations and the monitor log: one
-Notice per event, each with a key naming (kind, object, instant), so the sender can make
-each one exactly once. Reads only; accounts.tasks.send_notifications records and sends."""
+"""What users should be told about, read from reservations, telemetry and the monitor log:
+one Notice per event, each with a key naming (kind, object, instant), so the sender can
+make each one exactly once. Reads only; accounts.tasks.send_notifications records and
+sends. It sits with the lifecycle, whose events (containers/events.py) it reads."""
 
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,13 +12,14 @@ from django.utils import timezone
 
 from accounts.models import NotificationKind, User
 from bookings.models import Reservation
+from containers import events
 from containers.models import ContainerEvent
 
 Status = Reservation.Status
-# Signs other parts of the portal write to the monitor log (containers/, jobs/).
-ENGINE_DOWN_SIGN = "EngineUnavailable"
-GPU_DUPLICATE_SIGN = "GPUDuplicateWarning"
-JOB_FINISHED_SIGN = "JobFinished"
+ENGINE_DOWN_SIGN = events.ENGINE_UNAVAILABLE.sign
+GPU_DUPLICATE_SIGN = events.GPU_DUPLICATE_WARNING.sign
+# Written by the jobs app when a job ends (status, exit code); looked up by name here.
+JOB_FINISHED_SIGN = getattr(getattr(events, "JOB_FINISHED", None), "sign", "JobFinished")
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,13 @@ from datetime import timedelta
 
 import pytest
 from django.template import Context, Template
-from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
 from bookings.models import Reservation
 from containers import gpus, tasks
-from containers.models import GpuSample, ReservationGpuStatus
+from containers.telemetry.models import GpuSample, ReservationGpuStatus
+from containers.telemetry.selectors import gpu_table, idle_reservations_for_user, reservation_gpu_usage
 from tests.factories import ReservationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -74,34 +74,54 @@ def test_with_the_real_library_and_no_driver_sampling_stores_nothing_and_the_pag
     assert list(host.gpus.values_list("is_active", flat=True)) == [True, True]
 
 
-def test_the_reservation_usage_tag_renders_its_utilisation(host, student):
+def test_the_reservation_usage_tag_lays_out_the_usage_it_is_handed_without_a_query(
+    host, student, django_assert_num_queries
+):
     gpu0 = host.gpus.get(index=0)
     reservation = ReservationFactory(host=host, user=student, gpus=[gpu0])
     GpuSample.objects.create(
         gpu=gpu0, taken_at=reservation.start, utilisation_percent=42, memory_used_mb=2048
     )
+    usage = reservation_gpu_usage(reservation=reservation)
 
-    html = Template("{% load gpu_telemetry %}{% reservation_gpu_usage reservation %}").render(
-        Context({"reservation": reservation})
-    )
+    with django_assert_num_queries(0):
+        html = Template("{% load gpu_telemetry %}{% reservation_gpu_usage usage %}").render(
+            Context({"usage": usage})
+        )
 
     assert "Mean GPU utilisation 42%, peak memory 2048 MiB." in html
 
 
-def test_the_idle_notice_tag_tells_the_user_about_their_idle_reservation(host, student):
+def test_the_idle_notice_tag_tells_the_user_about_their_idle_reservation_without_a_query(
+    host, student, django_assert_num_queries
+):
     reservation = ReservationFactory(host=host, user=student, status=Reservation.Status.RUNNING)
     ReservationGpuStatus.objects.create(reservation=reservation, idle_flagged_at=timezone.now())
-    request = RequestFactory().get("/")
-    request.user = student
+    idle = list(idle_reservations_for_user(user_id=student.pk))
 
-    html = Template("{% load gpu_telemetry %}{% idle_reservations_notice %}").render(
-        Context({"request": request})
-    )
+    with django_assert_num_queries(0):
+        html = Template("{% load gpu_telemetry %}{% idle_reservations_notice idle %}").render(
+            Context({"idle": idle})
+        )
 
     assert "The GPUs of your reservation on gpu-01 have been idle since" in html
 
 
-def test_the_gpu_table_tag_renders_the_table(host):
-    html = Template("{% load gpu_telemetry %}{% gpu_table %}").render(Context({}))
+def test_the_gpu_table_tag_lays_out_the_table_without_a_query(host, django_assert_num_queries):
+    table = gpu_table(now=timezone.now())
+
+    with django_assert_num_queries(0):
+        html = Template("{% load gpu_telemetry %}{% gpu_table table %}").render(Context({"table": table}))
 
     assert "GPU information unavailable" in html
+
+
+def test_the_dashboard_shows_the_idle_notice_and_the_gpu_table(host, student, client):
+    reservation = ReservationFactory(host=host, user=student, status=Reservation.Status.RUNNING)
+    ReservationGpuStatus.objects.create(reservation=reservation, idle_flagged_at=timezone.now())
+    client.force_login(student)
+
+    page = client.get(reverse("dashboard")).content.decode()
+
+    assert "The GPUs of your reservation on gpu-01 have been idle since" in page
+    assert "GPU information unavailable" in page

@@ -3,7 +3,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from bookings.models import Reservation
-from containers.models import GpuDuplicateUse, GpuSample, ReservationGpuStatus
+from containers.telemetry.models import GpuDuplicateUse, GpuSample, ReservationGpuStatus
 from tests.factories import ReservationFactory
 
 pytestmark = pytest.mark.django_db
@@ -28,20 +28,20 @@ def idle(host):
 
 @pytest.mark.parametrize("model", ["gpusample", "reservationgpustatus", "gpuduplicateuse"])
 def test_the_telemetry_changelists_render(admin_client, idle, model):
-    response = admin_client.get(reverse(f"admin:containers_{model}_changelist"))
+    response = admin_client.get(reverse(f"admin:telemetry_{model}_changelist"))
 
     assert response.status_code == 200
 
 
 def test_the_idle_filter_lists_idle_reservations(admin_client, idle):
-    url = reverse("admin:containers_reservationgpustatus_changelist")
+    url = reverse("admin:telemetry_reservationgpustatus_changelist")
 
     assert admin_client.get(url, {"idle": "yes"}).context["cl"].result_count == 1
     assert admin_client.get(url, {"idle": "no"}).context["cl"].result_count == 0
 
 
 def test_maintainers_can_release_idle_reservations(admin_client, idle):
-    url = reverse("admin:containers_reservationgpustatus_changelist")
+    url = reverse("admin:telemetry_reservationgpustatus_changelist")
 
     admin_client.post(url, {"action": "release_reservations", "_selected_action": [idle.pk]})
 

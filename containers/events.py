@@ -1,0 +1,170 @@
+"""The catalogue of monitor-log events: every sign with its level, and the builders of the
+lifecycle's messages. The lifecycle, the space audit and telemetry name an event from here
+and hand it to `services.event_record`, so a sign's level and wording live in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from containers.models import ContainerEvent
+
+Level = ContainerEvent.Level
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What kind of line an event is: its level and sign (INFO lines carry no sign)."""
+
+    level: str
+    sign: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: Kind
+    message: str
+
+
+# Signs and levels --------------------------------------------------------------------
+
+INFO = Kind(Level.INFO)
+ENGINE_UNAVAILABLE = Kind(Level.ERROR, "EngineUnavailable")
+RECONCILE_ERROR = Kind(Level.ERROR, "ReconcileError")
+NEVER_STARTED = Kind(Level.WARNING, "NeverStarted")
+ORPHAN_CONTAINER = Kind(Level.WARNING, "OrphanContainer")
+CONTAINER_DIED_RESTARTING = Kind(Level.WARNING, "ContainerDied")
+CONTAINER_DIED_FOR_GOOD = Kind(Level.ERROR, "ContainerDied")
+SPACE_WARNING = Kind(Level.WARNING, "SpaceWarning")
+SPACE_AUDIT_TIMEOUT = Kind(Level.WARNING, "SpaceAuditTimeout")
+SPACE_AUDIT_UNREADABLE = Kind(Level.WARNING, "SpaceAuditUnreadable")
+IMAGE_MISSING = Kind(Level.ERROR, "ImageMissing")
+IMAGE_INACTIVE = Kind(Level.ERROR, "ImageInactive")
+FOLDER_PROBLEM = Kind(Level.ERROR, "FolderProblem")
+LAUNCH_ERROR = Kind(Level.ERROR, "LaunchError")
+UNEXPECTED_ERROR = Kind(Level.ERROR, "UnexpectedError")
+GPU_INVENTORY_ERROR = Kind(Level.ERROR, "GPUInventoryError")
+GPU_DUPLICATE_WARNING = Kind(Level.WARNING, "GPUDuplicateWarning")
+GPU_IDLE_WARNING = Kind(Level.WARNING, "GPUIdleWarning")
+GPU_IDLE_RELEASE = Kind(Level.WARNING, "GPUIdleRelease")
+
+
+# Messages of the reconcile tick --------------------------------------------------------
+
+
+def engine_unavailable(*, host_name: str, error: Exception) -> Event:
+    return Event(
+        ENGINE_UNAVAILABLE,
+        f"The container engine of {host_name} does not answer ({error}); the next tick tries again",
+    )
+
+
+def reconcile_error(*, host_name: str, error: Exception) -> Event:
+    return Event(
+        RECONCILE_ERROR, f"Reconciling {host_name} stopped half way ({error}); the next tick tries again"
+    )
+
+
+def host_tick_crashed(*, host_name: str, error: Exception) -> Event:
+    return Event(
+        UNEXPECTED_ERROR,
+        f"Reconciling {host_name} stopped on an unexpected {type(error).__name__} ({error}); "
+        "the other hosts went on and the next tick tries again",
+    )
+
+
+def host_step_crashed(*, host_name: str, error: Exception) -> Event:
+    return Event(
+        UNEXPECTED_ERROR,
+        f"A step of reconciling {host_name} stopped on an unexpected {type(error).__name__} ({error}); "
+        "the rest of the tick went on and the next tick tries again",
+    )
+
+
+def never_started(*, username: str, reservation_id: int, reason: str) -> Event:
+    return Event(NEVER_STARTED, f"{username}'s reservation #{reservation_id} ended unlaunched ({reason})")
+
+
+def orphan_removed(*, container_name: str) -> Event:
+    return Event(ORPHAN_CONTAINER, f"Removed container {container_name}, which no reservation owns")
+
+
+def container_removed(*, username: str, container_name: str, reservation_id: int, status: str) -> Event:
+    return Event(
+        INFO,
+        f"{username}'s container {container_name} was stopped and removed "
+        f"(reservation #{reservation_id} {status})",
+    )
+
+
+def recreated_on_request(*, username: str) -> Event:
+    return Event(INFO, f"{username}'s container is recreated at a maintainer's request")
+
+
+def died_for_good(*, username: str, what: str, limit: int) -> Event:
+    return Event(
+        CONTAINER_DIED_FOR_GOOD, f"{username}'s container {what}; {limit} restarts used, reservation failed"
+    )
+
+
+def died_restarting(*, username: str, what: str, count: int, limit: int) -> Event:
+    return Event(
+        CONTAINER_DIED_RESTARTING,
+        f"{username}'s container {what} during the reservation; restarting it ({count} of {limit})",
+    )
+
+
+def launch_blocked_by_space(*, username: str, blocked: str) -> Event:
+    return Event(SPACE_WARNING, f"{username} is over quota, container not started. {blocked}")
+
+
+def launch_failed(*, kind: Kind, username: str, message: str) -> Event:
+    return Event(kind, f"{username}'s container did not start: {message}")
+
+
+def launch_retrying(*, kind: Kind, username: str, cause: str, count: int, limit: int) -> Event:
+    return Event(
+        kind, f"{username}'s container did not start ({cause}); trying again next tick ({count} of {limit})"
+    )
+
+
+def started(
+    *, username: str, container_name: str, cpus: str, memory_gb: int, gpus: str, ssh_port: int
+) -> Event:
+    return Event(
+        INFO,
+        f"{username} is successfully run the container {container_name} "
+        f"(cpus {cpus}, memory {memory_gb} GB, GPUs {gpus}, port {ssh_port})",
+    )
+
+
+# Messages of the space audit -----------------------------------------------------------
+
+
+def over_quota(
+    *, username: str, work_gb: float, work_quota: int, backup_gb: float, backup_quota: int
+) -> Event:
+    return Event(
+        SPACE_WARNING,
+        f"{username} is over-use the work_dir {work_gb:.1f}GB of {work_quota}GB, "
+        f"and backup_dir {backup_gb:.1f}GB of {backup_quota}GB",
+    )
+
+
+def audit_timed_out(*, username: str, host_name: str, timeout_s: float) -> Event:
+    return Event(
+        SPACE_AUDIT_TIMEOUT,
+        f"The size of {username}'s folders on {host_name} is unknown: "
+        f"measuring took longer than {timeout_s:g} s",
+    )
+
+
+def audit_unreadable(*, username: str, host_name: str, path: str) -> Event:
+    return Event(
+        SPACE_AUDIT_UNREADABLE,
+        f"The space audit cannot read {username}'s {path} on {host_name}; "
+        "it counts as over quota until it can",
+    )
+
+
+def back_under_quota(*, username: str) -> Event:
+    return Event(INFO, f"{username} is back under quota; the blocked reservation launches")

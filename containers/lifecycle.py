@@ -1,0 +1,433 @@
+"""The container lifecycle: reconcile the engines with the reservations, and wake up at the
+exact start and end instants.
+
+`reconcile` compares what should run (live reservations whose window contains now) with
+what runs (containers carrying the portal's labels) and closes the gap. It keeps no state
+of its own, so a tick that crashed half way is finished by the next one, and a per-host
+lock makes two ticks at once take turns. The scheduler's entry points are in tasks.py."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from accounts.selectors import capability_for
+from aivc_portal.scheduler import queue_task
+from bookings.models import Reservation
+from containers import events, selectors, services
+from containers.locks import exclusive
+from containers.models import Host
+from containers.runtime import (
+    ContainerRuntime,
+    ContainerState,
+    EngineUnavailable,
+    ImageMissing,
+    RuntimeProblem,
+    container_name,
+    container_spec,
+    get_runtime,
+)
+from containers.volumes import FolderProblem, prepare_mounts
+
+logger = logging.getLogger(__name__)
+Status = Reservation.Status
+
+WAKER_TASK = "containers.tasks.wake_at_boundaries"
+HOST_LOCK_WAIT_S = 120
+ENGINE_DOWN_QUIET = timedelta(minutes=10)
+# A waker runs while a start or end is this close, so the gap between two minute ticks
+# (up to ~90 s with django-q's 30 s scheduler loop) never hides one.
+WAKE_HORIZON = timedelta(seconds=150)
+WAKER_LIFETIME = timedelta(minutes=5)
+WAKER_POLL_S = 0.5
+
+
+@dataclass
+class TickReport:
+    started: list[int] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    ended: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    blocked: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {len(value)}" for name, value in vars(self).items())
+
+
+# Reconcile ---------------------------------------------------------------------------
+
+
+def reconcile(*, host_id: int | None = None, wake: bool = True) -> TickReport:
+    """One tick over every host (or one). With `wake`, it also makes sure a waker runs
+    when a start or end is near."""
+    report = TickReport()
+    for host in selectors.hosts_to_reconcile(host_id=host_id):
+        with exclusive(f"reconcile:{host.pk}", wait_s=HOST_LOCK_WAIT_S) as acquired:
+            if not acquired:
+                report.errors.append(f"{host.name}: another tick held the lock")
+                continue
+            try:
+                reconcile_host(host=host, runtime=get_runtime(host), report=report)
+            except Exception as error:
+                # One host's crash never keeps the hosts after it from being reconciled.
+                logger.exception("Reconciling %s failed", host.name)
+                report.errors.append(f"{host.name}: {type(error).__name__}: {error}")
+                event = events.host_tick_crashed(host_name=host.name, error=error)
+                services.event_record(event=event, host=host, now=timezone.now(), quiet_for=ENGINE_DOWN_QUIET)
+    if wake:
+        ensure_waker(now=timezone.now())
+    return report
+
+
+def reconcile_host(*, host: Host, runtime: ContainerRuntime, report: TickReport) -> None:
+    now = timezone.now()
+    try:
+        _reconcile_host(host=host, runtime=runtime, now=now, report=report)
+    except RuntimeProblem as error:
+        # Nothing is marked: due reservations stay due and the next tick tries again. An
+        # engine that stays down, or a container it refuses to remove, is one line a period.
+        report.errors.append(str(error))
+        if isinstance(error, EngineUnavailable):
+            event = events.engine_unavailable(host_name=host.name, error=error)
+        else:
+            event = events.reconcile_error(host_name=host.name, error=error)
+        services.event_record(event=event, host=host, now=now, quiet_for=ENGINE_DOWN_QUIET)
+
+
+def _reconcile_host(*, host: Host, runtime: ContainerRuntime, now: datetime, report: TickReport) -> None:
+    observed = runtime.list_managed()
+    wanted = {
+        reservation.pk: reservation for reservation in selectors.reservations_in_window(host=host, now=now)
+    }
+
+    for reservation in selectors.reservations_past_window(host=host, now=now):
+        with _contained(reservation, host=host, now=now, report=report):
+            _close_window(reservation, now=now, report=report)
+
+    current: dict[int, ContainerState] = {}
+    unwanted = []
+    for state in observed:
+        reservation = wanted.get(state.reservation_id)
+        if reservation is not None and state.name == container_name(reservation.user.username):
+            current[reservation.pk] = state
+        else:
+            unwanted.append(state)
+    _remove_unwanted(host=host, runtime=runtime, containers=unwanted, now=now, report=report)
+
+    for reservation in wanted.values():
+        with _contained(reservation, host=host, now=now, report=report):
+            _converge(
+                reservation, container=current.get(reservation.pk), runtime=runtime, now=now, report=report
+            )
+
+
+@contextmanager
+def _contained(
+    reservation: Reservation | None, *, host: Host, now: datetime, report: TickReport
+) -> Iterator[None]:
+    """Runs one reservation's (or one container's) step so that what goes wrong there stays
+    there: the rest of the host's tick goes on. Only an engine that does not answer stops
+    the host's tick, since every other step would fail the same way."""
+    try:
+        yield
+    except EngineUnavailable:
+        raise
+    except RuntimeProblem as error:
+        # The engine refused this step (e.g. a removal); the next tick tries again.
+        report.errors.append(str(error))
+        event = events.reconcile_error(host_name=host.name, error=error)
+        services.event_record(event=event, host=host, now=now, quiet_for=ENGINE_DOWN_QUIET)
+    except Exception as error:
+        logger.exception("Reconciling on %s: unexpected error", host.name)
+        if reservation is None:
+            report.errors.append(f"{type(error).__name__}: {error}")
+            event = events.host_step_crashed(host_name=host.name, error=error)
+            services.event_record(event=event, host=host, now=now, quiet_for=ENGINE_DOWN_QUIET)
+        else:
+            _contain_failure(reservation, error=error, now=now, report=report)
+
+
+def _contain_failure(
+    reservation: Reservation, *, error: Exception, now: datetime, report: TickReport
+) -> None:
+    """An unexpected error in one reservation's step. An OSError may pass (a full disk, a
+    folder its owner can fix): it is retried next tick, a bounded number of times. Anything
+    else (an unreadable command, a bug) would fail the same way again: failed now."""
+    cause = f"{type(error).__name__}: {error}"
+    if isinstance(error, OSError):
+        _retry_launch(reservation, now=now, report=report, error=error, kind=events.UNEXPECTED_ERROR)
+        return
+    message = f"an unexpected error stopped it ({cause}); a maintainer must look at it"
+    _fail_launch(reservation, now=now, report=report, kind=events.UNEXPECTED_ERROR, message=message)
+
+
+def _close_window(reservation: Reservation, *, now: datetime, report: TickReport) -> None:
+    """A window that is over: a running reservation ended; one whose container was never
+    confirmed running (still scheduled, blocked or starting) failed."""
+    if reservation.status == Status.RUNNING:
+        services.reservation_mark_ended(reservation=reservation, now=now)
+        report.ended.append(reservation.pk)
+        return
+    reason = reservation.status_message or "its container never started"
+    message = f"The reservation's window passed without a container: {reason}"
+    if services.reservation_mark_failed(reservation=reservation, now=now, message=message):
+        report.failed.append(reservation.pk)
+        event = events.never_started(
+            username=reservation.user.username, reservation_id=reservation.pk, reason=reason
+        )
+        services.event_record(event=event, reservation=reservation, now=now)
+
+
+def _remove_unwanted(
+    *,
+    host: Host,
+    runtime: ContainerRuntime,
+    containers: list[ContainerState],
+    now: datetime,
+    report: TickReport,
+) -> None:
+    reservations = selectors.reservations_by_ids(
+        ids={c.reservation_id for c in containers if c.reservation_id}
+    )
+    for state in containers:
+        # A removal that goes wrong is the host's problem, not the reservation's: its
+        # window is over either way, and the next tick tries again.
+        with _contained(None, host=host, now=now, report=report):
+            _remove(
+                state, reservation=reservations.get(state.reservation_id), host=host, runtime=runtime, now=now
+            )
+            report.removed.append(state.name)
+
+
+def _remove(
+    state: ContainerState,
+    *,
+    reservation: Reservation | None,
+    host: Host,
+    runtime: ContainerRuntime,
+    now: datetime,
+) -> None:
+    runtime.remove(state.id)
+    if reservation is None:
+        services.event_record(event=events.orphan_removed(container_name=state.name), host=host, now=now)
+        return
+    if reservation.status in selectors.LAUNCHED:
+        # Its window is over (released early, or ended while the engine was down).
+        services.reservation_mark_ended(reservation=reservation, now=now)
+    event = events.container_removed(
+        username=reservation.user.username,
+        container_name=state.name,
+        reservation_id=reservation.pk,
+        status=reservation.get_status_display().lower(),
+    )
+    services.event_record(event=event, reservation=reservation, now=now)
+
+
+def _converge(
+    reservation: Reservation,
+    *,
+    container: ContainerState | None,
+    runtime: ContainerRuntime,
+    now: datetime,
+    report: TickReport,
+) -> None:
+    if reservation.restart_requested:
+        if container is not None:
+            runtime.remove(container.id)
+        services.reservation_clear_restart_request(reservation=reservation)
+        event = events.recreated_on_request(username=reservation.user.username)
+        services.event_record(event=event, reservation=reservation, now=now)
+        _launch(reservation, runtime=runtime, now=now, report=report)
+        return
+    if container is not None and container.is_running:
+        if reservation.status != Status.RUNNING or reservation.container_id != container.id:
+            # A tick that died after starting the container: adopt what runs.
+            services.reservation_mark_running(reservation=reservation, container_id=container.id, now=now)
+        return
+    if container is not None:
+        runtime.remove(container.id)
+    died = reservation.status == Status.RUNNING
+    if died and not _count_restart(reservation, container=container, now=now, report=report):
+        return
+    _launch(reservation, runtime=runtime, now=now, report=report)
+
+
+def _count_restart(
+    reservation: Reservation, *, container: ContainerState | None, now: datetime, report: TickReport
+) -> bool:
+    """A container that died while its reservation is live comes back, a few times."""
+    username = reservation.user.username
+    what = f"exited ({container.status})" if container else "disappeared"
+    limit = settings.CONTAINER_MAX_RESTARTS
+    if reservation.restart_count >= limit:
+        message = f"The container {what} again after {limit} restarts; a maintainer must look at it"
+        services.reservation_mark_failed(reservation=reservation, now=now, message=message)
+        report.failed.append(reservation.pk)
+        event = events.died_for_good(username=username, what=what, limit=limit)
+        services.event_record(event=event, reservation=reservation, now=now)
+        return False
+    count = services.reservation_count_restart(reservation=reservation)
+    event = events.died_restarting(username=username, what=what, count=count, limit=limit)
+    services.event_record(event=event, reservation=reservation, now=now)
+    return True
+
+
+def _space_block_message(reservation: Reservation) -> str | None:
+    """The figures that keep the user's container from launching, or None to launch."""
+    audit = selectors.space_verdict(user_id=reservation.user_id, host=reservation.host)
+    if audit is None or not audit.over_quota:
+        return None
+    if audit.unreadable:
+        return (
+            f"The space check cannot read {audit.unreadable}, so your folders count as over quota. "
+            "Restore its permissions or remove it; the container starts once a "
+            "check can measure your folders and finds you under quota."
+        )
+    capability = capability_for(user=reservation.user, host=reservation.host)
+    return (
+        f"Over the space quota: work folder {audit.work_gb:g} GB of {capability.work_space_gb} GB, "
+        f"backup folder {audit.backup_gb:g} GB of {capability.backup_space_gb} GB. "
+        "Free some space; the container starts once a check finds you under quota."
+    )
+
+
+def _launch(
+    reservation: Reservation, *, runtime: ContainerRuntime, now: datetime, report: TickReport
+) -> None:
+    username = reservation.user.username
+    # Only a first launch waits for space; a container that died mid-window comes back.
+    blocked = _space_block_message(reservation) if reservation.status in selectors.STARTS_PENDING else None
+    if blocked:
+        if reservation.status != Status.BLOCKED and services.reservation_mark_blocked(
+            reservation=reservation, message=blocked
+        ):
+            report.blocked.append(reservation.pk)
+            event = events.launch_blocked_by_space(username=username, blocked=blocked)
+            services.event_record(event=event, reservation=reservation, now=now)
+        return
+    if not services.reservation_mark_starting(reservation=reservation):
+        return  # cancelled or ended meanwhile
+    image = reservation.image.reference if reservation.image else ""
+    if reservation.image is not None and not reservation.image.is_active:
+        # Withdrawn by the maintainers after the booking: no container runs it again.
+        message = (
+            f"The image {image} has been withdrawn by the maintainers, so the container "
+            "cannot start; book again with another image"
+        )
+        _fail_launch(reservation, now=now, report=report, kind=events.IMAGE_INACTIVE, message=message)
+        return
+    try:
+        if not image:
+            raise ImageMissing("the reservation names no image")
+        spec = container_spec(reservation=reservation, image=image, mounts=prepare_mounts(reservation))
+        state = runtime.run(spec)
+    except EngineUnavailable:
+        raise
+    except ImageMissing as error:
+        message = (
+            f"The image {image or '(none)'} is not on {reservation.host.name}; "
+            f"ask a maintainer to pull it or book another image ({error})"
+        )
+        _fail_launch(reservation, now=now, report=report, kind=events.IMAGE_MISSING, message=message)
+        return
+    except FolderProblem as error:
+        _fail_launch(reservation, now=now, report=report, kind=events.FOLDER_PROBLEM, message=str(error))
+        return
+    except RuntimeProblem as error:
+        _retry_launch(reservation, now=now, report=report, error=error)
+        return
+    services.reservation_mark_running(reservation=reservation, container_id=state.id, now=now)
+    report.started.append(reservation.pk)
+    event = events.started(
+        username=username,
+        container_name=spec.name,
+        cpus=f"{reservation.cpus.normalize():f}",
+        memory_gb=reservation.memory_gb,
+        gpus=",".join(spec.gpu_ids) or "none",
+        ssh_port=spec.ssh_port,
+    )
+    services.event_record(event=event, reservation=reservation, now=now)
+
+
+def _fail_launch(
+    reservation: Reservation, *, now: datetime, report: TickReport, kind: events.Kind, message: str
+) -> None:
+    services.reservation_mark_failed(reservation=reservation, now=now, message=message)
+    report.failed.append(reservation.pk)
+    event = events.launch_failed(kind=kind, username=reservation.user.username, message=message)
+    services.event_record(event=event, reservation=reservation, now=now)
+
+
+def _retry_launch(
+    reservation: Reservation,
+    *,
+    now: datetime,
+    report: TickReport,
+    error: Exception,
+    kind: events.Kind = events.LAUNCH_ERROR,
+) -> None:
+    """A refusal that may pass (a port in use, a name taken, a full disk): the next tick
+    tries again, a bounded number of times."""
+    limit = settings.CONTAINER_MAX_RESTARTS
+    cause = str(error) if isinstance(error, RuntimeProblem) else f"{type(error).__name__}: {error}"
+    if reservation.restart_count >= limit:
+        message = f"{cause} (tried {limit + 1} times)"
+        _fail_launch(reservation, now=now, report=report, kind=kind, message=message)
+        return
+    count = services.reservation_count_restart(reservation=reservation)
+    report.errors.append(cause)
+    event = events.launch_retrying(
+        kind=kind, username=reservation.user.username, cause=cause, count=count, limit=limit
+    )
+    services.event_record(event=event, reservation=reservation, now=now)
+
+
+# Exact-time wake-ups -----------------------------------------------------------------
+
+
+def ensure_waker(*, now: datetime) -> None:
+    """Queues a waker when a start or end is near and none runs; called by every tick."""
+    if selectors.next_boundary(after=now, until=now + WAKE_HORIZON) is None:
+        return
+    with exclusive("waker") as free:
+        pass
+    if free:
+        queue_task(WAKER_TASK)
+
+
+def wake_at_boundaries() -> str:
+    """Sleeps until each start or end instant that is near and reconciles right then, so
+    a container runs within seconds of its start and is gone within seconds of its end.
+    One waker at a time; it exits when nothing is near and hands over after a while, so
+    it never outlives django-q's task timeout."""
+    fired = 0
+    with exclusive("waker") as acquired:
+        if not acquired:
+            return "another waker runs"
+        started = handled_until = timezone.now()
+        while True:
+            now = timezone.now()
+            boundary = selectors.next_boundary(after=handled_until, until=now + WAKE_HORIZON)
+            if boundary is None:
+                return f"woke {fired} times, nothing near"
+            if boundary <= now:
+                handled_until = now
+                try:
+                    reconcile(wake=False)
+                except Exception:
+                    logger.exception("Reconcile from the waker failed; the minute tick retries.")
+                fired += 1
+                continue
+            if now - started > WAKER_LIFETIME:
+                break
+            time.sleep(min((boundary - now).total_seconds(), WAKER_POLL_S))
+    queue_task(WAKER_TASK)
+    return f"woke {fired} times, handed over"
