@@ -27,7 +27,9 @@ from bookings.report_views import ReportRangeForm, csv_download, usage_rows_with
 from bookings.reports import RESERVATION_COLUMNS, USAGE_COLUMNS, reservation_rows
 from bookings.selectors import reservations_for_user
 
-# The booking service's reading of a host given as a name or an id, with its message.
+# The booking rules' own readings, reused so each rule and its message exist once: a
+# host given as a name or an id, and a window's end (after the start, at most 2 weeks).
+from bookings.services import _check_end as check_window_end
 from bookings.services import _host_id as host_id_from_input
 from bookings.services import (
     reservation_cancel,
@@ -37,7 +39,7 @@ from bookings.services import (
     reservation_request_restart,
 )
 from bookings.timeline import timeline as build_timeline
-from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, SLOT, parse_time_input, slot_floor, wrong_input
+from bookings.timeslots import MAX_AHEAD, SLOT, parse_time_input, slot_floor
 from containers.models import Host, Image
 
 ID = r"[0-9]{1,18}"
@@ -48,10 +50,7 @@ def requested_window(*, start: datetime | str, end: datetime | str | None, now: 
     means the rest of the current half hour. At most two weeks long, like a booking."""
     start, _is_now = parse_time_input(start, field="start", base=slot_floor(now), now=now)
     end = start + SLOT if end is None else parse_time_input(end, field="end", base=start)[0]
-    if end <= start:
-        raise wrong_input("The end time must be after the start time.", "end")
-    if end - start > MAX_LENGTH:
-        raise wrong_input("The end time must be within 2 weeks from the start time.", "end")
+    check_window_end(start=start, end=end)
     return start, end
 
 
