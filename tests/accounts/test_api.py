@@ -167,3 +167,13 @@ def test_a_token_stops_working_while_its_user_must_change_the_password(student):
     response = client.get("/api/v1/profile/")
     assert response.status_code == 403
     assert_error_shape(response.json())
+
+
+def test_a_session_that_must_change_its_password_gets_a_json_403_not_a_redirect(student):
+    student.must_change_password = True
+    student.save()
+    client = APIClient()
+    client.force_login(student)
+    response = client.get("/api/v1/reservations/")
+    assert response.status_code == 403
+    assert_error_shape(response.json())
