@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.contrib.auth.forms import AdminUserCreationForm
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
@@ -10,7 +10,14 @@ from django.utils.html import format_html_join
 
 from accounts.models import ApiToken, CapabilityProfile, Notification, User
 from accounts.selectors import capability_for, first_free_forward_port
-from accounts.services import user_reset_password, users_assign_profile, users_create_bulk
+from accounts.services import (
+    normalise_username,
+    user_reset_password,
+    user_unlock_login,
+    users_assign_profile,
+    users_create_bulk,
+)
+from accounts.sshkeys import clean_ssh_public_keys
 from accounts.token_services import api_token_revoke
 from aivc_portal.admin_actions import action_form_page
 from containers.models import Host
@@ -40,11 +47,29 @@ class UserCreationWithPortForm(AdminUserCreationForm):
     class Meta(AdminUserCreationForm.Meta):
         model = User
 
+    def clean_username(self) -> str:
+        return normalise_username(self.cleaned_data["username"])
+
     def clean(self) -> dict:
         cleaned = super().clean()
         # A full port range is reported on the form instead of failing in save().
         first_free_forward_port()
         return cleaned
+
+
+class LabUserChangeForm(UserChangeForm):
+    """The admin's account form checks ids and SSH keys as the portal's own pages do."""
+
+    class Meta(UserChangeForm.Meta):
+        model = User
+
+    def clean_username(self) -> str:
+        username = self.cleaned_data["username"]
+        # An id imported before the rule existed stays editable as long as it is unchanged.
+        return normalise_username(username) if "username" in self.changed_data else username
+
+    def clean_ssh_public_keys(self) -> str:
+        return clean_ssh_public_keys(self.cleaned_data["ssh_public_keys"])
 
 
 class AssignProfileForm(forms.Form):
@@ -56,6 +81,7 @@ class AssignProfileForm(forms.Form):
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     add_form = UserCreationWithPortForm
+    form = LabUserChangeForm
     list_display = ("username", "email", "forward_port", "capability_profile", "is_staff", "is_active")
     list_filter = ("is_staff", "is_active", "capability_profile", "must_change_password")
     list_select_related = ("capability_profile",)
@@ -79,7 +105,14 @@ class UserAdmin(DjangoUserAdmin):
         ),
     )
     change_list_template = "admin/accounts/user/change_list.html"
-    actions = ["reset_password", "assign_profile"]
+    actions = ["reset_password", "assign_profile", "unlock_login"]
+
+    @admin.action(description="Unlock login (clear failed login attempts)", permissions=["change"])
+    def unlock_login(self, request, queryset) -> None:
+        cleared = sum(user_unlock_login(user=user) for user in queryset)
+        self.message_user(
+            request, f"Unlocked {queryset.count()} account(s); {cleared} failed attempt record(s) cleared."
+        )
 
     @admin.action(description="Reset password (one-time, must change at login)", permissions=["change"])
     def reset_password(self, request, queryset) -> None:

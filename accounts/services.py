@@ -4,9 +4,11 @@ from collections.abc import Collection, Iterable
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils.translation import gettext as _
 
 from accounts.models import CapabilityProfile, User
 from accounts.sshkeys import clean_ssh_public_keys
+from accounts.validators import validate_account_id
 from containers.commands import command_arguments
 from containers.models import Image
 
@@ -22,7 +24,7 @@ def normalise_username(username: str) -> str:
     username = (username or "").strip().lower()
     if not username:
         raise ValidationError("An account id cannot be empty.")
-    User.username_validator(username)
+    validate_account_id(username)
     return username
 
 
@@ -73,11 +75,31 @@ def user_set_password(*, user: User, password: str, must_change: bool = False) -
     return user
 
 
+def user_change_password(*, user: User, new_password: str) -> User:
+    """The user's own change (forced after a reset or import, or chosen): the new password
+    must differ from the current one, so the one-time password a maintainer handed over
+    cannot simply be kept."""
+    if user.check_password(new_password):
+        raise ValidationError(
+            _("Choose a new password: it must differ from the current (one-time) password."),
+            code="password_unchanged",
+        )
+    return user_set_password(user=user, password=new_password)
+
+
 def user_reset_password(*, user: User) -> str:
     """A fresh generated password the user must change at next login."""
     password = generate_password()
     user_set_password(user=user, password=password, must_change=True)
     return password
+
+
+def user_unlock_login(*, user: User) -> int:
+    """Clears the failed logins counted against this account (not those against an
+    address), so a locked-out user can log in again now. Returns how many were cleared."""
+    from axes.utils import reset  # imported here: axes reads its settings when first used
+
+    return reset(username=user.username)
 
 
 def users_assign_profile(*, users: Iterable[User], profile: CapabilityProfile | None) -> int:

@@ -3,6 +3,7 @@ mounted into containers, so a line may only say which key it is."""
 
 import base64
 import binascii
+import re
 import struct
 
 from django.core.exceptions import ValidationError
@@ -19,6 +20,9 @@ KEY_TYPES = frozenset(
     }
 )
 MAX_KEYS = 20
+# Everything str.splitlines() breaks on except "\n": a key line holding one of these could
+# be read as two lines (the second with options) by whatever splits it next.
+OTHER_LINE_BREAKS = re.compile("[\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def _key_type_inside(blob: bytes) -> str | None:
@@ -39,6 +43,11 @@ def clean_ssh_public_keys(text: str) -> str:
         raise ValidationError(f"At most {MAX_KEYS} keys.", code="too_many_keys")
     errors = []
     for number, line in enumerate(lines, start=1):
+        if OTHER_LINE_BREAKS.search(line):
+            errors.append(
+                f"Line {number} contains a line break other than a new line; put each key on its own line."
+            )
+            continue
         parts = line.split(maxsplit=2)
         if len(parts) < 2 or parts[0] not in KEY_TYPES:
             errors.append(

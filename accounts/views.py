@@ -18,7 +18,7 @@ from accounts.forms import ApiTokenForm, EmailKindsForm, ForwardPortForm, Profil
 from accounts.models import ApiToken
 from accounts.notification_selectors import email_kinds_for_user, notifications_for_user
 from accounts.notification_services import notifications_mark_read
-from accounts.services import user_set_password, user_update_profile
+from accounts.services import user_change_password, user_update_profile
 from accounts.token_services import api_token_create, api_token_revoke
 from bookings.services import as_id, forward_port_change
 
@@ -28,10 +28,14 @@ from bookings.services import as_id, forward_port_change
 def password_change(request: HttpRequest) -> HttpResponse:
     form = PasswordChangeForm(request.user, request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = user_set_password(user=request.user, password=form.cleaned_data["new_password1"])
-        update_session_auth_hash(request, user)
-        messages.success(request, _("Your password was changed."))
-        return redirect("dashboard")
+        try:
+            user = user_change_password(user=request.user, new_password=form.cleaned_data["new_password1"])
+        except ValidationError as error:
+            form.add_error("new_password2", error)
+        else:
+            update_session_auth_hash(request, user)
+            messages.success(request, _("Your password was changed."))
+            return redirect("dashboard")
     forced = request.user.must_change_password
     return render(request, "accounts/password_change.html", {"form": form, "forced": forced})
 

@@ -2,9 +2,11 @@
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -33,10 +35,28 @@ def secret_key_from_file(path: Path) -> str:
     return path.read_text().strip()
 
 
+# Words that mark a key copied from an example rather than generated.
+PLACEHOLDER_KEY_WORDS = ("change-me", "changeme", "change_me", "django-insecure", "placeholder", "example")
+
+
+def refuse_weak_secret_key(key: str) -> None:
+    """Without DEBUG the portal serves real sessions, and anyone who knows the key can forge
+    them: a short or example key stops the start-up, naming the variable to fix."""
+    if len(key) < 50 or len(set(key)) < 5 or any(word in key.lower() for word in PLACEHOLDER_KEY_WORDS):
+        raise ImproperlyConfigured(
+            "SECRET_KEY is too short or a placeholder (it needs 50 or more random characters). "
+            "Generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(50))' and set "
+            "SECRET_KEY in the environment (e.g. /etc/aivc-portal/env), or unset it to use a key "
+            "generated into SECRET_KEY_FILE."
+        )
+
+
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = os.environ.get("SECRET_KEY") or secret_key_from_file(
     Path(os.environ.get("SECRET_KEY_FILE", BASE_DIR / "var" / "secret_key"))
 )
+if not DEBUG:
+    refuse_weak_secret_key(SECRET_KEY)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 SITE_NAME = os.environ.get("SITE_NAME", "AIVC Portal")
@@ -53,6 +73,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "accounts",
     "bookings",
     "containers",
@@ -70,6 +91,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "accounts.middleware.ForcePasswordChangeMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "aivc_portal.urls"
@@ -119,6 +142,29 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
+AUTHENTICATION_BACKENDS = [
+    "accounts.backends.LoginThrottleBackend",  # first: refuses locked-out logins before hashing
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login throttling (django-axes): LOGIN_FAILURE_LIMIT wrong passwords for one account, or
+# from one client address, pause logins for it for LOGIN_LOCKOUT_MINUTES; a maintainer
+# unlocks earlier from admin. Counts are kept in the database, shared by every worker.
+LOGIN_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "10"))
+LOGIN_LOCKOUT_MINUTES = int(os.environ.get("LOGIN_LOCKOUT_MINUTES", "15"))
+AXES_ENABLED = env_bool("LOGIN_THROTTLING", True)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_USERNAME_CALLABLE = "accounts.throttling.login_username"
+AXES_CLIENT_IP_CALLABLE = "accounts.throttling.client_ip"
+AXES_LOCKOUT_CALLABLE = "accounts.throttling.lockout_response"
+# A success must not wipe the failures counted against an address: an attacker could
+# otherwise log into her own account between guesses at someone else's.
+AXES_RESET_ON_SUCCESS = False
+# Attempts refused while locked are not recorded: each would otherwise lock and update one
+# row (a flood queues on it), and an attacker could keep a student locked out for ever.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+
 PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
@@ -156,8 +202,15 @@ SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 # Session storage: a one-time password shown to a maintainer never travels in a cookie.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
-if env_bool("BEHIND_TLS_PROXY", False):
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# HTTPS only, for a portal served over TLS (deploy/env.example turns these on). The redirect
+# trusts X-Forwarded-Proto only with BEHIND_TLS_PROXY, so it cannot loop behind nginx.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 
 # Portal settings
 PORT_RANGE = env_range("PORT_RANGE", "10001-11000")
@@ -167,6 +220,23 @@ CONTAINER_PREFIX = os.environ.get("CONTAINER_PREFIX", "aivc-")
 # its own scope, so two portals (or test runs) can share an engine.
 CONTAINER_SCOPE = os.environ.get("CONTAINER_SCOPE", "aivc")
 CONTAINER_MAX_RESTARTS = int(os.environ.get("CONTAINER_MAX_RESTARTS", "3"))
+# The portal's own files on a GPU server (authorized_keys, SSH host keys): 0700, mounted by
+# no container except these files, read-only. Blank: <backup_root>/.aivc-portal.
+CONTAINER_STATE_ROOT = os.environ.get("CONTAINER_STATE_ROOT", "")
+# Container hardening (docs/security.md): every capability is dropped, then these added back;
+# the defaults are what sshd (with privilege separation) and common ML tooling need.
+CONTAINER_CAP_ADD = env_list(
+    "CONTAINER_CAP_ADD",
+    "CHOWN,DAC_OVERRIDE,FOWNER,KILL,SETUID,SETGID,SYS_CHROOT,NET_BIND_SERVICE,AUDIT_WRITE",
+)
+CONTAINER_NO_NEW_PRIVILEGES = env_bool("CONTAINER_NO_NEW_PRIVILEGES", True)
+CONTAINER_PIDS_LIMIT = int(os.environ.get("CONTAINER_PIDS_LIMIT", "4096"))
+CONTAINER_NOFILE_LIMIT = int(os.environ.get("CONTAINER_NOFILE_LIMIT", "16384"))
+CONTAINER_NPROC_LIMIT = int(os.environ.get("CONTAINER_NPROC_LIMIT", "4096"))
+CONTAINER_LOG_MAX_SIZE = os.environ.get("CONTAINER_LOG_MAX_SIZE", "10m")
+CONTAINER_LOG_MAX_FILES = int(os.environ.get("CONTAINER_LOG_MAX_FILES", "3"))
+# A bridge network with inter-container traffic off; blank: Docker's default bridge.
+CONTAINER_NETWORK = os.environ.get("CONTAINER_NETWORK", "aivc-isolated")
 SPACE_AUDIT_MINUTES = int(os.environ.get("SPACE_AUDIT_MINUTES", "15"))
 SPACE_AUDIT_TIMEOUT = int(os.environ.get("SPACE_AUDIT_TIMEOUT", "600"))
 # GPU telemetry: the Host whose GPUs NVML sees here (blank: the one named like this machine,

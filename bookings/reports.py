@@ -7,6 +7,7 @@ ordered cursor: no query per row, memory independent of the number of rows.
 """
 
 import csv
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -23,6 +24,8 @@ ROWS_PER_WRITE = 1000
 BOM = "\ufeff"
 # Spreadsheets run a cell that starts with one of these as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A formula start after a separator a spreadsheet may split on (see neutralise).
+INNER_FORMULA_START = re.compile(r"([\t\r\n;,]\s*)(?=[=+\-@])")
 HOUR = 3600.0
 RUNNING_STATUSES = (Reservation.Status.STARTING, Reservation.Status.RUNNING)
 UNSUCCESSFUL_STATUSES = (Reservation.Status.BLOCKED, Reservation.Status.FAILED)
@@ -93,8 +96,15 @@ class Figures:
 
 
 def neutralise(cell: str) -> str:
-    """A text cell a spreadsheet would run as a formula gets a leading apostrophe."""
-    return f"'{cell}" if cell.startswith(FORMULA_STARTS) else cell
+    """A text cell a spreadsheet could run as a formula is defused with apostrophes:
+    - the whole cell, when it starts with a tab or CR, or, after leading whitespace,
+      with = + - @ (spreadsheets skip the whitespace);
+    - each = + - @ that starts a piece after a tab, CR, new line, `;` or `,` (and any
+      whitespace), since a spreadsheet importing with another separator or splitting
+      the text into columns would read that piece as a cell of its own (`a;=1+1`)."""
+    if cell.startswith(FORMULA_STARTS) or cell.lstrip().startswith(FORMULA_STARTS):
+        cell = f"'{cell}"
+    return INNER_FORMULA_START.sub(r"\1'", cell)
 
 
 def figures(

@@ -30,6 +30,8 @@ LABEL_HOST_ID = "aivc.host-id"  # the host's primary key: what the portal finds 
 LABEL_RESERVATION = "aivc.reservation"
 LABEL_USER = "aivc.user"
 SSH_PORT = "22/tcp"
+ICC_OPTION = "com.docker.network.bridge.enable_icc"
+NETWORK_LABELS = {"aivc.purpose": "tenant-isolation"}
 
 
 class RuntimeProblem(Exception):
@@ -61,6 +63,34 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class SecurityOptions:
+    """How far a container is fenced in (docs/security.md says why each part is there).
+    Every part comes from a setting, so a lab that needs more can relax one of them."""
+
+    cap_add: tuple[str, ...]
+    no_new_privileges: bool
+    pids_limit: int  # 0: no limit
+    nofile: int
+    nproc: int
+    log_max_size: str
+    log_max_files: int
+    network: str  # "": Docker's default bridge, where containers reach each other
+
+    @classmethod
+    def from_settings(cls) -> SecurityOptions:
+        return cls(
+            cap_add=tuple(settings.CONTAINER_CAP_ADD),
+            no_new_privileges=settings.CONTAINER_NO_NEW_PRIVILEGES,
+            pids_limit=settings.CONTAINER_PIDS_LIMIT,
+            nofile=settings.CONTAINER_NOFILE_LIMIT,
+            nproc=settings.CONTAINER_NPROC_LIMIT,
+            log_max_size=settings.CONTAINER_LOG_MAX_SIZE,
+            log_max_files=settings.CONTAINER_LOG_MAX_FILES,
+            network=settings.CONTAINER_NETWORK,
+        )
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """Everything a reservation's container runs with; built by `container_spec`."""
 
@@ -76,6 +106,8 @@ class ContainerSpec:
     ssh_port: int
     mounts: list[Mount]
     labels: dict[str, str]
+    # Read when the spec is made, so every container, whoever builds its spec, is fenced in.
+    security: SecurityOptions = field(default_factory=SecurityOptions.from_settings)
 
 
 @dataclass(frozen=True)
@@ -247,6 +279,53 @@ class DockerRuntime(ContainerRuntime):
             return EngineUnavailable(f"Docker engine of {self.host.name} unreachable: {error}")
         return LaunchFailed(str(error))
 
+    def _ensure_network(self, name: str) -> None:
+        """The portal's bridge network with inter-container traffic off, made once; an
+        existing network of that name that lets containers reach each other is refused."""
+        import docker
+
+        def named() -> list:  # the engine's name filter matches substrings
+            return [network for network in self.client.networks.list(names=[name]) if network.name == name]
+
+        found = named()
+        if not found:
+            try:
+                self.client.networks.create(
+                    name, driver="bridge", options={ICC_OPTION: "false"}, labels=NETWORK_LABELS
+                )
+            except docker.errors.APIError as error:
+                if error.status_code != 409:  # 409: another tick made it meanwhile
+                    raise
+            found = named()
+        options = (found[0].attrs.get("Options") or {}) if found else {}
+        if options.get(ICC_OPTION) != "false":
+            raise LaunchFailed(
+                f"The network {name} lets containers reach each other ({ICC_OPTION} is not false); "
+                "remove it or name another in CONTAINER_NETWORK."
+            )
+
+    def _security_options(self, security: SecurityOptions) -> dict:
+        import docker
+
+        options = {
+            "cap_drop": ["ALL"],
+            "cap_add": list(security.cap_add),
+            "security_opt": ["no-new-privileges:true"] if security.no_new_privileges else [],
+            "ulimits": [
+                docker.types.Ulimit(name="nofile", soft=security.nofile, hard=security.nofile),
+                docker.types.Ulimit(name="nproc", soft=security.nproc, hard=security.nproc),
+            ],
+            "log_config": docker.types.LogConfig(
+                type="json-file",
+                config={"max-size": security.log_max_size, "max-file": str(security.log_max_files)},
+            ),
+        }
+        if security.pids_limit:
+            options["pids_limit"] = security.pids_limit
+        if security.network:
+            options["network"] = security.network
+        return options
+
     def list_managed(self) -> list[ContainerState]:
         # The engine filters by this portal's scope; which host a container is on is
         # decided here, since old containers carry the host's name instead of its id.
@@ -288,11 +367,14 @@ class DockerRuntime(ContainerRuntime):
             "device_requests": device_requests,
             "privileged": False,
             "init": True,
+            **self._security_options(spec.security),
         }
         if spec.shm_bytes:
             options["shm_size"] = spec.shm_bytes
         container = None
         try:
+            if spec.security.network:
+                self._ensure_network(spec.security.network)
             container = self.client.containers.create(**options)
             container.start()
             container.reload()
@@ -367,6 +449,7 @@ class FakeEngine:
         self.images: set[str] | None = None  # None: every image is present
         self.reachable = True
         self.runs: list[ContainerSpec] = []
+        self.networks: set[str] = set()  # isolated networks made, as DockerRuntime makes them
         self.ids = itertools.count(1)
         self.exit_codes: dict[str, int] = {}  # by container id
         self.output: dict[str, bytes] = {}  # by container name, what a container "printed"
@@ -432,6 +515,8 @@ class FakeRuntime(ContainerRuntime):
             state = ContainerState(
                 id=f"fake{next(engine.ids):060d}", name=spec.name, status="running", labels=spec.labels
             )
+            if spec.security.network:
+                engine.networks.add(spec.security.network)
             engine.containers[state.id] = (state, spec)
             engine.runs.append(spec)
         return state

@@ -1,118 +1,292 @@
 """Host folders a container mounts: the user's work and backup folders, the shared dataset,
-the SSH keys file the portal writes, and the SSH host keys and dotfiles that persist in
-the backup folder. The portal runs on the GPU server, so these are local paths.
+the SSH keys file and host keys the portal writes, and the dotfiles that persist in the
+backup folder. The portal runs on the GPU server, so these are local paths.
 
-Users are root inside their containers and control everything under their own folders,
-so no path under them is trusted: a symlink there could make the engine mount any host
-file. Every source is checked to resolve to itself before it is mounted."""
+Users are root inside their containers and control everything under their own folders, so
+no name under them is trusted: any of them may be a symbolic link to another user's file,
+a plain file where a folder belongs, or a FIFO that would block a reader. So:
+
+- inside a user's folder every step is taken from an open folder descriptor with
+  `O_NOFOLLOW` (openat-style), and the kind of each thing is checked before it is used;
+  the portal only ever creates empty folders and empty files there, never writes content;
+- what the portal writes (authorized_keys, SSH host keys) lives in the portal's own state
+  folder (`CONTAINER_STATE_ROOT`, 0700), which no container mounts except these files,
+  read-only; host keys are made in a temporary folder there and installed by one rename.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import stat
 import subprocess
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from django.conf import settings
+
+from accounts.sshkeys import OTHER_LINE_BREAKS
+from accounts.validators import ACCOUNT_ID_PATTERN
 from containers.runtime import Mount
 
 if TYPE_CHECKING:
     from accounts.models import User
     from bookings.models import Reservation
+    from containers.models import Host
 
-# Folder names come from usernames; only plain names are used as path components.
-SAFE_FOLDER_NAME = re.compile(r"[a-z0-9][a-z0-9_.@+-]*")
-PORTAL_DIR = ".aivc-portal"  # under backup_root, not writable from any container
-PERSISTED_DIR = ".aivc"  # under the user's backup folder
+# Folder names come from account ids; only ids the account validator accepts are used.
+SAFE_FOLDER_NAME = re.compile(ACCOUNT_ID_PATTERN)
+PORTAL_DIR = ".aivc-portal"  # the default state folder, beside (not inside) the users' backup folders
+PERSISTED_DIR = ".aivc"  # under the user's backup folder: dotfiles kept across reservations
+HOST_KEYS_DIR = "ssh_host_keys"
 HOST_KEY_TYPES = ("ed25519", "ecdsa")
 HOME_DIRECTORIES = (".config", ".local", ".vscode-server")
 HOME_FILES = (".bash_history", ".zsh_history", ".gitconfig")
+# A private host key is a few hundred bytes; anything larger in a user's folder is not one.
+MAX_LEGACY_KEY_BYTES = 16 * 1024
+KEYGEN_TIMEOUT_S = 30
+
+_OPEN_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# Never blocks on a FIFO, never makes a terminal ours, never follows a final symlink.
+_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 class FolderProblem(Exception):
     """A folder could not be prepared safely; the message says which and why."""
 
 
-def _user_folder(root: str, username: str) -> Path:
-    if not SAFE_FOLDER_NAME.fullmatch(username) or ".." in username:
-        raise FolderProblem(f"The account id {username!r} cannot be used as a folder name.")
-    return Path(root) / username
+@dataclass(frozen=True)
+class _Folder:
+    """A folder opened without following symbolic links, with the path it was reached by."""
+
+    fd: int
+    path: Path
 
 
-def _ensure_dir(path: Path, mode: int = 0o755) -> Path:
+def _not_usable(path: Path) -> FolderProblem:
+    return FolderProblem(
+        f"{path} is a symbolic link or not what the portal expects there (a folder or a plain "
+        "file); it is not used. Remove or rename it, then ask for a restart."
+    )
+
+
+def _open_root(path: Path, *, mode: int) -> _Folder:
+    """A maintainer-configured root (trusted): created if missing and opened."""
     path.mkdir(parents=True, exist_ok=True, mode=mode)
-    return _checked(path)
+    real = Path(os.path.realpath(path))
+    return _Folder(os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), real)
 
 
-def _ensure_file(path: Path, content: str | None = None, mode: int = 0o644) -> Path:
-    _checked(path.parent)
-    if content is not None:
-        temporary = path.with_name(f".{path.name}.new")
-        temporary.unlink(missing_ok=True)
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-        with os.fdopen(descriptor, "w") as handle:
+def _subfolder(parent: _Folder, name: str, *, mode: int = 0o755, create: bool = True) -> _Folder:
+    """`parent/name` as a real folder (made if missing), never through a symbolic link."""
+    if create:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, mode, dir_fd=parent.fd)
+    try:
+        fd = os.open(name, _OPEN_FOLDER, dir_fd=parent.fd)
+    except OSError:
+        raise _not_usable(parent.path / name) from None
+    return _Folder(fd, parent.path / name)
+
+
+def _empty_file(parent: _Folder, name: str, *, mode: int) -> Path:
+    """`parent/name` as a plain file, created empty if missing; its content is never
+    touched. A symlink, FIFO, device or folder there is refused without being opened
+    (lstat first) and the opened file is checked again (fstat), so a swap in between
+    is caught too."""
+    path = parent.path / name
+    try:
+        existing = os.stat(name, dir_fd=parent.fd, follow_symlinks=False)
+    except FileNotFoundError:
+        existing = None
+    if existing is not None and not stat.S_ISREG(existing.st_mode):
+        raise _not_usable(path)
+    try:
+        fd = os.open(name, _OPEN_FILE | os.O_CREAT, mode, dir_fd=parent.fd)
+    except OSError:
+        raise _not_usable(path) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _not_usable(path)
+    finally:
+        os.close(fd)
+    return path
+
+
+def _read_small_file(parent: _Folder, name: str, *, limit: int) -> bytes | None:
+    """The content of `parent/name` if it is a plain file of at most `limit` bytes;
+    None for anything else (missing, a link, a FIFO, too large)."""
+    try:
+        if not stat.S_ISREG(os.stat(name, dir_fd=parent.fd, follow_symlinks=False).st_mode):
+            return None
+        fd = os.open(name, _OPEN_FILE, dir_fd=parent.fd)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        content = handle.read(limit + 1)
+    return content if len(content) <= limit else None
+
+
+def _write_new_file(folder: Path, name: str, content: bytes, *, mode: int) -> None:
+    """Writes a file in a portal-owned folder by a temporary name and one rename."""
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
             handle.write(content)
-        os.replace(temporary, path)
-    elif not path.exists() and not path.is_symlink():
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode))
-    return _checked(path)
+        os.replace(temporary, folder / name)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
-def _checked(path: Path) -> Path:
-    """The path, if no component of it is a symlink (it resolves to itself)."""
-    absolute = Path(os.path.abspath(path))
-    if Path(os.path.realpath(absolute)) != absolute:
-        raise FolderProblem(f"{absolute} is or passes through a symbolic link; it is not mounted.")
-    return absolute
+def _user_folder_name(username: str) -> str:
+    if not SAFE_FOLDER_NAME.fullmatch(username):
+        raise FolderProblem(f"The account id {username!r} cannot be used as a folder name.")
+    return username
+
+
+def state_root(host: Host) -> Path:
+    """The portal's own folder on this host (`CONTAINER_STATE_ROOT`; by default
+    `<backup_root>/.aivc-portal`, beside the users' folders and mounted by no container)."""
+    return Path(settings.CONTAINER_STATE_ROOT or Path(host.backup_root) / PORTAL_DIR)
 
 
 def authorized_keys_text(user: User) -> str:
-    keys = [line.strip() for line in (user.ssh_public_keys or "").splitlines()]
-    return "".join(f"{key}\n" for key in keys if key and not key.startswith("#"))
+    """One key per line, split on new lines only; a line holding another line break (saved
+    before keys were checked for them) is left out rather than trusted."""
+    keys = [line.strip() for line in (user.ssh_public_keys or "").split("\n")]
+    return "".join(
+        f"{key}\n" for key in keys if key and not key.startswith("#") and not OTHER_LINE_BREAKS.search(key)
+    )
 
 
-def _host_keys(folder: Path) -> list[Mount]:
-    """SSH host keys kept per user, so a new reservation's container answers with the same
-    keys and ssh does not warn that the remote host identification changed."""
-    mounts = []
-    for key_type in HOST_KEY_TYPES:
-        private = folder / f"ssh_host_{key_type}_key"
-        if not private.exists() and not private.is_symlink():
-            try:
-                subprocess.run(
-                    ["ssh-keygen", "-q", "-t", key_type, "-N", "", "-C", "", "-f", str(private)],
-                    check=True,
-                    capture_output=True,
-                    timeout=30,
-                )
-            except (OSError, subprocess.SubprocessError) as error:
-                raise FolderProblem(f"Could not make an SSH host key ({error}).") from None
-        for source in (private, private.with_name(f"{private.name}.pub")):
-            mounts.append(Mount(str(_checked(source)), f"/etc/ssh/{source.name}", read_only=True))
-    return mounts
+def _keygen(arguments: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["ssh-keygen", *arguments],
+        check=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=KEYGEN_TIMEOUT_S,
+    )
+
+
+def _adopt_legacy_key(legacy: _Folder | None, folder: Path, name: str) -> bool:
+    """Copies a private host key the old portal kept in the user's backup folder into the
+    portal's temporary folder, if it is a plain, small, unencrypted key; its public half is
+    derived from the copy, never read from the user's folder."""
+    content = _read_small_file(legacy, name, limit=MAX_LEGACY_KEY_BYTES) if legacy else None
+    if not content:
+        return False
+    _write_new_file(folder, name, content, mode=0o600)
+    try:
+        public = _keygen(["-y", "-P", "", "-f", str(folder / name)]).stdout
+    except (OSError, subprocess.SubprocessError):
+        os.unlink(folder / name)
+        return False
+    _write_new_file(folder, f"{name}.pub", public, mode=0o644)
+    return True
+
+
+def _legacy_host_keys(backup: _Folder) -> _Folder | None:
+    """`Backup/<user>/.aivc/ssh_host_keys`, where the old portal kept host keys, opened
+    read-only without following links; None when it is not a plain folder."""
+    with contextlib.ExitStack() as stack:
+        try:
+            persisted = _subfolder(backup, PERSISTED_DIR, create=False)
+        except FolderProblem:
+            return None
+        stack.callback(os.close, persisted.fd)
+        try:
+            return _subfolder(persisted, HOST_KEYS_DIR, create=False)
+        except FolderProblem:
+            return None
+
+
+def _host_keys_complete(folder: Path) -> bool:
+    names = [f"ssh_host_{key_type}_key" for key_type in HOST_KEY_TYPES]
+    return all((folder / name).is_file() and (folder / f"{name}.pub").is_file() for name in names)
+
+
+def _ensure_host_keys(state: Path, backup: _Folder) -> Path:
+    """The user's SSH host keys in the state folder, so every container of theirs answers
+    with the same identity. Made once: keys from the old location are adopted, missing
+    ones generated, all in a temporary folder that one rename installs, so a crash or a
+    second agent never leaves half a pair."""
+    installed = state / HOST_KEYS_DIR
+    if _host_keys_complete(installed):
+        return installed
+    building = Path(tempfile.mkdtemp(dir=state, prefix=".host-keys-"))
+    legacy = _legacy_host_keys(backup)
+    try:
+        for key_type in HOST_KEY_TYPES:
+            name = f"ssh_host_{key_type}_key"
+            if not _adopt_legacy_key(legacy, building, name):
+                _keygen(["-q", "-t", key_type, "-N", "", "-C", "", "-f", str(building / name)])
+        if installed.exists():  # incomplete (an older key set): replaced whole
+            shutil.rmtree(installed)
+        os.rename(building, installed)
+    except (OSError, subprocess.SubprocessError) as error:
+        if _host_keys_complete(installed):
+            return installed  # another agent installed them first
+        raise FolderProblem(f"Could not make the SSH host keys ({error}).") from None
+    finally:
+        if legacy is not None:
+            os.close(legacy.fd)
+        shutil.rmtree(building, ignore_errors=True)
+    return installed
+
+
+def _ensure_state(host: Host, username: str) -> Path:
+    """The user's folder in the portal's state folder (0700 all the way)."""
+    folder = state_root(host) / username
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder.parent, 0o700)
+    os.chmod(folder, 0o700)
+    return folder
 
 
 def prepare_mounts(reservation: Reservation) -> list[Mount]:
     """Creates what is missing and returns the container's mounts."""
     host, user = reservation.host, reservation.user
-    work = _ensure_dir(_user_folder(host.work_root, user.username))
-    backup = _ensure_dir(_user_folder(host.backup_root, user.username))
-    dataset = _ensure_dir(Path(host.dataset_root))
-    portal = _ensure_dir(_user_folder(str(Path(host.backup_root) / PORTAL_DIR), user.username), mode=0o700)
-    keys = _ensure_file(portal / "authorized_keys", authorized_keys_text(user))
-    persisted = _ensure_dir(backup / PERSISTED_DIR)
-    host_keys = _ensure_dir(persisted / "ssh_host_keys", mode=0o700)
-    home = _ensure_dir(persisted / "home")
+    name = _user_folder_name(user.username)
+    with contextlib.ExitStack() as stack:
 
-    mounts = [
-        Mount(str(work), "/root/Work"),
-        Mount(str(backup), "/root/Backup"),
-        Mount(str(dataset), "/root/Dataset", read_only=True),
-        Mount(str(keys), "/root/.ssh/authorized_keys", read_only=True),
-        *_host_keys(host_keys),
-    ]
-    for name in HOME_DIRECTORIES:
-        mounts.append(Mount(str(_ensure_dir(home / name)), f"/root/{name}"))
-    for name in HOME_FILES:
-        mounts.append(Mount(str(_ensure_file(home / name, mode=0o600)), f"/root/{name}"))
-    return mounts
+        def opened(folder: _Folder) -> _Folder:
+            stack.callback(os.close, folder.fd)
+            return folder
+
+        work = opened(_subfolder(opened(_open_root(Path(host.work_root), mode=0o755)), name, mode=0o700))
+        backup = opened(_subfolder(opened(_open_root(Path(host.backup_root), mode=0o755)), name, mode=0o700))
+        # User folders are private: 0755 would let every host account read them.
+        os.fchmod(work.fd, 0o700)
+        os.fchmod(backup.fd, 0o700)
+        dataset = Path(os.path.realpath(host.dataset_root))
+        dataset.mkdir(parents=True, exist_ok=True)
+
+        state = _ensure_state(host, name)
+        _write_new_file(state, "authorized_keys", authorized_keys_text(user).encode(), mode=0o644)
+        host_keys = _ensure_host_keys(state, backup)
+
+        home = opened(_subfolder(opened(_subfolder(backup, PERSISTED_DIR)), "home"))
+        mounts = [
+            Mount(str(work.path), "/root/Work"),
+            Mount(str(backup.path), "/root/Backup"),
+            Mount(str(dataset), "/root/Dataset", read_only=True),
+            Mount(str(state / "authorized_keys"), "/root/.ssh/authorized_keys", read_only=True),
+        ]
+        for key_type in HOST_KEY_TYPES:
+            for key in (f"ssh_host_{key_type}_key", f"ssh_host_{key_type}_key.pub"):
+                mounts.append(Mount(str(host_keys / key), f"/etc/ssh/{key}", read_only=True))
+        for directory in HOME_DIRECTORIES:
+            mounts.append(Mount(str(opened(_subfolder(home, directory)).path), f"/root/{directory}"))
+        for file in HOME_FILES:
+            mounts.append(Mount(str(_empty_file(home, file, mode=0o600)), f"/root/{file}"))
+        return mounts

@@ -1,6 +1,8 @@
 import os
+import secrets
 
-os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
+# A real-looking key: without DEBUG the settings refuse short or placeholder keys.
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
 os.environ.setdefault("STATICFILES_STORAGE", "django.contrib.staticfiles.storage.StaticFilesStorage")
 
 import pytest

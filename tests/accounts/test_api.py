@@ -177,3 +177,25 @@ def test_a_session_that_must_change_its_password_gets_a_json_403_not_a_redirect(
     response = client.get("/api/v1/reservations/")
     assert response.status_code == 403
     assert_error_shape(response.json())
+
+
+def test_password_guessing_through_the_api_is_locked_out_like_the_login_page(student, settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"user": "1000/min", "token_login": "1000/min"},
+    }
+    client = APIClient()
+    for attempt in range(settings.LOGIN_FAILURE_LIMIT):
+        client.post(
+            "/api/v1/auth/token/",
+            {"username": student.username, "password": f"guess-{attempt}"},
+            format="json",
+        )
+    right = client.post(
+        "/api/v1/auth/token/",
+        {"username": student.username, "password": "correct-horse-battery"},
+        format="json",
+    )
+    assert right.status_code == 429
+    assert_error_shape(right.json())
+    assert not ApiToken.objects.filter(user=student).exists()

@@ -82,6 +82,7 @@ def test_containers_start_and_stop_within_seconds(
         "DATABASE_URL": _database_url(),
         "CONTAINER_RUNTIME": "containers.runtime.DockerRuntime",
         "CONTAINER_SCOPE": django_settings.CONTAINER_SCOPE,
+        "CONTAINER_NETWORK": django_settings.CONTAINER_NETWORK,  # the scope's own, removed after
         "CONTAINER_PREFIX": django_settings.CONTAINER_PREFIX,
         "SECRET_KEY": django_settings.SECRET_KEY,
         "DEBUG": "0",

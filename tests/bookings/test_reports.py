@@ -275,3 +275,20 @@ def test_dates_at_the_ends_of_the_calendar_get_a_clear_message(client, staff, na
     response = client.get(reverse(name), {"from": first, "to": last})
     assert response.status_code == 400
     assert "Choose dates between" in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("cell", "defused"),
+    [
+        ("a;=1+1", "a;'=1+1"),
+        ("x\t=1+1", "x\t'=1+1"),
+        ("x\r\n@SUM(A1)", "x\r\n'@SUM(A1)"),
+        ("ok, -2+3", "ok, '-2+3"),
+        ("  =1+1", "'  =1+1"),
+        ("\t=1+1", "'\t'=1+1"),
+        ("python train.py --lr 0.1", "python train.py --lr 0.1"),
+        ("a=b+c", "a=b+c"),
+    ],
+)
+def test_neutralise_catches_formula_starts_after_whitespace_and_separators(cell, defused):
+    assert neutralise(cell) == defused

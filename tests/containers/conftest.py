@@ -88,11 +88,16 @@ def docker_scope(settings, docker_client):
     settings.CONTAINER_RUNTIME = "containers.runtime.DockerRuntime"
     settings.CONTAINER_SCOPE = f"aivc-test-{tag}"
     settings.CONTAINER_PREFIX = f"aivct{tag}-"
+    network = settings.CONTAINER_NETWORK = f"aivct{tag}-net"
     yield settings.CONTAINER_SCOPE
     for container in docker_client.containers.list(
         all=True, filters={"label": f"{LABEL_MANAGED}={settings.CONTAINER_SCOPE}"}
     ):
         container.remove(force=True)
+    # The name filter matches substrings: remove only this test's own network.
+    for found in docker_client.networks.list(names=[network]):
+        if found.name == network:
+            found.remove()
 
 
 @pytest.fixture

@@ -5,7 +5,9 @@ import pytest
 from containers.runtime import (
     DockerRuntime,
     FakeRuntime,
+    SecurityOptions,
     container_command,
+    container_spec,
     get_runtime,
     memory_split,
 )
@@ -59,3 +61,25 @@ def test_get_runtime_follows_the_setting(db, settings):
     settings.CONTAINER_RUNTIME = "containers.runtime.NoSuchRuntime"
     with pytest.raises(ImportError):
         get_runtime(host)
+
+
+def test_every_spec_is_fenced_in_as_the_settings_say(db, default_profile, settings, fake_runtime):
+    settings.CONTAINER_CAP_ADD = ["CHOWN", "SETUID"]
+    settings.CONTAINER_PIDS_LIMIT = 512
+    settings.CONTAINER_NETWORK = "lab-isolated"
+    reservation = ReservationFactory()
+    spec = container_spec(reservation=reservation, image="img:1", mounts=[])
+    assert spec.security == SecurityOptions(
+        cap_add=("CHOWN", "SETUID"),
+        no_new_privileges=True,
+        pids_limit=512,
+        nofile=16384,
+        nproc=4096,
+        log_max_size="10m",
+        log_max_files=3,
+        network="lab-isolated",
+    )
+    get_runtime(reservation.host).run(spec)
+    engine = fake_runtime.engine_for(reservation.host)
+    assert engine.runs[-1].security.network == "lab-isolated"
+    assert engine.networks == {"lab-isolated"}

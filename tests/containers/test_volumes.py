@@ -1,9 +1,14 @@
+import contextlib
 import os
+import shutil
+import signal
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from containers.volumes import FolderProblem, prepare_mounts
+from containers.volumes import FolderProblem, prepare_mounts, state_root
 from tests.factories import ReservationFactory, UserFactory
 
 
@@ -47,3 +52,203 @@ def test_a_username_that_is_not_a_plain_folder_name_is_refused(reservation):
     reservation.user.username = ".."
     with pytest.raises(FolderProblem, match="cannot be used as a folder name"):
         prepare_mounts(reservation)
+
+
+# --- A student is root in her container and controls every name under her folders. ---
+
+USER = "m11007s05"
+HOME = f"backup/{USER}/.aivc/home"
+LEGACY_KEYS = f"backup/{USER}/.aivc/ssh_host_keys"
+FOLDERS_THE_PORTAL_TOUCHES = [
+    f"work/{USER}",
+    f"backup/{USER}",
+    f"backup/{USER}/.aivc",
+    HOME,
+    f"{HOME}/.config",
+    f"{HOME}/.local",
+    f"{HOME}/.vscode-server",
+    LEGACY_KEYS,
+]
+FILES_THE_PORTAL_TOUCHES = [
+    f"{HOME}/.bash_history",
+    f"{HOME}/.zsh_history",
+    f"{HOME}/.gitconfig",
+    f"{LEGACY_KEYS}/ssh_host_ed25519_key",
+    f"{LEGACY_KEYS}/ssh_host_ed25519_key.pub",
+    f"{LEGACY_KEYS}/ssh_host_ecdsa_key",
+    f"{LEGACY_KEYS}/ssh_host_ecdsa_key.pub",
+]
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """Another user's files and a host folder, which nothing may change."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "authorized_keys").write_text("ssh-ed25519 AAAA victim\n")
+    (folder / "authorized_keys").chmod(0o644)
+    return folder
+
+
+def snapshot(folder: Path) -> dict:
+    return {
+        str(path.relative_to(folder)): (path.is_dir() or path.read_bytes(), path.stat().st_mode)
+        for path in sorted(folder.rglob("*"))
+    }
+
+
+@pytest.fixture
+def no_hang():
+    """A FIFO opened for reading or writing blocks forever; fail instead of hanging."""
+
+    def timed_out(signum, frame):
+        raise TimeoutError("prepare_mounts blocked")
+
+    previous = signal.signal(signal.SIGALRM, timed_out)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def plant(path: Path, kind: str, outside: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+    if kind == "link-to-folder":
+        path.symlink_to(outside)
+    elif kind == "link-to-file":
+        path.symlink_to(outside / "authorized_keys")
+    elif kind == "dangling-link":
+        path.symlink_to(outside / "new-file")
+    elif kind == "plain-file":
+        path.write_text("not a folder")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+
+
+PLANTS = [
+    *[
+        (path, kind)
+        for path in FOLDERS_THE_PORTAL_TOUCHES
+        for kind in ("link-to-folder", "dangling-link", "plain-file")
+    ],
+    *[
+        (path, kind)
+        for path in FILES_THE_PORTAL_TOUCHES
+        for kind in ("link-to-file", "dangling-link", "fifo", "folder")
+    ],
+]
+
+
+@pytest.mark.parametrize(("planted", "kind"), PLANTS, ids=[f"{path}:{kind}" for path, kind in PLANTS])
+def test_nothing_planted_in_a_users_folders_makes_the_portal_write_outside_them(
+    reservation, roots, outside, planted, kind, no_hang
+):
+    # The user's folders exist from an earlier reservation; then the student plants.
+    prepare_mounts(reservation)
+    plant(roots["work"].parent / planted, kind, outside)
+    before = snapshot(outside)
+
+    try:
+        mounts = prepare_mounts(reservation)
+    except FolderProblem as problem:
+        assert "symbolic link or not what the portal expects" in str(problem)
+    else:
+        for mount in mounts:
+            assert not os.path.realpath(mount.source).startswith(str(outside)), mount
+
+    assert snapshot(outside) == before
+    assert not (outside / "new-file").exists()
+
+
+def test_a_host_key_link_to_another_users_authorized_keys_changes_nothing(
+    engine_host, window, roots, no_hang
+):
+    """The reported attack: ssh-keygen wrote <key>.pub through the student's symlink."""
+    victim = ReservationFactory(
+        user=UserFactory(username="victim", ssh_public_keys="ssh-ed25519 AAAA victim"),
+        host=engine_host,
+        **window,
+    )
+    victim_keys = Path({m.target: m.source for m in prepare_mounts(victim)}["/root/.ssh/authorized_keys"])
+    attacker = ReservationFactory(user=UserFactory(username="attacker"), host=engine_host, **window)
+    legacy = roots["backup"] / "attacker" / ".aivc" / "ssh_host_keys"
+    legacy.mkdir(parents=True)
+    (legacy / "ssh_host_ecdsa_key.pub").symlink_to(victim_keys)
+
+    with contextlib.suppress(FolderProblem):
+        prepare_mounts(attacker)
+
+    assert victim_keys.read_text() == "ssh-ed25519 AAAA victim\n"
+
+
+def test_the_portals_own_files_live_outside_the_users_folders_and_are_private(reservation, roots):
+    mounts = {mount.target: mount for mount in prepare_mounts(reservation)}
+    state = state_root(reservation.host)
+    for target in (
+        "/root/.ssh/authorized_keys",
+        "/etc/ssh/ssh_host_ed25519_key",
+        "/etc/ssh/ssh_host_ecdsa_key",
+    ):
+        assert mounts[target].read_only
+        assert Path(mounts[target].source).is_relative_to(state)
+        assert not Path(mounts[target].source).is_relative_to(roots["backup"] / USER)
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(state / USER).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(roots["work"] / USER).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(roots["backup"] / USER).st_mode) == 0o700
+
+
+def test_user_folders_made_public_by_the_old_portal_become_private(reservation, roots):
+    (roots["work"] / USER).mkdir(mode=0o755)
+    prepare_mounts(reservation)
+    assert stat.S_IMODE(os.stat(roots["work"] / USER).st_mode) == 0o700
+
+
+def test_host_keys_from_the_old_location_are_adopted_once(reservation, roots):
+    legacy = roots["backup"] / USER / ".aivc" / "ssh_host_keys"
+    legacy.mkdir(parents=True)
+    for key_type in ("ed25519", "ecdsa"):
+        subprocess.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                key_type,
+                "-N",
+                "",
+                "-C",
+                "",
+                "-f",
+                str(legacy / f"ssh_host_{key_type}_key"),
+            ],
+            check=True,
+        )
+    mounts = {m.target: Path(m.source) for m in prepare_mounts(reservation)}
+    for key_type in ("ed25519", "ecdsa"):
+        name = f"ssh_host_{key_type}_key"
+        assert mounts[f"/etc/ssh/{name}"].read_bytes() == (legacy / name).read_bytes()
+        assert (
+            mounts[f"/etc/ssh/{name}.pub"].read_text().split()[:2]
+            == (legacy / f"{name}.pub").read_text().split()[:2]
+        )
+    # Once adopted, the user's copies no longer matter.
+    (legacy / "ssh_host_ed25519_key").write_text("garbage")
+    again = {m.target: Path(m.source) for m in prepare_mounts(reservation)}
+    assert again["/etc/ssh/ssh_host_ed25519_key"].read_bytes() != b"garbage"
+
+
+def test_an_oversized_or_broken_old_host_key_is_replaced_by_a_new_one(reservation, roots):
+    legacy = roots["backup"] / USER / ".aivc" / "ssh_host_keys"
+    legacy.mkdir(parents=True)
+    (legacy / "ssh_host_ed25519_key").write_bytes(b"x" * 100_000)
+    (legacy / "ssh_host_ecdsa_key").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n")
+    mounts = {m.target: Path(m.source) for m in prepare_mounts(reservation)}
+    for key_type in ("ed25519", "ecdsa"):
+        public = mounts[f"/etc/ssh/ssh_host_{key_type}_key.pub"].read_text()
+        assert public.startswith(("ssh-ed25519 ", "ecdsa-sha2-nistp256 "))
