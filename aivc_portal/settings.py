@@ -8,6 +8,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from aivc_portal.clusters import SCHEDULER_CLUSTER, agent_cluster
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -69,6 +71,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    # containers before django_q: its `qcluster` (the host agent when AIVC_HOST is set)
+    # replaces django-q's own.
+    "containers",
     "django_q",
     "rest_framework",
     "drf_spectacular",
@@ -76,7 +81,6 @@ INSTALLED_APPS = [
     "axes",
     "accounts",
     "bookings",
-    "containers",
     "containers.telemetry",
 ]
 
@@ -249,8 +253,16 @@ GPU_IDLE_MINUTES = int(os.environ.get("GPU_IDLE_MINUTES", "60"))
 GPU_IDLE_AUTO_RELEASE = env_bool("GPU_IDLE_AUTO_RELEASE", False)
 GPU_IDLE_RELEASE_GRACE_MINUTES = int(os.environ.get("GPU_IDLE_RELEASE_GRACE_MINUTES", "60"))
 
+# A GPU server's agent: `AIVC_HOST=<host name> manage.py qcluster` serves only that host,
+# from the cluster named after it. Unset: one scheduler serves every host that has no
+# agent of its own (a one-server lab) and runs the central tasks.
+AIVC_HOST = os.environ.get("AIVC_HOST", "").strip()
+AGENT_HEARTBEAT_SECONDS = int(os.environ.get("AGENT_HEARTBEAT_SECONDS", "30"))
+# Threads one agent launches containers with at once.
+AGENT_LAUNCH_WORKERS = int(os.environ.get("AGENT_LAUNCH_WORKERS", "8"))
+
 Q_CLUSTER = {
-    "name": "aivc",
+    "name": SCHEDULER_CLUSTER,
     "orm": "default",
     # The exact-time waker holds one worker while a start or end is near; space audits
     # can hold others for minutes, so reconcile ticks need more than two.
@@ -265,6 +277,12 @@ Q_CLUSTER = {
     "save_limit": 500,
     "label": "Scheduler",
 }
+if AIVC_HOST:
+    Q_CLUSTER["cluster_name"] = agent_cluster(AIVC_HOST)
+# Large labs: Redis as the task broker instead of the database (pip install redis).
+if os.environ.get("Q_REDIS_URL"):
+    Q_CLUSTER.pop("orm")
+    Q_CLUSTER["redis"] = os.environ["Q_REDIS_URL"]
 
 LOGGING = {
     "version": 1,

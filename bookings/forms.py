@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from accounts.models import User
+from bookings.selectors import hosts_open_to
 from bookings.timeslots import NOW_FLAG
 from containers.models import Host, Image
 
@@ -80,8 +81,12 @@ class BookingForm(forms.Form):
         help_text=_("Run when the container starts, as arguments to the image; leave empty for none."),
     )
 
-    def __init__(self, *args, user: User, **kwargs) -> None:
+    def __init__(self, *args, user: User, host_labels: dict[int, str] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # Only the hosts the user may book; each named with what it has free now.
+        self.fields["host"].queryset = hosts_open_to(user=user)
+        if host_labels:
+            self.fields["host"].label_from_instance = lambda host: host_labels.get(host.pk, host.name)
         images = Image.objects.filter(is_active=True).order_by("reference")
         self.fields["image"].queryset = images
         default = images.filter(pk=user.default_image_id).first() or images.filter(is_default=True).first()

@@ -125,3 +125,26 @@ class GpuAllocation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.gpu} for reservation #{self.reservation_id}"
+
+
+class HostAccess(models.Model):
+    """A maintainer's restriction of a host to some users and capability profiles (e.g.
+    the A100 server for one project). A host without one, or with nobody listed, is open
+    to everyone; the booking rule reads it through `bookings.selectors.hosts_open_to`."""
+
+    host = models.OneToOneField(Host, on_delete=models.CASCADE, related_name="access")
+    users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="host_accesses", help_text="These users may book."
+    )
+    profiles = models.ManyToManyField(
+        "accounts.CapabilityProfile",
+        blank=True,
+        related_name="host_accesses",
+        help_text="Users on these profiles (the default profile: everyone without one) may book.",
+    )
+
+    class Meta:
+        verbose_name = "host access restriction"
+
+    def __str__(self) -> str:
+        return f"who may book {self.host.name}"

@@ -2,12 +2,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.utils.translation import gettext as _
 
 from accounts.models import User
-from accounts.selectors import Capability, capability_for
+from accounts.selectors import Capability, capability_for, default_profile
 from bookings.capacity import Availability, availability
-from bookings.models import Reservation
+from bookings.models import HostAccess, Reservation
 from bookings.timeslots import SLOT, slot_floor
+from containers.agent_selectors import Health, hosts_with_health
 from containers.models import ContainerEvent, Host, SpaceAudit
 
 
@@ -109,3 +111,41 @@ def space_audits_against_quota(*, user: User) -> list[AuditAgainstQuota]:
         AuditAgainstQuota(audit=audit, capability=capability_for(user=user, host=audit.host))
         for audit in latest_space_audits(user_id=user.pk)
     ]
+
+
+def hosts_open_to(*, user: User) -> QuerySet[Host]:
+    """The hosts the user may book: those no maintainer restricted, and the restricted ones
+    that list the user or the user's profile (no profile: the default one). The one place
+    the host restriction is decided."""
+    profile_id = user.capability_profile_id or getattr(default_profile(), "pk", None)
+    restricted = HostAccess.objects.filter(Q(users__isnull=False) | Q(profiles__isnull=False))
+    listed = HostAccess.objects.filter(
+        Q(users=user) | Q(profiles=profile_id) if profile_id else Q(users=user)
+    )
+    return Host.objects.filter(
+        ~Q(pk__in=restricted.values("host_id")) | Q(pk__in=listed.values("host_id"))
+    ).order_by("name")
+
+
+def host_open_to(*, user: User, host: Host) -> bool:
+    return hosts_open_to(user=user).filter(pk=host.pk).exists()
+
+
+def host_choice_labels(*, user: User, now: datetime) -> dict[int, str]:
+    """Each host the user may book, named with what it has free in the current slot and,
+    when its agent does not answer, a word that says so."""
+    slot = slot_floor(now)
+    labels = {}
+    for host, health in hosts_with_health(now=now, hosts=hosts_open_to(user=user)):
+        free = availability(host=host, start=slot, end=slot + SLOT)
+        label = _("%(host)s — free now: %(cpus)s CPUs, %(memory)s GB, %(gpus)s/%(total)s GPUs") % {
+            "host": host.name,
+            "cpus": f"{free.cpus.normalize():f}",
+            "memory": free.memory_gb,
+            "gpus": free.gpus,
+            "total": free.gpus_total,
+        }
+        if health in (Health.STALE, Health.OFFLINE):
+            label += " — " + _("its agent is not answering")
+        labels[host.pk] = label
+    return labels

@@ -13,10 +13,10 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.selectors import capability_for
 from accounts.services import user_change_forward_port
-from aivc_portal.scheduler import queue_task
+from aivc_portal.scheduler import queue_host_task
 from bookings.capacity import Availability, availability, gpus_free, own_bookings_overlapping
 from bookings.models import GpuAllocation, Reservation
-from bookings.selectors import forward_ports_held
+from bookings.selectors import forward_ports_held, host_open_to
 from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, parse_time_input, slot_floor, wrong_input
 from containers.commands import command_arguments
 from containers.models import Host, Image
@@ -158,6 +158,14 @@ def _check_fits(*, free: Availability, cpus: Decimal, memory_gb: int, gpu_count:
         raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity")
 
 
+def _check_host_open_to(*, user: User, host: Host) -> None:
+    """A host a maintainer restricted takes bookings only from the users it lists."""
+    if not host_open_to(user=user, host=host):
+        raise ValidationError(
+            {"host": f"{host.name} is reserved for some users; choose another host."}, code="host_restricted"
+        )
+
+
 def _check_host_accepts(*, host: Host) -> None:
     """Rule 6: a host under maintenance lock takes no new bookings."""
     if not host.accepting_bookings:
@@ -231,6 +239,7 @@ def reservation_create(
         with transaction.atomic():
             host = _lock_host(host_id)
             _check_host_accepts(host=host)
+            _check_host_open_to(user=user, host=host)
             _check_within_capability(
                 user=user, host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count
             )
@@ -262,7 +271,7 @@ def reservation_create(
     except IntegrityError as error:
         raise _refused_by_database(error) from None
     if start <= now:
-        queue_task(RECONCILE_TASK)
+        queue_host_task(RECONCILE_TASK, host=reservation.host)
     return reservation
 
 
@@ -284,7 +293,7 @@ def reservation_cancel(*, reservation: Reservation, now: datetime | None = None)
     reservation.cancelled_at = now
     reservation.save(update_fields=["status", "cancelled_at", "updated_at"])
     reservation.allocations.update(active=False)
-    queue_task(RECONCILE_TASK)
+    queue_host_task(RECONCILE_TASK, host=reservation.host)
     return reservation
 
 
@@ -304,7 +313,7 @@ def reservation_release(*, reservation: Reservation, now: datetime | None = None
     reservation.save(update_fields=["end", "released_at", "status", "ended_at", "updated_at"])
     reservation.allocations.filter(start__gte=now).update(active=False)
     reservation.allocations.filter(start__lt=now, end__gt=now).update(end=now)
-    queue_task(RECONCILE_TASK)
+    queue_host_task(RECONCILE_TASK, host=reservation.host)
     return reservation
 
 
@@ -344,6 +353,7 @@ def reservation_extend(
                 raise wrong_input("The new end time must be after the current end time.", "end")
             _check_end(start=reservation.start, end=new_end)
             _check_host_accepts(host=host)
+            _check_host_open_to(user=user, host=host)
             _check_within_capability(
                 user=user,
                 host=host,
@@ -388,7 +398,7 @@ def reservation_start_now(*, reservation: Reservation, now: datetime | None = No
             reservation.allocations.filter(active=True).update(start=now)
     except IntegrityError as error:
         raise _refused_by_database(error) from None
-    queue_task(RECONCILE_TASK)
+    queue_host_task(RECONCILE_TASK, host=reservation.host)
     return reservation
 
 
@@ -400,7 +410,7 @@ def reservation_request_restart(*, reservation: Reservation) -> Reservation:
         raise ValidationError("Only a running reservation's container can be restarted.", code="not_running")
     reservation.restart_requested = True
     reservation.save(update_fields=["restart_requested", "updated_at"])
-    queue_task(RECONCILE_TASK)
+    queue_host_task(RECONCILE_TASK, host=reservation.host)
     return reservation
 
 

@@ -16,7 +16,9 @@ from bookings.capacity import availability, earliest_fit
 from bookings.forms import END_AT, BookingForm, ExtendForm
 from bookings.models import Reservation
 from bookings.selectors import (
+    host_choice_labels,
     host_outlooks,
+    hosts_open_to,
     recent_events_for_user,
     reservation_for_owner,
     reservations_by_time,
@@ -32,6 +34,7 @@ from bookings.services import (
 )
 from bookings.timeline import timeline as build_timeline
 from bookings.timeslots import MAX_AHEAD, SLOT, parse_time_input, slot_floor
+from containers.agent_selectors import host_health
 from containers.telemetry.selectors import gpu_table, idle_reservations_for_user, reservation_gpu_usage
 
 
@@ -89,8 +92,10 @@ def _suggestion(form: BookingForm, *, user, now: datetime) -> dict | None:
         return None
     start, end = window
     this_slot = slot_floor(now)
+    # Every host the user may book, the chosen one first (it wins a tie).
+    others = hosts_open_to(user=user).filter(accepting_bookings=True).exclude(pk=data["host"].pk)
     found = earliest_fit(
-        hosts=[data["host"]],
+        hosts=[data["host"], *others],
         cpus=needed[0],
         memory_gb=needed[1],
         gpu_count=needed[2],
@@ -103,7 +108,7 @@ def _suggestion(form: BookingForm, *, user, now: datetime) -> dict | None:
         return {"start": None}
     found_start, found_end = timezone.localtime(found.start), timezone.localtime(found.end)
     query = {
-        "host": data["host"].pk,
+        "host": found.host.pk,
         "end_kind": END_AT,
         "end_date": f"{found_end:%Y-%m-%d}",
         "end_time": f"{found_end:%H:%M}",
@@ -118,6 +123,7 @@ def _suggestion(form: BookingForm, *, user, now: datetime) -> dict | None:
     else:
         query.update(start_date=f"{found_start:%Y-%m-%d}", start_time=f"{found_start:%H:%M}")
     return {
+        "host": found.host,
         "start": found_start,
         "end": found_end,
         "url": f"{reverse('reservation-new')}?{urlencode(query)}",
@@ -130,7 +136,9 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     suggestion = None
     if request.method == "POST":
-        form = BookingForm(request.POST, user=request.user)
+        form = BookingForm(
+            request.POST, user=request.user, host_labels=host_choice_labels(user=request.user, now=now)
+        )
         if form.is_valid():
             data = form.cleaned_data
             try:
@@ -155,7 +163,11 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
                 return redirect("reservation-detail", pk=reservation.pk)
     else:
         prefill = {key: value for key, value in request.GET.items() if key in BookingForm.base_fields}
-        form = BookingForm(initial=_initial(now) | prefill, user=request.user)
+        form = BookingForm(
+            initial=_initial(now) | prefill,
+            user=request.user,
+            host_labels=host_choice_labels(user=request.user, now=now),
+        )
     context = {"form": form, "suggestion": suggestion, "today": timezone.localdate(now)}
     return render(request, "bookings/reservation_form.html", context)
 
@@ -178,6 +190,7 @@ def reservation_capacity(request: HttpRequest) -> HttpResponse:
     context = {"host": data.get("host"), "window": None}
     if context["host"] is not None:
         context["capability"] = capability_for(user=request.user, host=context["host"])
+        context["health"] = host_health(host=context["host"], now=now)
         window = _window(form, now=now)
         if window is not None:
             free = availability(host=context["host"], start=window[0], end=window[1])

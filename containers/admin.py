@@ -5,7 +5,9 @@ from django.utils import timezone
 
 from aivc_portal.admin_actions import action_form_page
 from bookings.maintenance import host_drain, host_set_accepting_bookings, reservations_to_drain
-from containers.models import ContainerEvent, Gpu, Host, Image, SpaceAudit
+from bookings.models import HostAccess
+from containers.agent_selectors import host_health
+from containers.models import ContainerEvent, Gpu, Host, HostAgent, Image, SpaceAudit
 
 
 class GpuInline(admin.TabularInline):
@@ -14,13 +16,72 @@ class GpuInline(admin.TabularInline):
     fields = ("index", "name", "uuid", "memory_mb", "is_active")
 
 
+class HostAccessInline(admin.StackedInline):
+    model = HostAccess
+    extra = 0
+    max_num = 1
+    can_delete = True
+    filter_horizontal = ("users", "profiles")
+    verbose_name = "who may book this host"
+    verbose_name_plural = "who may book this host (nobody listed: everyone)"
+
+
+class HostAgentInline(admin.StackedInline):
+    """What the host's agent last reported; written by the agent, read here."""
+
+    model = HostAgent
+    extra = 0
+    max_num = 0
+    can_delete = False
+    fields = readonly_fields = (
+        "holder",
+        "started_at",
+        "last_seen_at",
+        "lease_expires_at",
+        "version",
+        "engine_version",
+        "nvml_driver",
+        "disk_free_gb",
+        "silent_since",
+    )
+
+
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ("name", "address", "cpus", "ram_gb", "swap_gb", "gpu_count", "accepting_bookings")
-    list_filter = ("accepting_bookings",)
+    list_display = (
+        "name",
+        "address",
+        "cpus",
+        "ram_gb",
+        "swap_gb",
+        "gpu_count",
+        "accepting_bookings",
+        "agent_health",
+        "agent_last_seen",
+    )
+    list_filter = ("accepting_bookings", "served_by_agent")
+    list_select_related = ("agent",)
     search_fields = ("name", "address")
-    inlines = [GpuInline]
+    inlines = [GpuInline, HostAgentInline, HostAccessInline]
     actions = ["lock", "unlock", "drain"]
+    fieldsets = (
+        (None, {"fields": ("name", "address", "accepting_bookings", "served_by_agent")}),
+        (
+            "What it lends",
+            {"fields": ("cpus", "ram_gb", "swap_gb", "max_work_space_gb", "max_backup_space_gb")},
+        ),
+        (
+            "Folders on this server",
+            {
+                "description": "Paths on this server's own disks (or its NFS mounts), where its agent "
+                "makes each user's work and backup folder and the portal's state folder. A user's "
+                "files are per server unless these roots are the same shared storage on every "
+                "server (see docs/operations.md).",
+                "fields": ("work_root", "backup_root", "dataset_root"),
+            },
+        ),
+        ("Engine", {"fields": ("docker_url",)}),
+    )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return (
@@ -28,6 +89,15 @@ class HostAdmin(admin.ModelAdmin):
             .get_queryset(request)
             .annotate(gpus_in_service=Count("gpus", filter=Q(gpus__is_active=True)))
         )
+
+    @admin.display(description="agent")
+    def agent_health(self, host: Host) -> str:
+        return host_health(host=host, now=timezone.now()).label
+
+    @admin.display(description="agent last seen", ordering="agent__last_seen_at")
+    def agent_last_seen(self, host: Host):
+        agent = getattr(host, "agent", None) if host.served_by_agent else None
+        return agent.last_seen_at if agent else "-"
 
     @admin.display(description="GPUs in service", ordering="gpus_in_service")
     def gpu_count(self, host: Host) -> int:
@@ -116,3 +186,21 @@ class SpaceAuditAdmin(admin.ModelAdmin):
     list_filter = ("over_quota", "complete", "host")
     list_select_related = ("user", "host")
     search_fields = ("user__username",)
+
+
+@admin.register(HostAgent)
+class HostAgentAdmin(admin.ModelAdmin):
+    list_display = ("host", "health", "last_seen_at", "holder", "version", "engine_version", "nvml_driver")
+    list_filter = ("host__served_by_agent",)
+    list_select_related = ("host",)
+    search_fields = ("host__name", "holder")
+    readonly_fields = HostAgentInline.fields
+
+    @admin.display(description="health")
+    def health(self, agent: HostAgent) -> str:
+        return host_health(host=agent.host, now=timezone.now()).label
+
+    # Agents write these rows; a maintainer only reads them (or deletes one to forget a
+    # retired server's agent).
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

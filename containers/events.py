@@ -46,6 +46,9 @@ GPU_INVENTORY_ERROR = Kind(Level.ERROR, "GPUInventoryError")
 GPU_DUPLICATE_WARNING = Kind(Level.WARNING, "GPUDuplicateWarning")
 GPU_IDLE_WARNING = Kind(Level.WARNING, "GPUIdleWarning")
 GPU_IDLE_RELEASE = Kind(Level.WARNING, "GPUIdleRelease")
+GPU_RENUMBERED = Kind(Level.WARNING, "GPURenumbered")
+AGENT_SILENT = Kind(Level.ERROR, "AgentSilent")
+AGENT_BACK = Kind(Level.ERROR, "AgentBack")
 
 
 # Messages of the reconcile tick --------------------------------------------------------

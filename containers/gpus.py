@@ -45,6 +45,7 @@ class ProbeResult:
 
     gpus: tuple[GpuReading, ...] = ()
     unavailable_reason: str = ""
+    driver_version: str = ""
 
     @property
     def available(self) -> bool:
@@ -87,7 +88,10 @@ class NvmlProbe:
             return ProbeResult(unavailable_reason=f"NVML did not start: {error}")
         try:
             count = nvml.nvmlDeviceGetCount()
-            return ProbeResult(gpus=tuple(self._read_device(nvml, index) for index in range(count)))
+            return ProbeResult(
+                gpus=tuple(self._read_device(nvml, index) for index in range(count)),
+                driver_version=self._driver_version(nvml),
+            )
         except nvml.NVMLError as error:
             return ProbeResult(unavailable_reason=f"NVML failed while reading the GPUs: {error}")
         finally:
@@ -108,6 +112,13 @@ class NvmlProbe:
             utilisation_percent=self._utilisation(nvml, handle),
             processes=self._processes(nvml, handle),
         )
+
+    @staticmethod
+    def _driver_version(nvml: ModuleType) -> str:
+        try:
+            return _text(nvml.nvmlSystemGetDriverVersion())
+        except (nvml.NVMLError, AttributeError):
+            return ""
 
     @staticmethod
     def _utilisation(nvml: ModuleType, handle: object) -> int | None:

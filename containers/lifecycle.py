@@ -9,13 +9,16 @@ lock makes two ticks at once take turns. The scheduler's entry points are in tas
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import connection, connections
 from django.utils import timezone
 
 from accounts.selectors import capability_for
@@ -47,6 +50,10 @@ ENGINE_DOWN_QUIET = timedelta(minutes=10)
 WAKE_HORIZON = timedelta(seconds=150)
 WAKER_LIFETIME = timedelta(minutes=5)
 WAKER_POLL_S = 0.5
+# Folders and SSH host keys of a reservation starting this soon are made by the tick before
+# its start, so the launch itself only creates the container.
+PREPARE_AHEAD = timedelta(minutes=10)
+PREPARE_MARGIN = timedelta(seconds=15)
 
 
 @dataclass
@@ -122,11 +129,79 @@ def _reconcile_host(*, host: Host, runtime: ContainerRuntime, now: datetime, rep
             unwanted.append(state)
     _remove_unwanted(host=host, runtime=runtime, containers=unwanted, now=now, report=report)
 
-    for reservation in wanted.values():
+    def converge(reservation: Reservation) -> None:
         with _contained(reservation, host=host, now=now, report=report):
             _converge(
                 reservation, container=current.get(reservation.pk), runtime=runtime, now=now, report=report
             )
+
+    # A container that runs as booked needs nothing; the others are launched side by side.
+    pending = [r for r in wanted.values() if not _runs_as_booked(r, current.get(r.pk))]
+    in_parallel(converge, pending)
+    in_parallel(
+        _prepare_ahead, selectors.reservations_starting(host=host, after=now, until=now + PREPARE_AHEAD)
+    )
+
+
+def in_parallel(step: Callable[[Reservation], None], reservations: Iterable[Reservation]) -> None:
+    """Runs `step` for each reservation on up to AGENT_LAUNCH_WORKERS threads, each with
+    its own database connection, closed when the thread has no more work. Inside a
+    transaction (a test's) other connections cannot see its rows, so the steps run one
+    after another. The first EngineUnavailable is raised once all steps are done."""
+    pending = list(reservations)
+    workers = min(settings.AGENT_LAUNCH_WORKERS, len(pending))
+    if workers <= 1 or connection.in_atomic_block:
+        for reservation in pending:
+            step(reservation)
+        return
+    work: queue.SimpleQueue[Reservation] = queue.SimpleQueue()
+    for reservation in pending:
+        work.put(reservation)
+    problems: list[EngineUnavailable] = []
+
+    def worker() -> None:
+        try:
+            while True:
+                try:
+                    reservation = work.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    step(reservation)
+                except EngineUnavailable as error:
+                    problems.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, name=f"launch-{n}") for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if problems:
+        raise problems[0]
+
+
+def _runs_as_booked(reservation: Reservation, container: ContainerState | None) -> bool:
+    return (
+        container is not None
+        and container.is_running
+        and not reservation.restart_requested
+        and reservation.status == Status.RUNNING
+        and reservation.container_id == container.id
+    )
+
+
+def _prepare_ahead(reservation: Reservation) -> None:
+    """Makes the folders and host keys of a reservation that starts soon. Left to the launch
+    when the start is too close: this tick holds the host's lock, which the tick at the
+    start needs. A problem here is left for the launch, which reports it."""
+    if timezone.now() > reservation.start - PREPARE_MARGIN:
+        return
+    try:
+        prepare_mounts(reservation)
+    except (FolderProblem, OSError) as error:
+        logger.info("Preparing the folders of reservation #%s ahead failed: %s", reservation.pk, error)
 
 
 @contextmanager
@@ -351,7 +426,7 @@ def _launch(
         container_name=spec.name,
         cpus=f"{reservation.cpus.normalize():f}",
         memory_gb=reservation.memory_gb,
-        gpus=",".join(spec.gpu_ids) or "none",
+        gpus=",".join(map(str, reservation.gpu_indices())) or "none",
         ssh_port=spec.ssh_port,
     )
     services.event_record(event=event, reservation=reservation, now=now)
@@ -393,11 +468,16 @@ def _retry_launch(
 # Exact-time wake-ups -----------------------------------------------------------------
 
 
+def _waker_lock() -> str:
+    """One waker per agent (each watches its own host), one for the central scheduler."""
+    return f"waker:{settings.AIVC_HOST}" if settings.AIVC_HOST else "waker"
+
+
 def ensure_waker(*, now: datetime) -> None:
     """Queues a waker when a start or end is near and none runs; called by every tick."""
     if selectors.next_boundary(after=now, until=now + WAKE_HORIZON) is None:
         return
-    with exclusive("waker") as free:
+    with exclusive(_waker_lock()) as free:
         pass
     if free:
         queue_task(WAKER_TASK)
@@ -409,7 +489,7 @@ def wake_at_boundaries() -> str:
     One waker at a time; it exits when nothing is near and hands over after a while, so
     it never outlives django-q's task timeout."""
     fired = 0
-    with exclusive("waker") as acquired:
+    with exclusive(_waker_lock()) as acquired:
         if not acquired:
             return "another waker runs"
         started = handled_until = timezone.now()

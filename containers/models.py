@@ -32,6 +32,13 @@ class Host(models.Model):
     accepting_bookings = models.BooleanField(
         default=True, help_text="Off: maintenance lock, new reservations are refused."
     )
+    served_by_agent = models.BooleanField(
+        default=False,
+        help_text="On: this server runs its own agent (AIVC_HOST=<name> manage.py qcluster) and "
+        "all its container, folder, disk and GPU work is queued to it. Off: the central "
+        "scheduler does that work on the portal's own machine (a one-server lab). Set "
+        "automatically when an agent starts for the host.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -161,3 +168,35 @@ class SpaceAudit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} on {self.host} at {self.measured_at:%Y-%m-%d %H:%M}"
+
+
+# Agents ---------------------------------------------------------------------------------
+
+
+class HostAgent(models.Model):
+    """The agent serving one host: who holds the host (a lease the agent renews with every
+    heartbeat, so a second agent for the same host refuses to start) and what it last
+    reported about its server."""
+
+    host = models.OneToOneField(Host, on_delete=models.CASCADE, related_name="agent")
+    holder = models.CharField(
+        max_length=200, blank=True, help_text="machine:pid:token of the agent holding the host; empty: none."
+    )
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    version = models.CharField(max_length=64, blank=True, help_text="Portal version the agent runs.")
+    engine_version = models.CharField(max_length=64, blank=True, help_text="Docker engine version.")
+    nvml_driver = models.CharField(max_length=64, blank=True, help_text="NVIDIA driver version.")
+    disk_free_gb = models.JSONField(
+        default=dict, blank=True, help_text="Free GiB of each folder root (null: unreadable)."
+    )
+    silent_since = models.DateTimeField(
+        null=True, blank=True, help_text="Set while the agent is reported silent; cleared when it is back."
+    )
+
+    class Meta:
+        ordering = ["host__name"]
+
+    def __str__(self) -> str:
+        return f"agent of {self.host.name}"

@@ -175,11 +175,19 @@ def container_command(reservation: Reservation) -> list[str] | None:
     return arguments or None
 
 
+def gpu_device_ids(reservation: Reservation) -> list[str]:
+    """The reservation's GPUs as the engine addresses them, in the order of the indices
+    users see: by UUID when known, so a reboot that renumbers the GPUs still hands over the
+    same physical ones; by index for a GPU whose UUID was never read."""
+    gpus = sorted({allocation.gpu for allocation in reservation.allocations.all()}, key=lambda gpu: gpu.index)
+    return [gpu.uuid or str(gpu.index) for gpu in gpus]
+
+
 def container_spec(*, reservation: Reservation, image: str, mounts: list[Mount]) -> ContainerSpec:
     """The container a reservation runs with, exactly as booked (DESIGN.md, Containers)."""
     host = reservation.host
     split = memory_split(memory_gb=reservation.memory_gb, host=host)
-    gpu_ids = [str(index) for index in reservation.gpu_indices()]
+    gpu_ids = gpu_device_ids(reservation)
     return ContainerSpec(
         name=container_name(reservation.user.username),
         image=image,
@@ -218,6 +226,10 @@ class ContainerRuntime(ABC):
     @abstractmethod
     def remove(self, container_id: str) -> None:
         """Stops and removes the container; one already gone is not an error."""
+
+    def engine_version(self) -> str:
+        """The engine's version, for the agent's heartbeat; raises EngineUnavailable."""
+        return ""
 
     # Batch jobs: a job's container is stopped at its time limit and read (exit code, output)
     # before it is removed.
@@ -407,6 +419,12 @@ class DockerRuntime(ContainerRuntime):
         except Exception as error:
             raise self._translate(error) from None
 
+    def engine_version(self) -> str:
+        try:
+            return str(self.client.version().get("Version", ""))
+        except Exception as error:
+            raise self._translate(error) from None
+
     def stop(self, container_id: str, *, grace_s: int) -> None:
         import docker
 
@@ -525,6 +543,10 @@ class FakeRuntime(ContainerRuntime):
         self._check_reachable()
         with self._lock:
             self.engine.containers.pop(container_id, None)
+
+    def engine_version(self) -> str:
+        self._check_reachable()
+        return "fake"
 
     def stop(self, container_id: str, *, grace_s: int) -> None:
         self._check_reachable()

@@ -5,6 +5,7 @@ from datetime import datetime
 from django.db.models import Min, Q, QuerySet
 
 from bookings.models import Reservation
+from containers.agent_selectors import served_hosts
 from containers.models import ContainerEvent, Host, SpaceAudit
 
 STARTS_PENDING = (Reservation.Status.SCHEDULED, Reservation.Status.BLOCKED)
@@ -12,7 +13,8 @@ LAUNCHED = (Reservation.Status.STARTING, Reservation.Status.RUNNING)
 
 
 def hosts_to_reconcile(*, host_id: int | None = None) -> QuerySet[Host]:
-    hosts = Host.objects.all()
+    """The hosts this process serves (its own as an agent), or the one of them asked for."""
+    hosts = served_hosts()
     return hosts.filter(pk=host_id) if host_id is not None else hosts
 
 
@@ -27,6 +29,15 @@ def reservations_in_window(*, host: Host, now: datetime) -> QuerySet[Reservation
     )
 
 
+def reservations_starting(*, host: Host, after: datetime, until: datetime) -> QuerySet[Reservation]:
+    """Reservations still to launch whose start lies in (after, until]."""
+    return (
+        Reservation.objects.filter(host=host, status__in=STARTS_PENDING, start__gt=after, start__lte=until)
+        .select_related("user", "host")
+        .order_by("start", "pk")
+    )
+
+
 def reservations_past_window(*, host: Host, now: datetime) -> QuerySet[Reservation]:
     """Live reservations whose window is over: what must stop (or never started)."""
     return Reservation.objects.live().filter(host=host, end__lte=now).select_related("user").order_by("end")
@@ -37,8 +48,9 @@ def reservations_by_ids(*, ids: set[int]) -> dict[int, Reservation]:
 
 
 def next_boundary(*, after: datetime, until: datetime) -> datetime | None:
-    """The first instant in (after, until] at which a live reservation starts or ends."""
-    window = Q(status__in=Reservation.LIVE_STATUSES)
+    """The first instant in (after, until] at which a live reservation on a host this
+    process serves starts or ends."""
+    window = Q(status__in=Reservation.LIVE_STATUSES, host__in=served_hosts())
     starts = Reservation.objects.filter(
         window, status__in=STARTS_PENDING, start__gt=after, start__lte=until
     ).aggregate(first=Min("start"))["first"]

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from containers import lifecycle, space
+from containers.agent_services import agent_silence_check
 from containers.models import Host
 from containers.telemetry import tasks as telemetry_tasks
 
@@ -47,3 +48,12 @@ def sync_gpu_inventory() -> int:
 
 def prune_gpu_samples() -> int:
     return telemetry_tasks.prune_gpu_samples()
+
+
+# Agents: the central check; each agent writes its own heartbeat.
+
+
+def check_agents() -> str:
+    """Central, every minute: an ERROR line for each agent that stopped answering (its
+    return is written by the agent's own next heartbeat)."""
+    return f"{len(agent_silence_check(now=timezone.now()))} agent(s) went silent"

@@ -22,16 +22,21 @@ COVERAGE_SLACK = timedelta(minutes=5)
 
 
 def telemetry_host(*, name: str = "") -> Host | None:
-    """The Host whose GPUs this machine's NVML reports: `name`, else GPU_HOST_NAME, else the
-    host named like this machine, else the only host there is."""
-    wanted = name or settings.GPU_HOST_NAME
+    """The Host whose GPUs this machine's NVML reports: `name`, else the agent's own host
+    (AIVC_HOST), else GPU_HOST_NAME, else the host named like this machine, else the only
+    host there is. The central scheduler never answers a host that has its own agent: that
+    agent samples it."""
+    wanted = name or settings.AIVC_HOST or settings.GPU_HOST_NAME
     if wanted:
-        return Host.objects.filter(name=wanted).first()
-    machine = socket.gethostname()
-    host = Host.objects.filter(name__in=[machine, machine.split(".")[0]]).first()
-    if host is None:
-        hosts = list(Host.objects.all()[:2])
-        host = hosts[0] if len(hosts) == 1 else None
+        host = Host.objects.filter(name=wanted).first()
+    else:
+        machine = socket.gethostname()
+        host = Host.objects.filter(name__in=[machine, machine.split(".")[0]]).first()
+        if host is None:
+            hosts = list(Host.objects.all()[:2])
+            host = hosts[0] if len(hosts) == 1 else None
+    if host is not None and host.served_by_agent and not settings.AIVC_HOST:
+        return None
     return host
 
 

@@ -18,6 +18,7 @@ from containers.events import (
     GPU_IDLE_RELEASE,
     GPU_IDLE_WARNING,
     GPU_INVENTORY_ERROR,
+    GPU_RENUMBERED,
     INFO,
     Event,
 )
@@ -49,6 +50,53 @@ def _identity_changes(gpu: Gpu, reading: GpuReading) -> list[str]:
     return [f"{label} {old} -> {new}" for label, old, new in pairs if old and old != new]
 
 
+# Far above any real GPU index: where rows wait while their indices are exchanged.
+PARKED_INDEX = 30000
+
+
+@transaction.atomic
+def gpu_renumber_sync(
+    *, host: Host, result: ProbeResult, now: datetime | None = None
+) -> list[ContainerEvent]:
+    """A reboot may number the same GPUs differently. Each row follows its UUID to the
+    index NVML gives it now, so allocations (and the device requests made by UUID) stay on
+    the same physical GPU; a row left on a taken index by a GPU that no longer reports is
+    parked out of service. One WARNING names the moves."""
+    if not result.available:
+        return []
+    rows = list(Gpu.objects.select_for_update().filter(host=host).order_by("index"))
+    by_uuid = {gpu.uuid: gpu for gpu in rows if gpu.uuid}
+    moves = [
+        (by_uuid[reading.uuid], reading.index)
+        for reading in result
+        if reading.uuid in by_uuid and by_uuid[reading.uuid].index != reading.index
+    ]
+    if not moves:
+        return []
+    moving = {gpu.pk for gpu, _ in moves}
+    described = ", ".join(f"GPU {gpu.index} -> {index} ({gpu.uuid})" for gpu, index in moves)
+    targets = {index for _, index in moves}
+    parked = [gpu for gpu in rows if gpu.index in targets and gpu.pk not in moving]
+    free_index = max([gpu.index for gpu in rows] + [reading.index for reading in result]) + 1
+    for offset, gpu in enumerate(parked):
+        gpu.index, gpu.is_active = free_index + offset, False
+        gpu.save(update_fields=["index", "is_active"])
+    # Two steps, since the (host, index) pairs must stay unique after every row's update.
+    for offset, (gpu, _) in enumerate(moves):
+        gpu.index = PARKED_INDEX + offset
+        gpu.save(update_fields=["index"])
+    for gpu, index in moves:
+        gpu.index = index
+        gpu.save(update_fields=["index"])
+    message = (
+        f"The GPUs of {host.name} were renumbered (after a reboot?): {described}; "
+        "every allocation stays on the same physical GPU"
+    )
+    if parked:
+        message += f"; out of service until checked: {', '.join(gpu.uuid or str(gpu.pk) for gpu in parked)}"
+    return [event_record(event=Event(GPU_RENUMBERED, message), now=now or timezone.now(), host=host)]
+
+
 @transaction.atomic
 def gpu_inventory_sync(
     *, host: Host, result: ProbeResult, now: datetime | None = None
@@ -59,8 +107,8 @@ def gpu_inventory_sync(
     if not result.available:
         return []
     now = now or timezone.now()
+    events = gpu_renumber_sync(host=host, result=result, now=now)
     rows = {gpu.index: gpu for gpu in Gpu.objects.select_for_update().filter(host=host)}
-    events = []
     for reading in result:
         gpu = rows.get(reading.index)
         if gpu is None:

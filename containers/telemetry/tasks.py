@@ -10,6 +10,7 @@ from containers.telemetry.selectors import telemetry_host
 from containers.telemetry.services import (
     gpu_duplicate_use_check,
     gpu_inventory_sync,
+    gpu_renumber_sync,
     gpu_samples_prune,
     gpu_samples_record,
     reservation_idle_update,
@@ -27,6 +28,8 @@ def sample_gpus() -> int:
         return 0
     result = gpus.probe()
     now = timezone.now()
+    # Before anything is filed by index: a reboot may have renumbered the GPUs.
+    gpu_renumber_sync(host=host, result=result, now=now)
     samples = gpu_samples_record(host=host, result=result, now=now)
     gpu_duplicate_use_check(host=host, result=result, now=now)
     reservation_idle_update(host=host, now=now)

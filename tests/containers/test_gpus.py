@@ -33,6 +33,7 @@ def fake_nvml(**overrides: object) -> SimpleNamespace:
         nvmlInit=init,
         nvmlShutdown=shutdown,
         nvmlDeviceGetCount=lambda: 1,
+        nvmlSystemGetDriverVersion=lambda: b"550.54.15",
         nvmlDeviceGetHandleByIndex=lambda index: f"handle-{index}",
         nvmlDeviceGetUUID=lambda handle: "GPU-5d1b2c3a-0000-0000-0000-000000000001",
         nvmlDeviceGetName=lambda handle: b"NVIDIA GeForce RTX 3090",
@@ -151,3 +152,7 @@ def test_the_fake_probe_gives_what_bootstrap_host_reads():
     assert [(gpu.index, gpu.uuid, gpu.name, gpu.memory_total_mb) for gpu in result] == [
         (1, "GPU-1", "NVIDIA A100", 40960)
     ]
+
+
+def test_it_reads_the_driver_version_for_the_agents_heartbeat():
+    assert NvmlProbe(nvml=fake_nvml()).read().driver_version == "550.54.15"

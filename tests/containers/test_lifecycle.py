@@ -40,8 +40,10 @@ def test_it_starts_a_due_reservation_with_exactly_what_was_booked(booking):
     assert spec.nano_cpus == 2_500_000_000
     # ram share 64/80: ceil(10 * 0.8) = 8 GiB RAM, 10 GiB with swap, 2 GiB shm.
     assert (spec.memory_bytes, spec.memory_swap_bytes, spec.shm_bytes) == (8 * GIB, 10 * GIB, 2 * GIB)
-    assert spec.gpu_ids == ["1"]
-    assert spec.environment["NVIDIA_VISIBLE_DEVICES"] == "1"
+    # The engine is asked for the GPU by its UUID, the same physical GPU whatever its index.
+    gpu_uuid = booking.host.gpus.get(index=1).uuid
+    assert spec.gpu_ids == [gpu_uuid]
+    assert spec.environment["NVIDIA_VISIBLE_DEVICES"] == gpu_uuid
     assert spec.ssh_port == booking.user.forward_port
     assert spec.command == ["python", "-c", "print(1)"]
     assert spec.labels[LABEL_RESERVATION] == str(booking.pk)

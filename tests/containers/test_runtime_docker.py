@@ -65,8 +65,9 @@ def test_the_container_runs_exactly_as_booked(booking, docker_client):
     assert host_config["MemorySwap"] == 10 * GIB
     assert host_config["ShmSize"] == 2 * GIB
     [device_request] = host_config["DeviceRequests"]
-    assert device_request["DeviceIDs"] == ["0", "1"]
-    assert "NVIDIA_VISIBLE_DEVICES=0,1" in config["Env"]
+    uuids = [gpu.uuid for gpu in booking.host.gpus.order_by("index")]
+    assert device_request["DeviceIDs"] == uuids
+    assert f"NVIDIA_VISIBLE_DEVICES={','.join(uuids)}" in config["Env"]
     assert host_config["PortBindings"]["22/tcp"][0]["HostPort"] == str(booking.forward_port)
     assert not host_config["Privileged"]
     assert host_config["PidMode"] in ("", "private")

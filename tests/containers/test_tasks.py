@@ -16,6 +16,7 @@ def test_setup_schedules_is_idempotent(db):
     names = sorted(Schedule.objects.values_list("name", flat=True))
     assert names == [
         "audit space",
+        "check agents",
         "notify users",
         "prune GPU samples",
         "reconcile containers",
