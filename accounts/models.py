@@ -17,8 +17,26 @@ class CapabilityProfile(models.Model):
     gpus = models.PositiveSmallIntegerField(null=True, blank=True)
     work_space_gb = models.PositiveIntegerField(null=True, blank=True)
     backup_space_gb = models.PositiveIntegerField(null=True, blank=True)
+    job_time_limit_minutes = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Longest batch job time limit, minutes (default profile: empty = the lab's).",
+    )
+    queued_jobs = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Most batch jobs waiting at once (default profile: empty = the lab's).",
+    )
 
-    LIMIT_FIELDS = ("cpus", "memory_gb", "gpus", "work_space_gb", "backup_space_gb")
+    LIMIT_FIELDS = (
+        "cpus",
+        "memory_gb",
+        "gpus",
+        "work_space_gb",
+        "backup_space_gb",
+        "job_time_limit_minutes",
+        "queued_jobs",
+    )
 
     class Meta:
         ordering = ["-is_default", "name"]

@@ -1,4 +1,5 @@
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -17,6 +18,8 @@ class Capability:
     gpus: int
     work_space_gb: int
     backup_space_gb: int
+    job_time_limit_minutes: int
+    queued_jobs: int
 
 
 def default_profile() -> CapabilityProfile | None:
@@ -30,17 +33,37 @@ def host_maximum(*, host: Host) -> Capability:
         gpus=len(host.active_gpus),
         work_space_gb=host.max_work_space_gb,
         backup_space_gb=host.max_backup_space_gb,
+        job_time_limit_minutes=settings.JOB_MAX_TIME_LIMIT_MINUTES,
+        queued_jobs=settings.JOB_MAX_QUEUED,
     )
 
 
 def capability_for(*, user: User, host: Host) -> Capability:
     """The user's effective maxima on `host`: the user's profile, where a field is null the
     default profile, where that is null too (or there is no default) the host maximum."""
-    maximum = host_maximum(host=host)
     profiles = CapabilityProfile.objects.filter(Q(is_default=True) | Q(pk=user.capability_profile_id or 0))
     by_id = {profile.pk: profile for profile in profiles}
     default = next((profile for profile in by_id.values() if profile.is_default), None)
-    own = by_id.get(user.capability_profile_id)
+    return _effective(own=by_id.get(user.capability_profile_id), default=default, host=host)
+
+
+def capabilities_for(*, users: Iterable[User], hosts: Iterable[Host]) -> dict[tuple[int, int], Capability]:
+    """capability_for for every (user id, host id) pair, from one read of the profiles: the
+    job scheduler asks for many users at once."""
+    users, hosts = list(users), list(hosts)
+    wanted = {user.capability_profile_id for user in users if user.capability_profile_id}
+    profiles = list(CapabilityProfile.objects.filter(Q(is_default=True) | Q(pk__in=wanted)))
+    by_id = {profile.pk: profile for profile in profiles}
+    default = next((profile for profile in profiles if profile.is_default), None)
+    return {
+        (user.pk, host.pk): _effective(own=by_id.get(user.capability_profile_id), default=default, host=host)
+        for user in users
+        for host in hosts
+    }
+
+
+def _effective(*, own: CapabilityProfile | None, default: CapabilityProfile | None, host: Host) -> Capability:
+    maximum = host_maximum(host=host)
     values = {}
     for field in CapabilityProfile.LIMIT_FIELDS:
         value = None

@@ -9,6 +9,7 @@ from django.http import Http404, HttpRequest, JsonResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import exceptions, pagination, permissions, serializers, throttling
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -89,6 +90,22 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
         response.data = error_body(detail=str(detail), code=str(code))
     return response
+
+
+ERROR_SCHEMA = inline_serializer(
+    name="Error",
+    fields={
+        "detail": serializers.CharField(),
+        "code": serializers.CharField(),
+        "errors": serializers.DictField(child=serializers.ListField(child=serializers.CharField())),
+    },
+)
+
+
+def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
+    """Error responses for an operation's schema, all with the one error body. The schema
+    class (api_schema.ApiSchema) adds 400/401/403/404/429 to every operation anyway."""
+    return {status: OpenApiResponse(ERROR_SCHEMA) for status in statuses}
 
 
 class Pagination(pagination.PageNumberPagination):

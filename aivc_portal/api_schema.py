@@ -2,18 +2,8 @@
 aivc_portal.api while drf-spectacular's AutoSchema imports DRF's views)."""
 
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import inline_serializer
-from rest_framework import serializers
 
-ERROR_SCHEMA = inline_serializer(
-    name="Error",
-    fields={
-        "detail": serializers.CharField(),
-        "code": serializers.CharField(),
-        "errors": serializers.DictField(child=serializers.ListField(child=serializers.CharField())),
-    },
-)
-
+from aivc_portal.api import ERROR_SCHEMA
 
 # Every operation may answer these, all with the one error body: bad input, no or a bad
 # token, not allowed, not found (including another user's object), throttled.

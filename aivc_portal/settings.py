@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "accounts",
     "bookings",
     "containers.telemetry",
+    "jobs",
 ]
 
 MIDDLEWARE = [
@@ -252,6 +253,17 @@ GPU_IDLE_UTILISATION_PERCENT = int(os.environ.get("GPU_IDLE_UTILISATION_PERCENT"
 GPU_IDLE_MINUTES = int(os.environ.get("GPU_IDLE_MINUTES", "60"))
 GPU_IDLE_AUTO_RELEASE = env_bool("GPU_IDLE_AUTO_RELEASE", False)
 GPU_IDLE_RELEASE_GRACE_MINUTES = int(os.environ.get("GPU_IDLE_RELEASE_GRACE_MINUTES", "60"))
+# Batch jobs: the lab's limits (a profile may lower them), fair share, and the logs, kept in
+# a portal-owned folder that no container mounts.
+JOB_MAX_TIME_LIMIT_MINUTES = int(os.environ.get("JOB_MAX_TIME_LIMIT_MINUTES", str(3 * 24 * 60)))
+JOB_MAX_QUEUED = int(os.environ.get("JOB_MAX_QUEUED", "20"))
+JOB_STOP_GRACE_S = int(os.environ.get("JOB_STOP_GRACE_S", "30"))
+JOB_LOG_ROOT = Path(os.environ.get("JOB_LOG_ROOT", BASE_DIR / "var" / "job-logs"))
+JOB_LOG_MAX_BYTES = int(os.environ.get("JOB_LOG_MAX_BYTES", str(10 * 1024 * 1024)))
+JOB_LOG_TAIL_LINES = int(os.environ.get("JOB_LOG_TAIL_LINES", "200"))
+FAIR_SHARE_HALF_LIFE_DAYS = float(os.environ.get("FAIR_SHARE_HALF_LIFE_DAYS", "7"))
+# 0-GPU work is charged in CPU-hours; this many CPU-hours weigh as much as one GPU-hour.
+FAIR_SHARE_CPU_HOURS_PER_GPU_HOUR = float(os.environ.get("FAIR_SHARE_CPU_HOURS_PER_GPU_HOUR", "8"))
 
 # A GPU server's agent: `AIVC_HOST=<host name> manage.py qcluster` serves only that host,
 # from the cluster named after it. Unset: one scheduler serves every host that has no

@@ -11,9 +11,11 @@ urlpatterns = [
     # The JSON API: each app keeps its endpoints in its own api.py (docs/api.md).
     path("api/v1/", include("accounts.api")),
     path("api/v1/", include("bookings.api")),
+    path("api/v1/", include("jobs.api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     re_path(r"^api/", api_not_found),
     path("", include("bookings.urls")),
     path("", include("containers.telemetry.urls")),
+    path("", include("jobs.urls")),
 ]

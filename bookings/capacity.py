@@ -351,10 +351,25 @@ class HostLoad:
             end = start + duration
             if any(avoid_start < end and avoid_end > start for avoid_start, avoid_end in avoid):
                 continue
-            free = self.availability(start, end)
-            if free.fits(cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count):
+            if self.fits(start, end, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count):
+                free = self.availability(start, end)
                 return Fit(host=self.host, start=start, end=end, gpus=free.pick_gpus(gpu_count))
         return None
+
+    def fits(self, start: datetime, end: datetime, *, cpus: Decimal, memory_gb: int, gpu_count: int) -> bool:
+        """Whether the request fits [start, end): the same rules as `availability(...).fits`,
+        without ranking the free GPUs, so trying many windows (the job scheduler, the
+        earliest-fit search) costs a sweep and a count each."""
+        if start < self.start or end > self.end:
+            raise ValueError("the question lies outside the snapshot's horizon")
+        loads = ((load.start, load.end, load.cpus, load.memory_gb) for load in self.loads)
+        peak = sweep_peak(loads, start=start, end=end)
+        if peak.cpus + cpus > self.host.cpus or peak.memory_gb + memory_gb > self.host.memory_gb:
+            return False
+        if gpu_count == 0:
+            return True
+        busy = {row.gpu_id for row in self.held if row.start < end and row.end > start}
+        return sum(1 for gpu in self.gpus if gpu.pk not in busy) >= gpu_count
 
 
 def own_bookings_overlapping(

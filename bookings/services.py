@@ -13,7 +13,7 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.selectors import capability_for
 from accounts.services import user_change_forward_port
-from aivc_portal.scheduler import queue_host_task
+from aivc_portal.scheduler import queue_host_task, queue_task
 from bookings.capacity import Availability, availability, gpus_free, own_bookings_overlapping
 from bookings.models import GpuAllocation, Reservation
 from bookings.selectors import forward_ports_held, host_open_to
@@ -22,6 +22,8 @@ from containers.commands import command_arguments
 from containers.models import Host, Image
 
 RECONCILE_TASK = "containers.tasks.reconcile"
+# Capacity a booking gives back may let a queued batch job start.
+SCHEDULE_JOBS_TASK = "jobs.tasks.schedule_jobs"
 NOT_ENOUGH_CAPACITY = "There is not enough computing power for the time you need, book again."
 OVER_MAXIMUM = "Over the maximum required."
 NOT_AVAILABLE_IMAGE = "Not the available image!"
@@ -294,6 +296,7 @@ def reservation_cancel(*, reservation: Reservation, now: datetime | None = None)
     reservation.save(update_fields=["status", "cancelled_at", "updated_at"])
     reservation.allocations.update(active=False)
     queue_host_task(RECONCILE_TASK, host=reservation.host)
+    queue_task(SCHEDULE_JOBS_TASK)
     return reservation
 
 
@@ -314,6 +317,7 @@ def reservation_release(*, reservation: Reservation, now: datetime | None = None
     reservation.allocations.filter(start__gte=now).update(active=False)
     reservation.allocations.filter(start__lt=now, end__gt=now).update(end=now)
     queue_host_task(RECONCILE_TASK, host=reservation.host)
+    queue_task(SCHEDULE_JOBS_TASK)
     return reservation
 
 
@@ -436,3 +440,14 @@ def forward_port_change(*, user: User, port: int, now: datetime | None = None) -
     user = user_change_forward_port(user=user, port=port, ports_held=held)
     live.update(forward_port=user.forward_port)
     return user
+
+
+# Rules batch jobs apply too ----------------------------------------------------------------
+# jobs.services takes a job's resources, quota, image and host the way a booking does; these
+# public names keep one definition of each rule.
+request_resources = _resources
+whole_number = _whole
+host_id_for = _host_id
+check_within_capability = _check_within_capability
+check_host_accepts = _check_host_accepts
+resolve_image = _resolve_image

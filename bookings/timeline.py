@@ -28,6 +28,7 @@ class Block:
     end: datetime
     own: bool
     reservation_id: int | None
+    is_job: bool = False  # a batch job's block: labelled as a job, another's without a name
 
 
 @dataclass(frozen=True)
@@ -167,13 +168,18 @@ def timeline(*, user_id: int, now: datetime, host_id: int | None = None) -> Time
         Reservation.objects.live()
         .filter(host_id__in=host_ids)
         .overlapping(start, end)
-        .values_list("id", "host_id", "start", "end", "cpus", "memory_gb", "user_id", "user__username")
+        .values_list(
+            "id", "host_id", "start", "end", "cpus", "memory_gb", "user_id", "user__username", "kind"
+        )
     )
     usage_by_host: dict[int, list[tuple]] = {}
     windows: dict[int, tuple] = {}
-    for pk, host_pk, row_start, row_end, cpus, memory_gb, owner_id, username in reservations:
+    for pk, host_pk, row_start, row_end, cpus, memory_gb, owner_id, username, kind in reservations:
         usage_by_host.setdefault(host_pk, []).append((row_start, row_end, cpus, memory_gb))
-        windows[pk] = (row_start, row_end, owner_id, username)
+        is_job = kind == Reservation.Kind.JOB
+        # Whose batch job holds a GPU is nobody else's business: an anonymous block.
+        shown = username if owner_id == user_id or not is_job else ""
+        windows[pk] = (row_start, row_end, owner_id, shown, is_job)
     # Filtered by the few GPU ids and the window, not by thousands of reservation ids.
     gpu_ids = [gpu.pk for host in hosts for gpu in host.gpus.all()]
     allocations = (
@@ -185,7 +191,7 @@ def timeline(*, user_id: int, now: datetime, host_id: int | None = None) -> Time
     for gpu_id, reservation_id in allocations:
         if reservation_id not in windows:
             continue
-        row_start, row_end, owner_id, username = windows[reservation_id]
+        row_start, row_end, owner_id, username, is_job = windows[reservation_id]
         first = _column(row_start, start=start, slots=slots)
         own = owner_id == user_id
         blocks_by_gpu.setdefault(gpu_id, []).append(
@@ -197,6 +203,7 @@ def timeline(*, user_id: int, now: datetime, host_id: int | None = None) -> Time
                 end=row_end,
                 own=own,
                 reservation_id=reservation_id if own else None,
+                is_job=is_job,
             )
         )
     return Timeline(

@@ -171,3 +171,24 @@ def audit_unreadable(*, username: str, host_name: str, path: str) -> Event:
 
 def back_under_quota(*, username: str) -> Event:
     return Event(INFO, f"{username} is back under quota; the blocked reservation launches")
+
+
+# Batch jobs --------------------------------------------------------------------------------
+# Every finished job leaves one JobFinished line (notifications look for the sign); a job
+# that did not succeed is a warning.
+
+JOB_FINISHED = Kind(Level.INFO, "JobFinished")
+JOB_FINISHED_BADLY = Kind(Level.WARNING, "JobFinished")
+
+
+def job_started(*, username: str, job_id: int, container_name: str, gpus: str) -> Event:
+    return Event(INFO, f"{username}'s job #{job_id} started in {container_name} (GPUs {gpus})")
+
+
+def job_finished(
+    *, username: str, job_id: int, status: str, exit_code: int | None, detail: str = ""
+) -> Event:
+    code = "no exit code" if exit_code is None else f"exit code {exit_code}"
+    kind = JOB_FINISHED if status in ("succeeded", "cancelled") else JOB_FINISHED_BADLY
+    suffix = f": {detail}" if detail else ""
+    return Event(kind, f"{username}'s job #{job_id} {status.replace('_', ' ')} ({code}){suffix}")

@@ -24,7 +24,7 @@ from django.utils import timezone
 from accounts.selectors import capability_for
 from aivc_portal.scheduler import queue_task
 from bookings.models import Reservation
-from containers import events, selectors, services
+from containers import events, job_lifecycle, selectors, services
 from containers.locks import exclusive
 from containers.models import Host
 from containers.runtime import (
@@ -110,12 +110,21 @@ def reconcile_host(*, host: Host, runtime: ContainerRuntime, report: TickReport)
 
 
 def _reconcile_host(*, host: Host, runtime: ContainerRuntime, now: datetime, report: TickReport) -> None:
-    observed = runtime.list_managed()
+    # Batch jobs first, in their own module: their containers run once and are not restarted.
+    observed = job_lifecycle.reconcile_jobs(
+        host=host,
+        runtime=runtime,
+        observed=runtime.list_managed(),
+        now=now,
+        report=report,
+        contained=_contained,
+    )
     wanted = {
-        reservation.pk: reservation for reservation in selectors.reservations_in_window(host=host, now=now)
+        reservation.pk: reservation
+        for reservation in selectors.reservations_in_window(host=host, now=now).bookings()
     }
 
-    for reservation in selectors.reservations_past_window(host=host, now=now):
+    for reservation in selectors.reservations_past_window(host=host, now=now).bookings():
         with _contained(reservation, host=host, now=now, report=report):
             _close_window(reservation, now=now, report=report)
 

@@ -9,7 +9,7 @@ import itertools
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from math import ceil
 from typing import TYPE_CHECKING
@@ -29,6 +29,7 @@ LABEL_HOST = "aivc.host"  # the host's name, for people reading `docker ps`; may
 LABEL_HOST_ID = "aivc.host-id"  # the host's primary key: what the portal finds containers by
 LABEL_RESERVATION = "aivc.reservation"
 LABEL_USER = "aivc.user"
+LABEL_JOB = "aivc.job"
 SSH_PORT = "22/tcp"
 ICC_OPTION = "com.docker.network.bridge.enable_icc"
 NETWORK_LABELS = {"aivc.purpose": "tenant-isolation"}
@@ -103,7 +104,7 @@ class ContainerSpec:
     shm_bytes: int
     gpu_ids: list[str]
     environment: dict[str, str]
-    ssh_port: int
+    ssh_port: int | None  # None: no port published (batch jobs)
     mounts: list[Mount]
     labels: dict[str, str]
     # Read when the spec is made, so every container, whoever builds its spec, is fenced in.
@@ -148,6 +149,11 @@ def memory_split(*, memory_gb: int, host: Host) -> MemorySplit:
 
 def container_name(username: str) -> str:
     return f"{settings.CONTAINER_PREFIX}{username}"
+
+
+def job_container_name(username: str, job_id: int) -> str:
+    """A job's container has a name of its own, so a user may hold a booking and jobs."""
+    return f"{settings.CONTAINER_PREFIX}{username}-job-{job_id}"
 
 
 def scope_labels(host: Host) -> dict[str, str]:
@@ -206,6 +212,23 @@ def container_spec(*, reservation: Reservation, image: str, mounts: list[Mount])
             LABEL_RESERVATION: str(reservation.pk),
             LABEL_USER: reservation.user.username,
         },
+    )
+
+
+def job_container_spec(
+    *, reservation: Reservation, job_id: int, command: list[str], image: str, mounts: list[Mount]
+) -> ContainerSpec:
+    """A batch job's container: the reservation's resources and GPUs exactly as held, the
+    job's command as an argument list (never a shell), no SSH port, its output folder named
+    in JOB_OUTPUT."""
+    spec = container_spec(reservation=reservation, image=image, mounts=mounts)
+    return replace(
+        spec,
+        name=job_container_name(reservation.user.username, job_id),
+        command=command,
+        ssh_port=None,
+        environment={**spec.environment, "JOB_ID": str(job_id), "JOB_OUTPUT": f"/root/Work/jobs/{job_id}"},
+        labels={**spec.labels, LABEL_JOB: str(job_id)},
     )
 
 
@@ -370,7 +393,7 @@ class DockerRuntime(ContainerRuntime):
             "mem_limit": spec.memory_bytes,
             "memswap_limit": spec.memory_swap_bytes,
             "environment": spec.environment,
-            "ports": {SSH_PORT: spec.ssh_port},
+            "ports": {SSH_PORT: spec.ssh_port} if spec.ssh_port else {},
             "mounts": [
                 docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
                 for m in spec.mounts

@@ -55,6 +55,12 @@ def central_schedules() -> list[dict]:
             "schedule_type": Schedule.DAILY,
         },
         {
+            "name": "schedule jobs",
+            "func": "jobs.tasks.schedule_jobs",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+        },
+        {
             "name": "check agents",
             "func": "containers.tasks.check_agents",
             "schedule_type": Schedule.MINUTES,

@@ -290,3 +290,23 @@ def prepare_mounts(reservation: Reservation) -> list[Mount]:
         for file in HOME_FILES:
             mounts.append(Mount(str(_empty_file(home, file, mode=0o600)), f"/root/{file}"))
         return mounts
+
+
+def prepare_job_mounts(reservation: Reservation, *, job_id: int) -> list[Mount]:
+    """A batch job's mounts: the user's work folder, with the job's output folder jobs/<id>
+    made inside it (step by step from open folders, never through a symlink), and the
+    shared datasets read-only. No SSH keys, no home dotfiles: nobody logs in."""
+    host, user = reservation.host, reservation.user
+    name = _user_folder_name(user.username)
+    with contextlib.ExitStack() as stack:
+
+        def opened(folder: _Folder) -> _Folder:
+            stack.callback(os.close, folder.fd)
+            return folder
+
+        work = opened(_subfolder(opened(_open_root(Path(host.work_root), mode=0o755)), name, mode=0o700))
+        os.fchmod(work.fd, 0o700)
+        opened(_subfolder(opened(_subfolder(work, "jobs")), str(int(job_id))))
+        dataset = Path(os.path.realpath(host.dataset_root))
+        dataset.mkdir(parents=True, exist_ok=True)
+        return [Mount(str(work.path), "/root/Work"), Mount(str(dataset), "/root/Dataset", read_only=True)]

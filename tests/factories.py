@@ -109,3 +109,19 @@ class ContainerEventFactory(factory.django.DjangoModelFactory):
         model = ContainerEvent
 
     message = "Container started"
+
+
+class JobFactory(factory.django.DjangoModelFactory):
+    """A queued job written directly, without the submit rules."""
+
+    class Meta:
+        model = "jobs.Job"
+
+    user = factory.SubFactory(UserFactory)
+    image = factory.SubFactory(ImageFactory)
+    command = "python train.py"
+    cpus = Decimal("1")
+    memory_gb = 1
+    gpu_count = 0
+    time_limit_minutes = 60
+    submitted_at = factory.LazyFunction(lambda: local(2026, 3, 2, 10))

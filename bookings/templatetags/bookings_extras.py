@@ -42,19 +42,27 @@ def timeline_blocks(blocks: list) -> str:
             labels[moment] = f"{moment.astimezone(zone):%m-%d %H:%M}"
         return labels[moment]
 
+    jobs_url = reverse("job-list")
+    job_word = gettext("job")
     parts = []
     for block in blocks:
-        title = escape(f"{block.username} {label(block.start)} - {label(block.end)}")
-        name = escape(block.username)
+        who = f"{block.username} {job_word}".strip() if block.is_job else block.username
+        title = escape(f"{who} {label(block.start)} - {label(block.end)}")
+        name = escape(who)
         place = f"grid-column: {block.column + 1} / span {block.span}"
+        job_class = " job" if block.is_job else ""
         if block.own:
-            url = detail_url.replace(str(_PLACEHOLDER_PK), str(block.reservation_id))
+            url = (
+                jobs_url
+                if block.is_job
+                else detail_url.replace(str(_PLACEHOLDER_PK), str(block.reservation_id))
+            )
             parts.append(
-                f'<a class="tl-block own" href="{url}" style="{place}" title="{title}" '
+                f'<a class="tl-block own{job_class}" href="{url}" style="{place}" title="{title}" '
                 f'aria-label="{title}">{name}</a>'
             )
         else:
-            parts.append(f'<span class="tl-block" style="{place}" title="{title}">{name}</span>')
+            parts.append(f'<span class="tl-block{job_class}" style="{place}" title="{title}">{name}</span>')
     return mark_safe("".join(parts))  # noqa: S308 - every interpolated text is escaped above
 
 

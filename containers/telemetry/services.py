@@ -346,11 +346,16 @@ def reservation_idle_update(*, host: Host, now: datetime | None = None) -> list[
     """Flags (and clears) idle running reservations on the host, releasing a flagged one
     after the grace period when GPU_IDLE_AUTO_RELEASE is on."""
     now = now or timezone.now()
-    running = Reservation.objects.filter(
-        host=host,
-        status=Reservation.Status.RUNNING,
-        start__lte=now,
-        end__gt=now,
-        gpu_count__gt=0,
-    ).select_related("user", "host")
+    # Bookings only: a batch job ends by itself at its time limit, never by an idle release.
+    running = (
+        Reservation.objects.bookings()
+        .filter(
+            host=host,
+            status=Reservation.Status.RUNNING,
+            start__lte=now,
+            end__gt=now,
+            gpu_count__gt=0,
+        )
+        .select_related("user", "host")
+    )
     return [_update_idle_flag(reservation=reservation, now=now) for reservation in running]

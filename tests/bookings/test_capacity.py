@@ -237,6 +237,20 @@ def test_a_hold_takes_capacity_for_later_questions(host):
     assert found.start == START + timedelta(hours=2)
 
 
+def test_the_quick_fit_check_agrees_with_availability(host):
+    """HostLoad.fits answers like availability(...).fits for every window tried."""
+    gpu0, gpu1 = host.gpus.order_by("index")
+    ReservationFactory(host=host, start=START, end=START + timedelta(hours=3), cpus=10, gpus=[gpu0])
+    load = HostLoad.load(host, START, START + timedelta(days=1))
+    load.hold(START + timedelta(hours=1), START + timedelta(hours=5), Decimal(2), 60, [gpu1])
+    for hour in range(12):
+        start, end = START + timedelta(hours=hour), START + timedelta(hours=hour + 2)
+        for cpus, memory_gb, gpu_count in ((6, 10, 0), (7, 10, 0), (1, 20, 1), (1, 1, 2), (1, 1, 1)):
+            expected = load.availability(start, end).fits(cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
+            quick = load.fits(start, end, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
+            assert quick == expected, (hour, cpus, memory_gb, gpu_count)
+
+
 def test_a_snapshot_refuses_questions_outside_its_horizon(host):
     load = HostLoad.load(host, START, START + timedelta(hours=4))
     with pytest.raises(ValueError):

@@ -21,6 +21,7 @@ def test_setup_schedules_is_idempotent(db):
         "prune GPU samples",
         "reconcile containers",
         "sample GPUs",
+        "schedule jobs",
         "sync GPU inventory",
     ]
 

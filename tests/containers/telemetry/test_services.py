@@ -334,6 +334,14 @@ def idle_hour(running, until, *, busy_gpu_utilisation: int = 2, extra: timedelta
     minute_samples(gpu1, start, end, utilisation=busy_gpu_utilisation)
 
 
+def test_a_batch_jobs_reservation_is_never_flagged_idle(running, now):
+    Reservation.objects.filter(pk=running.pk).update(kind=Reservation.Kind.JOB)
+    idle_hour(running, now)
+
+    assert reservation_idle_update(host=running.host, now=now) == []
+    assert not ContainerEvent.objects.filter(sign=GPU_IDLE_WARNING.sign).exists()
+
+
 def test_a_reservation_idle_for_the_whole_window_is_flagged(running, now):
     idle_hour(running, now)
 

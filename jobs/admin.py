@@ -1,0 +1,135 @@
+from datetime import timedelta
+
+from django.contrib import admin, messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from aivc_portal.admin_actions import apply_to_each
+from jobs import selectors
+from jobs.models import HostDrain, Job
+from jobs.services import host_drain, host_undrain, job_cancel, queue_pause, queue_resume
+
+STATISTICS_DAYS = 14
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "user",
+        "status",
+        "where",
+        "cpus",
+        "memory_gb",
+        "gpu_count",
+        "time_limit_minutes",
+        "planned_start",
+        "submitted_at",
+        "started_at",
+        "finished_at",
+        "exit_code",
+    )
+    list_filter = ("status", "host", "planned_host")
+    list_select_related = ("user", "host", "planned_host", "reservation__host")
+    search_fields = ("user__username", "command")
+    date_hierarchy = "submitted_at"
+    # Status and capacity change only through the services (cancel here, the scheduler and
+    # the lifecycle elsewhere), which keep the job's reservation in step.
+    readonly_fields = [field.name for field in Job._meta.fields]
+    actions = ["cancel"]
+    change_list_template = "admin/jobs/job/change_list.html"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="Host")
+    def where(self, job: Job) -> str:
+        if job.reservation is not None:
+            return job.reservation.host.name
+        return job.host.name if job.host else "any"
+
+    @admin.action(description="Cancel (queued: leave the queue; running: stop)", permissions=["change"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet) -> None:
+        apply_to_each(self, request, queryset, lambda job: job_cancel(job=job), "Cancelled")
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("statistics/", view(self.statistics_view), name="jobs_job_statistics"),
+            path("pause/", view(self.pause_view), name="jobs_job_pause"),
+            path("resume/", view(self.resume_view), name="jobs_job_resume"),
+            *super().get_urls(),
+        ]
+
+    def statistics_view(self, request: HttpRequest) -> TemplateResponse:
+        """Everyone's fair-share usage and jobs, the queue's length and waits, the pause."""
+        now = timezone.now()
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": Job._meta,
+            "title": "Job queue statistics",
+            "users": selectors.job_statistics(now=now),
+            "queue": selectors.queue_statistics(now=now, since=now - timedelta(days=STATISTICS_DAYS)),
+            "state": selectors.queue_state(),
+            "drains": HostDrain.objects.select_related("host", "drained_by"),
+            "days": STATISTICS_DAYS,
+            "half_life_days": selectors.half_life().days,
+        }
+        return TemplateResponse(request, "admin/jobs/job/statistics.html", context)
+
+    def pause_view(self, request: HttpRequest) -> HttpResponse:
+        return _queue_switch(request, pause=True)
+
+    def resume_view(self, request: HttpRequest) -> HttpResponse:
+        return _queue_switch(request, pause=False)
+
+
+@staff_member_required
+@require_POST
+def _queue_switch(request: HttpRequest, *, pause: bool) -> HttpResponse:
+    if not request.user.has_perm("jobs.change_job"):
+        messages.error(request, "You may not pause or resume the queue.")
+    elif pause:
+        queue_pause(by=request.user, reason=request.POST.get("reason", ""))
+        messages.success(request, "The queue is paused: running jobs go on, no new job starts.")
+    else:
+        queue_resume(by=request.user)
+        messages.success(request, "The queue runs again.")
+    return redirect("admin:jobs_job_statistics")
+
+
+@admin.register(HostDrain)
+class HostDrainAdmin(admin.ModelAdmin):
+    """A drained host starts no new jobs; running ones finish. Adding a row drains, deleting
+    it lets jobs start there again."""
+
+    list_display = ("host", "drained_by", "drained_since")
+    list_select_related = ("host", "drained_by")
+    search_fields = ("host__name",)
+    list_filter = ("host",)
+    fields = ("host",)
+    actions = ["undrain"]
+
+    def has_change_permission(self, request: HttpRequest, obj: HostDrain | None = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: HostDrain, form, change: bool) -> None:
+        drain = host_drain(host=obj.host, by=request.user)
+        obj.pk, obj.drained_by, obj.drained_since = drain.pk, drain.drained_by, drain.drained_since
+
+    def delete_model(self, request: HttpRequest, obj: HostDrain) -> None:
+        host_undrain(host=obj.host)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for drain in queryset.select_related("host"):
+            host_undrain(host=drain.host)
+
+    @admin.action(description="Undrain: jobs may start there again", permissions=["delete"])
+    def undrain(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self.delete_queryset(request, queryset)

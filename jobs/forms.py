@@ -1,0 +1,51 @@
+"""Job forms check shape only; the rules live in jobs.services."""
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import User
+from containers.models import Host, Image
+
+
+class JobForm(forms.Form):
+    image = forms.ModelChoiceField(queryset=Image.objects.none(), empty_label=None, label=_("Image"))
+    command = forms.CharField(
+        max_length=4000,
+        label=_("Command"),
+        widget=forms.TextInput(attrs={"placeholder": "python train.py --epochs 10"}),
+        help_text=_(
+            "Run as an argument list, never by a shell. Outputs go to /root/Work/jobs/<job id>/ "
+            "(the folder is in $JOB_OUTPUT)."
+        ),
+    )
+    host = forms.ModelChoiceField(
+        queryset=Host.objects.order_by("name"),
+        required=False,
+        empty_label=_("Any host"),
+        label=_("Host"),
+    )
+    cpus = forms.DecimalField(label=_("CPUs"), max_digits=6, decimal_places=2, initial=1)
+    memory_gb = forms.IntegerField(label=_("Memory (GB)"), initial=4)
+    gpu_count = forms.IntegerField(label=_("GPUs"), initial=1)
+    time_limit_minutes = forms.IntegerField(
+        label=_("Time limit (minutes)"),
+        initial=60,
+        help_text=_("The job is stopped when it runs this long."),
+    )
+
+    def __init__(self, *args, user: User, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        images = Image.objects.filter(is_active=True).order_by("reference")
+        self.fields["image"].queryset = images
+        default = images.filter(pk=user.default_image_id).first() or images.filter(is_default=True).first()
+        self.fields["image"].initial = default.pk if default else None
+
+    def add_service_error(self, error: ValidationError) -> None:
+        if hasattr(error, "error_dict"):
+            for name, messages in error.message_dict.items():
+                for message in messages:
+                    self.add_error(name if name in self.fields else None, message)
+        else:
+            for message in error.messages:
+                self.add_error(None, message)

@@ -1,0 +1,138 @@
+"""Batch jobs (the DoPQ half). A queued job holds nothing; a started job holds a
+Reservation of kind `job`, so capacity, GPU allocations and their exclusion constraint
+cover jobs and bookings together."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils.translation import gettext_lazy as _
+
+from bookings.models import Reservation
+from containers.models import Host, Image
+
+
+class JobQuerySet(models.QuerySet):
+    def queued(self) -> JobQuerySet:
+        return self.filter(status=Job.Status.QUEUED)
+
+    def active(self) -> JobQuerySet:
+        """Jobs that hold capacity: starting or running."""
+        return self.filter(status__in=Job.ACTIVE_STATUSES)
+
+
+class Job(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        STARTING = "starting", _("Starting")
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+        CANCELLED = "cancelled", _("Cancelled")
+        TIMED_OUT = "timed_out", _("Timed out")
+
+    ACTIVE_STATUSES = (Status.STARTING, Status.RUNNING)
+    FINISHED_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.TIMED_OUT)
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    host = models.ForeignKey(
+        Host,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="jobs",
+        help_text="Empty: any host the user may use.",
+    )
+    image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="jobs")
+    command = models.TextField(help_text="Arguments, split like a shell would but never run by one.")
+    cpus = models.DecimalField(max_digits=6, decimal_places=2)
+    memory_gb = models.PositiveIntegerField()
+    gpu_count = models.PositiveSmallIntegerField(default=0)
+    time_limit_minutes = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    status_message = models.CharField(max_length=500, blank=True)
+    submitted_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    reservation = models.OneToOneField(
+        Reservation,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="job",
+        help_text="The capacity the job holds once started; empty while queued.",
+    )
+    planned_start = models.DateTimeField(
+        null=True, blank=True, help_text="The scheduler's estimate of when a queued job starts."
+    )
+    planned_host = models.ForeignKey(Host, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    log_size = models.PositiveBigIntegerField(default=0)
+    log_truncated = models.BooleanField(default=False)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-submitted_at", "-id"]
+        indexes = [models.Index(fields=["status", "submitted_at"], name="job_status_submitted")]
+        constraints = [
+            models.CheckConstraint(condition=Q(cpus__gt=0), name="job_cpus_positive"),
+            models.CheckConstraint(condition=Q(time_limit_minutes__gt=0), name="job_time_limit_positive"),
+            models.CheckConstraint(
+                condition=Q(finished_at__isnull=True) | Q(finished_at__gte=F("submitted_at")),
+                name="job_finished_after_submit",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"job #{self.pk} of {self.user}"
+
+    @property
+    def time_limit(self) -> timedelta:
+        return timedelta(minutes=self.time_limit_minutes)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED_STATUSES
+
+    @property
+    def can_cancel(self) -> bool:
+        return self.status == self.Status.QUEUED or self.status in self.ACTIVE_STATUSES
+
+
+class QueueState(models.Model):
+    """The one row that says whether the queue is paused, by whom and since when (DoPQ's
+    lock had no owner and no record)."""
+
+    paused = models.BooleanField(default=False)
+    paused_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    paused_since = models.DateTimeField(null=True, blank=True)
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = "queue state"
+
+    def __str__(self) -> str:
+        return (
+            f"paused by {self.paused_by} since {self.paused_since:%Y-%m-%d %H:%M}"
+            if self.paused
+            else "running"
+        )
+
+
+class HostDrain(models.Model):
+    """A host that starts no new jobs (running ones finish): who drained it and when."""
+
+    host = models.OneToOneField(Host, on_delete=models.CASCADE, related_name="job_drain")
+    drained_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    drained_since = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.host} drained since {self.drained_since:%Y-%m-%d %H:%M}"

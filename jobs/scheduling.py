@@ -1,0 +1,256 @@
+"""One scheduling pass: fair-share order, EASY backfill on the capacity engine's in-memory
+snapshot, then the starts written through jobs.services (which checks each again under the
+host lock).
+
+EASY backfill: jobs go in priority order. One that fits now on an allowed host starts. The
+first that does not (the head) gets a planned start, the earliest time it fits, and that
+window is held in the snapshot; every job after it may start now only where it fits around
+that hold, so backfilled work never delays the head, and the head never blocks the queue.
+Later jobs' planned starts are estimates, each held in turn (conservative), for display."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from accounts.models import User
+from accounts.selectors import capabilities_for
+from bookings.capacity import MINUTE, Fit, HostLoad
+from bookings.timeslots import MAX_AHEAD
+from containers.models import Host
+from jobs import selectors, services
+from jobs.selectors import QueuedJob
+
+# Planned starts shown to users: estimating every job of a long queue costs more than it
+# tells (and the estimates far back change with every pass), so the first ones behind the
+# head get one, the rest only a position.
+ESTIMATED_JOBS = 25
+
+
+@dataclass(frozen=True)
+class Shape:
+    cpus: object
+    memory_gb: int
+    gpu_count: int
+    minutes: int
+
+    @classmethod
+    def of(cls, job: QueuedJob) -> Shape:
+        return cls(job.cpus, job.memory_gb, job.gpu_count, job.time_limit_minutes)
+
+    def covers(self, other: Shape) -> bool:
+        """Whether this request asks at least as much as `other` in every dimension."""
+        return (
+            self.cpus >= other.cpus
+            and self.memory_gb >= other.memory_gb
+            and self.gpu_count >= other.gpu_count
+            and self.minutes >= other.minutes
+        )
+
+
+@dataclass
+class Plan:
+    start_now: list[tuple[QueuedJob, Host]] = field(default_factory=list)
+    head: QueuedJob | None = None
+    # Planned starts of the head and the next few waiting jobs: job id -> (start, host id).
+    planned: dict[int, tuple[datetime, int]] = field(default_factory=dict)
+
+
+@dataclass
+class PassReport:
+    queued: int = 0
+    started: list[int] = field(default_factory=list)
+    lost_race: list[int] = field(default_factory=list)
+    head: int | None = None
+    seconds: float = 0.0
+    paused: bool = False
+
+    def __str__(self) -> str:
+        if self.paused:
+            return "queue paused"
+        return (
+            f"queued {self.queued}, started {len(self.started)}, head {self.head or '-'}, "
+            f"{len(self.lost_race)} lost to a booking, {self.seconds * 1000:.0f} ms"
+        )
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a pass orders the queue and whether lower jobs may start around a blocked head.
+    The lab runs FAIR_SHARE; the simulation compares it with FIFO and DoPQ's penalty."""
+
+    name: str
+    order: Callable[[list[QueuedJob], datetime], list[QueuedJob]]
+    backfill: bool = True
+
+
+FAIR_SHARE = Policy("fair share + EASY backfill", selectors.fair_share_order, backfill=True)
+
+
+class Planner:
+    """Plans one pass over an in-memory snapshot; touches the database only to read the
+    snapshot and the users' capabilities (cached per user, host and request shape)."""
+
+    def __init__(
+        self,
+        *,
+        hosts: list[Host],
+        users: list[User],
+        now: datetime,
+        horizon: timedelta = MAX_AHEAD,
+        backfill: bool = True,
+    ) -> None:
+        self.now = now
+        # Without backfill (FIFO, DoPQ) nothing starts behind a head that cannot.
+        self.backfill = backfill
+        self.until = now + horizon
+        self.hosts = {host.pk: host for host in hosts}
+        self.loads = {host.pk: HostLoad.load(host, now, self.until + horizon) for host in hosts}
+        self.capabilities = capabilities_for(users=users, hosts=hosts)
+        self._allowed: dict[tuple[int, Shape, int | None], list[int]] = {}
+        # Within a pass capacity only shrinks, so a request that did not fit now on a host
+        # still does not fit later in the pass; so does any request covering it.
+        self._no_room_now: dict[int, list[Shape]] = defaultdict(list)
+
+    def hosts_for(self, job: QueuedJob) -> list[int]:
+        """The schedulable hosts where the job passes its owner's limits (its own host only,
+        if it names one)."""
+        shape = Shape.of(job)
+        key = (job.user_id, shape, job.host_id)
+        if key not in self._allowed:
+            candidates = [job.host_id] if job.host_id is not None else list(self.hosts)
+            self._allowed[key] = [
+                host_id
+                for host_id in candidates
+                if host_id in self.hosts
+                and services.job_within_limits(
+                    capability=self.capabilities[(job.user_id, host_id)],
+                    host=self.hosts[host_id],
+                    cpus=job.cpus,
+                    memory_gb=job.memory_gb,
+                    gpu_count=job.gpu_count,
+                    minutes=job.time_limit_minutes,
+                )
+            ]
+        return self._allowed[key]
+
+    def fits_now(self, job: QueuedJob, host_id: int) -> bool:
+        shape = Shape.of(job)
+        if any(shape.covers(failed) for failed in self._no_room_now[host_id]):
+            return False
+        fits = self.loads[host_id].fits(
+            self.now,
+            self.now + job.time_limit,
+            cpus=job.cpus,
+            memory_gb=job.memory_gb,
+            gpu_count=job.gpu_count,
+        )
+        if not fits:
+            self._no_room_now[host_id].append(shape)
+        return fits
+
+    def earliest(self, job: QueuedJob) -> Fit | None:
+        """The earliest fitting window over the job's hosts, on the minute."""
+        best = None
+        for host_id in self.hosts_for(job):
+            found = self.loads[host_id].earliest_fit(
+                cpus=job.cpus,
+                memory_gb=job.memory_gb,
+                gpu_count=job.gpu_count,
+                duration=job.time_limit,
+                not_before=self.now,
+                # A later host is only searched for a start before the best so far.
+                not_after=self.until if best is None else best.start - MINUTE,
+                grid=MINUTE,
+            )
+            if found is not None and (best is None or found.start < best.start):
+                best = found
+            if best is not None and best.start <= self.now:
+                break
+        return best
+
+    def hold(self, job: QueuedJob, host_id: int, start: datetime) -> None:
+        load = self.loads[host_id]
+        end = start + job.time_limit
+        gpus = load.availability(start, end).pick_gpus(job.gpu_count)
+        load.hold(start, end, job.cpus, job.memory_gb, gpus)
+
+    def _plan_later(self, job: QueuedJob) -> tuple[datetime, int] | None:
+        """The job's earliest start and host, held in the snapshot so no later job takes it."""
+        found = self.earliest(job)
+        if found is None:
+            return None
+        self.loads[found.host.pk].hold(found.start, found.end, job.cpus, job.memory_gb, found.gpus)
+        return (found.start, found.host.pk)
+
+    def plan(self, jobs: list[QueuedJob]) -> Plan:
+        """`jobs` in priority order."""
+        plan = Plan()
+        behind_head = []
+        held_up = False  # a job that could run somewhere did not start
+        for job in jobs:
+            hosts = self.hosts_for(job)
+            may_start = self.backfill or not held_up
+            host_id = next((h for h in hosts if self.fits_now(job, h)), None) if may_start else None
+            held_up = held_up or (host_id is None and bool(hosts))
+            if host_id is not None:
+                self.hold(job, host_id, self.now)
+                plan.start_now.append((job, self.hosts[host_id]))
+            elif plan.head is None and hosts:
+                # The head: its window is held, so nothing started after it delays it. A
+                # job with no window in the horizon (or no host to run on) holds nothing
+                # and lets the next one be the head.
+                found = self._plan_later(job)
+                if found is not None:
+                    plan.planned[job.pk] = found
+                    plan.head = job
+            elif hosts and len(behind_head) < ESTIMATED_JOBS:
+                behind_head.append(job)
+        # Estimates for display, after every start is decided: held only from here on.
+        for job in behind_head:
+            found = self._plan_later(job)
+            if found is not None:
+                plan.planned[job.pk] = found
+        return plan
+
+
+def schedulable_hosts() -> list[Host]:
+    drained = selectors.drained_host_ids()
+    return [
+        host
+        for host in Host.objects.filter(accepting_bookings=True).order_by("name")
+        if host.pk not in drained
+    ]
+
+
+def run_pass(*, now: datetime, policy: Policy = FAIR_SHARE) -> PassReport:
+    """Plans and starts. The caller holds the scheduler lock."""
+    began = time.perf_counter()
+    report = PassReport()
+    if selectors.queue_state().paused:
+        report.paused = True
+        return report
+    jobs = selectors.queued_rows()
+    report.queued = len(jobs)
+    if not jobs:
+        return report
+    jobs = policy.order(jobs, now)
+    users = list(
+        User.objects.filter(pk__in={job.user_id for job in jobs}).only("pk", "capability_profile_id")
+    )
+    planner = Planner(hosts=schedulable_hosts(), users=users, now=now, backfill=policy.backfill)
+    plan = planner.plan(jobs)
+    report.head = plan.head.pk if plan.head else None
+    by_host: dict[int, list[int]] = defaultdict(list)
+    for job, host in plan.start_now:
+        by_host[host.pk].append(job.pk)
+    for host_id, job_ids in by_host.items():
+        started = services.jobs_start(host=planner.hosts[host_id], job_ids=job_ids, now=now)
+        report.started.extend(started)
+        report.lost_race.extend(pk for pk in job_ids if pk not in set(started))
+    services.job_record_plan(plans=plan.planned)
+    report.seconds = time.perf_counter() - began
+    return report

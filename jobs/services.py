@@ -1,0 +1,377 @@
+"""Batch-job rules: submit, cancel, the maintainers' queue controls, and the writes the
+scheduler and the container lifecycle make. Each rule lives in one function; the booking
+rules it shares (resources, quota, image, maintenance lock) come from bookings.services."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from accounts.models import User
+from accounts.selectors import Capability, capability_for
+from aivc_portal.scheduler import queue_host_task, queue_task
+from bookings.capacity import HostLoad
+from bookings.models import GpuAllocation, Reservation
+from bookings.services import (
+    NOT_ENOUGH_CAPACITY,
+    check_host_accepts,
+    check_within_capability,
+    host_id_for,
+    request_resources,
+    resolve_image,
+    whole_number,
+)
+from bookings.timeslots import MAX_LENGTH, wrong_input
+from containers.commands import command_arguments
+from containers.models import Host, Image
+from jobs import selectors
+from jobs.models import HostDrain, Job, QueueState
+
+SCHEDULE_TASK = "jobs.tasks.schedule_jobs"
+RECONCILE_TASK = "containers.tasks.reconcile"
+MAX_COMMAND = 4000
+MAX_TIME_LIMIT_MINUTES = int(MAX_LENGTH.total_seconds() // 60)
+
+
+# Input shape -----------------------------------------------------------------------------
+
+
+def _command(value: object) -> str:
+    command = str(value if value is not None else "").strip()
+    if len(command) > MAX_COMMAND:
+        raise wrong_input(f"The command is longer than {MAX_COMMAND} characters.", "command")
+    try:
+        arguments = command_arguments(command)
+    except ValueError as error:
+        raise wrong_input(f"The command cannot be read as arguments ({error}).", "command") from None
+    if not arguments:
+        raise wrong_input("Give the command the job runs.", "command")
+    return command
+
+
+def _time_limit(value: object) -> int:
+    minutes = whole_number(value, field="time_limit_minutes")
+    if minutes < 1:
+        raise wrong_input("The time limit is at least 1 minute.", "time_limit_minutes")
+    if minutes > MAX_TIME_LIMIT_MINUTES:
+        raise wrong_input("The time limit is at most 2 weeks.", "time_limit_minutes")
+    return minutes
+
+
+# Rules -----------------------------------------------------------------------------------
+
+
+def _check_time_limit_allowed(*, minutes: int, capability: Capability) -> None:
+    """A job runs at most its profile's longest time limit."""
+    if minutes > capability.job_time_limit_minutes:
+        raise ValidationError(
+            {
+                "time_limit_minutes": _("Over the maximum required. (time_limit_minutes: 1 ~ %(most)s)")
+                % {"most": capability.job_time_limit_minutes}
+            },
+            code="over_maximum",
+        )
+
+
+def _check_fits_host_totals(*, host: Host, cpus, memory_gb: int, gpu_count: int) -> None:
+    """A job bigger than the whole host would wait forever: refused at once."""
+    if cpus > host.cpus or memory_gb > host.memory_gb or gpu_count > len(host.active_gpus):
+        raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity")
+
+
+def _check_queue_room(*, user: User, capability: Capability) -> None:
+    """A user keeps at most their profile's number of jobs waiting at once."""
+    if selectors.queued_count(user_id=user.pk) >= capability.queued_jobs:
+        raise ValidationError(
+            _("You have %(count)s jobs waiting, the most your profile allows; wait or cancel one.")
+            % {"count": capability.queued_jobs},
+            code="queue_full",
+        )
+
+
+def _check_host_takes_jobs(*, host: Host) -> None:
+    check_host_accepts(host=host)
+    if HostDrain.objects.filter(host=host).exists():
+        raise ValidationError(
+            {"host": _("%(host)s is drained: it starts no new jobs.") % {"host": host.name}},
+            code="host_drained",
+        )
+
+
+def job_allowed_on(
+    *, user: User, host: Host, cpus, memory_gb: int, gpu_count: int, minutes: int
+) -> Capability:
+    """Every rule a job must pass on one host; returns the user's capability there."""
+    _check_host_takes_jobs(host=host)
+    check_within_capability(user=user, host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
+    capability = capability_for(user=user, host=host)
+    _check_time_limit_allowed(minutes=minutes, capability=capability)
+    _check_fits_host_totals(host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
+    return capability
+
+
+def job_within_limits(
+    *, capability: Capability, host: Host, cpus, memory_gb: int, gpu_count: int, minutes: int
+) -> bool:
+    """The quota, time-limit and host-size rules of `job_allowed_on` as a yes/no from a
+    capability read already: the scheduler asks this for every queued job and host."""
+    if cpus > capability.cpus or memory_gb > capability.memory_gb or gpu_count > capability.gpus:
+        return False
+    try:
+        _check_time_limit_allowed(minutes=minutes, capability=capability)
+        _check_fits_host_totals(host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
+    except ValidationError:
+        return False
+    return True
+
+
+# Services --------------------------------------------------------------------------------
+
+
+def job_submit(
+    *,
+    user: User,
+    command: str,
+    cpus: object,
+    memory_gb: object,
+    gpu_count: object = 0,
+    time_limit_minutes: object,
+    image: Image | int | str | None = None,
+    host: Host | int | str | None = None,
+    now: datetime | None = None,
+) -> Job:
+    """Queues a job. It passes the booking rules for resources, quota and image on its host
+    (or, with no host, on at least one host), the profile's time limit and queue size."""
+    now = now or timezone.now()
+    cpus, memory_gb, gpu_count = request_resources(cpus, memory_gb, gpu_count)
+    minutes = _time_limit(time_limit_minutes)
+    command = _command(command)
+    with transaction.atomic():
+        # Two submits by one user queue here, so the queue size holds.
+        user = User.objects.select_for_update().get(pk=user.pk)
+        chosen_host = Host.objects.get(pk=host_id_for(host)) if host not in (None, "") else None
+        if chosen_host is not None:
+            capability = job_allowed_on(
+                user=user,
+                host=chosen_host,
+                cpus=cpus,
+                memory_gb=memory_gb,
+                gpu_count=gpu_count,
+                minutes=minutes,
+            )
+        else:
+            capability = _first_allowing_host(
+                user=user, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count, minutes=minutes
+            )
+        _check_queue_room(user=user, capability=capability)
+        job = Job.objects.create(
+            user=user,
+            host=chosen_host,
+            image=resolve_image(image, user=user),
+            command=command,
+            cpus=cpus,
+            memory_gb=memory_gb,
+            gpu_count=gpu_count,
+            time_limit_minutes=minutes,
+            submitted_at=now,
+        )
+    queue_task(SCHEDULE_TASK)
+    return job
+
+
+def _first_allowing_host(*, user: User, cpus, memory_gb: int, gpu_count: int, minutes: int) -> Capability:
+    """The capability on the first host that takes the job; if none does, the reason the
+    first host gave (the same message a booking there would get)."""
+    first_error = None
+    for host in Host.objects.order_by("name"):
+        try:
+            return job_allowed_on(
+                user=user, host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count, minutes=minutes
+            )
+        except ValidationError as error:
+            first_error = first_error or error
+    raise first_error or ValidationError({"host": _("There is no host to run jobs on.")}, code="no_host")
+
+
+def _locked_job(job: Job) -> Job:
+    return Job.objects.select_for_update(of=("self",)).select_related("user", "reservation").get(pk=job.pk)
+
+
+def _end_reservation(reservation: Reservation, *, now: datetime) -> None:
+    """Frees a job's capacity from `now` on: the reservation ends and its GPU allocations
+    stop here, so the scheduler and bookings may use them at once."""
+    if not reservation.is_live:
+        return
+    end = max(min(reservation.end, now), reservation.start + timedelta(microseconds=1))
+    reservation.end = end
+    reservation.ended_at = now
+    reservation.status = Reservation.Status.ENDED
+    reservation.save(update_fields=["end", "ended_at", "status", "updated_at"])
+    reservation.allocations.filter(start__gte=end).update(active=False)
+    reservation.allocations.filter(start__lt=end, end__gt=end).update(end=end)
+
+
+@transaction.atomic
+def job_cancel(*, job: Job, now: datetime | None = None) -> Job:
+    """A queued job leaves the queue; a starting or running one is stopped (the lifecycle
+    removes its container, keeping its log) and its capacity is free at once."""
+    now = now or timezone.now()
+    job = _locked_job(job)
+    if not job.can_cancel:
+        raise ValidationError(_("This job has finished already."), code="not_cancellable")
+    was_running = job.status in Job.ACTIVE_STATUSES
+    job.status = Job.Status.CANCELLED
+    job.finished_at = now
+    job.planned_start = job.planned_host = None
+    job.save(update_fields=["status", "finished_at", "planned_start", "planned_host"])
+    if was_running and job.reservation is not None:
+        _end_reservation(job.reservation, now=now)
+        queue_host_task(RECONCILE_TASK, host=job.reservation.host)
+    queue_task(SCHEDULE_TASK)
+    return job
+
+
+@transaction.atomic
+def queue_pause(*, by: User, reason: str = "", now: datetime | None = None) -> QueueState:
+    """Stops the scheduler from starting jobs; running ones go on. Says who and since when."""
+    now = now or timezone.now()
+    state = selectors.queue_state()
+    state = QueueState.objects.select_for_update().get(pk=state.pk)
+    if not state.paused:
+        state.paused, state.paused_by, state.paused_since = True, by, now
+        state.reason = reason[:200]
+        state.save()
+    return state
+
+
+@transaction.atomic
+def queue_resume(*, by: User) -> QueueState:
+    state = selectors.queue_state()
+    state = QueueState.objects.select_for_update().get(pk=state.pk)
+    state.paused, state.paused_by, state.paused_since, state.reason = False, None, None, ""
+    state.save()
+    queue_task(SCHEDULE_TASK)
+    return state
+
+
+def host_drain(*, host: Host, by: User, now: datetime | None = None) -> HostDrain:
+    """The host starts no new jobs; those running finish."""
+    drain, _ = HostDrain.objects.get_or_create(
+        host=host, defaults={"drained_by": by, "drained_since": now or timezone.now()}
+    )
+    return drain
+
+
+def host_undrain(*, host: Host) -> None:
+    HostDrain.objects.filter(host=host).delete()
+    queue_task(SCHEDULE_TASK)
+
+
+# The scheduler's writes -----------------------------------------------------------------
+
+
+def jobs_start(*, host: Host, job_ids: list[int], now: datetime) -> list[int]:
+    """Gives queued jobs, in the order given, their capacity on `host` for [now, now + time
+    limit): each a Reservation of kind job with its GPUs. The plan came from a snapshot,
+    so under the host lock the host's load is read again from the database and each job is
+    checked against it, and against the jobs started before it in this call; a job that no
+    longer fits (a booking came in between) or left the queue is skipped. Returns the ids of
+    the jobs started."""
+    try:
+        with transaction.atomic():
+            host = Host.objects.select_for_update().get(pk=host.pk)
+            locked = Job.objects.select_for_update(of=("self",)).select_related("user", "image")
+            by_id = {job.pk: job for job in locked.filter(pk__in=job_ids, status=Job.Status.QUEUED)}
+            jobs = [by_id[pk] for pk in job_ids if pk in by_id]
+            if not jobs:
+                return []
+            load = HostLoad.load(host, now, now + max(job.time_limit for job in jobs))
+            started = []
+            for job in jobs:
+                end = now + job.time_limit
+                if not load.fits(now, end, cpus=job.cpus, memory_gb=job.memory_gb, gpu_count=job.gpu_count):
+                    continue
+                gpus = load.availability(now, end).pick_gpus(job.gpu_count)
+                load.hold(now, end, job.cpus, job.memory_gb, gpus)
+                started.append((job, gpus))
+            _write_starts(host=host, started=started, now=now)
+    except IntegrityError:
+        # The exclusion constraint saw a GPU taken meanwhile: nothing of this call is
+        # written, and the next pass plans again.
+        return []
+    if started:
+        queue_host_task(RECONCILE_TASK, host=host)
+    return [job.pk for job, _gpus in started]
+
+
+def _write_starts(*, host: Host, started: list[tuple[Job, list]], now: datetime) -> None:
+    reservations = Reservation.objects.bulk_create(
+        Reservation(
+            kind=Reservation.Kind.JOB,
+            user=job.user,
+            host=host,
+            start=now,
+            end=now + job.time_limit,
+            booked_end=now + job.time_limit,
+            cpus=job.cpus,
+            memory_gb=job.memory_gb,
+            gpu_count=job.gpu_count,
+            image=job.image,
+            forward_port=job.user.forward_port or 0,
+        )
+        for job, _gpus in started
+    )
+    GpuAllocation.objects.bulk_create(
+        GpuAllocation(reservation=reservation, gpu=gpu, start=reservation.start, end=reservation.end)
+        for reservation, (_job, gpus) in zip(reservations, started, strict=True)
+        for gpu in gpus
+    )
+    for reservation, (job, _gpus) in zip(reservations, started, strict=True):
+        job.reservation = reservation
+        job.status = Job.Status.STARTING
+        job.started_at = job.planned_start = now
+        job.planned_host = host
+    fields = ["reservation", "status", "started_at", "planned_start", "planned_host"]
+    Job.objects.bulk_update([job for job, _gpus in started], fields)
+
+
+def job_mark_running(*, job: Job, now: datetime) -> bool:
+    return bool(Job.objects.filter(pk=job.pk, status=Job.Status.STARTING).update(status=Job.Status.RUNNING))
+
+
+@transaction.atomic
+def job_finish(
+    *, job: Job, status: str, now: datetime, exit_code: int | None = None, message: str = ""
+) -> bool:
+    """Ends a started job (its container exited, hit the limit, or could not start) and
+    frees its capacity at once. Returns False if it had finished already (a cancel won)."""
+    job = _locked_job(job)
+    if job.status not in Job.ACTIVE_STATUSES:
+        return False
+    job.status, job.exit_code, job.finished_at = status, exit_code, now
+    job.status_message = message[:500]
+    job.save(update_fields=["status", "exit_code", "finished_at", "status_message"])
+    if job.reservation is not None:
+        _end_reservation(job.reservation, now=now)
+    queue_task(SCHEDULE_TASK)
+    return True
+
+
+def job_record_plan(*, plans: dict[int, tuple[datetime, int]]) -> int:
+    """Stores the planned start and host of the jobs the pass estimated, and clears the
+    estimates of the others still queued; writes only what changed. Returns how many."""
+    queued = Job.objects.queued()
+    stale = queued.filter(planned_start__isnull=False).exclude(pk__in=plans)
+    cleared = stale.update(planned_start=None, planned_host=None)
+    rows = queued.filter(pk__in=plans).values_list("pk", "planned_start", "planned_host_id")
+    changed = [
+        Job(pk=pk, planned_start=plans[pk][0], planned_host_id=plans[pk][1])
+        for pk, *old in rows
+        if tuple(old) != plans[pk]
+    ]
+    Job.objects.bulk_update(changed, ["planned_start", "planned_host"])
+    return cleared + len(changed)

@@ -1,0 +1,21 @@
+"""Scheduler tasks for batch jobs (django-q2): thin, they call jobs.scheduling."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.utils import timezone
+
+from containers.locks import exclusive
+from jobs.scheduling import run_pass
+
+LOCK_WAIT_S = 30
+
+
+def schedule_jobs(now: datetime | None = None) -> str:
+    """One scheduling pass. Two at once take turns on a lock, and a pass that finds the
+    work done starts nothing twice: each start re-checks the job is still queued."""
+    with exclusive("jobs:schedule", wait_s=LOCK_WAIT_S) as acquired:
+        if not acquired:
+            return "another pass held the lock"
+        return str(run_pass(now=now or timezone.now()))

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from jobs import views
+
+urlpatterns = [
+    path("jobs/", views.job_list, name="job-list"),
+    path("jobs/new/", views.job_new, name="job-new"),
+    path("jobs/<int:pk>/", views.job_detail, name="job-detail"),
+    path("jobs/<int:pk>/log/", views.job_log_tail, name="job-log-tail"),
+    path("jobs/<int:pk>/log/download/", views.job_log_download, name="job-log-download"),
+    path("jobs/<int:pk>/cancel/", views.job_cancel_view, name="job-cancel"),
+]

@@ -1,0 +1,204 @@
+"""Batch jobs in the reconcile tick, against the fake runtime: launch, exit, time limit,
+cancel, and engine errors that never drop a job silently."""
+
+import os
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from bookings.models import GpuAllocation, Reservation
+from containers.lifecycle import reconcile
+from containers.models import ContainerEvent
+from containers.runtime import LABEL_JOB, ContainerSpec, ContainerState, FakeRuntime, scope_labels
+from jobs import logs
+from jobs.models import Job
+from jobs.scheduling import run_pass
+from jobs.services import job_cancel, job_submit
+from tests.factories import ImageFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+JobStatus = Job.Status
+
+
+@pytest.fixture(autouse=True)
+def job_logs(settings, tmp_path):
+    settings.JOB_LOG_ROOT = tmp_path / "job-logs"
+
+
+@pytest.fixture
+def started_job(engine_host, fake_runtime, default_profile):
+    """A job the scheduler has just given its capacity, due to launch."""
+    ImageFactory(reference="lab/trainer:1", is_default=True)
+    user = UserFactory(username="m11007s05")
+    job = job_submit(
+        user=user,
+        command="python -c 'print(42)' --out \"$JOB_OUTPUT\"",
+        cpus=2,
+        memory_gb=4,
+        gpu_count=1,
+        time_limit_minutes=30,
+        host=engine_host,
+    )
+    run_pass(now=timezone.now())
+    job.refresh_from_db()
+    assert job.status == JobStatus.STARTING
+    return job
+
+
+def engine_of(job: Job):
+    return FakeRuntime.engine_for(job.reservation.host)
+
+
+def only_spec(job: Job) -> ContainerSpec:
+    [(_, spec)] = engine_of(job).containers.values()
+    return spec
+
+
+def fresh(job: Job) -> Job:
+    return Job.objects.select_related("reservation").get(pk=job.pk)
+
+
+def job_events(job: Job, **filters) -> list[ContainerEvent]:
+    return list(ContainerEvent.objects.filter(reservation=job.reservation, **filters).order_by("pk"))
+
+
+def test_it_runs_the_job_command_as_arguments_with_what_was_held(started_job, engine_host, roots):
+    reconcile()
+    job = fresh(started_job)
+    spec = only_spec(job)
+    assert spec.name == f"aivc-m11007s05-job-{job.pk}"
+    assert spec.command == ["python", "-c", "print(42)", "--out", "$JOB_OUTPUT"]
+    assert spec.ssh_port is None
+    held = sorted(job.reservation.allocations.select_related("gpu"), key=lambda a: a.gpu.index)
+    assert spec.gpu_ids == [allocation.gpu.uuid for allocation in held]
+    assert spec.nano_cpus == 2 * 10**9
+    assert spec.environment["JOB_OUTPUT"] == f"/root/Work/jobs/{job.pk}"
+    assert spec.labels[LABEL_JOB] == str(job.pk)
+    assert {(m.target, m.read_only) for m in spec.mounts} == {("/root/Work", False), ("/root/Dataset", True)}
+    assert (roots["work"] / "m11007s05" / "jobs" / str(job.pk)).is_dir()
+    assert job.status == JobStatus.RUNNING and job.reservation.status == Reservation.Status.RUNNING
+
+
+def test_exit_zero_succeeds_keeps_the_output_and_frees_the_capacity(started_job):
+    reconcile()
+    engine_of(started_job).exit(f"aivc-m11007s05-job-{started_job.pk}", code=0, output=b"42\n")
+    reconcile()
+    job = fresh(started_job)
+    assert (job.status, job.exit_code) == (JobStatus.SUCCEEDED, 0)
+    assert job.reservation.status == Reservation.Status.ENDED and job.reservation.end <= timezone.now()
+    assert engine_of(job).containers == {}
+    assert logs.log_tail(job_id=job.pk, lines=10) == "42"
+    [finished] = job_events(job, sign="JobFinished")
+    assert finished.level == "INFO" and "exit code 0" in finished.message and finished.user == job.user
+
+
+def test_a_non_zero_exit_fails_the_job_with_its_code(started_job):
+    reconcile()
+    engine_of(started_job).exit(f"aivc-m11007s05-job-{started_job.pk}", code=3, output=b"Traceback\n")
+    reconcile()
+    job = fresh(started_job)
+    assert (job.status, job.exit_code) == (JobStatus.FAILED, 3)
+    [finished] = job_events(job, sign="JobFinished")
+    assert finished.level == "WARNING" and "exit code 3" in finished.message
+
+
+def test_it_stops_a_job_at_its_time_limit_as_timed_out(started_job):
+    reconcile()
+    now = timezone.now()
+    Reservation.objects.filter(pk=started_job.reservation_id).update(
+        start=now - timedelta(minutes=30), end=now - timedelta(seconds=1)
+    )
+    GpuAllocation.objects.filter(reservation_id=started_job.reservation_id).update(
+        start=now - timedelta(minutes=30), end=now - timedelta(seconds=1)
+    )
+    engine_of(started_job).output[f"aivc-m11007s05-job-{started_job.pk}"] = b"epoch 1\n"
+    reconcile()
+    job = fresh(started_job)
+    assert job.status == JobStatus.TIMED_OUT and job.exit_code == 143
+    assert engine_of(job).containers == {}
+    assert "epoch 1" in logs.log_tail(job_id=job.pk, lines=5)
+
+
+def test_a_running_job_refreshes_its_stored_log_every_tick(started_job):
+    reconcile()
+    name = f"aivc-m11007s05-job-{started_job.pk}"
+    engine_of(started_job).output[name] = b"step 1\n"
+    reconcile()
+    assert logs.log_tail(job_id=started_job.pk, lines=5) == "step 1"
+    engine_of(started_job).output[name] += b"step 2\n"
+    reconcile()
+    assert logs.log_tail(job_id=started_job.pk, lines=5) == "step 1\nstep 2"
+
+
+def test_a_cancelled_job_is_stopped_and_its_log_kept(started_job):
+    reconcile()
+    engine_of(started_job).output[f"aivc-m11007s05-job-{started_job.pk}"] = b"partial\n"
+    job_cancel(job=started_job)
+    reconcile()
+    job = fresh(started_job)
+    assert job.status == JobStatus.CANCELLED
+    assert engine_of(job).containers == {}
+    assert logs.log_tail(job_id=job.pk, lines=5) == "partial"
+    [finished] = job_events(job, sign="JobFinished")
+    assert "cancelled" in finished.message and finished.user == job.user
+
+
+def test_a_missing_image_fails_the_job_with_an_event(started_job):
+    engine_of(started_job).images = set()
+    reconcile()
+    job = fresh(started_job)
+    assert job.status == JobStatus.FAILED and "could not start" in job.status_message
+    assert job_events(job, sign="JobFinished")
+
+
+def test_an_engine_refusal_is_retried_then_fails_the_job(started_job, settings):
+    settings.CONTAINER_MAX_RESTARTS = 1
+    name = f"aivc-m11007s05-job-{started_job.pk}"
+    # A container of that name outside the portal's labels: the engine refuses the name.
+    stray = ContainerState(id="stray", name=name, status="running", labels={})
+    engine_of(started_job).containers["stray"] = (stray, None)
+    reconcile()
+    assert fresh(started_job).status == JobStatus.STARTING
+    assert job_events(started_job, sign="LaunchError")
+    reconcile()
+    job = fresh(started_job)
+    assert job.status == JobStatus.FAILED and "refused its container 2 times" in job.status_message
+
+
+def test_an_engine_that_does_not_answer_leaves_the_job_waiting(started_job):
+    engine_of(started_job).reachable = False
+    reconcile()
+    job = fresh(started_job)
+    assert job.status == JobStatus.STARTING
+    engine_of(job).reachable = True
+    reconcile()
+    assert fresh(job).status == JobStatus.RUNNING
+
+
+def test_a_symlinked_jobs_folder_is_refused_not_followed(started_job, roots, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    work = roots["work"] / "m11007s05"
+    work.mkdir(parents=True, exist_ok=True)
+    os.symlink(outside, work / "jobs")
+    reconcile()
+    job = fresh(started_job)
+    assert job.status == JobStatus.FAILED
+    assert list(outside.iterdir()) == []
+
+
+def test_a_booking_beside_a_job_keeps_its_own_container(started_job, engine_host):
+    from tests.factories import ReservationFactory
+
+    now = timezone.now()
+    booking = ReservationFactory(
+        user=started_job.user,
+        host=engine_host,
+        start=now - timedelta(minutes=1),
+        end=now + timedelta(hours=1),
+    )
+    reconcile()
+    names = engine_of(started_job).running_names()
+    assert names == sorted(["aivc-m11007s05", f"aivc-m11007s05-job-{started_job.pk}"])
+    assert booking.pk and scope_labels(engine_host)

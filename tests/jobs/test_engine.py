@@ -1,0 +1,99 @@
+"""Batch jobs on the real Docker engine (deploy/test-engine/setup.sh): a job that prints and
+exits 0, one that exits 3, and one that outlives its time limit and ignores SIGTERM."""
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from bookings.models import GpuAllocation, Reservation
+from containers.tasks import reconcile
+from jobs import logs
+from jobs.models import Job
+from jobs.scheduling import run_pass
+from jobs.services import job_submit
+from tests.factories import UserFactory
+
+pytestmark = [pytest.mark.docker, pytest.mark.django_db]
+JobStatus = Job.Status
+
+
+@pytest.fixture(autouse=True)
+def job_logs(settings, tmp_path):
+    settings.JOB_LOG_ROOT = tmp_path / "job-logs"
+    settings.JOB_STOP_GRACE_S = 2
+
+
+@pytest.fixture
+def run_job(engine_host, docker_scope, test_image, default_profile):
+    user = UserFactory(username="m11007s05")
+
+    def run(command: str, *, minutes: int = 5) -> Job:
+        job = job_submit(
+            user=user,
+            command=command,
+            cpus=1,
+            memory_gb=1,
+            gpu_count=0,
+            time_limit_minutes=minutes,
+            host=engine_host,
+            image=test_image,
+        )
+        run_pass(now=timezone.now())
+        reconcile(wake=False)
+        return Job.objects.select_related("reservation").get(pk=job.pk)
+
+    return run
+
+
+def until_finished(job: Job, *, timeout_s: float = 30) -> Job:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        reconcile(wake=False)
+        job = Job.objects.select_related("reservation").get(pk=job.pk)
+        if job.is_finished:
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job #{job.pk} still {job.status} after {timeout_s} s")
+
+
+def test_a_job_that_prints_and_exits_0_succeeds_with_its_output(
+    run_job, engine_host, docker_client, docker_scope
+):
+    job = run_job("sh -c 'echo hello from job; echo result > \"$JOB_OUTPUT/out.txt\"'")
+    job = until_finished(job)
+    assert (job.status, job.exit_code) == (JobStatus.SUCCEEDED, 0), job.status_message
+    assert "hello from job" in logs.log_tail(job_id=job.pk, lines=10)
+    assert (
+        Path(engine_host.work_root) / "m11007s05" / "jobs" / str(job.pk) / "out.txt"
+    ).read_text() == "result\n"
+    assert docker_client.containers.list(all=True, filters={"label": f"aivc.managed={docker_scope}"}) == []
+    assert job.reservation.status == Reservation.Status.ENDED
+
+
+def test_a_job_that_exits_3_fails_with_its_code(run_job):
+    job = until_finished(run_job("sh -c 'echo oops >&2; exit 3'"))
+    assert (job.status, job.exit_code) == (JobStatus.FAILED, 3)
+    assert "oops" in logs.log_tail(job_id=job.pk, lines=10)
+
+
+def test_a_job_that_outlives_its_limit_is_stopped_as_timed_out(run_job, docker_client):
+    job = run_job("sh -c 'trap \"\" TERM; echo working; while true; do sleep 1; done'")
+    assert job.status == JobStatus.RUNNING, job.status_message
+    container_id = job.reservation.container_id
+    # Its time limit passes now: the window is moved back rather than waited out.
+    now = timezone.now()
+    window = {"start": now - timedelta(minutes=5), "end": now - timedelta(seconds=1)}
+    Reservation.objects.filter(pk=job.reservation_id).update(**window)
+    GpuAllocation.objects.filter(reservation_id=job.reservation_id).update(**window)
+    began = time.monotonic()
+    reconcile(wake=False)
+    stopped_in = time.monotonic() - began
+    job = Job.objects.get(pk=job.pk)
+    assert job.status == JobStatus.TIMED_OUT
+    assert job.exit_code == 137  # ignored SIGTERM, killed after the grace period
+    assert 2 <= stopped_in < 20
+    assert "working" in logs.log_tail(job_id=job.pk, lines=10)
+    assert not docker_client.containers.list(all=True, filters={"id": container_id})

@@ -1,0 +1,148 @@
+import pytest
+from django.urls import reverse
+
+from jobs import logs
+from jobs.models import Job
+from tests.factories import JobFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def job_logs(settings, tmp_path):
+    settings.JOB_LOG_ROOT = tmp_path / "job-logs"
+    return settings.JOB_LOG_ROOT
+
+
+@pytest.fixture
+def owner_client(client, student):
+    client.force_login(student)
+    return client
+
+
+def test_submitting_the_form_queues_a_job(owner_client, student, host, image):
+    response = owner_client.post(
+        reverse("job-new"),
+        {
+            "image": image.pk,
+            "command": "python train.py",
+            "host": "",
+            "cpus": "2",
+            "memory_gb": "4",
+            "gpu_count": "1",
+            "time_limit_minutes": "30",
+        },
+    )
+    job = Job.objects.get(user=student)
+    assert response.status_code == 302 and response.url == reverse("job-detail", args=[job.pk])
+    assert job.status == Job.Status.QUEUED and job.time_limit_minutes == 30
+
+
+def test_a_refused_submit_shows_why_and_keeps_the_input(owner_client, host, image):
+    response = owner_client.post(
+        reverse("job-new"),
+        {
+            "image": image.pk,
+            "command": "python x.py",
+            "cpus": "1",
+            "memory_gb": "1",
+            "gpu_count": "9",
+            "time_limit_minutes": "30",
+        },
+    )
+    assert response.status_code == 200
+    assert "Over the maximum required." in response.content.decode()
+    assert not Job.objects.exists()
+
+
+def test_my_jobs_lists_position_and_planned_start(owner_client, student, image):
+    JobFactory(user=student, image=image)
+    response = owner_client.get(reverse("job-list"))
+    assert response.status_code == 200
+    assert 'data-testid="waiting"' in response.content.decode()
+
+
+@pytest.mark.parametrize("name", ["job-detail", "job-log-tail", "job-cancel", "job-log-download"])
+def test_another_users_job_answers_404(owner_client, image, name, job_logs):
+    other = JobFactory(user=UserFactory(username="other"), image=image)
+    logs.log_store(job=other, chunks=[b"secret\n"])
+    assert owner_client.get(reverse(name, args=[other.pk])).status_code == 404
+
+
+def test_another_user_cannot_cancel_by_post(owner_client, image):
+    other = JobFactory(user=UserFactory(username="other"), image=image)
+    assert owner_client.post(reverse("job-cancel", args=[other.pk])).status_code == 404
+    other.refresh_from_db()
+    assert other.status == Job.Status.QUEUED
+
+
+@pytest.mark.parametrize("name", ["job-list", "job-new"])
+def test_anonymous_users_are_sent_to_login(client, name):
+    response = client.get(reverse(name))
+    assert response.status_code == 302 and reverse("login") in response.url
+
+
+def test_wrong_methods_are_refused(owner_client, student, image):
+    job = JobFactory(user=student, image=image)
+    assert owner_client.post(reverse("job-detail", args=[job.pk])).status_code == 405
+    assert owner_client.put(reverse("job-new")).status_code == 405
+
+
+def test_the_owner_cancels_a_queued_job(owner_client, student, image):
+    job = JobFactory(user=student, image=image)
+    response = owner_client.post(reverse("job-cancel", args=[job.pk]))
+    assert response.status_code == 302
+    job.refresh_from_db()
+    assert job.status == Job.Status.CANCELLED
+
+
+def test_the_job_page_shows_the_log_tail_and_offers_the_full_log(owner_client, student, image, job_logs):
+    job = JobFactory(user=student, image=image, status=Job.Status.SUCCEEDED)
+    logs.log_store(job=job, chunks=[b"".join(f"line {n}\n".encode() for n in range(1000))])
+    page = owner_client.get(reverse("job-detail", args=[job.pk]) + "?tail=5").content.decode()
+    assert "line 999" in page and "line 994" not in page
+    download = owner_client.get(reverse("job-log-download", args=[job.pk]))
+    assert b"line 0\n" in b"".join(download.streaming_content)
+
+
+def test_the_stored_log_is_capped_keeping_its_end(student, image, job_logs, settings):
+    settings.JOB_LOG_MAX_BYTES = 100
+    job = JobFactory(user=student, image=image)
+    logs.log_store(job=job, chunks=[b"x" * 500, b"the end\n"])
+    job.refresh_from_db()
+    assert job.log_size == 100 and job.log_truncated
+    assert logs.log_path(job.pk).read_bytes().endswith(b"the end\n")
+
+
+def test_the_timeline_shows_job_blocks_as_jobs_and_others_anonymously(owner_client, student, host, image):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from bookings.models import Reservation
+    from tests.factories import ReservationFactory
+
+    now = timezone.now()
+    window = {"start": now - timedelta(minutes=5), "end": now + timedelta(hours=2)}
+    ReservationFactory(
+        user=UserFactory(username="m11299999"),
+        host=host,
+        kind=Reservation.Kind.JOB,
+        gpus=[host.gpus.get(index=1)],
+        **window,
+    )
+    ReservationFactory(
+        user=student, host=host, kind=Reservation.Kind.JOB, gpus=[host.gpus.get(index=0)], **window
+    )
+    page = owner_client.get(reverse("timeline")).content.decode()
+    assert "m11299999" not in page
+    assert 'class="tl-block job"' in page and 'class="tl-block own job"' in page
+    assert f'href="{reverse("job-list")}"' in page
+
+
+def test_the_job_pages_speak_traditional_chinese(owner_client, student, image, settings):
+    JobFactory(user=student, image=image, status=Job.Status.TIMED_OUT)
+    owner_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "zh-hant"
+    page = owner_client.get(reverse("job-list")).content.decode()
+    assert "我的工作" in page and "逾時" in page
+    assert "提交工作" in owner_client.get(reverse("job-new")).content.decode()
