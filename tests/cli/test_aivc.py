@@ -129,7 +129,7 @@ def test_an_unreachable_portal_exits_8(aivc, monkeypatch):
 
 
 @pytest.mark.skipif(not apps.is_installed("jobs"), reason="the jobs app is not in this build")
-def test_jobs_submit_ls_and_cancel(logged_in, student, host):
+def test_jobs_submit_ls_logs_and_cancel(logged_in, student, host):
     submitted = logged_in(
         "--json",
         "jobs",
@@ -147,4 +147,6 @@ def test_jobs_submit_ls_and_cancel(logged_in, student, host):
     assert submitted.exit_code == 0, submitted.output
     job_id = json.loads(submitted.output)["id"]
     assert str(job_id) in logged_in("jobs", "ls").output
+    assert logged_in("jobs", "logs", str(job_id), "--tail", "5").exit_code == 0
     assert logged_in("jobs", "cancel", str(job_id)).exit_code == 0
+    assert logged_in("jobs", "logs", "999999").exit_code == client.EXIT_NOT_FOUND
