@@ -12,11 +12,13 @@ class CapabilityProfile(models.Model):
 
     name = models.CharField(max_length=64, unique=True)
     is_default = models.BooleanField(default=False)
-    cpus = models.DecimalField(max_digits=6, decimal_places=2, null=True, blank=True)
-    memory_gb = models.PositiveIntegerField(null=True, blank=True)
-    gpus = models.PositiveSmallIntegerField(null=True, blank=True)
-    work_space_gb = models.PositiveIntegerField(null=True, blank=True)
-    backup_space_gb = models.PositiveIntegerField(null=True, blank=True)
+    cpus = models.DecimalField("CPUs", max_digits=6, decimal_places=2, null=True, blank=True)
+    memory_gb = models.PositiveIntegerField(
+        "Memory (GiB)", null=True, blank=True, help_text="RAM + swap a container may use."
+    )
+    gpus = models.PositiveSmallIntegerField("GPUs", null=True, blank=True)
+    work_space_gb = models.PositiveIntegerField("Work space (GiB)", null=True, blank=True)
+    backup_space_gb = models.PositiveIntegerField("Backup space (GiB)", null=True, blank=True)
     job_time_limit_minutes = models.PositiveIntegerField(
         null=True,
         blank=True,

@@ -139,7 +139,7 @@ def user_update_profile(
     return user
 
 
-FORWARD_PORT_DUPLICATED = "Forward Port Duplicated!!"
+FORWARD_PORT_DUPLICATED = "Another account already uses this port; choose a free one."
 
 
 def user_change_forward_port(*, user: User, port: int, ports_held: Collection[int] = ()) -> User:

@@ -1,8 +1,15 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from aivc_portal.api import api_not_found
+
+admin.site.site_header = format_lazy(_("{site} administration"), site=settings.SITE_NAME)
+admin.site.site_title = format_lazy(_("{site} admin"), site=settings.SITE_NAME)
+admin.site.index_title = _("Hosts, bookings and accounts")
 
 urlpatterns = [
     path("admin/", admin.site.urls),

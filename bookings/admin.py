@@ -125,3 +125,6 @@ class GpuAllocationAdmin(admin.ModelAdmin):
     list_filter = ("active", "gpu__host")
     list_select_related = ("reservation__user", "reservation__host", "gpu__host")
     search_fields = ("reservation__user__username",)
+
+    def has_add_permission(self, request) -> bool:
+        return False  # GPUs are allocated by the booking rules, never by hand

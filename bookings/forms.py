@@ -6,13 +6,31 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.functional import lazy
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
 from accounts.models import User
 from bookings.selectors import hosts_open_to
+from bookings.services import (
+    KEYLESS_IMAGE,
+    NOT_AVAILABLE_IMAGE,
+    NOT_ENOUGH_CAPACITY,
+    OVER_MAXIMUM,
+    OWN_OVERLAP,
+)
 from bookings.timeslots import NOW_FLAG
-from containers.models import Host, Image
+from containers.models import Gpu, Host, Image
+
+
+class IsoDateInput(forms.DateInput):
+    """`<input type=date>` shows and sends only ISO dates; a localized value (zh-Hant
+    renders 2026/11/23) would leave it empty and fail the default submission."""
+
+    input_type = "date"
+
+    def __init__(self, attrs: dict | None = None) -> None:
+        super().__init__(attrs=attrs, format="%Y-%m-%d")
+
 
 SLOT_TIMES = [(f"{minutes // 60:02d}:{minutes % 60:02d}",) * 2 for minutes in range(0, 24 * 60, 30)]
 
@@ -41,6 +59,18 @@ EXTENSIONS = [
 END_AFTER = "duration"
 END_AT = "at"
 
+# Messages of the booking service that are shown translated; a message may add detail
+# after one of them, e.g. "Over the maximum required. (cpus: 1 ~ 8)".
+SERVICE_MESSAGES = (NOT_ENOUGH_CAPACITY, OVER_MAXIMUM, NOT_AVAILABLE_IMAGE, KEYLESS_IMAGE, OWN_OVERLAP)
+
+
+def translate_service_message(message: str) -> str:
+    for english in SERVICE_MESSAGES:
+        if message.startswith(english):
+            return gettext(english) + message[len(english) :]
+    return message
+
+
 # Service errors name service arguments; these are the form fields that show them.
 SERVICE_FIELD_TO_FORM_FIELD = {"start": "start_date", "end": "end_date", "image": "image"}
 
@@ -55,9 +85,7 @@ def _local_datetime(day: date | None, slot: str | None) -> datetime | None:
 class BookingForm(forms.Form):
     host = forms.ModelChoiceField(queryset=Host.objects.order_by("name"), empty_label=None, label=_("Host"))
     start_now = forms.BooleanField(required=False, label=_("Start now"))
-    start_date = forms.DateField(
-        required=False, label=_("Start date"), widget=forms.DateInput(attrs={"type": "date"})
-    )
+    start_date = forms.DateField(required=False, label=_("Start date"), widget=IsoDateInput())
     start_time = forms.ChoiceField(choices=SLOT_TIMES, required=False, label=_("Start time"))
     end_kind = forms.ChoiceField(
         choices=[(END_AFTER, _("For a duration")), (END_AT, _("Until a date and time"))],
@@ -66,12 +94,10 @@ class BookingForm(forms.Form):
         label=_("End"),
     )
     duration = forms.ChoiceField(choices=DURATIONS, required=False, initial="1-day", label=_("Duration"))
-    end_date = forms.DateField(
-        required=False, label=_("End date"), widget=forms.DateInput(attrs={"type": "date"})
-    )
+    end_date = forms.DateField(required=False, label=_("End date"), widget=IsoDateInput())
     end_time = forms.ChoiceField(choices=SLOT_TIMES, required=False, label=_("End time"))
     cpus = forms.DecimalField(label=_("CPUs"), max_digits=6, decimal_places=2, initial=1)
-    memory_gb = forms.IntegerField(label=_("Memory (GB)"), initial=4)
+    memory_gb = forms.IntegerField(label=_("Memory (GiB)"), initial=4, help_text=_("RAM + swap."))
     gpu_count = forms.IntegerField(label=_("GPUs"), initial=1)
     image = forms.ModelChoiceField(queryset=Image.objects.none(), empty_label=None, label=_("Image"))
     extra_command = forms.CharField(
@@ -87,11 +113,13 @@ class BookingForm(forms.Form):
         self.fields["host"].queryset = hosts_open_to(user=user)
         if host_labels:
             self.fields["host"].label_from_instance = lambda host: host_labels.get(host.pk, host.name)
-        images = Image.objects.filter(is_active=True).order_by("reference")
+        images = Image.objects.filter(is_active=True, login=Image.Login.KEYS).order_by("reference")
         self.fields["image"].queryset = images
         default = images.filter(pk=user.default_image_id).first() or images.filter(is_default=True).first()
         self.fields["image"].initial = default.pk if default else None
         self.fields["extra_command"].initial = user.default_extra_command
+        if not Gpu.objects.filter(is_active=True).exists():
+            self.fields["gpu_count"].initial = 0  # a lab (or demo) without GPUs
         for name in ("cpus", "memory_gb", "gpu_count"):
             self.fields[name].widget.attrs["inputmode"] = "decimal" if name == "cpus" else "numeric"
 
@@ -121,19 +149,19 @@ class BookingForm(forms.Form):
             for name, messages in error.message_dict.items():
                 field = end_field if name == "end" else SERVICE_FIELD_TO_FORM_FIELD.get(name, name)
                 for message in messages:
-                    self.add_error(field if field in self.fields else None, message)
+                    self.add_error(
+                        field if field in self.fields else None, translate_service_message(message)
+                    )
         else:
             for message in error.messages:
-                self.add_error(None, message)
+                self.add_error(None, translate_service_message(message))
 
 
 class ExtendForm(forms.Form):
     """A later end: by a step from the current end, or at a date and time."""
 
     extend_by = forms.ChoiceField(choices=EXTENSIONS, required=False, label=_("Extend by"))
-    end_date = forms.DateField(
-        required=False, label=_("Or until date"), widget=forms.DateInput(attrs={"type": "date"})
-    )
+    end_date = forms.DateField(required=False, label=_("Or until date"), widget=IsoDateInput())
     end_time = forms.ChoiceField(choices=[("", "—"), *SLOT_TIMES], required=False, label=_("Until time"))
 
     def __init__(self, *args, current_end: datetime, **kwargs) -> None:

@@ -3,6 +3,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 from containers.models import Gpu, Host, Image
 
@@ -49,9 +50,9 @@ class Reservation(models.Model):
     booked_end = models.DateTimeField(
         null=True, blank=True, help_text="The end as booked or extended, before any release."
     )
-    cpus = models.DecimalField(max_digits=6, decimal_places=2)
-    memory_gb = models.PositiveIntegerField()
-    gpu_count = models.PositiveSmallIntegerField(default=0)
+    cpus = models.DecimalField("CPUs", max_digits=6, decimal_places=2)
+    memory_gb = models.PositiveIntegerField("Memory (GiB)", help_text="RAM + swap.")
+    gpu_count = models.PositiveSmallIntegerField("GPUs", default=0)
     image = models.ForeignKey(
         Image, null=True, blank=True, on_delete=models.PROTECT, related_name="reservations"
     )
@@ -85,7 +86,8 @@ class Reservation(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} {self.user} on {self.host} {self.start:%Y-%m-%d %H:%M}"
+        # Names in admin and logs read in the lab's time zone, as every page does.
+        return f"#{self.pk} {self.user} on {self.host} {timezone.localtime(self.start):%Y-%m-%d %H:%M}"
 
     @property
     def is_live(self) -> bool:
@@ -117,6 +119,7 @@ class GpuAllocation(models.Model):
     active = models.BooleanField(default=True, help_text="Off once the reservation is cancelled or failed.")
 
     class Meta:
+        verbose_name = "GPU allocation"
         ordering = ["gpu__index"]
         indexes = [models.Index(fields=["gpu", "end", "start"], name="allocation_gpu_window")]
         constraints = [

@@ -20,7 +20,7 @@ from bookings.reports import (
     reservation_rows,
     usage_rows,
 )
-from bookings.timeslots import YEARS
+from bookings.timeslots import MAX_AHEAD, YEARS
 from containers.telemetry.selectors import gpu_hours_busy_by_user
 
 MAX_RANGE_DAYS = 1096  # three years
@@ -81,7 +81,8 @@ def reports(request: HttpRequest) -> HttpResponse:
         form = ReportRangeForm(request.GET)
         return _page(request, form, status=200 if form.is_valid() else 400)
     today = timezone.localdate()
-    initial = {"from": today.replace(day=1), "to": today}
+    # This month so far and every booking ahead (a start is at most MAX_AHEAD away).
+    initial = {"from": today.replace(day=1), "to": today + MAX_AHEAD}
     form = ReportRangeForm(initial=initial)
     return render(
         request,

@@ -53,19 +53,26 @@ RESERVATION_COLUMNS = (
     "cancelled_or_released",
     "hours_given_back",
 )
+# Per user: hours *booked* (every reservation's window as booked, cancelled ones too),
+# *held* (what kept capacity from others: booked minus what was cancelled or released),
+# *run* (a container ran; never-run and cancelled reservations add nothing), and
+# *busy* GPU hours (telemetry saw the GPUs working).
 USAGE_COLUMNS = (
     "user",
     "reservations",
     "hours_booked",
+    "hours_held",
+    "hours_run",
     "gpu_hours_booked",
+    "gpu_hours_held",
     "gpu_hours_run",
-    "cpu_hours_booked",
+    "gpu_hours_busy",
+    "cpu_hours_held",
     "cpu_hours_run",
-    "blocked_or_failed",
     "cancelled",
     "released_early",
+    "blocked_or_failed",
     "hours_given_back",
-    "gpu_hours_busy",
 )
 
 
@@ -283,9 +290,12 @@ def reservation_rows(*, report_range: ReportRange, now: datetime) -> Iterator[li
 class _UserTotals:
     reservations: int = 0
     hours_booked: float = 0.0
+    hours_held: float = 0.0
+    hours_run: float = 0.0
     gpu_hours_booked: float = 0.0
+    gpu_hours_held: float = 0.0
     gpu_hours_run: float = 0.0
-    cpu_hours_booked: float = 0.0
+    cpu_hours_held: float = 0.0
     cpu_hours_run: float = 0.0
     blocked_or_failed: int = 0
     cancelled: int = 0
@@ -346,11 +356,15 @@ def usage_rows(
             user = totals[user_id] = _UserTotals()
             names[user_id] = username
         cpus = float(cpus)
+        held = result.hours_booked - result.hours_given_back
         user.reservations += 1
         user.hours_booked += result.hours_booked
+        user.hours_held += held
+        user.hours_run += result.hours_run
         user.gpu_hours_booked += result.hours_booked * gpu_count
+        user.gpu_hours_held += held * gpu_count
         user.gpu_hours_run += result.hours_run * gpu_count
-        user.cpu_hours_booked += result.hours_booked * cpus
+        user.cpu_hours_held += held * cpus
         user.cpu_hours_run += result.hours_run * cpus
         user.blocked_or_failed += status in UNSUCCESSFUL_STATUSES
         user.cancelled += result.given_back_by == "cancelled"
@@ -362,15 +376,18 @@ def usage_rows(
             neutralise(names[user_id]),
             user.reservations,
             f"{user.hours_booked:.2f}",
+            f"{user.hours_held:.2f}",
+            f"{user.hours_run:.2f}",
             f"{user.gpu_hours_booked:.2f}",
+            f"{user.gpu_hours_held:.2f}",
             f"{user.gpu_hours_run:.2f}",
-            f"{user.cpu_hours_booked:.2f}",
+            f"{gpu_hours_busy.get(user_id, 0.0):.2f}",
+            f"{user.cpu_hours_held:.2f}",
             f"{user.cpu_hours_run:.2f}",
-            user.blocked_or_failed,
             user.cancelled,
             user.released_early,
+            user.blocked_or_failed,
             f"{user.hours_given_back:.2f}",
-            f"{gpu_hours_busy.get(user_id, 0.0):.2f}",
         ]
 
 

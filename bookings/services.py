@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from accounts.models import User
 from accounts.selectors import capability_for
@@ -24,10 +25,18 @@ from containers.models import Host, Image
 RECONCILE_TASK = "containers.tasks.reconcile"
 # Capacity a booking gives back may let a queued batch job start.
 SCHEDULE_JOBS_TASK = "jobs.tasks.schedule_jobs"
-NOT_ENOUGH_CAPACITY = "There is not enough computing power for the time you need, book again."
-OVER_MAXIMUM = "Over the maximum required."
-NOT_AVAILABLE_IMAGE = "Not the available image!"
-OWN_OVERLAP = "The time you are booking overlaps with your previous booking!!"
+# The host's agent checks (and pulls) the image ahead of the start.
+PREPARE_IMAGE_TASK = "containers.tasks.prepare_image"
+# The seed's messages: services raise them in English (tests and the API rely on them);
+# gettext_noop marks them for the catalogue, and forms show them translated.
+NOT_ENOUGH_CAPACITY = gettext_noop("There is not enough computing power for the time you need, book again.")
+OVER_MAXIMUM = gettext_noop("Over the maximum required.")
+NOT_AVAILABLE_IMAGE = gettext_noop("Not the available image!")
+KEYLESS_IMAGE = gettext_noop(
+    "This image needs a password login, which the portal no longer passes; "
+    "choose an image that takes SSH keys."
+)
+OWN_OVERLAP = gettext_noop("The time you are booking overlaps with your previous booking.")
 MAX_EXTRA_COMMAND = 1000
 # Requests are small numbers; anything this big is a typo, refused before arithmetic on it.
 MAX_NUMBER = Decimal(1_000_000)
@@ -194,6 +203,9 @@ def _resolve_image(image: object, *, user: User) -> Image:
         chosen = Image.objects.filter(**lookup, is_active=True).first()
     if chosen is None:
         raise ValidationError({"image": NOT_AVAILABLE_IMAGE}, code="image_unavailable")
+    if not chosen.takes_portal_keys:
+        # Its container would start, and nobody could ever log in to it.
+        raise ValidationError({"image": KEYLESS_IMAGE}, code="image_needs_password")
     return chosen
 
 
@@ -272,6 +284,7 @@ def reservation_create(
             )
     except IntegrityError as error:
         raise _refused_by_database(error) from None
+    queue_host_task(PREPARE_IMAGE_TASK, host=reservation.host, reservation_id=reservation.pk)
     if start <= now:
         queue_host_task(RECONCILE_TASK, host=reservation.host)
     return reservation

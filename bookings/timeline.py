@@ -9,7 +9,7 @@ from decimal import Decimal
 from django.db.models import Prefetch
 from django.utils import timezone
 
-from bookings.capacity import free_cpus, free_memory_gb, usage_per_slot
+from bookings.capacity import usage_per_slot
 from bookings.models import GpuAllocation, Reservation
 from bookings.timeslots import MAX_AHEAD, SLOT, slot_floor
 from containers.models import Gpu, Host
@@ -47,6 +47,10 @@ class Headroom:
         return f"{self.cpus.normalize():f}"
 
     @property
+    def overbooked(self) -> bool:
+        return self.cpus < 0 or self.memory_gb < 0
+
+    @property
     def cpus_level(self) -> str:
         return _level(self.cpus_share)
 
@@ -56,8 +60,10 @@ class Headroom:
 
 
 def _level(share: float) -> str:
-    """A coarse band for colouring headroom: none, low, some, plenty."""
-    if share <= 0:
+    """A coarse band for colouring headroom: over (overbooked), none, low, some, plenty."""
+    if share < 0:
+        return "over"
+    if share == 0:
         return "none"
     return "low" if share < 0.2 else "some" if share < 0.5 else "plenty"
 
@@ -127,7 +133,9 @@ def _headroom(host: Host, rows: list[tuple], *, start: datetime, slots: int) -> 
     """Free CPUs and memory per slot, from the capacity engine, as runs of equal value."""
     runs: list[Headroom] = []
     for column, used in enumerate(usage_per_slot(rows, start=start, slots=slots)):
-        cpus_free, memory_free = free_cpus(host, used), free_memory_gb(host, used)
+        # Not clamped at zero: below it the host is overbooked (shrunk in admin below what
+        # is booked), and the timeline says by how much instead of "0 free".
+        cpus_free, memory_free = Decimal(host.cpus) - used.cpus, host.memory_gb - used.memory_gb
         if runs and runs[-1].cpus == cpus_free and runs[-1].memory_gb == memory_free:
             last = runs[-1]
             runs[-1] = Headroom(

@@ -31,10 +31,12 @@ from bookings.services import (
     reservation_create,
     reservation_extend,
     reservation_release,
+    reservation_request_restart,
 )
 from bookings.timeline import timeline as build_timeline
 from bookings.timeslots import MAX_AHEAD, SLOT, parse_time_input, slot_floor
 from containers.agent_selectors import host_health
+from containers.selectors import image_presence, image_presences_for
 from containers.telemetry.selectors import gpu_table, idle_reservations_for_user, reservation_gpu_usage
 
 
@@ -50,15 +52,32 @@ def ssh_command(reservation: Reservation) -> str:
     return f"ssh -p {reservation.forward_port} root@{reservation.host.address or reservation.host.name}"
 
 
+def _live_panels(reservations: list[Reservation]) -> list[dict]:
+    """What `_live_status.html` shows for each reservation; it keeps polling while the
+    status may still change on its own."""
+    presences = image_presences_for(reservations=reservations)
+    return [
+        {
+            "r": reservation,
+            "ssh_command": ssh_command(reservation),
+            "presence": presences.get(reservation.pk),
+            "polling": reservation.is_live,
+        }
+        for reservation in reservations
+    ]
+
+
 @login_required
 @require_safe
 def dashboard(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     user = request.user
     by_time = reservations_by_time(user_id=user.pk, now=now)
+    upcoming = list(by_time.upcoming)
     context = {
-        "current": [(reservation, ssh_command(reservation)) for reservation in by_time.current],
-        "upcoming": by_time.upcoming,
+        "current": _live_panels(list(by_time.current)),
+        "upcoming_notices": [panel for panel in _live_panels(upcoming) if panel["presence"]],
+        "upcoming": upcoming,
         "past": by_time.past,
         "hosts": host_outlooks(user=user, now=now),
         "audits": space_audits_against_quota(user=user),
@@ -191,6 +210,8 @@ def reservation_capacity(request: HttpRequest) -> HttpResponse:
     if context["host"] is not None:
         context["capability"] = capability_for(user=request.user, host=context["host"])
         context["health"] = host_health(host=context["host"], now=now)
+        if data.get("image") is not None:
+            context["presence"] = image_presence(host=context["host"], image=data["image"])
         window = _window(form, now=now)
         if window is not None:
             free = availability(host=context["host"], start=window[0], end=window[1])
@@ -208,7 +229,7 @@ def reservation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     now = timezone.now()
     context = {
         "reservation": reservation,
-        "ssh_command": ssh_command(reservation),
+        "live": _live_panels([reservation])[0],
         "events": reservation.events.select_related("host").order_by("-created_at", "-id")[:50],
         "can_cancel": reservation.can_cancel(now),
         "can_release": reservation.can_release(now),
@@ -217,6 +238,14 @@ def reservation_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "gpu_usage": reservation_gpu_usage(reservation=reservation) if reservation.gpu_count else None,
     }
     return render(request, "bookings/reservation_detail.html", context)
+
+
+@login_required
+@require_safe
+def reservation_status(request: HttpRequest, pk: int) -> HttpResponse:
+    """The live status fragment the dashboard and the reservation page poll."""
+    reservation = _owned_reservation(request, pk)
+    return render(request, "bookings/_live_status.html", _live_panels([reservation])[0])
 
 
 def _confirm_action(request: HttpRequest, pk: int, *, action: str, service, done: str) -> HttpResponse:
@@ -249,6 +278,22 @@ def reservation_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
 def reservation_release_view(request: HttpRequest, pk: int) -> HttpResponse:
     return _confirm_action(
         request, pk, action="release", service=reservation_release, done=_("The reservation was released.")
+    )
+
+
+def _restart(*, reservation: Reservation, now: datetime) -> Reservation:
+    return reservation_request_restart(reservation=reservation)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def reservation_restart_view(request: HttpRequest, pk: int) -> HttpResponse:
+    return _confirm_action(
+        request,
+        pk,
+        action="restart",
+        service=_restart,
+        done=_("Your container is being restarted; it is back in a few seconds."),
     )
 
 

@@ -4,10 +4,12 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from aivc_portal.admin_actions import action_form_page
+from bookings.capacity import availability
 from bookings.maintenance import host_drain, host_set_accepting_bookings, reservations_to_drain
 from bookings.models import HostAccess
+from bookings.timeslots import MAX_AHEAD, MAX_LENGTH
 from containers.agent_selectors import host_health
-from containers.models import ContainerEvent, Gpu, Host, HostAgent, Image, SpaceAudit
+from containers.models import ContainerEvent, Gpu, Host, HostAgent, Image, ImagePresence, SpaceAudit
 
 
 class GpuInline(admin.TabularInline):
@@ -99,6 +101,25 @@ class HostAdmin(admin.ModelAdmin):
         agent = getattr(host, "agent", None) if host.served_by_agent else None
         return agent.last_seen_at if agent else "-"
 
+    def save_model(self, request: HttpRequest, obj: Host, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change:
+            self._warn_if_overbooked(request, obj)
+
+    def _warn_if_overbooked(self, request: HttpRequest, host: Host) -> None:
+        """Shrinking a host below what is booked is allowed (hardware fails), but said."""
+        now = timezone.now()
+        peak = availability(host=host, start=now, end=now + MAX_AHEAD + MAX_LENGTH).peak
+        if peak.cpus > host.cpus or peak.memory_gb > host.memory_gb:
+            self.message_user(
+                request,
+                f"{host.name} now has less than is booked: up to {peak.cpus.normalize():f} CPUs and "
+                f"{peak.memory_gb} GiB memory are booked at once, the host lends {host.cpus} CPUs and "
+                f"{host.memory_gb} GiB. Existing reservations keep their place; release or move some "
+                "(the timeline shows where it is overbooked).",
+                messages.WARNING,
+            )
+
     @admin.display(description="GPUs in service", ordering="gpus_in_service")
     def gpu_count(self, host: Host) -> int:
         return host.gpus_in_service
@@ -160,9 +181,23 @@ class GpuAdmin(admin.ModelAdmin):
 
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
-    list_display = ("reference", "description", "cuda_version", "is_default", "is_active")
-    list_filter = ("is_active", "is_default")
+    list_display = ("reference", "description", "cuda_version", "login", "is_default", "is_active")
+    list_filter = ("is_active", "is_default", "login")
     search_fields = ("reference", "description")
+
+
+@admin.register(ImagePresence)
+class ImagePresenceAdmin(admin.ModelAdmin):
+    """Written by the hosts' agents; maintainers read it to see which pulls failed."""
+
+    list_display = ("image", "host", "state", "progress", "checked_at")
+    list_filter = ("state", "host")
+    list_select_related = ("image", "host")
+    search_fields = ("image__reference", "message")
+    readonly_fields = ("host", "image", "state", "progress", "message", "checked_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False
 
 
 @admin.register(ContainerEvent)
@@ -178,6 +213,13 @@ class ContainerEventAdmin(admin.ModelAdmin):
     search_fields = ("message", "sign", "user__username")
     date_hierarchy = "created_at"
     raw_id_fields = ("user", "reservation")
+
+    class Media:
+        # Long messages wrap instead of widening the table past a 1280 px screen.
+        css = {"all": ("css/admin.css",)}
+
+    def has_add_permission(self, request) -> bool:
+        return False  # the monitor log is written by the portal, never by hand
 
 
 @admin.register(SpaceAudit)

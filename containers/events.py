@@ -38,6 +38,8 @@ SPACE_WARNING = Kind(Level.WARNING, "SpaceWarning")
 SPACE_AUDIT_TIMEOUT = Kind(Level.WARNING, "SpaceAuditTimeout")
 SPACE_AUDIT_UNREADABLE = Kind(Level.WARNING, "SpaceAuditUnreadable")
 IMAGE_MISSING = Kind(Level.ERROR, "ImageMissing")
+IMAGE_PULL_FAILED = Kind(Level.ERROR, "ImagePullFailed")
+IMAGE_NEEDS_PASSWORD = Kind(Level.ERROR, "ImageNeedsPassword")
 IMAGE_INACTIVE = Kind(Level.ERROR, "ImageInactive")
 FOLDER_PROBLEM = Kind(Level.ERROR, "FolderProblem")
 LAUNCH_ERROR = Kind(Level.ERROR, "LaunchError")
@@ -135,8 +137,8 @@ def started(
 ) -> Event:
     return Event(
         INFO,
-        f"{username} is successfully run the container {container_name} "
-        f"(cpus {cpus}, memory {memory_gb} GB, GPUs {gpus}, port {ssh_port})",
+        f"{username}'s container {container_name} started "
+        f"(CPUs {cpus}, memory {memory_gb} GiB, GPUs {gpus}, port {ssh_port})",
     )
 
 
@@ -192,3 +194,18 @@ def job_finished(
     kind = JOB_FINISHED if status in ("succeeded", "cancelled") else JOB_FINISHED_BADLY
     suffix = f": {detail}" if detail else ""
     return Event(kind, f"{username}'s job #{job_id} {status.replace('_', ' ')} ({code}){suffix}")
+
+
+# Messages of the image check ahead of a start ----------------------------------------------
+
+
+def image_pulled(*, reference: str, host_name: str) -> Event:
+    return Event(INFO, f"Pulled the image {reference} on {host_name} ahead of a reservation's start")
+
+
+def image_pull_failed(*, reference: str, host_name: str, error: Exception) -> Event:
+    return Event(
+        IMAGE_PULL_FAILED,
+        f"The image {reference} is not on {host_name} and pulling it failed ({error}); "
+        "build or pull it there, or deactivate the image",
+    )

@@ -24,7 +24,7 @@ from django.utils import timezone
 from accounts.selectors import capability_for
 from aivc_portal.scheduler import queue_task
 from bookings.models import Reservation
-from containers import events, job_lifecycle, selectors, services
+from containers import events, image_services, job_lifecycle, selectors, services
 from containers.locks import exclusive
 from containers.models import Host
 from containers.runtime import (
@@ -400,6 +400,14 @@ def _launch(
     if not services.reservation_mark_starting(reservation=reservation):
         return  # cancelled or ended meanwhile
     image = reservation.image.reference if reservation.image else ""
+    if reservation.image and not reservation.image.takes_portal_keys:
+        # Booked before a maintainer marked the image legacy: nobody could log in to it.
+        message = (
+            f"The image {image} expects a password login, which the portal does not pass; "
+            "book an image that takes SSH keys"
+        )
+        _fail_launch(reservation, now=now, report=report, kind=events.IMAGE_NEEDS_PASSWORD, message=message)
+        return
     if reservation.image is not None and not reservation.image.is_active:
         # Withdrawn by the maintainers after the booking: no container runs it again.
         message = (
@@ -416,6 +424,8 @@ def _launch(
     except EngineUnavailable:
         raise
     except ImageMissing as error:
+        if image and image_services.image_launch_waits(reservation=reservation, now=now):
+            return  # the host's agent is pulling it; a later tick launches
         message = (
             f"The image {image or '(none)'} is not on {reservation.host.name}; "
             f"ask a maintainer to pull it or book another image ({error})"

@@ -17,9 +17,9 @@ class Host(models.Model):
     docker_url = models.CharField(
         max_length=255, blank=True, help_text="Docker engine URL; blank means the local engine."
     )
-    cpus = models.PositiveIntegerField(help_text="CPUs the host lends to containers.")
-    ram_gb = models.PositiveIntegerField(help_text="RAM the host lends, GiB.")
-    swap_gb = models.PositiveIntegerField(default=0, help_text="Swap the host lends, GiB.")
+    cpus = models.PositiveIntegerField("CPUs", help_text="CPUs the host lends to containers.")
+    ram_gb = models.PositiveIntegerField("RAM (GiB)", help_text="RAM the host lends, GiB.")
+    swap_gb = models.PositiveIntegerField("Swap (GiB)", default=0, help_text="Swap the host lends, GiB.")
     max_work_space_gb = models.PositiveIntegerField(
         default=500, help_text="Work folder quota a 'host maximum' profile resolves to, GiB."
     )
@@ -67,12 +67,14 @@ class Gpu(models.Model):
     index = models.PositiveSmallIntegerField()
     uuid = models.CharField(max_length=64, blank=True)
     name = models.CharField(max_length=128, blank=True)
-    memory_mb = models.PositiveIntegerField(default=0)
+    memory_mb = models.PositiveIntegerField("Memory (MiB)", default=0)
     is_active = models.BooleanField(
         default=True, help_text="Off: the GPU is out of service and never allocated."
     )
 
     class Meta:
+        verbose_name = "GPU"
+        verbose_name_plural = "GPUs"
         ordering = ["host", "index"]
         constraints = [models.UniqueConstraint(fields=["host", "index"], name="gpu_unique_host_index")]
 
@@ -81,12 +83,23 @@ class Gpu(models.Model):
 
 
 class Image(models.Model):
+    class Login(models.TextChoices):
+        KEYS = "keys", "SSH keys mounted by the portal"
+        PASSWORD = "password", "Password variable (legacy image, cannot be booked)"
+
     reference = models.CharField(max_length=255, unique=True, help_text='"repo:tag"')
     description = models.CharField(max_length=255, blank=True)
     cuda_version = models.CharField(max_length=32, blank=True)
     is_default = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
     start_command = models.CharField(max_length=1000, blank=True, help_text="Empty: the image's own command.")
+    login = models.CharField(
+        max_length=16,
+        choices=Login.choices,
+        default=Login.KEYS,
+        help_text="How users log in. Legacy images that expect a PASSWORD variable cannot be "
+        "entered: the portal never passes passwords, so they are refused at booking.",
+    )
 
     class Meta:
         ordering = ["reference"]
@@ -107,6 +120,43 @@ class Image(models.Model):
             raise ValidationError(
                 {"start_command": f"Wrong Input! The start command cannot be read as arguments ({problem})."}
             )
+
+    @property
+    def takes_portal_keys(self) -> bool:
+        """Whether a user can log in to a container of this image with the keys the portal
+        mounts; a legacy password image started without a password lets nobody in."""
+        return self.login == self.Login.KEYS
+
+
+class ImagePresence(models.Model):
+    """Whether a host's engine holds an image, kept by the host's agent: checked when a
+    reservation is made and pulled ahead of its start, so a missing image shows at once."""
+
+    class State(models.TextChoices):
+        PRESENT = "present", "Present"
+        PULLING = "pulling", "Pulling"
+        MISSING = "missing", "Missing"
+        FAILED = "failed", "Pull failed"
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="image_presences")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="presences")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.MISSING)
+    progress = models.CharField(max_length=200, blank=True, help_text="The engine's last pull progress line.")
+    message = models.TextField(blank=True, help_text="The engine's own words when a pull failed.")
+    checked_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["host", "image"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "image"], name="imagepresence_unique_host_image")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.image} on {self.host}: {self.get_state_display()}"
+
+    @property
+    def is_problem(self) -> bool:
+        return self.state in (self.State.MISSING, self.State.FAILED)
 
 
 class ContainerEvent(models.Model):

@@ -8,7 +8,7 @@ import contextlib
 import itertools
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from math import ceil
@@ -33,6 +33,8 @@ LABEL_JOB = "aivc.job"
 SSH_PORT = "22/tcp"
 ICC_OPTION = "com.docker.network.bridge.enable_icc"
 NETWORK_LABELS = {"aivc.purpose": "tenant-isolation"}
+# The entrypoint of the images built from deploy/images/ (and the offline test image).
+LAB_ENTRYPOINT = "/usr/local/sbin/aivc-entrypoint"
 
 
 class RuntimeProblem(Exception):
@@ -46,6 +48,10 @@ class EngineUnavailable(RuntimeProblem):
 class ImageMissing(RuntimeProblem):
     """The engine does not hold the image: launching cannot succeed until a maintainer
     pulls it."""
+
+
+class PullFailed(RuntimeProblem):
+    """The engine could not pull the image (unknown name, no registry access, no space)."""
 
 
 class NameInUse(RuntimeProblem):
@@ -254,6 +260,19 @@ class ContainerRuntime(ABC):
         """The engine's version, for the agent's heartbeat; raises EngineUnavailable."""
         return ""
 
+    @abstractmethod
+    def image_present(self, reference: str) -> bool:
+        """Whether the engine holds the image."""
+
+    @abstractmethod
+    def pull_image(self, reference: str, *, progress: Callable[[str], None]) -> None:
+        """Pulls the image, calling `progress` with the engine's status lines; raises
+        `PullFailed` or `EngineUnavailable`."""
+
+    @abstractmethod
+    def lab_images(self) -> list[str]:
+        """Tags of the engine's images that start the lab entrypoint (key-only sshd)."""
+
     # Batch jobs: a job's container is stopped at its time limit and read (exit code, output)
     # before it is removed.
 
@@ -442,6 +461,47 @@ class DockerRuntime(ContainerRuntime):
         except Exception as error:
             raise self._translate(error) from None
 
+    def image_present(self, reference: str) -> bool:
+        import docker
+
+        try:
+            self.client.images.get(reference)
+        except docker.errors.ImageNotFound:
+            return False
+        except Exception as error:
+            raise self._translate(error) from None
+        return True
+
+    def lab_images(self) -> list[str]:
+        try:
+            images = self.client.images.list()
+        except Exception as error:
+            raise self._translate(error) from None
+        return sorted(
+            tag
+            for image in images
+            if LAB_ENTRYPOINT in ((image.attrs.get("Config") or {}).get("Entrypoint") or [])
+            for tag in image.tags
+        )
+
+    def pull_image(self, reference: str, *, progress: Callable[[str], None]) -> None:
+        import docker
+
+        repository, tag = docker.utils.parse_repository_tag(reference)
+        try:
+            for line in self.client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+                if "error" in line:
+                    raise PullFailed(str(line["error"]))
+                status = " ".join(str(line[key]) for key in ("status", "progress") if line.get(key))
+                if status:
+                    progress(status)
+        except PullFailed:
+            raise
+        except docker.errors.APIError as error:
+            raise PullFailed(str(error.explanation or error)) from None
+        except Exception as error:
+            raise self._translate(error) from None
+
     def engine_version(self) -> str:
         try:
             return str(self.client.version().get("Version", ""))
@@ -488,6 +548,8 @@ class FakeEngine:
     def __init__(self) -> None:
         self.containers: dict[str, tuple[ContainerState, ContainerSpec]] = {}
         self.images: set[str] | None = None  # None: every image is present
+        self.pullable: set[str] = set()  # images a pull finds (added to `images`)
+        self.pulls: list[str] = []
         self.reachable = True
         self.runs: list[ContainerSpec] = []
         self.networks: set[str] = set()  # isolated networks made, as DockerRuntime makes them
@@ -570,6 +632,26 @@ class FakeRuntime(ContainerRuntime):
     def engine_version(self) -> str:
         self._check_reachable()
         return "fake"
+
+    def image_present(self, reference: str) -> bool:
+        self._check_reachable()
+        return self.engine.images is None or reference in self.engine.images
+
+    def lab_images(self) -> list[str]:
+        self._check_reachable()
+        return sorted(self.engine.images or ())
+
+    def pull_image(self, reference: str, *, progress: Callable[[str], None]) -> None:
+        self._check_reachable()
+        engine = self.engine
+        engine.pulls.append(reference)
+        if reference not in engine.pullable:
+            raise PullFailed(f"pull access denied for {reference}, repository does not exist (fake)")
+        progress("Pulling fs layer")
+        progress("Download complete")
+        with self._lock:
+            if engine.images is not None:
+                engine.images.add(reference)
 
     def stop(self, container_id: str, *, grace_s: int) -> None:
         self._check_reachable()

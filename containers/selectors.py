@@ -1,12 +1,13 @@
 """Reads for the container lifecycle."""
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from django.db.models import Min, Q, QuerySet
 
 from bookings.models import Reservation
 from containers.agent_selectors import served_hosts
-from containers.models import ContainerEvent, Host, SpaceAudit
+from containers.models import ContainerEvent, Host, Image, ImagePresence, SpaceAudit
 
 STARTS_PENDING = (Reservation.Status.SCHEDULED, Reservation.Status.BLOCKED)
 LAUNCHED = (Reservation.Status.STARTING, Reservation.Status.RUNNING)
@@ -86,3 +87,20 @@ def recent_event_exists(*, host: Host | None, level: str, message: str, since: d
     return ContainerEvent.objects.filter(
         host=host, level=level, message=message, created_at__gte=since
     ).exists()
+
+
+def image_presences_for(*, reservations: Iterable[Reservation]) -> dict[int, ImagePresence]:
+    """What the hosts' agents last found about each reservation's image, by reservation id;
+    a reservation whose image was not checked yet has no entry. One query."""
+    pairs = {(r.pk, r.host_id, r.image_id) for r in reservations if r.image_id}
+    if not pairs:
+        return {}
+    wanted = Q()
+    for _, host_id, image_id in pairs:
+        wanted |= Q(host_id=host_id, image_id=image_id)
+    found = {(p.host_id, p.image_id): p for p in ImagePresence.objects.filter(wanted).select_related("image")}
+    return {pk: found[(host_id, image_id)] for pk, host_id, image_id in pairs if (host_id, image_id) in found}
+
+
+def image_presence(*, host: Host, image: Image) -> ImagePresence | None:
+    return ImagePresence.objects.filter(host=host, image=image).first()

@@ -7,9 +7,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.utils import timezone
 
-from containers import lifecycle, space
+from containers import image_services, lifecycle, space
 from containers.agent_services import agent_silence_check
 from containers.models import Host
+from containers.runtime import get_runtime
 from containers.telemetry import tasks as telemetry_tasks
 
 
@@ -20,6 +21,13 @@ def reconcile(host_id: int | None = None, *, wake: bool = True) -> str:
 
 def wake_at_boundaries() -> str:
     return lifecycle.wake_at_boundaries()
+
+
+def prepare_image(reservation_id: int) -> str:
+    """Queued when a reservation is made: the image is present, or pulled, before the start."""
+    return image_services.image_prepare_for_reservation(
+        reservation_id=reservation_id, runtime_for=get_runtime, now=timezone.now()
+    )
 
 
 def space_audit(host_id: int | None = None) -> str:

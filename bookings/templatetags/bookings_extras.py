@@ -25,6 +25,17 @@ def status_label(status: str) -> str:
     return STATUS_LABELS.get(status, status)
 
 
+@register.filter
+def student_log_line(event) -> str:
+    """A monitor-log line as a student reads it: errors carry the engine's raw words, which
+    stay for maintainers in admin; the student gets the time, the sign and a plain line."""
+    if event.level != "ERROR":
+        return event.as_log_line()
+    stamp = timezone.localtime(event.created_at).strftime("%Y%m%d %H:%M")
+    plain = gettext("Something went wrong with your container; the maintainers have the details.")
+    return f"{stamp} [ERROR] {event.sign or 'Error'}, {plain}"
+
+
 # The timeline holds thousands of blocks; building their few attributes here is several
 # times faster than a template loop over them, and the page must come back in well under
 # 100 ms with 2,000 reservations.
@@ -74,7 +85,9 @@ def timeline_headroom(runs: list, kind: str) -> str:
         if kind == "cpus":
             value, level = run.cpus_text, run.cpus_level
         else:
-            value, level = f"{run.memory_gb} GB", run.memory_level
+            value, level = f"{run.memory_gb} GiB", run.memory_level
+        if level == "over":
+            value = gettext("over by %(amount)s") % {"amount": value.lstrip("-")}
         parts.append(
             f'<span class="free-{level}" style="grid-column: {run.column + 1} / span {run.span}" '
             f'title="{label}: {value}">{value}</span>'

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # Installs and starts a Docker engine for the container tests, and builds the offline test
-# image. Run as root on Debian 12; idempotent, so CI may run it on every build. Needs only
-# the Debian mirror: the image is made with `docker import` from Debian's static busybox.
+# images. Run as root on Debian 12; idempotent, so CI may run it on every build. Needs only
+# the Debian mirror: the busybox image is made with `docker import` from Debian's static
+# busybox, the sshd image from a debootstrap rootfs with openssh-server and the lab images'
+# own entrypoint and sshd_config (deploy/images/), so the tests log in as students do.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 TEST_IMAGE="${AIVC_TEST_IMAGE:-aivc-test/busybox:latest}"
+SSHD_IMAGE="${AIVC_SSHD_IMAGE:-aivc-test/sshd:latest}"
+DEBIAN_SUITE="${AIVC_DEBIAN_SUITE:-bookworm}"
+DEBIAN_MIRROR="${AIVC_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+IMAGES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../images" && pwd)"
 STATE_DIR="${AIVC_ENGINE_STATE:-/var/lib/aivc-test-engine}"
 HOOK_DIR="$STATE_DIR/bin"
 DOCKERD_LOG="${AIVC_DOCKERD_LOG:-/var/log/aivc-dockerd.log}"
 
 missing=()
-for package in docker.io busybox-static; do
+for package in docker.io busybox-static debootstrap; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 if ((${#missing[@]})); then
@@ -61,4 +67,23 @@ if ! "$DOCKER" image inspect "$TEST_IMAGE" >/dev/null 2>&1; then
     --change 'ENV PATH=/bin' \
     - "$TEST_IMAGE" >/dev/null
 fi
-echo "Docker engine ready; test image $TEST_IMAGE present."
+if ! "$DOCKER" image inspect "$SSHD_IMAGE" >/dev/null 2>&1; then
+  echo "Building $SSHD_IMAGE from a $DEBIAN_SUITE rootfs (debootstrap, a few minutes)"
+  sshd_rootfs=$(mktemp -d)
+  trap 'rm -rf "${rootfs:-}" "$sshd_rootfs"' EXIT
+  debootstrap --variant=minbase --include=openssh-server "$DEBIAN_SUITE" "$sshd_rootfs" "$DEBIAN_MIRROR" \
+    >/dev/null
+  install -d "$sshd_rootfs/tmp/aivc-image"
+  install -m 0644 "$IMAGES_DIR/sshd_config" "$IMAGES_DIR/entrypoint.sh" "$IMAGES_DIR/install.sh" \
+    "$sshd_rootfs/tmp/aivc-image/"
+  chroot "$sshd_rootfs" /bin/sh /tmp/aivc-image/install.sh
+  rm -rf "$sshd_rootfs/tmp/aivc-image"
+  rm -rf "$sshd_rootfs"/var/cache/apt/archives/*.deb "$sshd_rootfs"/var/lib/apt/lists/*
+  tar --numeric-owner -C "$sshd_rootfs" -cf - . | "$DOCKER" import \
+    --change 'ENTRYPOINT ["/usr/local/sbin/aivc-entrypoint"]' \
+    --change 'CMD []' \
+    --change 'EXPOSE 22' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    - "$SSHD_IMAGE" >/dev/null
+fi
+echo "Docker engine ready; test images $TEST_IMAGE and $SSHD_IMAGE present."

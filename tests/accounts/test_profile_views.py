@@ -4,6 +4,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.services import FORWARD_PORT_DUPLICATED
 from tests.accounts.test_profile_services import ED25519
 from tests.factories import ReservationFactory, UserFactory
 
@@ -42,7 +43,7 @@ def test_the_port_form_refuses_a_port_another_users_booking_still_uses(client, s
     other.save()
     client.force_login(student)
     response = client.post(reverse("profile"), {"action": "port", "port-forward_port": old_port})
-    assert response.context["port_form"].errors["forward_port"] == ["Forward Port Duplicated!!"]
+    assert response.context["port_form"].errors["forward_port"] == [FORWARD_PORT_DUPLICATED]
 
 
 def test_an_account_that_must_change_its_password_is_sent_to_the_form(client, student):

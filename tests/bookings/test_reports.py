@@ -1,11 +1,13 @@
 import csv
 import io
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from bookings.reports import neutralise
 from containers.models import Gpu
@@ -131,15 +133,18 @@ def test_the_usage_csv_has_a_row_per_user_with_totals(client, staff, known_data)
         "user": "alice",
         "reservations": "2",
         "hours_booked": "7.00",
+        "hours_held": "4.00",  # the cancelled booking held nothing
+        "hours_run": "4.00",
         "gpu_hours_booked": "11.00",
+        "gpu_hours_held": "8.00",
         "gpu_hours_run": "8.00",
-        "cpu_hours_booked": "22.00",
+        "gpu_hours_busy": "0.00",
+        "cpu_hours_held": "16.00",
         "cpu_hours_run": "16.00",
-        "blocked_or_failed": "0",
         "cancelled": "1",
         "released_early": "0",
+        "blocked_or_failed": "0",
         "hours_given_back": "3.00",
-        "gpu_hours_busy": "0.00",
     }
     assert (bob["reservations"], bob["blocked_or_failed"], bob["released_early"]) == ("3", "1", "1")
     assert (bob["gpu_hours_booked"], bob["gpu_hours_run"], bob["hours_given_back"]) == (
@@ -147,7 +152,18 @@ def test_the_usage_csv_has_a_row_per_user_with_totals(client, staff, known_data)
         "4.00",
         "8.00",
     )
+    # The failed and the upcoming reservations never ran: booked and held, not run.
+    assert (bob["hours_booked"], bob["hours_held"], bob["hours_run"]) == ("14.50", "6.50", "4.00")
     assert bob["cpu_hours_run"] == "6.00"
+
+
+@pytest.mark.django_db
+def test_the_default_report_range_includes_upcoming_bookings(client, staff):
+    client.force_login(staff)
+    page = client.get(reverse("reports"))
+    today = timezone.localdate()
+    assert page.context["range"].first == today.replace(day=1)
+    assert page.context["range"].last == today + timedelta(days=14)
 
 
 @pytest.mark.django_db

@@ -161,7 +161,7 @@ def test_the_capacity_panel_shows_maxima_and_what_is_free(client_for, student, h
     )
     response = client_for(student).get(reverse("reservation-capacity"), booking_data(host, image))
     page = response.content.decode()
-    assert "Your Maximum Capability Information: cpus=8 memory=32 gpus=1" in page
+    assert "Your limits: 8 CPUs, 32 GiB memory (RAM + swap), 1 GPUs" in page
     assert response.context["free"].cpus == 12
     assert response.context["free"].memory_gb == 70
     assert response.context["free"].gpus == 1
@@ -219,7 +219,7 @@ def test_the_dashboard_shows_the_ssh_command_of_a_running_reservation(client_for
     )
     page = client_for(student).get(reverse("dashboard")).content.decode()
     assert f"ssh -p {student.forward_port} root@{host.address}" in page
-    assert "Your Maximum Capability Information: cpus=8 memory=32 gpus=1" in page
+    assert "Your limits: 8 CPUs, 32 GiB memory (RAM + swap), 1 GPUs" in page
 
 
 def test_the_dashboard_explains_a_blocked_reservation(client_for, student, host):

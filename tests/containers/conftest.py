@@ -73,7 +73,10 @@ def docker_client():
     try:
         client.images.get(TEST_IMAGE)
     except Exception:
-        message = f"The test image {TEST_IMAGE} is missing; run deploy/test-engine/setup.sh."
+        message = (
+            f"The Docker engine answers but the test image {TEST_IMAGE} is missing; "
+            "build it (offline, from Debian packages) with deploy/test-engine/setup.sh as root."
+        )
         if os.environ.get("AIVC_REQUIRE_DOCKER") == "1":
             pytest.fail(message)
         pytest.skip(message)

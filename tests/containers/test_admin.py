@@ -75,7 +75,7 @@ def test_an_image_whose_start_command_the_launch_could_not_split_is_refused(admi
 @pytest.mark.django_db
 def test_an_image_with_a_start_command_the_launch_can_split_is_saved(admin_client):
     command = "/usr/sbin/sshd -D -o 'LogLevel INFO'"
-    form = {"reference": "lab/ok:1", "is_active": "on", "start_command": command}
+    form = {"reference": "lab/ok:1", "is_active": "on", "login": "keys", "start_command": command}
 
     admin_client.post(reverse("admin:containers_image_add"), form)
 

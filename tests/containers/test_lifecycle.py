@@ -24,6 +24,7 @@ from containers.runtime import (
     LaunchFailed,
     scope_labels,
 )
+from containers.tasks import prepare_image
 from tests.containers.helpers import SpaceAuditFactory, engine, events, only_spec
 from tests.factories import HostFactory, ReservationFactory, UserFactory
 
@@ -56,7 +57,7 @@ def test_it_starts_a_due_reservation_with_exactly_what_was_booked(booking):
     assert targets["/root/.ssh/authorized_keys"].read_only
     assert "/etc/ssh/ssh_host_ed25519_key" in targets
     [started] = events(booking, level="INFO")
-    assert "m11007s05 is successfully run the container" in started.as_log_line()
+    assert "m11007s05's container aivc-m11007s05 started" in started.as_log_line()
 
 
 def test_a_reservation_without_gpus_sees_none(booking):
@@ -175,11 +176,15 @@ def test_a_missing_image_fails_the_reservation_and_frees_its_gpus(booking):
     engine(booking).images = {"something/else:latest"}
     reconcile()
     booking.refresh_from_db()
+    assert booking.status == Status.STARTING  # waits while the host's agent tries a pull
+    prepare_image(booking.pk)  # the pull fails: the engine knows no such image
+    reconcile()
+    booking.refresh_from_db()
     assert booking.status == Status.FAILED
     assert "lab/aivc-server:latest is not on" in booking.status_message
     assert not booking.allocations.filter(active=True).exists()
-    [error] = events(booking, level="ERROR")
-    assert error.sign == "ImageMissing"
+    signs = {event.sign for event in events(booking, level="ERROR")}
+    assert signs == {"ImagePullFailed", "ImageMissing"}
 
 
 def test_a_container_that_died_is_restarted_and_logged(booking):

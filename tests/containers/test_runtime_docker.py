@@ -18,7 +18,7 @@ from bookings.models import Reservation
 from bookings.services import reservation_release
 from containers.models import ContainerEvent
 from containers.runtime import GIB, LABEL_MANAGED, LABEL_RESERVATION
-from containers.tasks import reconcile
+from containers.tasks import prepare_image, reconcile
 from tests.factories import ReservationFactory, UserFactory
 
 pytestmark = pytest.mark.docker
@@ -169,6 +169,8 @@ def test_a_container_killed_from_outside_comes_back(booking, docker_client, dock
 def test_a_missing_image_fails_with_a_clear_message(booking, docker_client, docker_scope):
     booking.image.reference = "aivc-test/not-pulled:never"
     booking.image.save()
+    reconcile(wake=False)
+    prepare_image(booking.pk)  # the host's agent tries a pull, which fails offline
     reconcile(wake=False)
     booking.refresh_from_db()
     assert booking.status == Status.FAILED

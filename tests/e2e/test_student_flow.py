@@ -51,13 +51,13 @@ def fill_booking(page, *, start, cpus="2", memory="8", gpus="1", duration="1-day
     local = timezone.localtime(start)
     page.goto("/reservations/new/")
     expect(page.get_by_test_id("max-capability").first).to_contain_text(
-        "Your Maximum Capability Information: cpus=8 memory=32 gpus=1"
+        "Your limits: 8 CPUs, 32 GiB memory (RAM + swap), 1 GPUs"
     )
     page.get_by_label("Start date").fill(f"{local:%Y-%m-%d}")
     page.get_by_label("Start time").select_option(f"{local:%H:%M}")
     page.get_by_label("Duration", exact=True).select_option(duration)
     page.get_by_label("CPUs", exact=True).fill(cpus)
-    page.get_by_label("Memory (GB)").fill(memory)
+    page.get_by_label("Memory (GiB)").fill(memory)
     page.get_by_label("GPUs", exact=True).fill(gpus)
     page.get_by_label("GPUs", exact=True).press("Tab")
 
