@@ -3,6 +3,7 @@ one Notice per event, each with a key naming (kind, object, instant), so the sen
 make each one exactly once. Reads only; accounts.tasks.send_notifications records and
 sends. It sits with the lifecycle, whose events (containers/events.py) it reads."""
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,8 +19,9 @@ from containers.models import ContainerEvent
 Status = Reservation.Status
 ENGINE_DOWN_SIGN = events.ENGINE_UNAVAILABLE.sign
 GPU_DUPLICATE_SIGN = events.GPU_DUPLICATE_WARNING.sign
-# Written by the jobs app when a job ends (status, exit code); looked up by name here.
-JOB_FINISHED_SIGN = getattr(getattr(events, "JOB_FINISHED", None), "sign", "JobFinished")
+JOB_FINISHED_SIGN = events.JOB_FINISHED.sign
+# events.job_finished names the job as "job #<id>"; the link goes to that job's page.
+JOB_NUMBER = re.compile(r"job #(\d{1,18})")
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,10 @@ def _event_notices(*, since: datetime) -> Iterator[Notice]:
         if event.sign == JOB_FINISHED_SIGN:
             if event.user_id is None:
                 continue
-            job_id = getattr(event, "job_id", None)
-            link = f"/api/v1/jobs/{job_id}/log/" if job_id else reverse("dashboard")
+            number = JOB_NUMBER.search(event.message)
+            link = (
+                reverse("job-detail", kwargs={"pk": int(number.group(1))}) if number else reverse("dashboard")
+            )
             yield Notice(
                 user_id=event.user_id,
                 kind=NotificationKind.JOB_FINISHED,

@@ -146,13 +146,17 @@ def test_idle_gpus_and_a_finished_job_are_told(inbox, mailed_student, host):
         reservation=reservation, idle_flagged_at=timezone.now() - timedelta(minutes=1)
     )
     ContainerEventFactory(
-        user=mailed_student, sign="JobFinished", message="Job #7 succeeded with exit code 0", host=host
+        user=mailed_student,
+        sign="JobFinished",
+        message="m11007s05's job #7 succeeded (exit code 0)",
+        host=host,
     )
     send_notifications()
     subjects = sorted(m["Subject"] for m in inbox.messages)
     assert any("idle" in s for s in subjects) and any("job has finished" in s for s in subjects)
     job = next(m for m in inbox.messages if "job" in m["Subject"])
     assert "exit code 0" in job.get_payload(decode=True).decode()
+    assert "https://portal.lab.example/jobs/7/" in job.get_payload(decode=True).decode()
 
 
 def test_maintainers_hear_of_an_engine_down_and_a_gpu_used_twice(inbox, host, student):
