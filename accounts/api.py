@@ -8,16 +8,19 @@ from django.urls import path
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, permissions, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 from rest_framework.views import APIView
 
 from accounts import serializers as s
-from accounts.models import ApiToken, User
+from accounts.models import ApiToken, Notification, User
+from accounts.notification_selectors import notifications_for_user
+from accounts.notification_services import notifications_mark_read
 from accounts.services import user_update_profile
 from accounts.token_services import api_token_create, api_token_revoke
-from aivc_portal.api import LoginThrottle, error_responses
+from aivc_portal.api import LoginThrottle
 from bookings.services import NOT_AVAILABLE_IMAGE, as_id, forward_port_change
 from containers.models import Image
 
@@ -37,7 +40,7 @@ def _active_image(value: str | None) -> Image | None:
 class ProfileView(APIView):
     @extend_schema(
         summary="Your profile: SSH keys, default image and command, forward port",
-        responses={200: s.ProfileSerializer, **error_responses(401, 403, 429)},
+        responses={200: s.ProfileSerializer},
     )
     def get(self, request: Request) -> Response:
         return Response(s.ProfileSerializer(request.user).data)
@@ -45,7 +48,7 @@ class ProfileView(APIView):
     @extend_schema(
         summary="Change your SSH keys, default image or command, or forward port",
         request=s.ProfileUpdateSerializer,
-        responses={200: s.ProfileSerializer, **error_responses(400, 401, 403, 429)},
+        responses={200: s.ProfileSerializer},
     )
     def patch(self, request: Request) -> Response:
         serializer = s.ProfileUpdateSerializer(data=request.data)
@@ -70,11 +73,9 @@ class ProfileView(APIView):
     create=extend_schema(
         summary="Make a token; the answer is the only time it is shown",
         request=s.ApiTokenCreateSerializer,
-        responses={201: s.NewApiTokenSerializer, **error_responses(400, 401, 403, 429)},
+        responses={201: s.NewApiTokenSerializer},
     ),
-    destroy=extend_schema(
-        summary="Revoke a token", responses={204: None, **error_responses(401, 403, 404, 429)}
-    ),
+    destroy=extend_schema(summary="Revoke a token", responses={204: None}),
 )
 class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = s.ApiTokenSerializer
@@ -106,7 +107,7 @@ class PasswordLoginView(APIView):
     @extend_schema(
         summary="Make a personal access token with your account id and password",
         request=s.PasswordLoginSerializer,
-        responses={201: s.NewApiTokenSerializer, **error_responses(400, 401, 403, 429)},
+        responses={201: s.NewApiTokenSerializer},
         auth=[],
     )
     def post(self, request: Request) -> Response:
@@ -128,8 +129,29 @@ class PasswordLoginView(APIView):
         return 'Bearer realm="api"'
 
 
+@extend_schema_view(list=extend_schema(summary="Your notifications, newest first"))
+class NotificationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = s.NotificationSerializer
+
+    def get_queryset(self) -> QuerySet[Notification]:
+        return notifications_for_user(user_id=self.request.user.pk)
+
+    @extend_schema(
+        summary="Mark your notifications read (all, or the ids given)",
+        request=s.NotificationReadSerializer,
+        responses={200: s.MarkedSerializer},
+    )
+    @action(detail=False, methods=["post"])
+    def read(self, request: Request) -> Response:
+        serializer = s.NotificationReadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        marked = notifications_mark_read(user=request.user, ids=serializer.validated_data.get("ids"))
+        return Response({"marked": marked})
+
+
 router = SimpleRouter()
 router.register("tokens", ApiTokenViewSet, basename="api-token")
+router.register("notifications", NotificationViewSet, basename="api-notification")
 
 urlpatterns = [
     path("profile/", ProfileView.as_view(), name="api-profile"),

@@ -23,6 +23,9 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         token = api_token_authenticate(raw=raw)
         if token is None:
             raise exceptions.AuthenticationFailed(_("Invalid, expired or revoked token."))
+        if token.user.must_change_password:
+            # As on the pages: after a maintainer's reset, nothing works until the change.
+            raise exceptions.PermissionDenied(_("Change your password on the portal first."))
         return token.user, token
 
     def authenticate_header(self, request) -> str:

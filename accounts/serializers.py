@@ -2,10 +2,11 @@
 
 from rest_framework import serializers
 
-from accounts.models import ApiToken, User
+from accounts.models import ApiToken, Notification, User
 
 
 class ProfileSerializer(serializers.ModelSerializer):
+    email = serializers.CharField(read_only=True, help_text="May be empty.")
     default_image = serializers.CharField(
         source="default_image.reference", allow_null=True, default=None, read_only=True
     )
@@ -61,3 +62,23 @@ class PasswordLoginSerializer(serializers.Serializer):
     password = serializers.CharField(max_length=4096, trim_whitespace=False)
     name = serializers.CharField(max_length=100, default="aivc command line")
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class NotificationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Notification
+        fields = ("id", "kind", "title", "body", "link", "created_at", "read_at")
+        read_only_fields = fields
+
+
+class NotificationReadSerializer(serializers.Serializer):
+    ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),
+        required=False,
+        max_length=1000,
+        help_text="Only these; leave out to mark all read.",
+    )
+
+
+class MarkedSerializer(serializers.Serializer):
+    marked = serializers.IntegerField()

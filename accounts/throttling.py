@@ -6,7 +6,7 @@ A locked-out attempt is refused by the authentication backend before the passwor
 hashed, so a flood of wrong passwords costs a few queries each, not an Argon2 hash."""
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 
@@ -32,7 +32,14 @@ def client_ip(request: HttpRequest) -> str:
 def lockout_response(
     request: HttpRequest, original_response: HttpResponse | None, credentials: dict | None
 ) -> HttpResponse:
-    """The login page's answer while locked out: what happened, for how long, who can help."""
+    """The login page's answer while locked out: what happened, for how long, who can help.
+    The API's password login (`aivc login`) gets the same refusal in the API's error shape."""
+    if request.path.startswith("/api/"):
+        detail = (
+            f"Too many failed logins: logging in is paused for {settings.LOGIN_LOCKOUT_MINUTES} minutes; "
+            "a maintainer can unlock it sooner."
+        )
+        return JsonResponse({"detail": detail, "code": "locked_out", "errors": {}}, status=429)
     context = {
         "failure_limit": settings.AXES_FAILURE_LIMIT,
         "cooloff_minutes": settings.LOGIN_LOCKOUT_MINUTES,

@@ -16,7 +16,8 @@ from django.views.decorators.http import require_http_methods
 from accounts.channel_services import calendar_feed_reset, calendar_feed_token, email_kinds_set
 from accounts.forms import ApiTokenForm, EmailKindsForm, ForwardPortForm, ProfileForm
 from accounts.models import ApiToken
-from accounts.notification_selectors import email_kinds_for_user
+from accounts.notification_selectors import email_kinds_for_user, notifications_for_user
+from accounts.notification_services import notifications_mark_read
 from accounts.services import user_change_password, user_update_profile
 from accounts.token_services import api_token_create, api_token_revoke
 from bookings.services import as_id, forward_port_change
@@ -156,3 +157,14 @@ PROFILE_ACTIONS = {
     "email-kinds": _save_email_kinds,
     "calendar-reset": _reset_calendar,
 }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def notifications(request: HttpRequest) -> HttpResponse:
+    """The in-portal list, newest first; POST marks them all read."""
+    if request.method == "POST":
+        notifications_mark_read(user=request.user)
+        return redirect("notifications")
+    rows = notifications_for_user(user_id=request.user.pk)[:100]
+    return render(request, "accounts/notifications.html", {"notifications": rows})

@@ -5,9 +5,10 @@ from datetime import datetime
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404
+from django.http import Http404, HttpRequest, JsonResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import exceptions, pagination, permissions, serializers, throttling
 from rest_framework.response import Response
@@ -102,7 +103,8 @@ ERROR_SCHEMA = inline_serializer(
 
 
 def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
-    """The error responses an operation documents, all with the one error body."""
+    """Error responses for an operation's schema, all with the one error body. The schema
+    class (api_schema.ApiSchema) adds 400/401/403/404/429 to every operation anyway."""
     return {status: OpenApiResponse(ERROR_SCHEMA) for status in statuses}
 
 
@@ -166,3 +168,9 @@ class TimeInputField(serializers.CharField):
         if moment is None:
             return text
         return moment if timezone.is_aware(moment) else timezone.make_aware(moment)
+
+
+@csrf_exempt  # It changes nothing; CSRF's HTML 403 would hide the JSON 404.
+def api_not_found(request: HttpRequest, *args, **kwargs) -> JsonResponse:
+    """Any /api/ path no endpoint matches: a 404 in the API's error shape, not a page."""
+    return JsonResponse(error_body(detail="Not found.", code="not_found"), status=404)

@@ -324,7 +324,7 @@ REST_FRAMEWORK = {
         "token_login": os.environ.get("API_LOGIN_THROTTLE_RATE", "10/min"),
     },
     "EXCEPTION_HANDLER": "aivc_portal.api.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "aivc_portal.api_schema.ApiSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {

@@ -1,9 +1,11 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from aivc_portal.api import api_not_found
 
 admin.site.site_header = format_lazy(_("{site} administration"), site=settings.SITE_NAME)
 admin.site.site_title = format_lazy(_("{site} admin"), site=settings.SITE_NAME)
@@ -19,6 +21,7 @@ urlpatterns = [
     path("api/v1/", include("jobs.api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    re_path(r"^api/", api_not_found),
     path("", include("bookings.urls")),
     path("", include("containers.telemetry.urls")),
     path("", include("jobs.urls")),

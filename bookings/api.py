@@ -19,13 +19,18 @@ from rest_framework.routers import SimpleRouter
 from rest_framework.views import APIView
 
 from accounts.selectors import capability_for
-from aivc_portal.api import IsStaff, error_responses
+from aivc_portal.api import IsStaff
 from bookings import serializers as s
 from bookings.capacity import availability, earliest_fit
 from bookings.models import Reservation
 from bookings.report_views import ReportRangeForm, csv_download, usage_rows_with_telemetry
 from bookings.reports import RESERVATION_COLUMNS, USAGE_COLUMNS, reservation_rows
 from bookings.selectors import reservations_for_user
+
+# The booking rules' own readings, reused so each rule and its message exist once: a
+# host given as a name or an id, and a window's end (after the start, at most 2 weeks).
+from bookings.services import _check_end as check_window_end
+from bookings.services import _host_id as host_id_from_input
 from bookings.services import (
     reservation_cancel,
     reservation_create,
@@ -34,7 +39,7 @@ from bookings.services import (
     reservation_request_restart,
 )
 from bookings.timeline import timeline as build_timeline
-from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, SLOT, parse_time_input, slot_floor, wrong_input
+from bookings.timeslots import MAX_AHEAD, SLOT, parse_time_input, slot_floor
 from containers.models import Host, Image
 
 ID = r"[0-9]{1,18}"
@@ -45,10 +50,7 @@ def requested_window(*, start: datetime | str, end: datetime | str | None, now: 
     means the rest of the current half hour. At most two weeks long, like a booking."""
     start, _is_now = parse_time_input(start, field="start", base=slot_floor(now), now=now)
     end = start + SLOT if end is None else parse_time_input(end, field="end", base=start)[0]
-    if end <= start:
-        raise wrong_input("The end time must be after the start time.", "end")
-    if end - start > MAX_LENGTH:
-        raise wrong_input("The end time must be within 2 weeks from the start time.", "end")
+    check_window_end(start=start, end=end)
     return start, end
 
 
@@ -62,24 +64,17 @@ def _validated(serializer_class, data) -> dict:
     return serializer.validated_data
 
 
-@extend_schema_view(
-    list=extend_schema(
+class HostListView(APIView):
+    @extend_schema(
         summary="Hosts with their free capacity over a window",
         parameters=[s.WindowQuerySerializer],
-        responses={200: s.HostCapacitySerializer(many=True), **error_responses(400, 401, 403, 429)},
-    ),
-)
-class HostViewSet(viewsets.GenericViewSet):
-    queryset = Host.objects.order_by("name")
-    serializer_class = s.HostCapacitySerializer
-    lookup_value_regex = ID
-    pagination_class = None
-
-    def list(self, request: Request) -> Response:
+        responses={200: s.HostCapacitySerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
         query = _validated(s.WindowQuerySerializer, request.query_params)
         start, end = requested_window(start=query["start"], end=query.get("end"), now=timezone.now())
         rows = []
-        for host in self.get_queryset():
+        for host in Host.objects.order_by("name"):
             free = availability(host=host, start=start, end=end)
             maximum = capability_for(user=request.user, host=host)
             rows.append(
@@ -97,20 +92,23 @@ class HostViewSet(viewsets.GenericViewSet):
             )
         return Response(s.HostCapacitySerializer(rows, many=True).data)
 
+
+class EarliestFitView(APIView):
     @extend_schema(
-        summary="The earliest window where a request fits on this host",
+        summary="The earliest window where a request fits (on one host, or the earliest on any)",
         parameters=[s.FitQuerySerializer],
-        responses={200: s.FitSerializer, **error_responses(400, 401, 403, 404, 429)},
+        responses={200: s.FitSerializer},
     )
-    @action(detail=True, methods=["get"], url_path="earliest-fit")
-    def earliest_fit(self, request: Request, pk: str) -> Response:
-        host = self.get_object()
+    def get(self, request: Request) -> Response:
         query = _validated(s.FitQuerySerializer, request.query_params)
+        hosts = Host.objects.filter(accepting_bookings=True).order_by("name")
+        if query.get("host"):
+            hosts = hosts.filter(pk=host_id_from_input(query["host"]))
         now = timezone.now()
         start, end = requested_window(start=query["start"], end=query["end"], now=now)
         this_slot = slot_floor(now)
         found = earliest_fit(
-            hosts=[host],
+            hosts=list(hosts),
             cpus=query["cpus"],
             memory_gb=query["memory_gb"],
             gpu_count=query["gpu_count"],
@@ -119,7 +117,12 @@ class HostViewSet(viewsets.GenericViewSet):
             not_after=this_slot + MAX_AHEAD,
             user_id=request.user.pk,
         )
-        body = {"found": found is not None, "start": found and found.start, "end": found and found.end}
+        body = {
+            "found": found is not None,
+            "host": found.host.name if found else None,
+            "start": found.start if found else None,
+            "end": found.end if found else None,
+        }
         return Response(s.FitSerializer(body).data)
 
 
@@ -127,7 +130,7 @@ class TimelineView(APIView):
     @extend_schema(
         summary="Every host's GPUs for the next two weeks: who holds them (no commands) and headroom",
         parameters=[OpenApiParameter("host", OpenApiTypes.INT, description="Only this host id.")],
-        responses={200: s.TimelineSerializer, **error_responses(400, 401, 403, 429)},
+        responses={200: s.TimelineSerializer},
     )
     def get(self, request: Request) -> Response:
         host_id = request.query_params.get("host")
@@ -167,27 +170,24 @@ class TimelineView(APIView):
 class ImageListView(APIView):
     @extend_schema(
         summary="Images a reservation may use",
-        responses={200: s.ImageSerializer(many=True), **error_responses(401, 403, 429)},
+        responses={200: s.ImageSerializer(many=True)},
     )
     def get(self, request: Request) -> Response:
         images = Image.objects.filter(is_active=True).order_by("reference")
         return Response(s.ImageSerializer(images, many=True).data)
 
 
-OWN_ACTION_ERRORS = error_responses(400, 401, 403, 404, 429)
-
-
 @extend_schema_view(
     list=extend_schema(
         summary="Your reservations, newest first",
         parameters=[s.ReservationFilterSerializer],
-        responses={200: s.ReservationSerializer(many=True), **error_responses(400, 401, 403, 404, 429)},
+        responses={200: s.ReservationSerializer(many=True)},
     ),
     retrieve=extend_schema(summary="One of your reservations", responses={200: s.ReservationSerializer}),
     create=extend_schema(
         summary="Book: the same inputs and rules as the booking form",
         request=s.ReservationCreateSerializer,
-        responses={201: s.ReservationSerializer, **error_responses(400, 401, 403, 429)},
+        responses={201: s.ReservationSerializer},
     ),
 )
 class ReservationViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -197,7 +197,8 @@ class ReservationViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     lookup_value_regex = ID
 
     def get_queryset(self) -> QuerySet[Reservation]:
-        return reservations_for_user(user_id=self.request.user.pk).order_by("-start", "-id")
+        # Bookings only: a job's capacity row belongs to the jobs API.
+        return reservations_for_user(user_id=self.request.user.pk).bookings().order_by("-start", "-id")
 
     def list(self, request: Request) -> Response:
         query = _validated(s.ReservationFilterSerializer, request.query_params)
@@ -223,7 +224,7 @@ class ReservationViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     @extend_schema(
         summary="Cancel a reservation that has not started",
         request=None,
-        responses={200: s.ReservationSerializer, **OWN_ACTION_ERRORS},
+        responses={200: s.ReservationSerializer},
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
@@ -232,7 +233,7 @@ class ReservationViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     @extend_schema(
         summary="Release a running reservation now",
         request=None,
-        responses={200: s.ReservationSerializer, **OWN_ACTION_ERRORS},
+        responses={200: s.ReservationSerializer},
     )
     @action(detail=True, methods=["post"])
     def release(self, request: Request, pk: str) -> Response:
@@ -241,7 +242,7 @@ class ReservationViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     @extend_schema(
         summary="Move the end later, keeping the same GPUs",
         request=s.ReservationExtendSerializer,
-        responses={200: s.ReservationSerializer, **OWN_ACTION_ERRORS},
+        responses={200: s.ReservationSerializer},
     )
     @action(detail=True, methods=["post"])
     def extend(self, request: Request, pk: str) -> Response:
@@ -252,7 +253,7 @@ class ReservationViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     @extend_schema(
         summary="Recreate the running container (the old -rst)",
         request=None,
-        responses={200: s.ReservationSerializer, **OWN_ACTION_ERRORS},
+        responses={200: s.ReservationSerializer},
     )
     @action(detail=True, methods=["post"])
     def restart(self, request: Request, pk: str) -> Response:
@@ -293,7 +294,7 @@ class ReportView(APIView):
     get=extend_schema(
         summary="Staff: reservations in a date range, CSV",
         parameters=REPORT_PARAMETERS,
-        responses={(200, "text/csv"): CSV_RESPONSE, **error_responses(400, 401, 403, 429)},
+        responses={(200, "text/csv"): CSV_RESPONSE},
     )
 )
 class ReservationReportView(ReportView):
@@ -306,7 +307,7 @@ class ReservationReportView(ReportView):
     get=extend_schema(
         summary="Staff: usage per user in a date range, CSV",
         parameters=REPORT_PARAMETERS,
-        responses={(200, "text/csv"): CSV_RESPONSE, **error_responses(400, 401, 403, 429)},
+        responses={(200, "text/csv"): CSV_RESPONSE},
     )
 )
 class UsageReportView(ReportView):
@@ -316,11 +317,12 @@ class UsageReportView(ReportView):
 
 
 router = SimpleRouter()
-router.register("hosts", HostViewSet, basename="api-host")
 router.register("reservations", ReservationViewSet, basename="api-reservation")
 
 urlpatterns = [
     *router.urls,
+    path("hosts/", HostListView.as_view(), name="api-hosts"),
+    path("earliest-fit/", EarliestFitView.as_view(), name="api-earliest-fit"),
     path("timeline/", TimelineView.as_view(), name="api-timeline"),
     path("images/", ImageListView.as_view(), name="api-images"),
     path("reports/reservations.csv", ReservationReportView.as_view(), name="api-report-reservations"),

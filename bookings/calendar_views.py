@@ -73,7 +73,8 @@ def calendar_feed(request: HttpRequest, token: str) -> HttpResponse:
     calendar.add("version", "2.0")
     calendar.add("x-wr-calname", f"{settings.SITE_NAME}: {user.username}")
     reservations = (
-        Reservation.objects.filter(user=user, end__gte=since)
+        Reservation.objects.bookings()
+        .filter(user=user, end__gte=since)
         .select_related("host")
         .order_by("-start")[:FEED_LIMIT]
     )

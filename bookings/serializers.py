@@ -121,6 +121,7 @@ class WindowQuerySerializer(serializers.Serializer):
 
 
 class FitQuerySerializer(serializers.Serializer):
+    host = serializers.CharField(required=False, max_length=64, help_text="Host name or id; default: any.")
     start = TimeInputField(required=False, default="now", help_text="Not before this.")
     end = TimeInputField(help_text="The window's end, e.g. `2-day`: its length is what must fit.")
     cpus = serializers.DecimalField(max_digits=12, decimal_places=2, coerce_to_string=False)
@@ -148,6 +149,7 @@ class HostCapacitySerializer(serializers.Serializer):
 
 class FitSerializer(serializers.Serializer):
     found = serializers.BooleanField()
+    host = serializers.CharField(allow_null=True)
     start = serializers.DateTimeField(allow_null=True)
     end = serializers.DateTimeField(allow_null=True)
 

@@ -66,6 +66,13 @@ def central_schedules() -> list[dict]:
             "schedule_type": Schedule.MINUTES,
             "minutes": 1,
         },
+        {
+            # Its own task, so a slow mail server never delays a reconcile tick.
+            "name": "notify users",
+            "func": "accounts.tasks.send_notifications",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+        },
     ]
 
 

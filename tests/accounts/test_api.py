@@ -158,3 +158,44 @@ def test_the_schema_and_the_offline_docs_are_served(client, db):
     docs = client.get(reverse("api-docs"))
     assert docs.status_code == 200
     assert b"cdn" not in docs.content.lower() and b"/static/drf_spectacular_sidecar/" in docs.content
+
+
+def test_a_token_stops_working_while_its_user_must_change_the_password(student):
+    client = token_client(student)
+    student.must_change_password = True
+    student.save()
+    response = client.get("/api/v1/profile/")
+    assert response.status_code == 403
+    assert_error_shape(response.json())
+
+
+def test_a_session_that_must_change_its_password_gets_a_json_403_not_a_redirect(student):
+    student.must_change_password = True
+    student.save()
+    client = APIClient()
+    client.force_login(student)
+    response = client.get("/api/v1/reservations/")
+    assert response.status_code == 403
+    assert_error_shape(response.json())
+
+
+def test_password_guessing_through_the_api_is_locked_out_like_the_login_page(student, settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"user": "1000/min", "token_login": "1000/min"},
+    }
+    client = APIClient()
+    for attempt in range(settings.LOGIN_FAILURE_LIMIT):
+        client.post(
+            "/api/v1/auth/token/",
+            {"username": student.username, "password": f"guess-{attempt}"},
+            format="json",
+        )
+    right = client.post(
+        "/api/v1/auth/token/",
+        {"username": student.username, "password": "correct-horse-battery"},
+        format="json",
+    )
+    assert right.status_code == 429
+    assert_error_shape(right.json())
+    assert not ApiToken.objects.filter(user=student).exists()

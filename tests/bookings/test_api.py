@@ -191,15 +191,13 @@ def test_earliest_fit_finds_the_window_after_a_busy_gpu(api, host):
     ReservationFactory(
         user=UserFactory(username="other"), host=host, start=next_slot(-1), end=taken_until, gpus=gpus
     )
-    body = api.get(
-        f"/api/v1/hosts/{host.pk}/earliest-fit/", {"cpus": 1, "memory_gb": 1, "gpu_count": 1, "end": "1-day"}
-    ).json()
-    assert body["found"] is True
+    query = {"cpus": 1, "memory_gb": 1, "gpu_count": 1, "end": "1-day"}
+    body = api.get("/api/v1/earliest-fit/", query | {"host": host.name}).json()
+    assert body["found"] is True and body["host"] == host.name
     assert body["start"] == taken_until.astimezone(timezone.get_current_timezone()).isoformat()
-    assert (
-        api.get("/api/v1/hosts/999999/earliest-fit/", {"cpus": 1, "memory_gb": 1, "end": "1-day"}).status_code
-        == 404
-    )
+    assert api.get("/api/v1/earliest-fit/", query).json()["start"] == body["start"]
+    unknown = api.get("/api/v1/earliest-fit/", query | {"host": "nowhere"})
+    assert unknown.status_code == 400 and unknown.json()["errors"]["host"] == ["Unknown host."]
 
 
 def test_the_timeline_names_holders_but_never_their_commands(api, student, host):

@@ -17,6 +17,7 @@ def test_setup_schedules_is_idempotent(db):
     assert names == [
         "audit space",
         "check agents",
+        "notify users",
         "prune GPU samples",
         "reconcile containers",
         "sample GPUs",

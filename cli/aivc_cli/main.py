@@ -1,0 +1,337 @@
+"""`aivc`: the old booking CLI's commands over the portal's API.
+
+Exit codes (docs/api.md): 0 done, 1 other error, 2 wrong usage, 3 not logged in or bad
+token, 4 refused by the booking rules or bad input, 5 not found (or not yours), 6 not
+allowed, 7 throttled, 8 portal unreachable or failing."""
+
+import json
+import os
+import shlex
+import shutil
+import socket
+import sys
+
+import click
+
+from aivc_cli import client, config
+from aivc_cli.client import ApiError
+
+LIVE = ("scheduled", "starting", "running", "blocked")
+
+
+def _short(moment: str | None) -> str:
+    """An API time (ISO 8601 in the portal's time zone) as `YYYY-MM-DD HH:MM`."""
+    return moment[:16].replace("T", " ") if moment else "-"
+
+
+class Output:
+    """Prints either for people or, with --json, one JSON document on stdout."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def done(self, data: object, text: str | None = None) -> None:
+        if self.as_json:
+            click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        elif text is not None:
+            click.echo(text)
+
+    def fail(self, error: ApiError) -> None:
+        if self.as_json:
+            click.echo(json.dumps(error.body, indent=2, ensure_ascii=False))
+        else:
+            click.echo(f"error: {error.message}", err=True)
+            for field, messages in (error.body.get("errors") or {}).items():
+                if len(error.body["errors"]) > 1 or field != "non_field_errors":
+                    for message in messages:
+                        click.echo(f"  {field}: {message}", err=True)
+        sys.exit(error.exit_code)
+
+
+class AivcGroup(click.Group):
+    """Turns ApiError from any command into its message and exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ApiError as error:
+            output = ctx.find_object(Output) or Output(False)
+            output.fail(error)
+
+
+@click.group(cls=AivcGroup)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (also for errors).")
+@click.version_option("1.0.0", prog_name="aivc")
+@click.pass_context
+def cli(ctx: click.Context, as_json: bool) -> None:
+    """Book the lab's GPU servers from a shell. Start with `aivc login`."""
+    ctx.obj = Output(as_json)
+
+
+pass_output = click.make_pass_decorator(Output)
+
+
+# Account -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--url", help="The portal, e.g. https://portal.lab.example (default: $AIVC_URL or saved).")
+@click.option("--username", help="Your lab account id.")
+@click.option("--token", "given_token", help="Use a token made on the profile page instead of a password.")
+@click.option("--name", default=None, help="A name for the new token (default: aivc on <this machine>).")
+@pass_output
+def login(
+    out: Output, url: str | None, username: str | None, given_token: str | None, name: str | None
+) -> None:
+    """Log in and keep a personal access token in your config file (mode 0600)."""
+    base = client.portal_url(url)
+    if given_token:
+        saved = {"url": base, "token": given_token}
+        profile = client.get("profile/", url=base, bearer=given_token)
+        username = profile["username"]
+    else:
+        username = username or click.prompt("Account id")
+        password = click.prompt("Password", hide_input=True)
+        body = {"username": username, "password": password, "name": name or f"aivc on {socket.gethostname()}"}
+        made = client.post("auth/token/", url=base, json=body, auth=False)
+        saved = {"url": base, "token": made["token"], "token_id": made["id"]}
+    path = config.save(saved)
+    out.done(
+        {"username": username, "url": base, "config": str(path)},
+        f"Logged in as {username}; token saved in {path}.",
+    )
+
+
+@cli.command()
+@pass_output
+def logout(out: Output) -> None:
+    """Revoke this machine's token on the portal and forget it here."""
+    token_id = config.load().get("token_id")
+    if token_id:
+        try:
+            client.request("DELETE", f"tokens/{token_id}/")
+        except ApiError as error:
+            if error.exit_code not in (client.EXIT_AUTH, client.EXIT_NOT_FOUND):
+                raise
+    config.forget()
+    out.done({"logged_out": True}, "Logged out.")
+
+
+# Reservations ----------------------------------------------------------------------------
+
+
+def _reservation_line(row: dict) -> str:
+    gpus = ",".join(str(index) for index in row.get("gpu_indices", [])) or "-"
+    return (
+        f"#{row['id']:<6} {row['host']:<12} {_short(row['start'])} -> {_short(row['end'])}  "
+        f"{row['status']:<9} cpus={row['cpus']:g} memory={row['memory_gb']}G gpus={gpus}"
+    )
+
+
+def _pick_host(host: str | None) -> str:
+    if host:
+        return host
+    hosts = client.get("hosts/")
+    if len(hosts) == 1:
+        return hosts[0]["name"]
+    names = ", ".join(row["name"] for row in hosts) or "none"
+    raise ApiError(f"Choose a host with --host ({names}).", exit_code=client.EXIT_USAGE)
+
+
+@cli.command()
+@click.option("--host", help="Host name (default: the only host, if there is one).")
+@click.option("--gpus", "gpu_count", type=int, default=0, show_default=True)
+@click.option("--cpus", type=float, required=True)
+@click.option("--memory", "memory_gb", type=int, required=True, help="GB of memory.")
+@click.option("--start", default="now", show_default=True, help="`now` or `YYYY MM DD hh mm`.")
+@click.option("--end", required=True, help="`N-day`, `N-week` or `YYYY MM DD hh mm`.")
+@click.option("--image", help="Image reference (default: your profile's).")
+@click.option("--command", "extra_command", help="Extra command for the container (default: your profile's).")
+@pass_output
+def book(out: Output, host, gpu_count, cpus, memory_gb, start, end, image, extra_command) -> None:
+    """Book a host: the same rules and messages as the portal's booking form."""
+    body = {
+        "host": _pick_host(host),
+        "start": start,
+        "end": end,
+        "cpus": cpus,
+        "memory_gb": memory_gb,
+        "gpu_count": gpu_count,
+    }
+    if image is not None:
+        body["image"] = image
+    if extra_command is not None:
+        body["extra_command"] = extra_command
+    made = client.post("reservations/", json=body)
+    out.done(made, f"Booking successful! {_reservation_line(made)}")
+
+
+def _jobs_or_none(params: dict | None = None) -> list[dict] | None:
+    """The user's jobs, or None where the portal has no jobs API."""
+    try:
+        return client.all_pages("jobs/", params)
+    except ApiError as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def _job_line(job: dict) -> str:
+    return (
+        f"job #{job.get('id'):<5} {job.get('status', '?'):<10} submitted {_short(job.get('submitted_at'))}  "
+        f"{job.get('command', '')}"
+    )
+
+
+@cli.command(name="ls")
+@click.option("--all", "show_all", is_flag=True, help="Everyone's bookings on the timeline (no commands).")
+@click.option("--status", help="Only these statuses, comma-separated (default: live ones).")
+@pass_output
+def list_(out: Output, show_all: bool, status: str | None) -> None:
+    """Your reservations and jobs; with --all, the timeline like the old `-ls`."""
+    if show_all:
+        timeline = client.get("timeline/")
+        lines = []
+        for host in timeline["hosts"]:
+            lines.append(f"{host['name']}:")
+            for gpu in host["gpus"]:
+                for block in gpu["blocks"]:
+                    own = " (you)" if block["own"] else ""
+                    lines.append(
+                        f"  GPU {gpu['index']}  {_short(block['start'])} -> {_short(block['end'])}  "
+                        f"{block['username']}{own}"
+                    )
+            if not any(gpu["blocks"] for gpu in host["gpus"]):
+                lines.append("  no GPU booked in the next two weeks")
+        out.done(timeline, "\n".join(lines))
+        return
+    reservations = client.all_pages("reservations/", {"status": status or ",".join(LIVE)})
+    jobs = _jobs_or_none()
+    lines = [_reservation_line(row) for row in reservations] or ["No reservations."]
+    if jobs:
+        lines += [_job_line(job) for job in jobs]
+    out.done({"reservations": reservations, "jobs": jobs or []}, "\n".join(lines))
+
+
+def _reservation_action(name: str, help_text: str) -> None:
+    @cli.command(name=name, help=help_text)
+    @click.argument("reservation_id", type=int)
+    @pass_output
+    def command(out: Output, reservation_id: int) -> None:
+        row = client.post(f"reservations/{reservation_id}/{name}/")
+        out.done(row, f"{name.capitalize()}: {_reservation_line(row)}")
+
+
+_reservation_action("cancel", "Cancel a reservation that has not started.")
+_reservation_action("release", "Release a running reservation now (its container is removed).")
+_reservation_action("restart", "Recreate the container of a running reservation (the old -rst).")
+
+
+@cli.command()
+@click.argument("reservation_id", type=int)
+@click.option("--end", required=True, help="New end: `N-day`/`N-week` from the start, or `YYYY MM DD hh mm`.")
+@pass_output
+def extend(out: Output, reservation_id: int, end: str) -> None:
+    """Move a reservation's end later, keeping its GPUs."""
+    row = client.post(f"reservations/{reservation_id}/extend/", json={"end": end})
+    out.done(row, f"Extended: {_reservation_line(row)}")
+
+
+@cli.command()
+@click.argument("reservation_id", type=int, required=False)
+@click.option("--run", "run_it", is_flag=True, help="Run ssh instead of printing the command.")
+@pass_output
+def ssh(out: Output, reservation_id: int | None, run_it: bool) -> None:
+    """The ssh command of your running reservation (or of RESERVATION_ID)."""
+    if reservation_id is not None:
+        row = client.get(f"reservations/{reservation_id}/")
+    else:
+        running = client.all_pages("reservations/", {"status": "running,starting"})
+        if not running:
+            raise ApiError("No reservation of yours is running now.", exit_code=client.EXIT_NOT_FOUND)
+        row = running[0]
+    command = row["ssh_command"]
+    if run_it:
+        program = shutil.which("ssh")
+        if program is None:
+            raise ApiError("ssh is not installed here.", exit_code=client.EXIT_ERROR)
+        # No shell: the portal's command is split into arguments and run as they are.
+        os.execv(program, shlex.split(command))  # noqa: S606
+    out.done({"id": row["id"], "ssh_command": command}, command)
+
+
+# Jobs --------------------------------------------------------------------------------------
+
+
+@cli.group()
+def jobs() -> None:
+    """Batch jobs: submit, list, read logs, cancel."""
+
+
+@jobs.command(name="submit")
+@click.option("--cpus", type=float, required=True)
+@click.option("--memory", "memory_gb", type=int, required=True, help="GB of memory.")
+@click.option("--gpus", "gpu_count", type=int, default=0, show_default=True)
+@click.option("--time-limit", "time_limit_minutes", type=int, required=True, help="Minutes.")
+@click.option("--image", help="Image reference (default: the lab's).")
+@click.option("--host", help="Host name (default: any).")
+@click.argument("command", nargs=-1, required=True)
+@pass_output
+def jobs_submit(out: Output, cpus, memory_gb, gpu_count, time_limit_minutes, image, host, command) -> None:
+    """Queue COMMAND (give it after `--`) to run when capacity is free."""
+    body = {
+        "command": shlex.join(command),
+        "cpus": cpus,
+        "memory_gb": memory_gb,
+        "gpu_count": gpu_count,
+        "time_limit_minutes": time_limit_minutes,
+    }
+    if image:
+        body["image"] = image
+    if host:
+        body["host"] = host
+    job = client.post("jobs/", json=body)
+    out.done(job, f"Submitted {_job_line(job)}")
+
+
+@jobs.command(name="ls")
+@click.option("--status", help="Only these statuses, comma-separated.")
+@pass_output
+def jobs_ls(out: Output, status: str | None) -> None:
+    """Your jobs, newest first."""
+    rows = _jobs_or_none({"status": status} if status else None)
+    if rows is None:
+        raise ApiError("This portal has no jobs API.", exit_code=client.EXIT_NOT_FOUND)
+    out.done(rows, "\n".join(_job_line(job) for job in rows) or "No jobs.")
+
+
+@jobs.command(name="logs")
+@click.argument("job_id", type=int)
+@click.option("--tail", type=int, default=100, show_default=True, help="Last N lines.")
+@pass_output
+def jobs_logs(out: Output, job_id: int, tail: int) -> None:
+    """The last lines of a job's output."""
+    response = client.request("GET", f"jobs/{job_id}/log/", params={"tail": tail})
+    if response.headers.get("content-type", "").startswith("application/json"):
+        body = response.json()
+        text = (
+            body
+            if isinstance(body, str)
+            else next(
+                (body[key] for key in ("log", "text", "lines", "content") if key in body), json.dumps(body)
+            )
+        )
+        if isinstance(text, list):
+            text = "\n".join(text)
+        out.done(body, text)
+    else:
+        out.done({"log": response.text}, response.text.rstrip("\n"))
+
+
+@jobs.command(name="cancel")
+@click.argument("job_id", type=int)
+@pass_output
+def jobs_cancel(out: Output, job_id: int) -> None:
+    """Cancel a queued or running job."""
+    job = client.post(f"jobs/{job_id}/cancel/")
+    out.done(job, f"Cancelled {_job_line(job)}")

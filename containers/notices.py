@@ -1,0 +1,176 @@
+"""What users should be told about, read from reservations, telemetry and the monitor log:
+one Notice per event, each with a key naming (kind, object, instant), so the sender can
+make each one exactly once. Reads only; accounts.tasks.send_notifications records and
+sends. It sits with the lifecycle, whose events (containers/events.py) it reads."""
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import NotificationKind, User
+from bookings.models import Reservation
+from containers import events
+from containers.models import ContainerEvent
+
+Status = Reservation.Status
+ENGINE_DOWN_SIGN = events.ENGINE_UNAVAILABLE.sign
+GPU_DUPLICATE_SIGN = events.GPU_DUPLICATE_WARNING.sign
+JOB_FINISHED_SIGN = events.JOB_FINISHED.sign
+# events.job_finished names the job as "job #<id>"; the link goes to that job's page.
+JOB_NUMBER = re.compile(r"job #(\d{1,18})")
+
+
+@dataclass(frozen=True)
+class Notice:
+    user_id: int
+    kind: str
+    key: str
+    title: str
+    body: str
+    link: str
+    at: datetime
+
+
+def _local(moment: datetime) -> str:
+    return f"{timezone.localtime(moment):%Y-%m-%d %H:%M}"
+
+
+def _ssh(reservation: Reservation) -> str:
+    return f"ssh -p {reservation.forward_port} root@{reservation.host.address or reservation.host.name}"
+
+
+def _about(reservation: Reservation, *, kind: str, instant: datetime, title: str, body: str) -> Notice:
+    return Notice(
+        user_id=reservation.user_id,
+        kind=kind,
+        key=f"{kind}:reservation-{reservation.pk}:{instant.isoformat()}",
+        title=title,
+        body=body,
+        link=reverse("reservation-detail", kwargs={"pk": reservation.pk}),
+        at=instant,
+    )
+
+
+def _reservation_notices(*, now: datetime, since: datetime, ending_within: timedelta) -> Iterator[Notice]:
+    # Bookings only: a job's container is told about once, when the job finishes.
+    rows = Reservation.objects.bookings().select_related("host")
+    for r in rows.filter(status=Status.RUNNING, started_at__gte=since):
+        yield _about(
+            r,
+            kind=NotificationKind.RUNNING,
+            instant=r.started_at,
+            title=f"Your container on {r.host.name} is running",
+            body=f"Connect with: {_ssh(r)}\nIt runs until {_local(r.end)}.",
+        )
+    ending = rows.filter(
+        status__in=(Status.STARTING, Status.RUNNING), end__gt=now, end__lte=now + ending_within
+    )
+    for r in ending:
+        yield _about(
+            r,
+            kind=NotificationKind.ENDING_SOON,
+            instant=r.end,
+            title=f"Your reservation on {r.host.name} ends at {_local(r.end)}",
+            body="Its container is removed then. Save your work to ~/Work or ~/Backup, "
+            "or extend the reservation.",
+        )
+    # A release is the user's own act; only ends that came by the clock are news.
+    for r in rows.filter(status=Status.ENDED, ended_at__gte=since, released_at__isnull=True):
+        yield _about(
+            r,
+            kind=NotificationKind.ENDED,
+            instant=r.ended_at,
+            title=f"Your reservation on {r.host.name} has ended",
+            body=f"Its container was removed at {_local(r.ended_at)}.",
+        )
+    for r in rows.filter(status=Status.BLOCKED, updated_at__gte=since):
+        yield _about(
+            r,
+            kind=NotificationKind.BLOCKED,
+            instant=r.start,
+            title=f"Your container on {r.host.name} cannot start",
+            body=r.status_message or "The launch is blocked; see the reservation's events.",
+        )
+    for r in rows.filter(status=Status.FAILED, ended_at__gte=since):
+        yield _about(
+            r,
+            kind=NotificationKind.FAILED,
+            instant=r.ended_at,
+            title=f"Your container on {r.host.name} failed to start",
+            body=r.status_message or "See the reservation's events.",
+        )
+    idle = rows.filter(status=Status.RUNNING, gpu_status__idle_flagged_at__gte=since).select_related(
+        "gpu_status"
+    )
+    for r in idle:
+        flagged = r.gpu_status.idle_flagged_at
+        yield _about(
+            r,
+            kind=NotificationKind.IDLE,
+            instant=flagged,
+            title=f"Your GPUs on {r.host.name} are idle",
+            body=f"They have been idle since {_local(flagged)}. Release the reservation if you are done, "
+            "so others can use them.",
+        )
+
+
+def _event_notices(*, since: datetime) -> Iterator[Notice]:
+    events = ContainerEvent.objects.filter(
+        created_at__gte=since, sign__in=(ENGINE_DOWN_SIGN, GPU_DUPLICATE_SIGN, JOB_FINISHED_SIGN)
+    ).select_related("host")
+    events = list(events.order_by("created_at", "id"))
+    maintainers: list[int] | None = None
+    for event in events:
+        if event.sign == JOB_FINISHED_SIGN:
+            if event.user_id is None:
+                continue
+            number = JOB_NUMBER.search(event.message)
+            link = (
+                reverse("job-detail", kwargs={"pk": int(number.group(1))}) if number else reverse("dashboard")
+            )
+            yield Notice(
+                user_id=event.user_id,
+                kind=NotificationKind.JOB_FINISHED,
+                key=f"{NotificationKind.JOB_FINISHED}:event-{event.pk}",
+                title="Your job has finished",
+                body=event.message,
+                link=link,
+                at=event.created_at,
+            )
+            continue
+        if maintainers is None:
+            maintainers = list(
+                User.objects.filter(is_staff=True, is_active=True).values_list("pk", flat=True)
+            )
+        kind = (
+            NotificationKind.ENGINE_DOWN if event.sign == ENGINE_DOWN_SIGN else NotificationKind.GPU_DUPLICATE
+        )
+        where = event.host.name if event.host else "a host"
+        title = (
+            f"Engine down on {where}"
+            if kind == NotificationKind.ENGINE_DOWN
+            else f"GPU used twice on {where}"
+        )
+        for user_id in maintainers:
+            yield Notice(
+                user_id=user_id,
+                kind=kind,
+                key=f"{kind}:event-{event.pk}:user-{user_id}",
+                title=title,
+                body=event.as_log_line(),
+                link=reverse("admin:containers_containerevent_change", args=[event.pk]),
+                at=event.created_at,
+            )
+
+
+def notices_due(*, now: datetime, since: datetime, ending_within: timedelta) -> list[Notice]:
+    """Everything that happened in [since, now] worth telling someone, and every running
+    reservation ending within `ending_within`."""
+    return [
+        *_reservation_notices(now=now, since=since, ending_within=ending_within),
+        *_event_notices(since=since),
+    ]

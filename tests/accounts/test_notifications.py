@@ -1,0 +1,219 @@
+"""Notifications end to end: the scheduled task finds what happened, records it once and
+e-mails it through a real SMTP server on 127.0.0.1 (aiosmtpd), whose inbox we read."""
+
+import email
+import socket
+from datetime import timedelta
+
+import pytest
+from aiosmtpd.controller import Controller
+from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
+from django_q.models import Schedule
+
+from accounts.channel_services import email_kinds_set
+from accounts.models import Notification
+from accounts.tasks import send_notifications
+from bookings.models import Reservation
+from containers.models import ContainerEvent
+from containers.telemetry.models import ReservationGpuStatus
+from tests.api_helpers import token_client
+from tests.factories import ContainerEventFactory, ReservationFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[email.message.Message] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        message = email.message_from_bytes(envelope.content)
+        message["X-Envelope-To"] = ",".join(envelope.rcpt_tos)
+        self.messages.append(message)
+        return "250 OK"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def inbox(settings):
+    handler = Inbox()
+    controller = Controller(handler, hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
+    settings.PORTAL_URL = "https://portal.lab.example"
+    yield handler
+    controller.stop()
+
+
+@pytest.fixture
+def mailed_student(student):
+    student.email = "m11007s05@lab.example"
+    student.save()
+    email_kinds_set(
+        user=student, kinds=["running", "ending_soon", "blocked", "failed", "job_finished", "idle"]
+    )
+    return student
+
+
+def running(user, host, **fields):
+    now = timezone.now()
+    values = {
+        "start": now - timedelta(minutes=20),
+        "end": now + timedelta(hours=3),
+        "status": Reservation.Status.RUNNING,
+        "started_at": now - timedelta(minutes=5),
+    }
+    return ReservationFactory(user=user, host=host, **(values | fields))
+
+
+def test_a_running_container_is_mailed_once_with_the_ssh_command(inbox, mailed_student, host):
+    running(mailed_student, host)
+    send_notifications()
+    send_notifications()  # A second tick finds the same event and sends nothing more.
+    [message] = inbox.messages
+    assert message["X-Envelope-To"] == "m11007s05@lab.example"
+    assert "is running" in message["Subject"]
+    body = message.get_payload(decode=True).decode()
+    assert f"ssh -p {mailed_student.forward_port} root@{host.address}" in body
+    assert "https://portal.lab.example/reservations/" in body
+    assert Notification.objects.get().email == Notification.Email.SENT
+
+
+def test_a_reservation_ending_within_30_minutes_warns_once(inbox, mailed_student, host):
+    running(
+        mailed_student,
+        host,
+        started_at=timezone.now() - timedelta(days=2),
+        end=timezone.now() + timedelta(minutes=20),
+    )
+    send_notifications()
+    send_notifications()
+    assert [m["Subject"] for m in inbox.messages if "ends at" in m["Subject"]] and len(inbox.messages) == 1
+
+
+def test_a_blocked_launch_says_the_figures(inbox, mailed_student, host):
+    figures = "Over the space quota: work folder 250 GB of 200 GB, backup folder 10 GB of 50 GB."
+    ReservationFactory(
+        user=mailed_student,
+        host=host,
+        start=timezone.now() - timedelta(minutes=5),
+        end=timezone.now() + timedelta(hours=1),
+        status=Reservation.Status.BLOCKED,
+        status_message=figures,
+    )
+    send_notifications()
+    [message] = inbox.messages
+    assert figures in message.get_payload(decode=True).decode()
+
+
+def test_kinds_not_chosen_stay_in_the_portal_only(inbox, mailed_student, host):
+    email_kinds_set(user=mailed_student, kinds=[])
+    running(mailed_student, host)
+    send_notifications()
+    assert inbox.messages == []
+    assert Notification.objects.get().email == Notification.Email.SKIPPED
+
+
+def test_a_user_released_reservation_is_no_news_but_an_ended_one_is(inbox, mailed_student, host):
+    email_kinds_set(user=mailed_student, kinds=["ended"])
+    now = timezone.now()
+    ended = dict(
+        status=Reservation.Status.ENDED, ended_at=now - timedelta(minutes=1), start=now - timedelta(hours=3)
+    )
+    ReservationFactory(user=mailed_student, host=host, end=now - timedelta(minutes=1), **ended)
+    ReservationFactory(
+        user=mailed_student,
+        host=host,
+        end=now - timedelta(hours=2),
+        released_at=now - timedelta(hours=2),
+        **(ended | {"start": now - timedelta(hours=4)}),
+    )
+    send_notifications()
+    assert len(inbox.messages) == 1 and "has ended" in inbox.messages[0]["Subject"]
+
+
+def test_idle_gpus_and_a_finished_job_are_told(inbox, mailed_student, host):
+    reservation = running(mailed_student, host, started_at=timezone.now() - timedelta(days=1))
+    ReservationGpuStatus.objects.create(
+        reservation=reservation, idle_flagged_at=timezone.now() - timedelta(minutes=1)
+    )
+    ContainerEventFactory(
+        user=mailed_student,
+        sign="JobFinished",
+        message="m11007s05's job #7 succeeded (exit code 0)",
+        host=host,
+    )
+    send_notifications()
+    subjects = sorted(m["Subject"] for m in inbox.messages)
+    assert any("idle" in s for s in subjects) and any("job has finished" in s for s in subjects)
+    job = next(m for m in inbox.messages if "job" in m["Subject"])
+    assert "exit code 0" in job.get_payload(decode=True).decode()
+    assert "https://portal.lab.example/jobs/7/" in job.get_payload(decode=True).decode()
+
+
+def test_maintainers_hear_of_an_engine_down_and_a_gpu_used_twice(inbox, host, student):
+    maintainer = UserFactory(username="maint", is_staff=True, email="maint@lab.example")
+    ContainerEventFactory(
+        level=ContainerEvent.Level.ERROR,
+        sign="EngineUnavailable",
+        message="The engine does not answer",
+        host=host,
+    )
+    ContainerEventFactory(
+        level=ContainerEvent.Level.WARNING, sign="GPUDuplicateWarning", message="pid 7", host=host
+    )
+    send_notifications()
+    assert sorted(m["X-Envelope-To"] for m in inbox.messages) == ["maint@lab.example"] * 2
+    assert not Notification.objects.filter(user=student).exists()
+    assert Notification.objects.filter(user=maintainer).count() == 2
+
+
+def test_a_mail_server_that_is_down_marks_failed_and_never_resends(settings, mailed_student, host):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", _free_port(), 2
+    running(mailed_student, host)
+    with pytest.raises(OSError):
+        send_notifications()
+    # The connection failed before any claim: still pending, sent on a later tick.
+    assert Notification.objects.get().email == Notification.Email.PENDING
+
+
+def test_the_header_badge_counts_unread_and_the_list_marks_them_read(client, mailed_student, host):
+    running(mailed_student, host)
+    send_notifications()
+    client.force_login(mailed_student)
+    page = client.get(reverse("dashboard"))
+    assert b'data-testid="unread-badge"' in page.content
+    listing = client.get(reverse("notifications"))
+    assert b"is running" in listing.content
+    assert client.post(reverse("notifications")).status_code == 302
+    assert b'data-testid="unread-badge"' not in client.get(reverse("dashboard")).content
+
+
+def test_the_api_lists_own_notifications_and_marks_them_read(mailed_student, host):
+    running(mailed_student, host)
+    send_notifications()
+    other = token_client(UserFactory(username="other"))
+    assert other.get("/api/v1/notifications/").json()["count"] == 0
+    api = token_client(mailed_student)
+    [row] = api.get("/api/v1/notifications/").json()["results"]
+    assert other.post("/api/v1/notifications/read/", {"ids": [row["id"]]}, format="json").json() == {
+        "marked": 0
+    }
+    assert api.post("/api/v1/notifications/read/", {"ids": [row["id"]]}, format="json").json() == {
+        "marked": 1
+    }
+
+
+def test_setup_schedules_registers_the_notifier_apart_from_reconcile(db):
+    call_command("setup_schedules")
+    call_command("setup_schedules")
+    assert Schedule.objects.filter(func="accounts.tasks.send_notifications").count() == 1
