@@ -128,7 +128,12 @@ def hosts_open_to(*, user: User) -> QuerySet[Host]:
 
 
 def host_open_to(*, user: User, host: Host) -> bool:
-    return hosts_open_to(user=user).filter(pk=host.pk).exists()
+    # Most hosts are restricted to nobody: one light query settles those, and only a
+    # restricted host asks the rule above (this check sits in every booking's path).
+    restricted = HostAccess.objects.filter(host_id=host.pk).filter(
+        Q(users__isnull=False) | Q(profiles__isnull=False)
+    )
+    return not restricted.exists() or hosts_open_to(user=user).filter(pk=host.pk).exists()
 
 
 def host_choice_labels(*, user: User, now: datetime) -> dict[int, str]:
