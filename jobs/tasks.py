@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from containers import job_builds
 from containers.locks import exclusive
 from jobs.scheduling import run_pass
 
@@ -19,3 +20,8 @@ def schedule_jobs(now: datetime | None = None) -> str:
         if not acquired:
             return "another pass held the lock"
         return str(run_pass(now=now or timezone.now()))
+
+
+def build_job_image(job_id: int, now: datetime | None = None) -> str:
+    """Builds a DoPQ upload's image on this host's agent (queued to the job's host)."""
+    return job_builds.build_job_image(job_id=job_id, now=now or timezone.now())
