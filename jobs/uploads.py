@@ -116,7 +116,8 @@ def _checked_members(members: list[zipfile.ZipInfo]) -> dict[str, zipfile.ZipInf
         if ".." in parts:
             raise refused(_("The zip holds a path with “..”: %(path)s") % {"path": name}, "parent_path")
         mode = member.external_attr >> 16
-        if stat.S_ISLNK(mode) or (mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
+        # Zips made on Windows (or by Python's writestr) carry no file type: a plain file.
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
             raise refused(_("The zip holds a link or special file: %(path)s") % {"path": name}, "not_a_file")
         if member.is_dir():
             continue

@@ -1,0 +1,130 @@
+"""DoPQ uploads through the service and the host agent's build, on the fake runtime: the
+job waits while its image builds, a failed build fails only its own job, and the built
+image is that user's alone."""
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from bookings.services import resolve_image
+from containers.models import ContainerEvent, Image
+from containers.runtime import FakeRuntime
+from jobs import logs, selectors
+from jobs.models import Job, JobBuild
+from jobs.services import job_cancel, job_submit_upload
+from jobs.tasks import build_job_image
+from tests.containers.conftest import fake_runtime  # noqa: F401
+from tests.factories import UserFactory, local
+from tests.jobs.dopq_zips import dopq_zip
+
+pytestmark = pytest.mark.django_db
+
+NOW = local(2026, 3, 2, 10, 10)
+
+
+@pytest.fixture(autouse=True)
+def builds_on(settings, tmp_path):
+    settings.JOB_BUILDS_ALLOWED = True
+    settings.JOB_LOG_ROOT = tmp_path / "job-logs"
+
+
+def upload(user, host, data=None, **kwargs):
+    values = {"cpus": 1, "time_limit_minutes": 30}
+    values.update(kwargs)
+    return job_submit_upload(user=user, upload=data or dopq_zip(), host=host, now=NOW, **values)
+
+
+def test_it_queues_the_job_with_a_per_user_image_and_waits_for_the_build(student, host, fake_runtime):
+    job = upload(student, host, dopq_zip(required_memory="2g", run_params={"command": "python train.py"}))
+    assert (job.status, job.host, job.memory_gb, job.gpu_count, job.command) == (
+        Job.Status.QUEUED,
+        host,
+        2,
+        0,
+        "python train.py",
+    )
+    assert job.image.reference.startswith("aivc-build/m11007s05/mnist:")
+    assert not job.image.is_active
+    assert job.build.status == JobBuild.Status.BUILDING
+    assert [row.pk for row in selectors.queued_rows()] == []  # the scheduler passes it over
+
+
+def test_a_built_image_lets_the_scheduler_start_the_job_and_keeps_the_build_log(student, host, fake_runtime):
+    job = upload(student, host)
+    assert build_job_image(job.pk, now=NOW).startswith("built aivc-build/m11007s05/mnist:")
+    build = JobBuild.objects.get(job=job)
+    assert build.status == JobBuild.Status.BUILT and bytes(build.context) == b""
+    tag, context = FakeRuntime.engine_for(host).builds[0]
+    assert tag == job.image.reference and context
+    assert "Successfully tagged" in logs.log_tail(job_id=job.pk, lines=5, build=True)
+    assert [row.pk for row in selectors.queued_rows()] == [job.pk]
+    assert build_job_image(job.pk, now=NOW) == "nothing to build"  # a second run does nothing
+
+
+def test_a_failed_build_fails_only_its_own_job_with_a_message_and_an_event(student, host, fake_runtime):
+    bad = upload(student, host)
+    FakeRuntime.engine_for(host).build_failure = "The command '/bin/sh -c exit 1' returned a non-zero code: 1"
+    assert build_job_image(bad.pk, now=NOW).startswith("build failed")
+    FakeRuntime.engine_for(host).build_failure = ""
+    good = upload(student, host, dopq_zip(name="second"))
+    build_job_image(good.pk, now=NOW)
+    bad.refresh_from_db()
+    assert bad.status == Job.Status.FAILED and "could not be built" in bad.status_message
+    assert "non-zero code" in bad.build.message
+    assert "non-zero code" in logs.log_tail(job_id=bad.pk, lines=5, build=True)
+    assert ContainerEvent.objects.filter(sign="JobBuildFailed", message__contains=f"#{bad.pk}").exists()
+    assert [row.pk for row in selectors.queued_rows()] == [good.pk]
+
+
+def test_an_unreachable_engine_leaves_the_build_waiting_for_another_try(student, host, fake_runtime):
+    job = upload(student, host)
+    FakeRuntime.engine_for(host).reachable = False
+    with pytest.raises(Exception, match="unreachable"):
+        build_job_image(job.pk, now=NOW)
+    FakeRuntime.engine_for(host).reachable = True
+    assert build_job_image(job.pk, now=NOW).startswith("built")
+
+
+def test_a_cancelled_job_is_not_built(student, host, fake_runtime):
+    job = upload(student, host)
+    job_cancel(job=job, now=NOW)
+    assert build_job_image(job.pk, now=NOW) == "nothing to build"
+    assert FakeRuntime.engine_for(host).builds == []
+
+
+def test_another_user_cannot_book_or_submit_with_the_built_image(student, host, fake_runtime):
+    job = upload(student, host)
+    with pytest.raises(ValidationError):
+        resolve_image(job.image.reference, user=UserFactory(username="someone"))
+    with pytest.raises(ValidationError):
+        resolve_image(job.image.pk, user=UserFactory(username="other"))
+
+
+def test_two_users_uploading_the_same_zip_get_their_own_images(student, host, fake_runtime):
+    other = UserFactory(username="m11007s06")
+    mine, theirs = upload(student, host), upload(other, host)
+    assert mine.image != theirs.image
+    assert Image.objects.filter(reference__startswith="aivc-build/").count() == 2
+
+
+def test_it_refuses_uploads_when_the_lab_has_builds_off(student, host, settings):
+    settings.JOB_BUILDS_ALLOWED = False
+    with pytest.raises(ValidationError, match="does not build images"):
+        upload(student, host)
+    assert not Job.objects.exists()
+
+
+def test_it_needs_a_host_to_build_on(student, host):
+    with pytest.raises(ValidationError, match="Choose the host"):
+        upload(student, None)
+
+
+def test_a_bad_upload_is_refused_and_creates_nothing(student, host):
+    with pytest.raises(ValidationError, match="may not set privileged"):
+        upload(student, host, dopq_zip(run_params={"privileged": True}))
+    assert not Job.objects.exists() and not Image.objects.filter(is_active=False).exists()
+
+
+def test_it_applies_the_job_rules_to_the_configs_resources(student, host):
+    with pytest.raises(ValidationError):
+        upload(student, host, dopq_zip(required_memory="500g"))
+    assert not Job.objects.exists() and not Image.objects.filter(is_active=False).exists()
