@@ -7,7 +7,11 @@ import json
 import stat
 import zipfile
 
-DOCKERFILE = 'FROM aivc-test/busybox:latest\nRUN echo built > /built.txt\nCMD ["sh", "-c", "cat /built.txt; echo hello from dopq"]\n'
+DOCKERFILE = (
+    "FROM aivc-test/busybox:latest\n"
+    "RUN echo built in the image > /built.txt\n"
+    'CMD ["sh", "-c", "cat /built.txt; echo hello from dopq"]\n'
+)
 
 
 def config(**changes) -> dict:

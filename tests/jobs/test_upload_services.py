@@ -12,7 +12,6 @@ from jobs import logs, selectors
 from jobs.models import Job, JobBuild
 from jobs.services import job_cancel, job_submit_upload
 from jobs.tasks import build_job_image
-from tests.containers.conftest import fake_runtime  # noqa: F401
 from tests.factories import UserFactory, local
 from tests.jobs.dopq_zips import dopq_zip
 
