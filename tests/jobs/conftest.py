@@ -2,8 +2,8 @@
 from tests.containers.conftest import (  # noqa: F401
     docker_client,
     docker_scope,
-    fake_runtime,
     engine_host,
+    fake_runtime,
     roots,
     test_image,
     window,
