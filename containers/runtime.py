@@ -529,6 +529,7 @@ class DockerRuntime(ContainerRuntime):
 
         import docker
         import requests
+        import urllib3
 
         output = bytearray()
         deadline = time.monotonic() + timeout_s
@@ -558,7 +559,7 @@ class DockerRuntime(ContainerRuntime):
                     raise BuildFailed(f"the build ran longer than {timeout_s} s", output=bytes(output))
         except BuildFailed:
             raise
-        except requests.exceptions.ReadTimeout:
+        except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError):
             raise BuildFailed(f"the build ran longer than {timeout_s} s", output=bytes(output)) from None
         except docker.errors.BuildError as error:
             raise BuildFailed(str(error.msg), output=bytes(output)) from None

@@ -80,3 +80,24 @@ def test_a_zip_upload_builds_and_runs_beside_a_bad_one(
     assert "built in the image" in log and "hello from dopq" in log
     assert JobBuild.objects.get(job=good).status == JobBuild.Status.BUILT
     assert "Successfully" in logs.log_tail(job_id=good.pk, lines=20, build=True)
+
+
+def test_a_build_past_its_time_limit_fails_its_job(
+    engine_host, docker_scope, test_image, default_profile, built_images, settings
+):
+    settings.JOB_BUILD_TIMEOUT_S = 3
+    user = UserFactory(username="m11007s05")
+    slow = f"RUN echo {uuid.uuid4().hex} > /run-id && sleep 20\n"
+    job = job_submit_upload(
+        user=user,
+        upload=dopq_zip(dockerfile=DOCKERFILE + slow),
+        host=engine_host,
+        cpus=1,
+        time_limit_minutes=5,
+    )
+    built_images.append(job.image.reference)
+    started = time.monotonic()
+    assert build_job_image(job.pk).startswith("build failed")
+    assert time.monotonic() - started < 15
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED and "longer than 3 s" in job.status_message
