@@ -492,6 +492,26 @@ def build_mark_started(*, build: JobBuild, now: datetime) -> bool:
     return bool(claimed)
 
 
+BUILD_RETRY_AFTER = timedelta(minutes=1)
+BUILD_CLAIM_SLACK = timedelta(minutes=2)
+
+
+def builds_requeue(*, now: datetime) -> int:
+    """Asks the hosts' agents again for builds still waiting: one never claimed a minute
+    after its submit (the engine was unreachable, or the queued task was lost), or one
+    claimed longer ago than a build may run (its agent died mid-build: the claim is
+    released). The claim in `build_mark_started` makes a repeated request harmless.
+    Returns how many were asked for."""
+    waiting = JobBuild.objects.filter(status=JobBuild.Status.BUILDING, job__status=Job.Status.QUEUED)
+    stale_claim = now - timedelta(seconds=settings.JOB_BUILD_TIMEOUT_S) - BUILD_CLAIM_SLACK
+    waiting.filter(started_at__lt=stale_claim).update(started_at=None)
+    unclaimed = waiting.filter(started_at__isnull=True, job__submitted_at__lt=now - BUILD_RETRY_AFTER)
+    rows = list(unclaimed.select_related("job__host").defer("context"))
+    for build in rows:
+        queue_host_task(BUILD_TASK, build.job_id, host=build.job.host)
+    return len(rows)
+
+
 @transaction.atomic
 def build_finish(*, build: JobBuild, now: datetime, failure: str = "") -> None:
     """Records a build's end. Built: the context is dropped and the scheduler may start the

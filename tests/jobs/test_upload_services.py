@@ -2,15 +2,18 @@
 job waits while its image builds, a failed build fails only its own job, and the built
 image is that user's alone."""
 
+from datetime import timedelta
+
 import pytest
 from django.core.exceptions import ValidationError
+from django_q.models import OrmQ
 
 from bookings.services import resolve_image
 from containers.models import ContainerEvent, Image
 from containers.runtime import FakeRuntime
 from jobs import logs, selectors
 from jobs.models import Job, JobBuild
-from jobs.services import job_cancel, job_submit_upload
+from jobs.services import BUILD_TASK, builds_requeue, job_cancel, job_submit_upload
 from jobs.tasks import build_job_image
 from tests.factories import UserFactory, local
 from tests.jobs.dopq_zips import dopq_zip
@@ -127,3 +130,29 @@ def test_it_applies_the_job_rules_to_the_configs_resources(student, host):
     with pytest.raises(ValidationError):
         upload(student, host, dopq_zip(required_memory="500g"))
     assert not Job.objects.exists() and not Image.objects.filter(is_active=False).exists()
+
+
+def queued_builds() -> list[str]:
+    return [task.func() for task in OrmQ.objects.all() if task.func() == BUILD_TASK]
+
+
+def test_a_build_nobody_picked_up_is_asked_for_again_after_a_minute(
+    student, host, fake_runtime, django_capture_on_commit_callbacks
+):
+    job = upload(student, host)
+    OrmQ.objects.all().delete()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert builds_requeue(now=NOW + timedelta(seconds=30)) == 0
+        assert builds_requeue(now=NOW + timedelta(minutes=2)) == 1
+    assert queued_builds() == [BUILD_TASK]
+    build_job_image(job.pk, now=NOW + timedelta(minutes=2))
+    assert builds_requeue(now=NOW + timedelta(minutes=3)) == 0
+
+
+def test_a_claim_older_than_any_build_is_released_and_asked_for_again(student, host, fake_runtime, settings):
+    job = upload(student, host)
+    JobBuild.objects.filter(job=job).update(started_at=NOW)  # an agent that died mid-build
+    late = NOW + timedelta(seconds=settings.JOB_BUILD_TIMEOUT_S) + timedelta(minutes=1)
+    assert builds_requeue(now=late) == 0  # it may still be building
+    assert builds_requeue(now=late + timedelta(minutes=2)) == 1
+    assert build_job_image(job.pk, now=late).startswith("built")
