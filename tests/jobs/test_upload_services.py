@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.utils import translation
 from django_q.models import OrmQ
 
 from bookings.services import resolve_image
@@ -21,6 +22,13 @@ from tests.jobs.dopq_zips import dopq_zip
 pytestmark = pytest.mark.django_db
 
 NOW = local(2026, 3, 2, 10, 10)
+
+
+@pytest.fixture(autouse=True)
+def english():
+    """The messages are checked in English, whatever language an earlier test left active."""
+    with translation.override("en"):
+        yield
 
 
 @pytest.fixture(autouse=True)

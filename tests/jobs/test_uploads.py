@@ -6,9 +6,17 @@ import tarfile
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.utils import translation
 
 from jobs.uploads import parse_upload
 from tests.jobs.dopq_zips import DOCKERFILE, config, dopq_zip, make_zip
+
+
+@pytest.fixture(autouse=True)
+def english():
+    """The messages are checked in English, whatever language an earlier test left active."""
+    with translation.override("en"):
+        yield
 
 
 def refusal(data: bytes) -> str:
