@@ -33,7 +33,7 @@ from containers.commands import command_arguments
 from containers.models import Host, Image
 from jobs import selectors
 from jobs.models import HostDrain, Job, JobBuild, QueueState
-from jobs.uploads import DopqUpload, parse_upload
+from jobs.uploads import DopqUpload, check_builds_only_from_own_images, parse_upload
 
 SCHEDULE_TASK = "jobs.tasks.schedule_jobs"
 RECONCILE_TASK = "containers.tasks.reconcile"
@@ -420,11 +420,16 @@ def _check_builds_allowed() -> None:
         )
 
 
+def built_image_prefix(*, username: str) -> str:
+    """The repository prefix of a user's built images: `aivc-build/<name>/`."""
+    owner = re.sub(r"[^a-z0-9_.-]+", "-", username.lower()).strip("-._") or "user"
+    return f"aivc-build/{owner}/"
+
+
 def built_image_tag(*, username: str, upload: DopqUpload) -> str:
     """The user's own tag for the image an upload builds: their name, the config's name and
     the context's digest, so two users' (or two versions') images never share a tag."""
-    owner = re.sub(r"[^a-z0-9_.-]+", "-", username.lower()).strip("-._") or "user"
-    return f"aivc-build/{owner}/{upload.name}:{upload.digest[:12]}"
+    return f"{built_image_prefix(username=username)}{upload.name}:{upload.digest[:12]}"
 
 
 def job_submit_upload(
@@ -447,6 +452,9 @@ def job_submit_upload(
             {"host": _("Choose the host: the image is built on that host's engine.")}, code="host_required"
         )
     parsed = parse_upload(upload)
+    check_builds_only_from_own_images(
+        dockerfile=parsed.dockerfile, owner_prefix=built_image_prefix(username=user.username)
+    )
     cpus, memory_gb, gpu_count = request_resources(cpus, parsed.memory_gb, parsed.gpu_count)
     minutes = _time_limit(time_limit_minutes)
     command = _command(parsed.command) if parsed.command else ""

@@ -67,6 +67,7 @@ class DopqUpload:
     memory_gb: int
     gpu_count: int
     command: str
+    dockerfile: str
     context: bytes  # the folder that holds the Dockerfile, as an uncompressed tar
 
     @property
@@ -94,8 +95,33 @@ def parse_upload(data: bytes) -> DopqUpload:
         files = _checked_members(members)
         root = _context_root(files)
         config = _read_config(archive, files[_joined(root, CONFIG_NAME)])
+        dockerfile = _read_dockerfile(archive, files[_joined(root, DOCKERFILE_NAME)])
         context = _context_tar(archive, files, root)
-    return DopqUpload(context=context, **config)
+    return DopqUpload(context=context, dockerfile=dockerfile, **config)
+
+
+def _read_dockerfile(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> str:
+    try:
+        return archive.read(member).decode("utf-8")
+    except (UnicodeDecodeError, zipfile.BadZipFile, OSError, ValueError):
+        raise refused(_("The Dockerfile is not readable UTF-8 text."), "bad_dockerfile") from None
+
+
+def check_builds_only_from_own_images(*, dockerfile: str, owner_prefix: str) -> None:
+    """A Dockerfile may start FROM (or COPY --from) the lab's images or the user's own
+    builds, never another user's build: those hold that user's code and data."""
+    others = sorted(
+        {
+            reference
+            for reference in re.findall(r"aivc-build/[^\s\"']+", dockerfile, flags=re.IGNORECASE)
+            if not reference.lower().startswith(owner_prefix)
+        }
+    )
+    if others:
+        raise refused(
+            _("The Dockerfile uses images built for someone else: %(names)s") % {"names": ", ".join(others)},
+            "others_image",
+        )
 
 
 def _checked_members(members: list[zipfile.ZipInfo]) -> dict[str, zipfile.ZipInfo]:

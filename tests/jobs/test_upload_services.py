@@ -164,3 +164,18 @@ def test_a_claim_older_than_any_build_is_released_and_asked_for_again(student, h
     assert builds_requeue(now=late) == 0  # it may still be building
     assert builds_requeue(now=late + timedelta(minutes=2)) == 1
     assert build_job_image(job.pk, now=late).startswith("built")
+
+
+def test_a_dockerfile_cannot_start_from_another_users_built_image(student, host, fake_runtime):
+    theirs = upload(UserFactory(username="m11007s06"), host)
+    for line in (f"FROM {theirs.image.reference}\n", f"COPY --from={theirs.image.reference} /data /data\n"):
+        attack = dopq_zip(name="thief", dockerfile=f"FROM aivc-test/busybox:latest\n{line}")
+        with pytest.raises(ValidationError, match="built for someone else: aivc-build/m11007s06/mnist"):
+            upload(student, host, attack)
+    assert not Job.objects.filter(user=student).exists()
+
+
+def test_a_dockerfile_may_start_from_the_users_own_built_image(student, host, fake_runtime):
+    mine = upload(student, host)
+    later = upload(student, host, dopq_zip(name="second", dockerfile=f"FROM {mine.image.reference}\n"))
+    assert later.build.status == JobBuild.Status.BUILDING
