@@ -5,6 +5,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from jobs.models import Job
+from jobs.services import job_submit_upload
 from tests.jobs.dopq_zips import dopq_zip
 
 pytestmark = pytest.mark.django_db
@@ -60,3 +61,11 @@ def test_the_submit_page_says_when_the_lab_builds_no_uploads(owner_client, setti
 def test_the_upload_needs_a_signed_in_user(client, host):
     response = post_zip(client, host, dopq_zip())
     assert response.status_code == 302 and "login" in response.url
+
+
+def test_the_builds_admin_lists_an_uploads_build(admin_client, student, host, fake_runtime):
+    job = job_submit_upload(user=student, upload=dopq_zip(), host=host, cpus=1, time_limit_minutes=30)
+    page = admin_client.get(reverse("admin:jobs_jobbuild_changelist")).content.decode()
+    assert "mnist" in page and student.username in page
+    detail = admin_client.get(reverse("admin:jobs_jobbuild_change", args=[job.build.pk]))
+    assert detail.status_code == 200
