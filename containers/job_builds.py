@@ -9,7 +9,7 @@ from datetime import datetime
 from django.conf import settings
 
 from containers import events, services
-from containers.runtime import LABEL_JOB, LABEL_USER, BuildFailed, EngineUnavailable, get_runtime
+from containers.runtime import GIB, LABEL_JOB, LABEL_USER, BuildFailed, EngineUnavailable, get_runtime
 from jobs import logs
 from jobs.models import JobBuild
 from jobs.services import build_finish, build_mark_started
@@ -33,6 +33,8 @@ def build_job_image(*, job_id: int, now: datetime) -> str:
             context=bytes(build.context),
             labels=labels,
             timeout_s=settings.JOB_BUILD_TIMEOUT_S,
+            # A build's steps get no more memory than its job will.
+            memory_bytes=job.memory_gb * GIB,
         )
     except EngineUnavailable:
         JobBuild.objects.filter(pk=build.pk).update(started_at=None)

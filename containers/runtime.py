@@ -286,10 +286,13 @@ class ContainerRuntime(ABC):
     # before it is removed.
 
     @abstractmethod
-    def build_image(self, *, tag: str, context: bytes, labels: dict[str, str], timeout_s: int) -> bytes:
+    def build_image(
+        self, *, tag: str, context: bytes, labels: dict[str, str], timeout_s: int, memory_bytes: int
+    ) -> bytes:
         """Builds `tag` from a build context (an uncompressed tar holding a Dockerfile) and
         returns the build's output; BuildFailed with the output so far if it fails or runs
-        past `timeout_s`. Never pulls: a FROM must name an image the engine has."""
+        past `timeout_s`. Each step's container gets at most `memory_bytes` (no swap).
+        Never pulls: a FROM must name an image the engine has."""
 
     @abstractmethod
     def stop(self, container_id: str, *, grace_s: int) -> None:
@@ -523,7 +526,9 @@ class DockerRuntime(ContainerRuntime):
         except Exception as error:
             raise self._translate(error) from None
 
-    def build_image(self, *, tag: str, context: bytes, labels: dict[str, str], timeout_s: int) -> bytes:
+    def build_image(
+        self, *, tag: str, context: bytes, labels: dict[str, str], timeout_s: int, memory_bytes: int
+    ) -> bytes:
         import io
         import time
 
@@ -545,6 +550,7 @@ class DockerRuntime(ContainerRuntime):
                 rm=True,
                 forcerm=True,
                 pull=False,
+                container_limits={"memory": memory_bytes, "memswap": memory_bytes},
                 decode=True,
                 timeout=timeout_s,
             )
@@ -622,6 +628,7 @@ class FakeEngine:
         self.output: dict[str, bytes] = {}  # by container name, what a container "printed"
         self.builds: list[tuple[str, bytes]] = []  # (tag, context) of each build asked for
         self.build_failure: str = ""  # set: every build fails with this message
+        self.build_memory: list[int] = []  # the memory limit of each build
 
     def kill(self, name: str) -> None:
         """What a container that died looks like: still there, exited."""
@@ -719,10 +726,13 @@ class FakeRuntime(ContainerRuntime):
             if engine.images is not None:
                 engine.images.add(reference)
 
-    def build_image(self, *, tag: str, context: bytes, labels: dict[str, str], timeout_s: int) -> bytes:
+    def build_image(
+        self, *, tag: str, context: bytes, labels: dict[str, str], timeout_s: int, memory_bytes: int
+    ) -> bytes:
         self._check_reachable()
         engine = self.engine
         engine.builds.append((tag, context))
+        engine.build_memory.append(memory_bytes)
         if engine.build_failure:
             raise BuildFailed(engine.build_failure, output=f"ERROR: {engine.build_failure}\n".encode())
         with self._lock:

@@ -65,6 +65,7 @@ def test_a_built_image_lets_the_scheduler_start_the_job_and_keeps_the_build_log(
     assert build.status == JobBuild.Status.BUILT and bytes(build.context) == b""
     tag, context = FakeRuntime.engine_for(host).builds[0]
     assert tag == job.image.reference and context
+    assert FakeRuntime.engine_for(host).build_memory == [job.memory_gb * 1024**3]
     assert "Successfully tagged" in logs.log_tail(job_id=job.pk, lines=5, build=True)
     assert [row.pk for row in selectors.queued_rows()] == [job.pk]
     assert build_job_image(job.pk, now=NOW) == "nothing to build"  # a second run does nothing
