@@ -123,7 +123,10 @@ def claimed(host: Host) -> bool:
 
 
 def book_now(*, host: Host, username: str, image) -> Reservation:
+    """Books as the web does: with the host row as it is now, which says (since its agent
+    claimed it) that the host's work goes to that agent."""
     user = UserFactory(username=username)
+    host = Host.objects.get(pk=host.pk)
     return reservation_create(
         user=user, host=host, start="now", end="1-day", cpus=1, memory_gb=1, gpu_count=0, image=image
     )
