@@ -37,6 +37,10 @@ NETWORK_LABELS = {"aivc.purpose": "tenant-isolation"}
 LAB_ENTRYPOINT = "/usr/local/sbin/aivc-entrypoint"
 
 
+# Launch threads of one process take turns making the isolated network.
+_NETWORK_LOCK = threading.Lock()
+
+
 class RuntimeProblem(Exception):
     """Base of what an engine can answer instead of doing the work."""
 
@@ -351,30 +355,43 @@ class DockerRuntime(ContainerRuntime):
             return EngineUnavailable(f"Docker engine of {self.host.name} unreachable: {error}")
         return LaunchFailed(str(error))
 
-    def _ensure_network(self, name: str) -> None:
-        """The portal's bridge network with inter-container traffic off, made once; an
-        existing network of that name that lets containers reach each other is refused."""
+    def _ensure_network(self, name: str) -> str:
+        """The id of the portal's bridge network with inter-container traffic off, made
+        once; an existing network of that name that lets containers reach each other is
+        refused. The engine accepts two networks of one name, so when launches made it at
+        the same time (the launch pool's threads, two agents on one engine), the oldest is
+        kept, the others are removed, and containers are attached by id."""
         import docker
 
         def named() -> list:  # the engine's name filter matches substrings
-            return [network for network in self.client.networks.list(names=[name]) if network.name == name]
+            found = [network for network in self.client.networks.list(names=[name]) if network.name == name]
+            return sorted(found, key=lambda network: (network.attrs.get("Created", ""), network.id))
 
-        found = named()
-        if not found:
-            try:
-                self.client.networks.create(
-                    name, driver="bridge", options={ICC_OPTION: "false"}, labels=NETWORK_LABELS
-                )
-            except docker.errors.APIError as error:
-                if error.status_code != 409:  # 409: another tick made it meanwhile
-                    raise
+        with _NETWORK_LOCK:
             found = named()
-        options = (found[0].attrs.get("Options") or {}) if found else {}
+            if not found:
+                try:
+                    self.client.networks.create(
+                        name, driver="bridge", options={ICC_OPTION: "false"}, labels=NETWORK_LABELS
+                    )
+                except docker.errors.APIError as error:
+                    if error.status_code != 409:  # 409: another tick made it meanwhile
+                        raise
+                found = named()
+        if not found:
+            raise LaunchFailed(f"The network {name} could not be made.")
+        kept, *duplicates = found
+        for duplicate in duplicates:
+            # A duplicate a concurrent launch already uses stays until it is empty.
+            with contextlib.suppress(docker.errors.APIError):
+                duplicate.remove()
+        options = kept.attrs.get("Options") or {}
         if options.get(ICC_OPTION) != "false":
             raise LaunchFailed(
                 f"The network {name} lets containers reach each other ({ICC_OPTION} is not false); "
                 "remove it or name another in CONTAINER_NETWORK."
             )
+        return kept.id
 
     def _security_options(self, security: SecurityOptions) -> dict:
         import docker
@@ -446,7 +463,7 @@ class DockerRuntime(ContainerRuntime):
         container = None
         try:
             if spec.security.network:
-                self._ensure_network(spec.security.network)
+                options["network"] = self._ensure_network(spec.security.network)
             container = self.client.containers.create(**options)
             container.start()
             container.reload()

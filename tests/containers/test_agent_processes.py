@@ -142,10 +142,24 @@ def test_each_agent_starts_only_its_own_hosts_bookings(
 
     on_a = book_now(host=host_a, username=f"ua{tag}", image=test_image)
     on_b = book_now(host=host_b, username=f"ub{tag}", image=test_image)
-    wait_for(
-        lambda: Reservation.objects.filter(pk__in=[on_a.pk, on_b.pk], status=Status.RUNNING).count() == 2,
-        what=f"both containers to run\n{output(agent_a)}\n{output(agent_b)}",
-    )
+    try:
+        wait_for(
+            lambda: Reservation.objects.filter(pk__in=[on_a.pk, on_b.pk], status=Status.RUNNING).count() == 2,
+            what="both containers to run",
+        )
+    except AssertionError as error:
+        from containers.models import ContainerEvent
+
+        states = list(
+            Reservation.objects.filter(pk__in=[on_a.pk, on_b.pk]).values_list(
+                "pk", "status", "status_message"
+            )
+        )
+        logged = list(ContainerEvent.objects.values_list("sign", "message"))
+        tasks = list(Task.objects.values_list("func", "cluster", "success", "result"))
+        raise AssertionError(
+            f"{error}\n{states}\n{logged}\n{tasks}\n{output(agent_a)}\n{output(agent_b)}"
+        ) from None
 
     containers = docker_client.containers.list(filters={"label": f"{LABEL_MANAGED}={docker_scope}"})
     hosts_by_reservation = {int(c.labels[LABEL_RESERVATION]): c.labels[LABEL_HOST] for c in containers}

@@ -50,6 +50,27 @@ def address(docker_client, reservation: Reservation) -> str:
     return networks[django_settings.CONTAINER_NETWORK]["IPAddress"]
 
 
+def test_networks_made_twice_at_once_become_one_and_the_launch_goes_on(
+    engine_host, window, docker_scope, test_image, default_profile, docker_client
+):
+    # The engine accepts two networks of one name, as two launches racing to make it do;
+    # a launch by name then fails with "network ... is ambiguous".
+    for _ in range(2):
+        docker_client.networks.create(
+            django_settings.CONTAINER_NETWORK,
+            driver="bridge",
+            options={"com.docker.network.bridge.enable_icc": "false"},
+            labels={"aivc.purpose": "tenant-isolation"},
+        )
+    start(user=tenant(), host=engine_host, image=test_image, window=window)
+    named = [
+        network
+        for network in docker_client.networks.list(names=[django_settings.CONTAINER_NETWORK])
+        if network.name == django_settings.CONTAINER_NETWORK
+    ]
+    assert len(named) == 1
+
+
 def test_the_container_runs_fenced_in(
     engine_host, window, docker_scope, test_image, default_profile, docker_client
 ):
@@ -63,7 +84,7 @@ def test_the_container_runs_fenced_in(
     ulimits = {limit["Name"]: (limit["Soft"], limit["Hard"]) for limit in host_config["Ulimits"]}
     assert ulimits == {"nofile": (16384, 16384), "nproc": (4096, 4096)}
     assert host_config["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
-    assert host_config["NetworkMode"] == django_settings.CONTAINER_NETWORK
+    assert docker_client.networks.get(host_config["NetworkMode"]).name == django_settings.CONTAINER_NETWORK
     assert host_config["PortBindings"]["22/tcp"][0]["HostPort"] == str(reservation.forward_port)
     network = docker_client.networks.get(django_settings.CONTAINER_NETWORK)
     assert network.attrs["Options"]["com.docker.network.bridge.enable_icc"] == "false"
