@@ -1,4 +1,4 @@
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -87,7 +87,7 @@ class ReservationFactory(factory.django.DjangoModelFactory):
     user = factory.SubFactory(UserFactory)
     host = factory.SubFactory(HostFactory)
     start = factory.LazyFunction(lambda: local(2026, 3, 2, 10))
-    end = factory.LazyAttribute(lambda r: r.start.replace(hour=r.start.hour + 1))
+    end = factory.LazyAttribute(lambda r: r.start + timedelta(hours=1))
     booked_end = factory.LazyAttribute(lambda r: r.end)
     cpus = Decimal("1")
     memory_gb = 1
