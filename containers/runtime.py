@@ -333,6 +333,11 @@ class DockerRuntime(ContainerRuntime):
             return EngineUnavailable(f"Docker engine of {self.host.name} unreachable: {error}")
         return LaunchFailed(str(error))
 
+    # The launch threads of one agent (AGENT_LAUNCH_WORKERS) would each find no network and
+    # each make one: the engine takes duplicate names, and a name that matches several
+    # networks is refused by every later launch ("network ... is ambiguous").
+    _network_lock = threading.Lock()
+
     def _ensure_network(self, name: str) -> None:
         """The portal's bridge network with inter-container traffic off, made once; an
         existing network of that name that lets containers reach each other is refused."""
@@ -341,16 +346,21 @@ class DockerRuntime(ContainerRuntime):
         def named() -> list:  # the engine's name filter matches substrings
             return [network for network in self.client.networks.list(names=[name]) if network.name == name]
 
-        found = named()
-        if not found:
-            try:
-                self.client.networks.create(
-                    name, driver="bridge", options={ICC_OPTION: "false"}, labels=NETWORK_LABELS
-                )
-            except docker.errors.APIError as error:
-                if error.status_code != 409:  # 409: another tick made it meanwhile
-                    raise
+        with self._network_lock:
             found = named()
+            if not found:
+                try:
+                    self.client.networks.create(
+                        name,
+                        driver="bridge",
+                        options={ICC_OPTION: "false"},
+                        labels=NETWORK_LABELS,
+                        check_duplicate=True,
+                    )
+                except docker.errors.APIError as error:
+                    if error.status_code != 409:  # 409: another process made it meanwhile
+                        raise
+                found = named()
         options = (found[0].attrs.get("Options") or {}) if found else {}
         if options.get(ICC_OPTION) != "false":
             raise LaunchFailed(
