@@ -252,6 +252,15 @@ JOB_STOP_GRACE_S = env_int("JOB_STOP_GRACE_S", 30)
 JOB_LOG_ROOT = Path(os.environ.get("JOB_LOG_ROOT", BASE_DIR / "var" / "job-logs"))
 JOB_LOG_MAX_BYTES = env_int("JOB_LOG_MAX_BYTES", 10 * 1024 * 1024)
 JOB_LOG_TAIL_LINES = env_int("JOB_LOG_TAIL_LINES", 200)
+# DoPQ zip uploads: a student's Dockerfile is built on the host's engine. Off by default: a
+# build runs the student's RUN steps as root on the GPU server's engine (with its network),
+# which a lab turns on deliberately. The limits keep one upload from filling the disk or
+# holding the agent.
+JOB_BUILDS_ALLOWED = env_bool("JOB_BUILDS_ALLOWED", False)
+JOB_UPLOAD_MAX_BYTES = env_int("JOB_UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
+JOB_UPLOAD_MAX_UNPACKED_BYTES = env_int("JOB_UPLOAD_MAX_UNPACKED_BYTES", 100 * 1024 * 1024)
+JOB_UPLOAD_MAX_FILES = env_int("JOB_UPLOAD_MAX_FILES", 1000)
+JOB_BUILD_TIMEOUT_S = env_int("JOB_BUILD_TIMEOUT_S", 15 * 60)
 FAIR_SHARE_HALF_LIFE_DAYS = env_float("FAIR_SHARE_HALF_LIFE_DAYS", 7)
 # 0-GPU work is charged in CPU-hours; this many CPU-hours weigh as much as one GPU-hour.
 FAIR_SHARE_CPU_HOURS_PER_GPU_HOUR = env_float("FAIR_SHARE_CPU_HOURS_PER_GPU_HOUR", 8)

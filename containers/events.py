@@ -43,6 +43,7 @@ IMAGE_NEEDS_PASSWORD = Kind(Level.ERROR, "ImageNeedsPassword")
 IMAGE_INACTIVE = Kind(Level.ERROR, "ImageInactive")
 FOLDER_PROBLEM = Kind(Level.ERROR, "FolderProblem")
 LAUNCH_ERROR = Kind(Level.ERROR, "LaunchError")
+JOB_BUILD_FAILED = Kind(Level.ERROR, "JobBuildFailed")
 UNEXPECTED_ERROR = Kind(Level.ERROR, "UnexpectedError")
 GPU_INVENTORY_ERROR = Kind(Level.ERROR, "GPUInventoryError")
 GPU_DUPLICATE_WARNING = Kind(Level.WARNING, "GPUDuplicateWarning")
@@ -194,6 +195,16 @@ def job_finished(
     kind = JOB_FINISHED if status in ("succeeded", "cancelled") else JOB_FINISHED_BADLY
     suffix = f": {detail}" if detail else ""
     return Event(kind, f"{username}'s job #{job_id} {status.replace('_', ' ')} ({code}){suffix}")
+
+
+def job_image_built(*, username: str, job_id: int, tag: str) -> Event:
+    return Event(INFO, f"{username}'s job #{job_id}: image {tag} built from the upload")
+
+
+def job_build_failed(*, username: str, job_id: int, cause: str) -> Event:
+    return Event(
+        JOB_BUILD_FAILED, f"{username}'s job #{job_id} failed: its image could not be built ({cause})"
+    )
 
 
 # Messages of the image check ahead of a start ----------------------------------------------

@@ -170,7 +170,8 @@ def _launch_job(job: Job, *, runtime: ContainerRuntime, now: datetime, report) -
         spec = job_container_spec(
             reservation=reservation,
             job_id=job.pk,
-            command=command_arguments(job.command),
+            # Empty (a DoPQ upload without a command): the built image's own CMD.
+            command=command_arguments(job.command) or None,
             image=job.image.reference,
             mounts=prepare_job_mounts(reservation, job_id=job.pk),
         )

@@ -58,6 +58,15 @@ class NameInUse(RuntimeProblem):
     """A container with the spec's name exists already (e.g. a crashed tick made it)."""
 
 
+class BuildFailed(RuntimeProblem):
+    """The engine could not build an uploaded image (a bad Dockerfile, a failing step, the
+    time limit); the message says which. The build's output so far is in `output`."""
+
+    def __init__(self, message: str, *, output: bytes = b"") -> None:
+        super().__init__(message)
+        self.output = output
+
+
 class LaunchFailed(RuntimeProblem):
     """The engine refused the container for another reason (its message says why)."""
 
@@ -222,7 +231,7 @@ def container_spec(*, reservation: Reservation, image: str, mounts: list[Mount])
 
 
 def job_container_spec(
-    *, reservation: Reservation, job_id: int, command: list[str], image: str, mounts: list[Mount]
+    *, reservation: Reservation, job_id: int, command: list[str] | None, image: str, mounts: list[Mount]
 ) -> ContainerSpec:
     """A batch job's container: the reservation's resources and GPUs exactly as held, the
     job's command as an argument list (never a shell), no SSH port, its output folder named
@@ -275,6 +284,15 @@ class ContainerRuntime(ABC):
 
     # Batch jobs: a job's container is stopped at its time limit and read (exit code, output)
     # before it is removed.
+
+    @abstractmethod
+    def build_image(
+        self, *, tag: str, context: bytes, labels: dict[str, str], timeout_s: int, memory_bytes: int
+    ) -> bytes:
+        """Builds `tag` from a build context (an uncompressed tar holding a Dockerfile) and
+        returns the build's output; BuildFailed with the output so far if it fails or runs
+        past `timeout_s`. Each step's container gets at most `memory_bytes` (no swap).
+        Never pulls: a FROM must name an image the engine has."""
 
     @abstractmethod
     def stop(self, container_id: str, *, grace_s: int) -> None:
@@ -518,6 +536,58 @@ class DockerRuntime(ContainerRuntime):
         except Exception as error:
             raise self._translate(error) from None
 
+    def build_image(
+        self, *, tag: str, context: bytes, labels: dict[str, str], timeout_s: int, memory_bytes: int
+    ) -> bytes:
+        import io
+        import time
+
+        import docker
+        import requests
+        import urllib3
+
+        output = bytearray()
+        deadline = time.monotonic() + timeout_s
+        try:
+            # The low-level build streams the engine's progress; its read timeout ends a
+            # step that stays silent past the limit, the deadline one that keeps talking.
+            # Leaving the stream makes the engine cancel the build.
+            stream = self.client.api.build(
+                fileobj=io.BytesIO(context),
+                custom_context=True,
+                tag=tag,
+                labels=labels,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                container_limits={"memory": memory_bytes, "memswap": memory_bytes},
+                decode=True,
+                timeout=timeout_s,
+            )
+            for line in stream:
+                if "stream" in line:
+                    output += str(line["stream"]).encode()
+                if "error" in line:
+                    message = str(line.get("error") or "").strip()
+                    output += f"ERROR: {message}\n".encode()
+                    raise BuildFailed(message, output=bytes(output))
+                if time.monotonic() > deadline:
+                    raise BuildFailed(f"the build ran longer than {timeout_s} s", output=bytes(output))
+        except BuildFailed:
+            raise
+        except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError):
+            raise BuildFailed(f"the build ran longer than {timeout_s} s", output=bytes(output)) from None
+        except docker.errors.BuildError as error:
+            raise BuildFailed(str(error.msg), output=bytes(output)) from None
+        except docker.errors.APIError as error:
+            problem = self._translate(error)
+            if isinstance(problem, EngineUnavailable):
+                raise problem from None
+            raise BuildFailed(str(error.explanation or error), output=bytes(output)) from None
+        except Exception as error:
+            raise self._translate(error) from None
+        return bytes(output)
+
     def stop(self, container_id: str, *, grace_s: int) -> None:
         import docker
 
@@ -566,6 +636,9 @@ class FakeEngine:
         self.ids = itertools.count(1)
         self.exit_codes: dict[str, int] = {}  # by container id
         self.output: dict[str, bytes] = {}  # by container name, what a container "printed"
+        self.builds: list[tuple[str, bytes]] = []  # (tag, context) of each build asked for
+        self.build_failure: str = ""  # set: every build fails with this message
+        self.build_memory: list[int] = []  # the memory limit of each build
 
     def kill(self, name: str) -> None:
         """What a container that died looks like: still there, exited."""
@@ -662,6 +735,20 @@ class FakeRuntime(ContainerRuntime):
         with self._lock:
             if engine.images is not None:
                 engine.images.add(reference)
+
+    def build_image(
+        self, *, tag: str, context: bytes, labels: dict[str, str], timeout_s: int, memory_bytes: int
+    ) -> bytes:
+        self._check_reachable()
+        engine = self.engine
+        engine.builds.append((tag, context))
+        engine.build_memory.append(memory_bytes)
+        if engine.build_failure:
+            raise BuildFailed(engine.build_failure, output=f"ERROR: {engine.build_failure}\n".encode())
+        with self._lock:
+            if engine.images is not None:
+                engine.images.add(tag)
+        return f"Successfully tagged {tag}\n".encode()
 
     def stop(self, container_id: str, *, grace_s: int) -> None:
         self._check_reachable()

@@ -12,8 +12,8 @@ from django.views.decorators.http import require_POST
 
 from aivc_portal.admin_actions import apply_to_each
 from jobs import selectors
-from jobs.models import HostDrain, Job
-from jobs.services import host_drain, host_undrain, job_cancel, queue_pause, queue_resume
+from jobs.models import HostDrain, Job, JobBuild
+from jobs.services import builds_requeue, host_drain, host_undrain, job_cancel, queue_pause, queue_resume
 
 STATISTICS_DAYS = 14
 
@@ -133,3 +133,47 @@ class HostDrainAdmin(admin.ModelAdmin):
     @admin.action(description="Undrain: jobs may start there again", permissions=["delete"])
     def undrain(self, request: HttpRequest, queryset: QuerySet) -> None:
         self.delete_queryset(request, queryset)
+
+
+@admin.register(JobBuild)
+class JobBuildAdmin(admin.ModelAdmin):
+    """DoPQ uploads' image builds: read-only records; the one action asks the hosts'
+    agents again for builds still waiting."""
+
+    list_display = (
+        "job",
+        "job_user",
+        "name",
+        "executor_name",
+        "status",
+        "started_at",
+        "finished_at",
+        "message",
+    )
+    list_filter = ("status", "job__host")
+    list_select_related = ("job__user",)
+    search_fields = ("job__user__username", "name", "executor_name", "message")
+    readonly_fields = (
+        "job",
+        "status",
+        "name",
+        "executor_name",
+        "context_digest",
+        "started_at",
+        "finished_at",
+        "message",
+    )
+    exclude = ("context",)
+    actions = ("ask_again",)
+
+    @admin.display(description="user", ordering="job__user__username")
+    def job_user(self, build: JobBuild) -> str:
+        return build.job.user.username
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Ask the hosts again for every build still waiting (not only the selected)")
+    def ask_again(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = builds_requeue(now=timezone.now())
+        self.message_user(request, f"{count} waiting build(s) asked for again.", messages.INFO)

@@ -1,6 +1,7 @@
 """Job forms check shape only; the rules live in jobs.services."""
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
@@ -42,10 +43,43 @@ class JobForm(forms.Form):
         self.fields["image"].initial = default.pk if default else None
 
     def add_service_error(self, error: ValidationError) -> None:
-        if hasattr(error, "error_dict"):
-            for name, messages in error.message_dict.items():
-                for message in messages:
-                    self.add_error(name if name in self.fields else None, message)
-        else:
-            for message in error.messages:
-                self.add_error(None, message)
+        add_service_error(self, error)
+
+
+class JobUploadForm(forms.Form):
+    """A DoPQ zip: its container_config.json gives the memory, GPUs and command; the size
+    and content rules are the service's (jobs.uploads)."""
+
+    upload = forms.FileField(
+        label=_("DoPQ zip"),
+        help_text=_(
+            "A zip with a Dockerfile and container_config.json, at its root or in one folder. "
+            "The image is built on the chosen host, for your jobs only."
+        ),
+    )
+    host = forms.ModelChoiceField(queryset=Host.objects.order_by("name"), label=_("Host"))
+    cpus = forms.DecimalField(label=_("CPUs"), max_digits=6, decimal_places=2, initial=1)
+    time_limit_minutes = forms.IntegerField(label=_("Time limit (minutes)"), initial=60)
+
+    def clean_upload(self):
+        upload = self.cleaned_data["upload"]
+        if upload.size > settings.JOB_UPLOAD_MAX_BYTES:
+            # Refused before it is read into memory.
+            raise ValidationError(
+                _("The zip is larger than %(most)s MB.") % {"most": settings.JOB_UPLOAD_MAX_BYTES // 2**20}
+            )
+        return upload
+
+    def add_service_error(self, error: ValidationError) -> None:
+        add_service_error(self, error)
+
+
+def add_service_error(form: forms.Form, error: ValidationError) -> None:
+    """A service's ValidationError on the form: on the field it names, else on the form."""
+    if hasattr(error, "error_dict"):
+        for name, messages in error.message_dict.items():
+            for message in messages:
+                form.add_error(name if name in form.fields else None, message)
+    else:
+        for message in error.messages:
+            form.add_error(None, message)

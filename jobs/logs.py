@@ -20,10 +20,28 @@ def log_path(job_id: int) -> Path:
     return Path(settings.JOB_LOG_ROOT) / f"job-{int(job_id)}.log"
 
 
+def build_log_path(job_id: int) -> Path:
+    return Path(settings.JOB_LOG_ROOT) / f"build-{int(job_id)}.log"
+
+
 def log_store(*, job: Job, chunks: Iterable[bytes]) -> int:
     """Replaces the job's log with the output in `chunks`, keeping only the last
-    JOB_LOG_MAX_BYTES; writes a new file and renames it over the old, so a reader never
-    sees half a log. Returns the size kept."""
+    JOB_LOG_MAX_BYTES. Returns the size kept."""
+    kept, truncated = _write_capped(log_path(job.pk), chunks)
+    Job.objects.filter(pk=job.pk).update(log_size=kept, log_truncated=truncated)
+    job.log_size, job.log_truncated = kept, truncated
+    return kept
+
+
+def build_log_store(*, job_id: int, output: bytes) -> int:
+    """Keeps the output of a DoPQ upload's image build beside the job's log, capped alike."""
+    return _write_capped(build_log_path(job_id), [output])[0]
+
+
+def _write_capped(path: Path, chunks: Iterable[bytes]) -> tuple[int, bool]:
+    """Writes the last JOB_LOG_MAX_BYTES of `chunks` to a new file and renames it over
+    `path`, so a reader never sees half a log. Returns the size kept and whether output
+    was dropped."""
     limit = settings.JOB_LOG_MAX_BYTES
     kept = bytearray()
     total = 0
@@ -36,21 +54,18 @@ def log_store(*, job: Job, chunks: Iterable[bytes]) -> int:
         del kept[: len(kept) - limit]
     folder = Path(settings.JOB_LOG_ROOT)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = log_path(job.pk)
     partial = path.with_suffix(".part")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(kept)
     os.replace(partial, path)
-    truncated = total > limit
-    Job.objects.filter(pk=job.pk).update(log_size=len(kept), log_truncated=truncated)
-    job.log_size, job.log_truncated = len(kept), truncated
-    return len(kept)
+    return len(kept), total > limit
 
 
-def log_tail(*, job_id: int, lines: int) -> str:
-    """The last `lines` lines of the stored log (reads only its end)."""
-    path = log_path(job_id)
+def log_tail(*, job_id: int, lines: int, build: bool = False) -> str:
+    """The last `lines` lines of the stored log, or of the image build's log (reads only
+    its end)."""
+    path = build_log_path(job_id) if build else log_path(job_id)
     if not path.exists():
         return ""
     with open(path, "rb") as handle:

@@ -136,3 +136,27 @@ class HostDrain(models.Model):
 
     def __str__(self) -> str:
         return f"{self.host} drained since {self.drained_since:%Y-%m-%d %H:%M}"
+
+
+class JobBuild(models.Model):
+    """The image a DoPQ upload builds for its job. While it builds, the job is queued but
+    the scheduler passes it over; a failed build fails the job. The image is tagged under
+    the user's name and recorded as an inactive Image, so no booking or other job can pick it."""
+
+    class Status(models.TextChoices):
+        BUILDING = "building", _("Building")
+        BUILT = "built", _("Built")
+        FAILED = "failed", _("Build failed")
+
+    job = models.OneToOneField(Job, on_delete=models.CASCADE, related_name="build")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.BUILDING, db_index=True)
+    name = models.CharField(max_length=64)
+    executor_name = models.CharField(max_length=64)
+    context = models.BinaryField(help_text="The checked build context (a tar), dropped once built.")
+    context_digest = models.CharField(max_length=64)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    message = models.CharField(max_length=500, blank=True)
+
+    def __str__(self) -> str:
+        return f"build of job #{self.job_id} ({self.status})"

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 
 from bookings.models import Reservation
-from jobs.models import HostDrain, Job, QueueState
+from jobs.models import HostDrain, Job, JobBuild, QueueState
 
 # Usage older than this many half-lives weighs under 0.1 %: not worth reading.
 HALF_LIVES_READ = 10
@@ -91,6 +91,8 @@ class QueuedJob:
 
 
 def queued_rows() -> list[QueuedJob]:
+    """The queued jobs the scheduler may start: a job whose image is still being built
+    from its upload waits outside the queue until the build is done."""
     fields = (
         "pk",
         "user_id",
@@ -101,7 +103,8 @@ def queued_rows() -> list[QueuedJob]:
         "time_limit_minutes",
         "submitted_at",
     )
-    return [QueuedJob(*row) for row in Job.objects.queued().values_list(*fields)]
+    ready = Job.objects.queued().exclude(build__status=JobBuild.Status.BUILDING)
+    return [QueuedJob(*row) for row in ready.values_list(*fields)]
 
 
 def priority_key(job: Job | QueuedJob, usage: dict[int, float]) -> tuple[float, datetime, int]:

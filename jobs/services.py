@@ -4,8 +4,11 @@ rules it shares (resources, quota, image, maintenance lock) come from bookings.s
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -29,10 +32,12 @@ from bookings.timeslots import MAX_LENGTH, wrong_input
 from containers.commands import command_arguments
 from containers.models import Host, Image
 from jobs import selectors
-from jobs.models import HostDrain, Job, QueueState
+from jobs.models import HostDrain, Job, JobBuild, QueueState
+from jobs.uploads import DopqUpload, check_builds_only_from_own_images, parse_upload
 
 SCHEDULE_TASK = "jobs.tasks.schedule_jobs"
 RECONCILE_TASK = "containers.tasks.reconcile"
+BUILD_TASK = "jobs.tasks.build_job_image"
 MAX_COMMAND = 4000
 MAX_TIME_LIMIT_MINUTES = int(MAX_LENGTH.total_seconds() // 60)
 
@@ -151,36 +156,63 @@ def job_submit(
     minutes = _time_limit(time_limit_minutes)
     command = _command(command)
     with transaction.atomic():
-        # Two submits by one user queue here, so the queue size holds.
-        user = User.objects.select_for_update().get(pk=user.pk)
-        chosen_host = Host.objects.get(pk=host_id_for(host)) if host not in (None, "") else None
-        if chosen_host is not None:
-            capability = job_allowed_on(
-                user=user,
-                host=chosen_host,
-                cpus=cpus,
-                memory_gb=memory_gb,
-                gpu_count=gpu_count,
-                minutes=minutes,
-            )
-        else:
-            capability = _first_allowing_host(
-                user=user, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count, minutes=minutes
-            )
-        _check_queue_room(user=user, capability=capability)
-        job = Job.objects.create(
+        job = _queue_job(
             user=user,
-            host=chosen_host,
-            image=resolve_image(image, user=user),
+            host=host,
+            image=lambda: resolve_image(image, user=user),
             command=command,
             cpus=cpus,
             memory_gb=memory_gb,
             gpu_count=gpu_count,
-            time_limit_minutes=minutes,
-            submitted_at=now,
+            minutes=minutes,
+            now=now,
         )
     queue_task(SCHEDULE_TASK)
     return job
+
+
+def _queue_job(
+    *,
+    user: User,
+    host: Host | int | str | None,
+    image: Callable[[], Image],
+    command: str,
+    cpus,
+    memory_gb: int,
+    gpu_count: int,
+    minutes: int,
+    now: datetime,
+) -> Job:
+    """The job row, once the job's rules pass (inside the caller's transaction); `image`
+    is asked for after the rules, so a refused job creates no image record."""
+    # Two submits by one user queue here, so the queue size holds.
+    user = User.objects.select_for_update().get(pk=user.pk)
+    chosen_host = Host.objects.get(pk=host_id_for(host)) if host not in (None, "") else None
+    if chosen_host is not None:
+        capability = job_allowed_on(
+            user=user,
+            host=chosen_host,
+            cpus=cpus,
+            memory_gb=memory_gb,
+            gpu_count=gpu_count,
+            minutes=minutes,
+        )
+    else:
+        capability = _first_allowing_host(
+            user=user, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count, minutes=minutes
+        )
+    _check_queue_room(user=user, capability=capability)
+    return Job.objects.create(
+        user=user,
+        host=chosen_host,
+        image=image(),
+        command=command,
+        cpus=cpus,
+        memory_gb=memory_gb,
+        gpu_count=gpu_count,
+        time_limit_minutes=minutes,
+        submitted_at=now,
+    )
 
 
 def _first_allowing_host(*, user: User, cpus, memory_gb: int, gpu_count: int, minutes: int) -> Capability:
@@ -375,3 +407,134 @@ def job_record_plan(*, plans: dict[int, tuple[datetime, int]]) -> int:
     ]
     Job.objects.bulk_update(changed, ["planned_start", "planned_host"])
     return cleared + len(changed)
+
+
+# DoPQ uploads ----------------------------------------------------------------------------
+
+
+def _check_builds_allowed() -> None:
+    if not settings.JOB_BUILDS_ALLOWED:
+        raise ValidationError(
+            {"upload": _("This lab does not build images from uploads; pick an image from the list.")},
+            code="builds_off",
+        )
+
+
+def built_image_prefix(*, username: str) -> str:
+    """The repository prefix of a user's built images: `aivc-build/<name>/`."""
+    owner = re.sub(r"[^a-z0-9_.-]+", "-", username.lower()).strip("-._") or "user"
+    return f"aivc-build/{owner}/"
+
+
+def built_image_tag(*, username: str, upload: DopqUpload) -> str:
+    """The user's own tag for the image an upload builds: their name, the config's name and
+    the context's digest, so two users' (or two versions') images never share a tag."""
+    return f"{built_image_prefix(username=username)}{upload.name}:{upload.digest[:12]}"
+
+
+def job_submit_upload(
+    *,
+    user: User,
+    upload: bytes,
+    host: Host | int | str | None,
+    cpus: object,
+    time_limit_minutes: object,
+    now: datetime | None = None,
+) -> Job:
+    """Queues a job from a DoPQ zip: the upload is checked (jobs.uploads), the job passes
+    the same rules as any job with the config's memory and GPUs, and its image is built on
+    the job's host before the scheduler may start it. The host is the one the image is
+    built on, so it must be chosen."""
+    now = now or timezone.now()
+    _check_builds_allowed()
+    if host in (None, ""):
+        raise ValidationError(
+            {"host": _("Choose the host: the image is built on that host's engine.")}, code="host_required"
+        )
+    parsed = parse_upload(upload)
+    check_builds_only_from_own_images(
+        dockerfile=parsed.dockerfile, owner_prefix=built_image_prefix(username=user.username)
+    )
+    cpus, memory_gb, gpu_count = request_resources(cpus, parsed.memory_gb, parsed.gpu_count)
+    minutes = _time_limit(time_limit_minutes)
+    command = _command(parsed.command) if parsed.command else ""
+    tag = built_image_tag(username=user.username, upload=parsed)
+
+    def built_image() -> Image:
+        # Inactive: no booking form, job form or API lookup offers it; only this job runs it.
+        image, _created = Image.objects.get_or_create(
+            reference=tag,
+            defaults={"is_active": False, "description": f"built from {user.username}'s DoPQ upload"},
+        )
+        return image
+
+    with transaction.atomic():
+        job = _queue_job(
+            user=user,
+            host=host,
+            image=built_image,
+            command=command,
+            cpus=cpus,
+            memory_gb=memory_gb,
+            gpu_count=gpu_count,
+            minutes=minutes,
+            now=now,
+        )
+        JobBuild.objects.create(
+            job=job,
+            name=parsed.name,
+            executor_name=parsed.executor_name,
+            context=parsed.context,
+            context_digest=parsed.digest,
+        )
+    queue_host_task(BUILD_TASK, job.pk, host=job.host)
+    return job
+
+
+def build_mark_started(*, build: JobBuild, now: datetime) -> bool:
+    """Claims a waiting build for one agent; False if it is not waiting (done, or its job
+    was cancelled)."""
+    claimed = JobBuild.objects.filter(
+        pk=build.pk, status=JobBuild.Status.BUILDING, started_at__isnull=True, job__status=Job.Status.QUEUED
+    ).update(started_at=now)
+    return bool(claimed)
+
+
+BUILD_RETRY_AFTER = timedelta(minutes=1)
+BUILD_CLAIM_SLACK = timedelta(minutes=2)
+
+
+def builds_requeue(*, now: datetime) -> int:
+    """Asks the hosts' agents again for builds still waiting: one never claimed a minute
+    after its submit (the engine was unreachable, or the queued task was lost), or one
+    claimed longer ago than a build may run (its agent died mid-build: the claim is
+    released). The claim in `build_mark_started` makes a repeated request harmless.
+    Returns how many were asked for."""
+    waiting = JobBuild.objects.filter(status=JobBuild.Status.BUILDING, job__status=Job.Status.QUEUED)
+    stale_claim = now - timedelta(seconds=settings.JOB_BUILD_TIMEOUT_S) - BUILD_CLAIM_SLACK
+    waiting.filter(started_at__lt=stale_claim).update(started_at=None)
+    unclaimed = waiting.filter(started_at__isnull=True, job__submitted_at__lt=now - BUILD_RETRY_AFTER)
+    rows = list(unclaimed.select_related("job__host").defer("context"))
+    for build in rows:
+        queue_host_task(BUILD_TASK, build.job_id, host=build.job.host)
+    return len(rows)
+
+
+@transaction.atomic
+def build_finish(*, build: JobBuild, now: datetime, failure: str = "") -> None:
+    """Records a build's end. Built: the context is dropped and the scheduler may start the
+    job. Failed: the job fails with the build's message (if it is still queued)."""
+    build.finished_at = now
+    build.context = b""
+    if failure:
+        build.status, build.message = JobBuild.Status.FAILED, failure[:500]
+    else:
+        build.status = JobBuild.Status.BUILT
+    build.save(update_fields=["finished_at", "context", "status", "message"])
+    if failure:
+        Job.objects.filter(pk=build.job_id, status=Job.Status.QUEUED).update(
+            status=Job.Status.FAILED,
+            finished_at=now,
+            status_message=(_("Its image could not be built: %(why)s") % {"why": failure})[:500],
+        )
+    queue_task(SCHEDULE_TASK)

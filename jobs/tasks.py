@@ -6,8 +6,10 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from containers import job_builds
 from containers.locks import exclusive
 from jobs.scheduling import run_pass
+from jobs.services import builds_requeue
 
 LOCK_WAIT_S = 30
 
@@ -18,4 +20,13 @@ def schedule_jobs(now: datetime | None = None) -> str:
     with exclusive("jobs:schedule", wait_s=LOCK_WAIT_S) as acquired:
         if not acquired:
             return "another pass held the lock"
-        return str(run_pass(now=now or timezone.now()))
+        now = now or timezone.now()
+        report = run_pass(now=now)
+        # Every minute, so an upload whose build was never picked up is asked for again.
+        builds_requeue(now=now)
+        return str(report)
+
+
+def build_job_image(job_id: int, now: datetime | None = None) -> str:
+    """Builds a DoPQ upload's image on this host's agent (queued to the job's host)."""
+    return job_builds.build_job_image(job_id=job_id, now=now or timezone.now())

@@ -5,6 +5,7 @@ from jobs import views
 urlpatterns = [
     path("jobs/", views.job_list, name="job-list"),
     path("jobs/new/", views.job_new, name="job-new"),
+    path("jobs/new/upload/", views.job_upload, name="job-upload"),
     path("jobs/<int:pk>/", views.job_detail, name="job-detail"),
     path("jobs/<int:pk>/log/", views.job_log_tail, name="job-log-tail"),
     path("jobs/<int:pk>/log/download/", views.job_log_download, name="job-log-download"),

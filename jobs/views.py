@@ -9,9 +9,9 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_safe
 
 from jobs import logs, selectors
-from jobs.forms import JobForm
+from jobs.forms import JobForm, JobUploadForm
 from jobs.models import Job
-from jobs.services import job_cancel, job_submit
+from jobs.services import job_cancel, job_submit, job_submit_upload
 
 RECENT_FINISHED = 30
 
@@ -67,7 +67,35 @@ def job_new(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, _("Job #%(pk)s is queued.") % {"pk": job.pk})
             return redirect("job-detail", pk=job.pk)
-    return render(request, "jobs/job_form.html", {"form": form})
+    return _render_submit(request, form=form, upload_form=JobUploadForm())
+
+
+def _render_submit(request: HttpRequest, *, form: JobForm, upload_form: JobUploadForm) -> HttpResponse:
+    context = {"form": form, "upload_form": upload_form, "builds_allowed": settings.JOB_BUILDS_ALLOWED}
+    return render(request, "jobs/job_form.html", context)
+
+
+@login_required
+@require_http_methods(["POST"])
+def job_upload(request: HttpRequest) -> HttpResponse:
+    """A DoPQ zip: checked, then its image is built on the host before the job may start."""
+    upload_form = JobUploadForm(request.POST, request.FILES)
+    if upload_form.is_valid():
+        data = upload_form.cleaned_data
+        try:
+            job = job_submit_upload(
+                user=request.user,
+                upload=data["upload"].read(),
+                host=data["host"],
+                cpus=data["cpus"],
+                time_limit_minutes=data["time_limit_minutes"],
+            )
+        except ValidationError as error:
+            upload_form.add_service_error(error)
+        else:
+            messages.success(request, _("Job #%(pk)s is queued; its image is being built.") % {"pk": job.pk})
+            return redirect("job-detail", pk=job.pk)
+    return _render_submit(request, form=JobForm(user=request.user), upload_form=upload_form)
 
 
 @login_required
@@ -79,6 +107,8 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "job": job,
         "log": logs.log_tail(job_id=job.pk, lines=_tail_lines(request)),
+        "build": getattr(job, "build", None),
+        "build_log": logs.log_tail(job_id=job.pk, lines=_tail_lines(request), build=True),
         "events": job.reservation.events.order_by("-created_at", "-id")[:50] if job.reservation else [],
     }
     return render(request, "jobs/job_detail.html", context)

@@ -3,6 +3,7 @@ from tests.containers.conftest import (  # noqa: F401
     docker_client,
     docker_scope,
     engine_host,
+    fake_runtime,
     roots,
     test_image,
     window,

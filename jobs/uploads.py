@@ -1,0 +1,295 @@
+"""DoPQ zip uploads, read and checked before anything is built: the zip's shape (size,
+unpacked size, file count, no absolute paths, `..` or links), its `Dockerfile` and
+`container_config.json` (at the root or in one subfolder), and the config's fields. What
+passes becomes the build context as a tar stream, the only thing the host's engine sees.
+Every refusal is a ValidationError naming what is wrong, for that upload only (DoPQ let one
+bad zip stop the whole Provider)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import shlex
+import stat
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext as _
+
+CONFIG_NAME = "container_config.json"
+DOCKERFILE_NAME = "Dockerfile"
+CONFIG_FIELDS = {"name", "executor_name", "required_memory", "num_gpus", "build_flag", "run_params"}
+# The run parameters a student may set: what the job runs. Everything else DoPQ merged into
+# `docker run` (mounts, devices, privileges, networks, the host's namespaces) is the
+# portal's to decide, so it is refused by name.
+SAFE_RUN_PARAMS = {"command"}
+DANGEROUS_RUN_PARAMS = {
+    "privileged",
+    "volumes",
+    "mounts",
+    "devices",
+    "device_requests",
+    "cap_add",
+    "security_opt",
+    "network",
+    "network_mode",
+    "pid_mode",
+    "ipc_mode",
+    "userns_mode",
+    "uts_mode",
+    "user",
+    "ports",
+    "runtime",
+    "sysctls",
+    "volumes_from",
+    "extra_hosts",
+    "mem_limit",
+    "shm_size",
+    "environment",
+}
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{2,63}$")
+MEMORY_PATTERN = re.compile(r"^(\d{1,6})\s*([gm]?)b?$", re.IGNORECASE)
+DEFAULT_MEMORY = "20g"
+
+
+@dataclass(frozen=True)
+class DopqUpload:
+    """A checked upload: the config's fields and the build context as a tar."""
+
+    name: str
+    executor_name: str
+    memory_gb: int
+    gpu_count: int
+    command: str
+    dockerfile: str
+    context: bytes  # the folder that holds the Dockerfile, as an uncompressed tar
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.context).hexdigest()
+
+
+def refused(message: str, code: str) -> ValidationError:
+    return ValidationError({"upload": message}, code=code)
+
+
+def parse_upload(data: bytes) -> DopqUpload:
+    """The upload checked and turned into a build context; ValidationError otherwise."""
+    if len(data) > settings.JOB_UPLOAD_MAX_BYTES:
+        raise refused(
+            _("The zip is larger than %(most)s MB.") % {"most": settings.JOB_UPLOAD_MAX_BYTES // 2**20},
+            "zip_too_large",
+        )
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        raise refused(_("The upload is not a readable zip file."), "not_a_zip") from None
+    with archive:
+        files = _checked_members(members)
+        root = _context_root(files)
+        config = _read_config(archive, files[_joined(root, CONFIG_NAME)])
+        dockerfile = _read_dockerfile(archive, files[_joined(root, DOCKERFILE_NAME)])
+        context = _context_tar(archive, files, root)
+    return DopqUpload(context=context, dockerfile=dockerfile, **config)
+
+
+def _read_dockerfile(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> str:
+    try:
+        return archive.read(member).decode("utf-8")
+    except (UnicodeDecodeError, zipfile.BadZipFile, OSError, ValueError):
+        raise refused(_("The Dockerfile is not readable UTF-8 text."), "bad_dockerfile") from None
+
+
+def check_builds_only_from_own_images(*, dockerfile: str, owner_prefix: str) -> None:
+    """A Dockerfile may start FROM (or COPY --from) the lab's images or the user's own
+    builds, never another user's build: those hold that user's code and data."""
+    others = sorted(
+        {
+            reference
+            for reference in re.findall(r"aivc-build/[^\s\"']+", dockerfile, flags=re.IGNORECASE)
+            if not reference.lower().startswith(owner_prefix)
+        }
+    )
+    if others:
+        raise refused(
+            _("The Dockerfile uses images built for someone else: %(names)s") % {"names": ", ".join(others)},
+            "others_image",
+        )
+
+
+def _checked_members(members: list[zipfile.ZipInfo]) -> dict[str, zipfile.ZipInfo]:
+    """The zip's files by path, after the shape rules: no absolute path, no `..`, no link or
+    device, at most JOB_UPLOAD_MAX_FILES files and JOB_UPLOAD_MAX_UNPACKED_BYTES unpacked."""
+    if len(members) > settings.JOB_UPLOAD_MAX_FILES:
+        raise refused(
+            _("The zip holds more than %(most)s files.") % {"most": settings.JOB_UPLOAD_MAX_FILES},
+            "too_many_files",
+        )
+    files: dict[str, zipfile.ZipInfo] = {}
+    unpacked = 0
+    for member in members:
+        name = member.filename.replace("\\", "/")
+        parts = PurePosixPath(name).parts
+        if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+            raise refused(_("The zip holds an absolute path: %(path)s") % {"path": name}, "absolute_path")
+        if ".." in parts:
+            raise refused(_("The zip holds a path with “..”: %(path)s") % {"path": name}, "parent_path")
+        mode = member.external_attr >> 16
+        # Zips made on Windows (or by Python's writestr) carry no file type: a plain file.
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
+            raise refused(_("The zip holds a link or special file: %(path)s") % {"path": name}, "not_a_file")
+        if member.is_dir():
+            continue
+        unpacked += member.file_size
+        if unpacked > settings.JOB_UPLOAD_MAX_UNPACKED_BYTES:
+            raise refused(
+                _("The zip unpacks to more than %(most)s MB.")
+                % {"most": settings.JOB_UPLOAD_MAX_UNPACKED_BYTES // 2**20},
+                "unpacked_too_large",
+            )
+        files["/".join(parts)] = member
+    return files
+
+
+def _joined(root: str, name: str) -> str:
+    return f"{root}/{name}" if root else name
+
+
+def _context_root(files: dict[str, zipfile.ZipInfo]) -> str:
+    """The folder holding both the Dockerfile and the config: the root, or one subfolder."""
+    if DOCKERFILE_NAME in files and CONFIG_NAME in files:
+        return ""
+    roots = {
+        path.rsplit("/", 1)[0]
+        for path in files
+        if path.count("/") == 1
+        and path.endswith("/" + CONFIG_NAME)
+        and _joined(path.rsplit("/", 1)[0], DOCKERFILE_NAME) in files
+    }
+    if len(roots) == 1:
+        return roots.pop()
+    if len(roots) > 1:
+        raise refused(
+            _("The zip holds more than one folder with a Dockerfile and %(config)s.")
+            % {"config": CONFIG_NAME},
+            "several_roots",
+        )
+    raise refused(
+        _("The zip needs a Dockerfile and %(config)s, at its root or in one folder.")
+        % {"config": CONFIG_NAME},
+        "missing_files",
+    )
+
+
+def _read_config(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> dict:
+    try:
+        config = json.loads(archive.read(member).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, zipfile.BadZipFile, OSError):
+        raise refused(_("%(config)s is not valid JSON.") % {"config": CONFIG_NAME}, "bad_config") from None
+    if not isinstance(config, dict):
+        raise refused(_("%(config)s must hold one JSON object.") % {"config": CONFIG_NAME}, "bad_config")
+    unknown = sorted(set(config) - CONFIG_FIELDS)
+    if unknown:
+        raise refused(
+            _("%(config)s has unknown fields: %(names)s.")
+            % {"config": CONFIG_NAME, "names": ", ".join(unknown)},
+            "unknown_field",
+        )
+    if config.get("build_flag", True) is not True:
+        raise refused(
+            _("build_flag must be true: the portal runs only images it builds from the upload."),
+            "no_build",
+        )
+    return {
+        "name": _config_name(config, "name"),
+        "executor_name": _config_name(config, "executor_name"),
+        "memory_gb": _memory_gb(config.get("required_memory", DEFAULT_MEMORY)),
+        "gpu_count": _gpu_count(config.get("num_gpus", 1)),
+        "command": _run_command(config.get("run_params", {})),
+    }
+
+
+def _config_name(config: dict, key: str) -> str:
+    value = config.get(key)
+    if not isinstance(value, str) or not NAME_PATTERN.match(value.lower()):
+        raise refused(
+            _("%(key)s must be 3 to 64 letters, digits, “.”, “_” or “-”, starting with a letter or digit.")
+            % {"key": key},
+            "bad_name",
+        )
+    return value.lower()
+
+
+def _memory_gb(value: object) -> int:
+    """DoPQ's "20g" (or "2048m", or a number of GB), rounded up to whole GB."""
+    match = MEMORY_PATTERN.match(str(value).strip()) if isinstance(value, (str, int)) else None
+    if match is None or isinstance(value, bool):
+        raise refused(_('required_memory must look like "20g" or "2048m".'), "bad_memory")
+    amount, unit = int(match.group(1)), match.group(2).lower()
+    memory_gb = -(-amount // 1024) if unit == "m" else amount
+    if memory_gb < 1:
+        raise refused(_("required_memory must be at least 1 GB."), "bad_memory")
+    return memory_gb
+
+
+def _gpu_count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 64:
+        raise refused(_("num_gpus must be a whole number from 0 up."), "bad_gpus")
+    return value
+
+
+def _run_command(run_params: object) -> str:
+    """The job's command from run_params (empty: the image's own CMD). Only the safe subset
+    is taken; any other parameter is refused by name."""
+    if not isinstance(run_params, dict):
+        raise refused(_("run_params must be a JSON object."), "bad_run_params")
+    dangerous = sorted(set(run_params) & DANGEROUS_RUN_PARAMS)
+    if dangerous:
+        raise refused(
+            _("run_params may not set %(names)s: the portal decides those.")
+            % {"names": ", ".join(dangerous)},
+            "dangerous_run_params",
+        )
+    unknown = sorted(set(run_params) - SAFE_RUN_PARAMS)
+    if unknown:
+        raise refused(
+            _("run_params has unknown parameters: %(names)s (allowed: %(safe)s).")
+            % {"names": ", ".join(unknown), "safe": ", ".join(sorted(SAFE_RUN_PARAMS))},
+            "unknown_run_params",
+        )
+    command = run_params.get("command", "")
+    if isinstance(command, list) and all(isinstance(part, str) for part in command):
+        return shlex.join(command)
+    if not isinstance(command, str):
+        raise refused(_("run_params.command must be a string or a list of strings."), "bad_command")
+    return command.strip()
+
+
+def _context_tar(archive: zipfile.ZipFile, files: dict[str, zipfile.ZipInfo], root: str) -> bytes:
+    """The root folder's files as a tar, with plain modes and no owners: the build context."""
+    prefix = f"{root}/" if root else ""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path, member in sorted(files.items()):
+            if not path.startswith(prefix):
+                continue
+            try:
+                content = archive.read(member)
+            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError):
+                raise refused(
+                    _("The zip's file %(path)s cannot be read.") % {"path": path}, "bad_member"
+                ) from None
+            if len(content) != member.file_size:
+                raise refused(_("The zip's file %(path)s cannot be read.") % {"path": path}, "bad_member")
+            info = tarfile.TarInfo(path[len(prefix) :])
+            info.size = len(content)
+            info.mode = 0o755 if (member.external_attr >> 16) & 0o111 else 0o644
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()

@@ -1,0 +1,182 @@
+"""DoPQ uploads through the service and the host agent's build, on the fake runtime: the
+job waits while its image builds, a failed build fails only its own job, and the built
+image is that user's alone."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.utils import translation
+from django_q.models import OrmQ
+
+from bookings.services import resolve_image
+from containers.models import ContainerEvent, Image
+from containers.runtime import FakeRuntime
+from jobs import logs, selectors
+from jobs.models import Job, JobBuild
+from jobs.services import BUILD_TASK, builds_requeue, job_cancel, job_submit_upload
+from jobs.tasks import build_job_image
+from tests.factories import UserFactory, local
+from tests.jobs.dopq_zips import dopq_zip
+
+pytestmark = pytest.mark.django_db
+
+NOW = local(2026, 3, 2, 10, 10)
+
+
+@pytest.fixture(autouse=True)
+def english():
+    """The messages are checked in English, whatever language an earlier test left active."""
+    with translation.override("en"):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def builds_on(settings, tmp_path):
+    settings.JOB_BUILDS_ALLOWED = True
+    settings.JOB_LOG_ROOT = tmp_path / "job-logs"
+
+
+def upload(user, host, data=None, **kwargs):
+    values = {"cpus": 1, "time_limit_minutes": 30}
+    values.update(kwargs)
+    return job_submit_upload(user=user, upload=data or dopq_zip(), host=host, now=NOW, **values)
+
+
+def test_it_queues_the_job_with_a_per_user_image_and_waits_for_the_build(student, host, fake_runtime):
+    job = upload(student, host, dopq_zip(required_memory="2g", run_params={"command": "python train.py"}))
+    assert (job.status, job.host, job.memory_gb, job.gpu_count, job.command) == (
+        Job.Status.QUEUED,
+        host,
+        2,
+        0,
+        "python train.py",
+    )
+    assert job.image.reference.startswith("aivc-build/m11007s05/mnist:")
+    assert not job.image.is_active
+    assert job.build.status == JobBuild.Status.BUILDING
+    assert [row.pk for row in selectors.queued_rows()] == []  # the scheduler passes it over
+
+
+def test_a_built_image_lets_the_scheduler_start_the_job_and_keeps_the_build_log(student, host, fake_runtime):
+    job = upload(student, host)
+    assert build_job_image(job.pk, now=NOW).startswith("built aivc-build/m11007s05/mnist:")
+    build = JobBuild.objects.get(job=job)
+    assert build.status == JobBuild.Status.BUILT and bytes(build.context) == b""
+    tag, context = FakeRuntime.engine_for(host).builds[0]
+    assert tag == job.image.reference and context
+    assert FakeRuntime.engine_for(host).build_memory == [job.memory_gb * 1024**3]
+    assert "Successfully tagged" in logs.log_tail(job_id=job.pk, lines=5, build=True)
+    assert [row.pk for row in selectors.queued_rows()] == [job.pk]
+    assert build_job_image(job.pk, now=NOW) == "nothing to build"  # a second run does nothing
+
+
+def test_a_failed_build_fails_only_its_own_job_with_a_message_and_an_event(student, host, fake_runtime):
+    bad = upload(student, host)
+    FakeRuntime.engine_for(host).build_failure = "The command '/bin/sh -c exit 1' returned a non-zero code: 1"
+    assert build_job_image(bad.pk, now=NOW).startswith("build failed")
+    FakeRuntime.engine_for(host).build_failure = ""
+    good = upload(student, host, dopq_zip(name="second"))
+    build_job_image(good.pk, now=NOW)
+    bad.refresh_from_db()
+    assert bad.status == Job.Status.FAILED and "could not be built" in bad.status_message
+    assert "non-zero code" in bad.build.message
+    assert "non-zero code" in logs.log_tail(job_id=bad.pk, lines=5, build=True)
+    assert ContainerEvent.objects.filter(sign="JobBuildFailed", message__contains=f"#{bad.pk}").exists()
+    assert [row.pk for row in selectors.queued_rows()] == [good.pk]
+
+
+def test_an_unreachable_engine_leaves_the_build_waiting_for_another_try(student, host, fake_runtime):
+    job = upload(student, host)
+    FakeRuntime.engine_for(host).reachable = False
+    with pytest.raises(Exception, match="unreachable"):
+        build_job_image(job.pk, now=NOW)
+    FakeRuntime.engine_for(host).reachable = True
+    assert build_job_image(job.pk, now=NOW).startswith("built")
+
+
+def test_a_cancelled_job_is_not_built(student, host, fake_runtime):
+    job = upload(student, host)
+    job_cancel(job=job, now=NOW)
+    assert build_job_image(job.pk, now=NOW) == "nothing to build"
+    assert FakeRuntime.engine_for(host).builds == []
+
+
+def test_another_user_cannot_book_or_submit_with_the_built_image(student, host, fake_runtime):
+    job = upload(student, host)
+    with pytest.raises(ValidationError):
+        resolve_image(job.image.reference, user=UserFactory(username="someone"))
+    with pytest.raises(ValidationError):
+        resolve_image(job.image.pk, user=UserFactory(username="other"))
+
+
+def test_two_users_uploading_the_same_zip_get_their_own_images(student, host, fake_runtime):
+    other = UserFactory(username="m11007s06")
+    mine, theirs = upload(student, host), upload(other, host)
+    assert mine.image != theirs.image
+    assert Image.objects.filter(reference__startswith="aivc-build/").count() == 2
+
+
+def test_it_refuses_uploads_when_the_lab_has_builds_off(student, host, settings):
+    settings.JOB_BUILDS_ALLOWED = False
+    with pytest.raises(ValidationError, match="does not build images"):
+        upload(student, host)
+    assert not Job.objects.exists()
+
+
+def test_it_needs_a_host_to_build_on(student, host):
+    with pytest.raises(ValidationError, match="Choose the host"):
+        upload(student, None)
+
+
+def test_a_bad_upload_is_refused_and_creates_nothing(student, host):
+    with pytest.raises(ValidationError, match="may not set privileged"):
+        upload(student, host, dopq_zip(run_params={"privileged": True}))
+    assert not Job.objects.exists() and not Image.objects.filter(is_active=False).exists()
+
+
+def test_it_applies_the_job_rules_to_the_configs_resources(student, host):
+    with pytest.raises(ValidationError):
+        upload(student, host, dopq_zip(required_memory="500g"))
+    assert not Job.objects.exists() and not Image.objects.filter(is_active=False).exists()
+
+
+def queued_builds() -> list[str]:
+    return [task.func() for task in OrmQ.objects.all() if task.func() == BUILD_TASK]
+
+
+def test_a_build_nobody_picked_up_is_asked_for_again_after_a_minute(
+    student, host, fake_runtime, django_capture_on_commit_callbacks
+):
+    job = upload(student, host)
+    OrmQ.objects.all().delete()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert builds_requeue(now=NOW + timedelta(seconds=30)) == 0
+        assert builds_requeue(now=NOW + timedelta(minutes=2)) == 1
+    assert queued_builds() == [BUILD_TASK]
+    build_job_image(job.pk, now=NOW + timedelta(minutes=2))
+    assert builds_requeue(now=NOW + timedelta(minutes=3)) == 0
+
+
+def test_a_claim_older_than_any_build_is_released_and_asked_for_again(student, host, fake_runtime, settings):
+    job = upload(student, host)
+    JobBuild.objects.filter(job=job).update(started_at=NOW)  # an agent that died mid-build
+    late = NOW + timedelta(seconds=settings.JOB_BUILD_TIMEOUT_S) + timedelta(minutes=1)
+    assert builds_requeue(now=late) == 0  # it may still be building
+    assert builds_requeue(now=late + timedelta(minutes=2)) == 1
+    assert build_job_image(job.pk, now=late).startswith("built")
+
+
+def test_a_dockerfile_cannot_start_from_another_users_built_image(student, host, fake_runtime):
+    theirs = upload(UserFactory(username="m11007s06"), host)
+    for line in (f"FROM {theirs.image.reference}\n", f"COPY --from={theirs.image.reference} /data /data\n"):
+        attack = dopq_zip(name="thief", dockerfile=f"FROM aivc-test/busybox:latest\n{line}")
+        with pytest.raises(ValidationError, match="built for someone else: aivc-build/m11007s06/mnist"):
+            upload(student, host, attack)
+    assert not Job.objects.filter(user=student).exists()
+
+
+def test_a_dockerfile_may_start_from_the_users_own_built_image(student, host, fake_runtime):
+    mine = upload(student, host)
+    later = upload(student, host, dopq_zip(name="second", dockerfile=f"FROM {mine.image.reference}\n"))
+    assert later.build.status == JobBuild.Status.BUILDING
