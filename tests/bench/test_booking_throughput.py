@@ -11,6 +11,7 @@ oversold. Targets: >= 100 bookings/s and POST p95 <= 200 ms. The load only ever 
 import http.client
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_gunicorn(port: int, extra_env: dict[str, str]) -> subprocess.Popen:
+def start_gunicorn(port: int, extra_env: dict[str, str], log_path: Path) -> subprocess.Popen:
     settings = connection.settings_dict
     database_url = f"postgres://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}"
     env = {
@@ -54,25 +55,35 @@ def start_gunicorn(port: int, extra_env: dict[str, str]) -> subprocess.Popen:
         "GUNICORN_BIND": f"127.0.0.1:{port}",
         "DEBUG": "0",
         "ALLOWED_HOSTS": "127.0.0.1",
-        "SECRET_KEY": "bench-secret-key-not-for-production",
+        # Without DEBUG the settings refuse a short or placeholder key: a fresh random one.
+        "SECRET_KEY": secrets.token_urlsafe(50),
         **extra_env,
     }
+    log = log_path.open("wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "aivc_portal.wsgi"],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
+    log.close()
+    # The master accepts connections before a worker has booted, so wait for an HTTP answer.
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and server.poll() is None:
+        probe = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return server
-        except OSError:
+            probe.request("GET", "/accounts/login/")
+            probe.getresponse().read()
+            return server
+        except (OSError, http.client.HTTPException):
             time.sleep(0.2)
+        finally:
+            probe.close()
     server.terminate()
-    raise RuntimeError("gunicorn did not start")
+    server.wait(timeout=30)
+    output = log_path.read_text(errors="replace")[-4000:]
+    raise RuntimeError(f"gunicorn did not start (exit {server.returncode}); its output:\n{output}")
 
 
 class Client:
@@ -196,7 +207,7 @@ def oversold(host) -> list[str]:
     return found
 
 
-def test_booking_throughput_through_gunicorn(write_figures):
+def test_booking_throughput_through_gunicorn(write_figures, tmp_path):
     assert connection.vendor == "postgresql", "run the benchmark on PostgreSQL (DATABASE_URL)"
     CapabilityProfileFactory(is_default=True, cpus=8, memory_gb=32, gpus=2)
     image = ImageFactory(is_default=True)
@@ -205,7 +216,7 @@ def test_booking_throughput_through_gunicorn(write_figures):
     first_slot = slot_floor(timezone.now()) + 2 * SLOT
     conn_max_age = os.environ.get("DB_CONN_MAX_AGE")
     port = free_port()
-    server = start_gunicorn(port, {})
+    server = start_gunicorn(port, {}, tmp_path / "gunicorn.log")
     try:
         result = run_load(
             port, [user.username for user in users], host_id=host.pk, image_id=image.pk, first_slot=first_slot

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -29,6 +30,7 @@ from django.utils import timezone
 from bookings.models import Reservation
 from bookings.services import reservation_create
 from containers import lifecycle
+from containers.models import ContainerEvent
 from containers.runtime import LABEL_MANAGED, FakeRuntime
 from tests.bench.conftest import machine, percentile
 from tests.containers.test_runtime_docker import _test_database_url
@@ -126,6 +128,16 @@ def line(label: str, values: list[float]) -> str:
     )
 
 
+def why_not_started(reservations: list) -> str:
+    """What the agent stored about the reservations it did not start: their statuses and
+    messages, and the last events, so a failing run says why without a rerun."""
+    rows = Reservation.objects.filter(pk__in=[r.pk for r in reservations])
+    statuses = Counter((r.status, r.status_message[:200]) for r in rows)
+    lines = [f"{n} x {status}: {message}" for (status, message), n in statuses.most_common(5)]
+    recent = ContainerEvent.objects.order_by("-created_at")[:10]
+    return "\n".join([*lines, "last events:", *(f"  {e.sign}: {e.message[:300]}" for e in recent)])
+
+
 def write_figures() -> None:
     FIGURES.parent.mkdir(parents=True, exist_ok=True)
     parts = [
@@ -171,7 +183,9 @@ def test_100_reservations_starting_in_the_same_minute_on_one_host(
     finally:
         agents.stop()
     latencies = [(events.starts[name] - start).total_seconds() for name in names if name in events.starts]
-    assert len(latencies) == count, f"{count - len(latencies)} never started; see {tmp_path}"
+    assert len(latencies) == count, (
+        f"{count - len(latencies)} never started; see {tmp_path}\n{why_not_started(reservations)}"
+    )
     header = [
         f"## {count} reservations starting at the same instant on one host",
         "",

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from django.conf import settings as django_settings
 
 from bookings.models import Reservation
 from containers.models import ContainerEvent
+from containers.runtime import DockerRuntime
 from containers.tasks import reconcile
 from tests.factories import ImageFactory, ReservationFactory, UserFactory
 
@@ -155,6 +157,14 @@ def test_an_existing_network_that_lets_containers_talk_is_refused(
     assert reservation.status != Reservation.Status.RUNNING
     assert not reservation.container_id
     assert ContainerEvent.objects.filter(message__contains="lets containers reach each other").exists()
+
+
+def test_launch_threads_of_one_agent_make_one_network(engine_host, docker_scope, docker_client, settings):
+    runtime = DockerRuntime(engine_host)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda _: runtime._ensure_network(settings.CONTAINER_NETWORK), range(8)))
+    made = docker_client.networks.list(names=[settings.CONTAINER_NETWORK])
+    assert len([n for n in made if n.name == settings.CONTAINER_NETWORK]) == 1
 
 
 def test_each_relaxation_reaches_the_engine(
