@@ -9,6 +9,7 @@ from django.utils.translation import gettext as _
 from accounts.models import CapabilityProfile, User
 from accounts.sshkeys import clean_ssh_public_keys
 from accounts.validators import validate_account_id
+from aivc_portal.model_updates import Saved, model_create, model_update
 from containers.commands import command_arguments
 from containers.models import Image
 
@@ -34,23 +35,88 @@ def user_create(
     password: str | None = None,
     must_change_password: bool = True,
     capability_profile: CapabilityProfile | None = None,
+    usable_password: bool = True,
     **fields,
 ) -> tuple[User, str]:
     """Creates a lab account with a free forward port. Returns it with its initial password
-    (generated when none is given) so a maintainer can hand it over once."""
+    (generated when none is given) so a maintainer can hand it over once. Without
+    `usable_password` nobody can log in with a password (e.g. an account imported only for
+    its history) and the password returned is empty."""
     username = normalise_username(username)
     if User.objects.filter(username=username).exists():
         raise ValidationError(f"The account {username} already exists.")
-    password = password or generate_password()
     user = User(
         username=username,
         must_change_password=must_change_password,
         capability_profile=capability_profile,
         **fields,
     )
-    user.set_password(password)
+    if usable_password:
+        password = password or generate_password()
+        user.set_password(password)
+    else:
+        password = ""
+        user.set_unusable_password()
     user.save()
     return user, password
+
+
+# What a maintainer (the admin, the importer) sets on an existing account in one write.
+USER_LAB_FIELDS = frozenset({"is_active", "capability_profile", "default_image", "default_extra_command"})
+
+
+def user_update_lab_settings(*, user: User, **values) -> list[str]:
+    """Sets an account's activity, profile, default image and default command as a
+    maintainer does: any image (an inactive one stays the default of an old account and
+    is refused at booking), a command the launch can split. Returns the changed fields.
+    The forward port moves only through `user_change_forward_port`."""
+    unknown = sorted(set(values) - USER_LAB_FIELDS)
+    if unknown:
+        raise TypeError(f"user_update_lab_settings does not take {', '.join(unknown)}")
+    if "default_extra_command" in values:
+        values["default_extra_command"] = (values["default_extra_command"] or "").strip()
+        try:
+            command_arguments(values["default_extra_command"])
+        except ValueError as error:
+            raise ValidationError(
+                {"default_extra_command": f"Wrong Input! It cannot be read as arguments ({error})."}
+            ) from None
+    return model_update(instance=user, values=values)
+
+
+# Capability profiles ---------------------------------------------------------------------
+
+PROFILE_LIMITS = frozenset(CapabilityProfile.LIMIT_FIELDS)
+
+
+@transaction.atomic
+def default_profile_update(**limits) -> Saved:
+    """The default profile (exactly one exists) with these limits; created as "default"
+    when there is none yet. On the default profile a null limit means the host maximum."""
+    _check_profile_limits(limits)
+    default = CapabilityProfile.objects.select_for_update().filter(is_default=True).first()
+    if default is None:
+        values = {"name": "default", "is_default": True, **limits}
+        return Saved(model_create(model=CapabilityProfile, values=values), created=True)
+    return Saved(default, changed=model_update(instance=default, values=limits))
+
+
+def profile_create_or_update(*, name: str, **limits) -> Saved:
+    """The non-default profile `name` with these limits (null: the default's value). The
+    default profile is changed only by `default_profile_update`."""
+    _check_profile_limits(limits)
+    profile = CapabilityProfile.objects.filter(name=name).first()
+    if profile is None:
+        return Saved(model_create(model=CapabilityProfile, values={"name": name, **limits}), created=True)
+    if profile.is_default:
+        raise ValidationError({"name": f"{name} is the default profile; change it as the default."})
+    return Saved(profile, changed=model_update(instance=profile, values=limits))
+
+
+def _check_profile_limits(limits: dict) -> None:
+    unknown = sorted(set(limits) - PROFILE_LIMITS)
+    if unknown:
+        raise TypeError(f"a capability profile has no limit {', '.join(unknown)}")
 
 
 @transaction.atomic

@@ -4,6 +4,7 @@ quietly becoming a default (`DEBUG=ture` used to mean False). An unset or empty 
 takes the default."""
 
 import os
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -61,6 +62,20 @@ def env_float(name: str, default: float, *, minimum: float | None = None) -> flo
     if minimum is not None and number < minimum:
         raise _wrong(name, value, f"a number of at least {minimum}")
     return number
+
+
+_DOTTED_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+
+
+def env_dotted_path(name: str, default: str) -> str:
+    """A dotted Python path (`package.module.Name`); whether it imports is checked where
+    it is used, since importing here would load the app modules before Django is set up."""
+    value = _raw(name)
+    if value is None:
+        return default
+    if not _DOTTED_PATH.fullmatch(value):
+        raise _wrong(name, value, "a dotted Python path like package.module.ClassName")
+    return value
 
 
 def env_list(name: str, default: str) -> list[str]:

@@ -9,7 +9,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from aivc_portal.clusters import SCHEDULER_CLUSTER, agent_cluster
-from aivc_portal.env import env_bool, env_float, env_int, env_list, env_range
+from aivc_portal.env import env_bool, env_dotted_path, env_float, env_int, env_list, env_range
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -239,6 +239,8 @@ SPACE_AUDIT_TIMEOUT = env_int("SPACE_AUDIT_TIMEOUT", 600)
 # or the only one), where host processes are listed, and the idle rules.
 GPU_HOST_NAME = os.environ.get("GPU_HOST_NAME", "")
 GPU_PROC_ROOT = os.environ.get("GPU_PROC_ROOT", "/proc")
+# What reads this machine's GPUs: NVML itself; the tests give each agent process a stand-in.
+GPU_PROBE = env_dotted_path("GPU_PROBE", "containers.gpus.NvmlProbe")
 GPU_SAMPLE_RETENTION_DAYS = env_int("GPU_SAMPLE_RETENTION_DAYS", 30)
 GPU_IDLE_UTILISATION_PERCENT = env_int("GPU_IDLE_UTILISATION_PERCENT", 5)
 GPU_IDLE_MINUTES = env_int("GPU_IDLE_MINUTES", 60)

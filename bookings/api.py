@@ -23,8 +23,8 @@ from aivc_portal.api import IsStaff
 from bookings import serializers as s
 from bookings.capacity import availability, earliest_fit
 from bookings.models import Reservation
-from bookings.report_views import ReportRangeForm, csv_download, usage_rows_with_telemetry
-from bookings.reports import RESERVATION_COLUMNS, USAGE_COLUMNS, reservation_rows
+from bookings.report_views import ReportRangeForm, csv_download, usage_csv_bytes
+from bookings.reports import reservations_csv_bytes
 from bookings.selectors import reservations_for_user
 
 # The booking rules' own readings, reused so each rule and its message exist once: a
@@ -273,8 +273,7 @@ class ReportView(APIView):
 
     permission_classes = [IsStaff]
     kind = ""
-    header: tuple = ()
-    rows_for = None
+    content = None
 
     def get(self, request: Request):
         form = ReportRangeForm(request.query_params)
@@ -284,8 +283,7 @@ class ReportView(APIView):
         return csv_download(
             report_range=form.report_range(),
             kind=self.kind,
-            header=self.header,
-            rows_for=self.rows_for,
+            content=self.content,
             bom=request.query_params.get("bom") == "1",
         )
 
@@ -299,8 +297,7 @@ class ReportView(APIView):
 )
 class ReservationReportView(ReportView):
     kind = "reservations"
-    header = RESERVATION_COLUMNS
-    rows_for = staticmethod(reservation_rows)
+    content = staticmethod(reservations_csv_bytes)
 
 
 @extend_schema_view(
@@ -312,8 +309,7 @@ class ReservationReportView(ReportView):
 )
 class UsageReportView(ReportView):
     kind = "usage"
-    header = USAGE_COLUMNS
-    rows_for = staticmethod(usage_rows_with_telemetry)
+    content = staticmethod(usage_csv_bytes)
 
 
 router = SimpleRouter()

@@ -4,13 +4,14 @@ from datetime import date, datetime, time, timedelta
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.forms.models import ModelChoiceIterator
 from django.utils import timezone
 from django.utils.functional import lazy
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
-from bookings.selectors import hosts_open_to
+from bookings.selectors import host_open_to, hosts_open_to
 from bookings.services import (
     KEYLESS_IMAGE,
     NOT_AVAILABLE_IMAGE,
@@ -30,6 +31,60 @@ class IsoDateInput(forms.DateInput):
 
     def __init__(self, attrs: dict | None = None) -> None:
         super().__init__(attrs=attrs, format="%Y-%m-%d")
+
+
+class FixedChoiceField(forms.ChoiceField):
+    """A choice field over a module's constant list: every form instance shares the list
+    instead of deep-copying it (with its lazy labels, the largest cost of building a
+    booking form)."""
+
+    def __deepcopy__(self, memo: dict) -> "FixedChoiceField":
+        # Field's copy (widget, messages, validators) without ChoiceField's copy of the list.
+        return forms.Field.__deepcopy__(self, memo)
+
+
+class _ListedHosts(ModelChoiceIterator):
+    """The choices as the field lists them when they are shown, not when the form is built."""
+
+    def __init__(self, field: "HostChoiceField") -> None:
+        self.field = field
+
+    @property
+    def queryset(self):
+        return self.field.queryset
+
+
+class HostChoiceField(forms.ModelChoiceField):
+    """Lists the hosts open to `user` (`hosts_open_to`), built only when the choices are
+    shown: a posted host is checked with the one-host form of the same rule
+    (`host_open_to`), which for an unrestricted host is one light read instead of the
+    list's subqueries (building that queryset alone was a fifth of a booking POST's view)."""
+
+    iterator = _ListedHosts
+    user: User | None = None
+    _listed_for: User | None = None
+
+    def _get_queryset(self):
+        if self.user is not None and self._listed_for is not self.user:
+            self._listed_for = self.user
+            self._queryset = hosts_open_to(user=self.user)
+        return self._queryset
+
+    queryset = property(_get_queryset, forms.ModelChoiceField._set_queryset)
+
+    def to_python(self, value: object) -> Host | None:
+        if value in self.empty_values:
+            return None
+        self.validate_no_null_characters(value)
+        try:
+            host = Host.objects.select_related("access").get(pk=value)
+        except (ValueError, TypeError, Host.DoesNotExist, ValidationError):
+            host = None
+        if host is None or self.user is None or not host_open_to(user=self.user, host=host):
+            raise ValidationError(
+                self.error_messages["invalid_choice"], code="invalid_choice", params={"value": value}
+            )
+        return host
 
 
 SLOT_TIMES = [(f"{minutes // 60:02d}:{minutes % 60:02d}",) * 2 for minutes in range(0, 24 * 60, 30)]
@@ -83,19 +138,19 @@ def _local_datetime(day: date | None, slot: str | None) -> datetime | None:
 
 
 class BookingForm(forms.Form):
-    host = forms.ModelChoiceField(queryset=Host.objects.order_by("name"), empty_label=None, label=_("Host"))
+    host = HostChoiceField(queryset=Host.objects.order_by("name"), empty_label=None, label=_("Host"))
     start_now = forms.BooleanField(required=False, label=_("Start now"))
     start_date = forms.DateField(required=False, label=_("Start date"), widget=IsoDateInput())
-    start_time = forms.ChoiceField(choices=SLOT_TIMES, required=False, label=_("Start time"))
+    start_time = FixedChoiceField(choices=SLOT_TIMES, required=False, label=_("Start time"))
     end_kind = forms.ChoiceField(
         choices=[(END_AFTER, _("For a duration")), (END_AT, _("Until a date and time"))],
         initial=END_AFTER,
         widget=forms.RadioSelect,
         label=_("End"),
     )
-    duration = forms.ChoiceField(choices=DURATIONS, required=False, initial="1-day", label=_("Duration"))
+    duration = FixedChoiceField(choices=DURATIONS, required=False, initial="1-day", label=_("Duration"))
     end_date = forms.DateField(required=False, label=_("End date"), widget=IsoDateInput())
-    end_time = forms.ChoiceField(choices=SLOT_TIMES, required=False, label=_("End time"))
+    end_time = FixedChoiceField(choices=SLOT_TIMES, required=False, label=_("End time"))
     cpus = forms.DecimalField(label=_("CPUs"), max_digits=6, decimal_places=2, initial=1)
     memory_gb = forms.IntegerField(label=_("Memory (GiB)"), initial=4, help_text=_("RAM + swap."))
     gpu_count = forms.IntegerField(label=_("GPUs"), initial=1)
@@ -110,9 +165,9 @@ class BookingForm(forms.Form):
     def __init__(self, *args, user: User, host_labels: dict[int, str] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # Only the hosts the user may book; each named with what it has free now.
-        self.fields["host"].queryset = hosts_open_to(user=user)
+        self.fields["host"].user = user
         if host_labels:
-            self.fields["host"].label_from_instance = lambda host: host_labels.get(host.pk, host.name)
+            self.label_hosts(host_labels)
         images = Image.objects.filter(is_active=True, login=Image.Login.KEYS).order_by("reference")
         self.fields["image"].queryset = images
         if not self.is_bound:
@@ -126,6 +181,12 @@ class BookingForm(forms.Form):
                 self.fields["gpu_count"].initial = 0  # a lab (or demo) without GPUs
         for name in ("cpus", "memory_gb", "gpu_count"):
             self.fields[name].widget.attrs["inputmode"] = "decimal" if name == "cpus" else "numeric"
+
+    def label_hosts(self, host_labels: dict[int, str]) -> None:
+        """Names each host choice, e.g. with what it has free now. Only a form that is shown
+        needs this: a booking that succeeds never renders the form, so its view skips the
+        capacity read behind the labels."""
+        self.fields["host"].label_from_instance = lambda host: host_labels.get(host.pk, host.name)
 
     def clean(self) -> dict:
         data = super().clean()
@@ -164,7 +225,7 @@ class BookingForm(forms.Form):
 class ExtendForm(forms.Form):
     """A later end: by a step from the current end, or at a date and time."""
 
-    extend_by = forms.ChoiceField(choices=EXTENSIONS, required=False, label=_("Extend by"))
+    extend_by = FixedChoiceField(choices=EXTENSIONS, required=False, label=_("Extend by"))
     end_date = forms.DateField(required=False, label=_("Or until date"), widget=IsoDateInput())
     end_time = forms.ChoiceField(choices=[("", "—"), *SLOT_TIMES], required=False, label=_("Until time"))
 

@@ -131,6 +131,32 @@ class GpuAllocation(models.Model):
         return f"{self.gpu} for reservation #{self.reservation_id}"
 
 
+class ReservationGpuIndices(models.Model):
+    """Each reservation's GPU indices as text ("0 3"), read from a PostgreSQL view
+    (migration 0007) so the reservations CSV joins them once instead of asking per row.
+    Read-only; no table on SQLite, where reports read the allocations instead. A migration
+    that changes a column the view reads must drop and recreate the view around it."""
+
+    reservation = models.OneToOneField(
+        Reservation,
+        primary_key=True,
+        on_delete=models.DO_NOTHING,
+        related_name="gpu_indices_row",
+        db_column="reservation_id",
+    )
+    start = models.DateTimeField(
+        help_text="The reservation's start, so a report narrows the view to its range."
+    )
+    indices = models.TextField()
+
+    class Meta:
+        managed = False
+        db_table = "bookings_reservation_gpu_indices"
+
+    def __str__(self) -> str:
+        return f"GPUs {self.indices} of reservation #{self.reservation_id}"
+
+
 class HostAccess(models.Model):
     """A maintainer's restriction of a host to some users and capability profiles (e.g.
     the A100 server for one project). A host without one, or with nobody listed, is open

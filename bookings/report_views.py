@@ -12,14 +12,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
-from bookings.reports import (
-    RESERVATION_COLUMNS,
-    USAGE_COLUMNS,
-    ReportRange,
-    csv_bytes,
-    reservation_rows,
-    usage_rows,
-)
+from bookings.reports import USAGE_COLUMNS, ReportRange, csv_bytes, reservations_csv_bytes, usage_rows
 from bookings.timeslots import MAX_AHEAD, YEARS
 from containers.telemetry.selectors import gpu_hours_busy_by_user
 
@@ -91,43 +84,41 @@ def reports(request: HttpRequest) -> HttpResponse:
     )
 
 
-def usage_rows_with_telemetry(*, report_range: ReportRange, now: datetime) -> Iterator[list]:
-    """Usage rows with the GPU-hours the telemetry saw busy."""
+def usage_csv_bytes(*, report_range: ReportRange, now: datetime, bom: bool = False) -> Iterator[bytes]:
+    """The usage CSV, with the GPU-hours the telemetry saw busy."""
     busy = gpu_hours_busy_by_user(report_range.start, report_range.end)
-    return usage_rows(report_range=report_range, now=now, gpu_hours_busy=busy)
+    rows = usage_rows(report_range=report_range, now=now, gpu_hours_busy=busy)
+    return csv_bytes(USAGE_COLUMNS, rows, bom=bom)
 
 
 def csv_download(
-    *, report_range: ReportRange, kind: str, header: tuple, rows_for: Callable, bom: bool
+    *, report_range: ReportRange, kind: str, content: Callable, bom: bool
 ) -> StreamingHttpResponse:
-    """A report streamed as a CSV attachment; the pages and the API both answer with it."""
-    rows = rows_for(report_range=report_range, now=timezone.now())
-    response = StreamingHttpResponse(csv_bytes(header, rows, bom=bom), content_type="text/csv; charset=utf-8")
+    """A report streamed as a CSV attachment; the pages and the API both answer with it.
+    `content` is `reservations_csv_bytes` or `usage_csv_bytes`."""
+    pieces = content(report_range=report_range, now=timezone.now(), bom=bom)
+    response = StreamingHttpResponse(pieces, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{report_range.file_name(kind)}"'
     response["Cache-Control"] = "private, no-store"
     return response
 
 
-def _csv_download(request: HttpRequest, *, kind: str, header: tuple, rows_for: Callable) -> HttpResponse:
+def _csv_download(request: HttpRequest, *, kind: str, content: Callable) -> HttpResponse:
     form = ReportRangeForm(request.GET)
     if not form.is_valid():
         return _page(request, form, status=400)
     return csv_download(
-        report_range=form.report_range(),
-        kind=kind,
-        header=header,
-        rows_for=rows_for,
-        bom=request.GET.get("bom") == "1",
+        report_range=form.report_range(), kind=kind, content=content, bom=request.GET.get("bom") == "1"
     )
 
 
 @staff_required
 @require_safe
 def reservations_csv(request: HttpRequest) -> HttpResponse:
-    return _csv_download(request, kind="reservations", header=RESERVATION_COLUMNS, rows_for=reservation_rows)
+    return _csv_download(request, kind="reservations", content=reservations_csv_bytes)
 
 
 @staff_required
 @require_safe
 def usage_csv(request: HttpRequest) -> HttpResponse:
-    return _csv_download(request, kind="usage", header=USAGE_COLUMNS, rows_for=usage_rows_with_telemetry)
+    return _csv_download(request, kind="usage", content=usage_csv_bytes)

@@ -1,9 +1,11 @@
-"""Usage reports for staff, as CSV rows produced lazily.
+"""Usage reports for staff, as CSV.
 
 A reservation belongs to the report whose date range holds its start (in TIME_ZONE), so
-consecutive ranges never count one twice; its figures are the whole reservation's.
-Rows come from `.values_list(...).iterator()` with GPU indices merged in from a second
-ordered cursor: no query per row, memory independent of the number of rows.
+consecutive ranges never count one twice; its figures (bookings/report_figures.py) are
+the whole reservation's. On PostgreSQL the reservations CSV is written by the database
+itself (bookings/report_copy.py); elsewhere rows come from `.values_list(...).iterator()`
+with GPU indices merged in from a second ordered cursor. Either way: no query per row,
+memory independent of the number of rows. The usage CSV is summed in the database.
 """
 
 import csv
@@ -13,22 +15,39 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import islice
 
-from django.db.models import CharField
+from django.db import connection
+from django.db.models import CharField, Count, F, FloatField, Q, Sum
 from django.db.models.functions import Cast
 from django.utils import timezone
 
 from bookings.models import GpuAllocation, Reservation
+from bookings.report_figures import CANCELLED, RELEASED_EARLY, UNSUCCESSFUL_STATUSES, reservation_figures
 
 CHUNK_SIZE = 5000
 ROWS_PER_WRITE = 1000
 BOM = "\ufeff"
-# Spreadsheets run a cell that starts with one of these as a formula.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-# A formula start after a separator a spreadsheet may split on (see neutralise).
-INNER_FORMULA_START = re.compile(r"([\t\r\n;,]\s*)(?=[=+\-@])")
-HOUR = 3600.0
-RUNNING_STATUSES = (Reservation.Status.STARTING, Reservation.Status.RUNNING)
-UNSUCCESSFUL_STATUSES = (Reservation.Status.BLOCKED, Reservation.Status.FAILED)
+# Spreadsheets run a cell as a formula when it starts with one of these (after any
+# whitespace, which they skip), or with a tab or CR; and a piece of a cell that starts
+# with one after a separator, when the text is split into columns (`a;=1+1`).
+FORMULA_CHARS = "=+-@"
+CELL_STARTS = "\t\r"
+SEPARATORS = "\t\r\n;,"
+# Python's whitespace (str.isspace; none above U+3000), spelled out: PostgreSQL's \s
+# knows only ASCII in a C locale, and the database applies the same rule.
+WHITESPACE = "".join(chr(code) for code in range(0x3001) if chr(code).isspace())
+
+
+def _one_of(chars: str) -> str:
+    """A bracket expression that Python's and PostgreSQL's regular expressions read alike."""
+    return "[" + "".join(f"\\u{ord(char):04x}" for char in chars) + "]"
+
+
+# The neutralising rule, once, for both engines (see `neutralise`).
+WHOLE_CELL_FORMULA = f"^(?:{_one_of(CELL_STARTS)}|{_one_of(WHITESPACE)}*{_one_of(FORMULA_CHARS)})"
+INNER_FORMULA = f"({_one_of(SEPARATORS)}{_one_of(WHITESPACE)}*)(?={_one_of(FORMULA_CHARS)})"
+INNER_FORMULA_DEFUSED = "\\1'"
+_whole_cell_formula = re.compile(WHOLE_CELL_FORMULA)
+_inner_formula = re.compile(INNER_FORMULA)
 
 RESERVATION_COLUMNS = (
     "reservation_id",
@@ -94,68 +113,52 @@ class ReportRange:
         return f"aivc-{kind}_{self.first:%Y-%m-%d}_{self.last:%Y-%m-%d}.csv"
 
 
-@dataclass(frozen=True)
-class Figures:
-    hours_booked: float
-    hours_run: float
-    hours_given_back: float
-    given_back_by: str
-
-
 def neutralise(cell: str) -> str:
     """A text cell a spreadsheet could run as a formula is defused with apostrophes:
     - the whole cell, when it starts with a tab or CR, or, after leading whitespace,
       with = + - @ (spreadsheets skip the whitespace);
     - each = + - @ that starts a piece after a tab, CR, new line, `;` or `,` (and any
       whitespace), since a spreadsheet importing with another separator or splitting
-      the text into columns would read that piece as a cell of its own (`a;=1+1`)."""
-    if cell.startswith(FORMULA_STARTS) or cell.lstrip().startswith(FORMULA_STARTS):
+      the text into columns would read that piece as a cell of its own (`a;=1+1`).
+    PostgreSQL applies the same expressions when it writes the CSV (report_copy.py)."""
+    if _whole_cell_formula.match(cell):
         cell = f"'{cell}"
-    return INNER_FORMULA_START.sub(r"\1'", cell)
+    return _inner_formula.sub(INNER_FORMULA_DEFUSED, cell)
 
 
-def figures(
-    *,
-    start: float,
-    end: float,
-    booked_end: float | None,
-    status: str,
-    started_at: float | None,
-    ended_at: float | None,
-    cancelled_at: float | None,
-    released_at: float | None,
-    now: float,
-) -> Figures:
-    """Hours booked (start to the end as booked or extended), hours run (started_at to
-    ended_at, or to now while it runs), hours given back (all of a cancelled booking; from
-    the release to the booked end of one released early). Times are epoch seconds."""
-    booked_end = booked_end or end
-    hours_booked = (booked_end - start) / HOUR
-    run_end = ended_at or (min(now, end) if status in RUNNING_STATUSES else None)
-    hours_run = max((run_end - started_at) / HOUR, 0.0) if started_at and run_end else 0.0
-    if status == Reservation.Status.CANCELLED or cancelled_at is not None:
-        return Figures(hours_booked, hours_run, hours_booked, "cancelled")
-    if released_at is not None:
-        given_back = max((booked_end - max(released_at, start)) / HOUR, 0.0)
-        return Figures(hours_booked, hours_run, given_back, "released early")
-    return Figures(hours_booked, hours_run, 0.0, "")
+class _Neutralised:
+    """`neutralise` with its answers remembered: the text cells of an export (user, host,
+    image, extra command) repeat from row to row. Bounded like `_LocalMinutes`."""
+
+    LIMIT = 50_000
+
+    def __init__(self) -> None:
+        self.cache: dict[str, str] = {}
+
+    def __call__(self, cell: str) -> str:
+        known = self.cache.get(cell)
+        if known is None:
+            if len(self.cache) >= self.LIMIT:
+                self.cache.clear()
+            known = self.cache[cell] = neutralise(cell)
+        return known
 
 
-class _Moments:
-    """Reads the database's text of a timestamp into (epoch seconds, local "YYYY-MM-DD
-    HH:MM"). Parsing text in C and remembering the answers (bookings sit on a 30-minute
-    grid, so times repeat) is several times faster than loading datetimes row by row; the
-    memory is bounded by emptying the cache when it is full."""
+class _LocalMinutes:
+    """Reads the database's text of a timestamp into local "YYYY-MM-DD HH:MM". Parsing
+    text in C and remembering the answers (bookings sit on a 30-minute grid, so times
+    repeat) is several times faster than loading datetimes row by row; the memory is
+    bounded by emptying the cache when it is full."""
 
     LIMIT = 50_000
 
     def __init__(self) -> None:
         self.tz = timezone.get_current_timezone()
-        self.cache: dict[str, tuple[float, str]] = {}
+        self.cache: dict[str, str] = {}
 
-    def __call__(self, text: str | None) -> tuple[float | None, str]:
+    def __call__(self, text: str | None) -> str:
         if text is None:
-            return None, ""
+            return ""
         known = self.cache.get(text)
         if known is None:
             moment = datetime.fromisoformat(text)
@@ -163,19 +166,19 @@ class _Moments:
                 moment = moment.replace(tzinfo=UTC)
             if len(self.cache) >= self.LIMIT:
                 self.cache.clear()
-            known = self.cache[text] = (moment.timestamp(), f"{moment.astimezone(self.tz):%Y-%m-%d %H:%M}")
+            known = self.cache[text] = f"{moment.astimezone(self.tz):%Y-%m-%d %H:%M}"
         return known
 
 
-_TIME_FIELDS = ("start", "end", "booked_end", "started_at", "ended_at", "cancelled_at", "released_at")
+_TIME_FIELDS = ("start", "end", "booked_end", "started_at", "ended_at")
 
 
 def _as_text(queryset):
-    """The timestamps as the database's text (see `_Moments`)."""
+    """The timestamps as the database's text (see `_LocalMinutes`)."""
     return queryset.annotate(**{f"{name}_text": Cast(name, CharField()) for name in _TIME_FIELDS})
 
 
-def _in_range(report_range: ReportRange):
+def reservations_in_range(report_range: ReportRange):
     return Reservation.objects.filter(start__gte=report_range.start, start__lt=report_range.end)
 
 
@@ -202,10 +205,11 @@ def _gpu_indices_by_reservation(report_range: ReportRange) -> Iterator[tuple[int
 
 def reservation_rows(*, report_range: ReportRange, now: datetime) -> Iterator[list]:
     """One row per reservation starting in the range, ordered by start."""
-    moment = _Moments()
-    now_seconds = now.timestamp()
+    local = _LocalMinutes()
+    neutral = _Neutralised()
     rows = (
-        _as_text(_in_range(report_range))
+        _as_text(reservations_in_range(report_range))
+        .annotate(**reservation_figures(now=now))
         .order_by("start", "pk")
         .values_list(
             "pk",
@@ -218,6 +222,10 @@ def reservation_rows(*, report_range: ReportRange, now: datetime) -> Iterator[li
             "host__name",
             "image__reference",
             "extra_command",
+            "hours_booked",
+            "hours_run",
+            "hours_given_back",
+            "given_back_by",
         )
         .iterator(chunk_size=CHUNK_SIZE)
     )
@@ -230,8 +238,6 @@ def reservation_rows(*, report_range: ReportRange, now: datetime) -> Iterator[li
         booked_end_text,
         started_text,
         ended_text,
-        cancelled_text,
-        released_text,
         status,
         cpus,
         memory_gb,
@@ -240,154 +246,87 @@ def reservation_rows(*, report_range: ReportRange, now: datetime) -> Iterator[li
         host_name,
         image,
         extra_command,
+        hours_booked,
+        hours_run,
+        hours_given_back,
+        given_back_by,
     ) in rows:
         indices = ""
         if next_gpus is not None and next_gpus[0] == pk:
             indices = next_gpus[1]
             next_gpus = next(gpu_indices, None)
-        start, start_local = moment(start_text)
-        end, end_local = moment(end_text)
-        booked_end, booked_end_local = moment(booked_end_text)
-        started_at, started_local = moment(started_text)
-        ended_at, ended_local = moment(ended_text)
-        result = figures(
-            start=start,
-            end=end,
-            booked_end=booked_end,
-            status=status,
-            started_at=started_at,
-            ended_at=ended_at,
-            cancelled_at=moment(cancelled_text)[0],
-            released_at=moment(released_text)[0],
-            now=now_seconds,
-        )
         yield [
             pk,
-            neutralise(username),
-            neutralise(host_name),
-            start_local,
-            end_local,
-            booked_end_local,
+            neutral(username),
+            neutral(host_name),
+            local(start_text),
+            local(end_text),
+            local(booked_end_text),
             status,
             cpus,
             memory_gb,
             gpu_count,
             indices,
-            neutralise(image or ""),
-            neutralise(extra_command),
-            f"{result.hours_booked:.2f}",
-            f"{result.hours_booked * gpu_count:.2f}",
-            started_local,
-            ended_local,
-            f"{result.hours_run:.2f}",
-            f"{result.hours_run * gpu_count:.2f}",
-            result.given_back_by,
-            f"{result.hours_given_back:.2f}",
+            neutral(image or ""),
+            neutral(extra_command),
+            f"{hours_booked:.2f}",
+            f"{hours_booked * gpu_count:.2f}",
+            local(started_text),
+            local(ended_text),
+            f"{hours_run:.2f}",
+            f"{hours_run * gpu_count:.2f}",
+            given_back_by,
+            f"{hours_given_back:.2f}",
         ]
-
-
-@dataclass
-class _UserTotals:
-    reservations: int = 0
-    hours_booked: float = 0.0
-    hours_held: float = 0.0
-    hours_run: float = 0.0
-    gpu_hours_booked: float = 0.0
-    gpu_hours_held: float = 0.0
-    gpu_hours_run: float = 0.0
-    cpu_hours_held: float = 0.0
-    cpu_hours_run: float = 0.0
-    blocked_or_failed: int = 0
-    cancelled: int = 0
-    released_early: int = 0
-    hours_given_back: float = 0.0
 
 
 def usage_rows(
     *, report_range: ReportRange, now: datetime, gpu_hours_busy: Mapping[int, float] | None = None
 ) -> Iterator[list]:
-    """One row per user with a reservation starting in the range, by user name. Memory
-    grows with the number of users, never with the number of reservations.
-    `gpu_hours_busy` (user id -> hours) comes from GPU telemetry, which the caller reads."""
+    """One row per user with a reservation starting in the range, by user name, summed by
+    the database. `gpu_hours_busy` (user id -> hours) comes from GPU telemetry, which the
+    caller reads."""
     gpu_hours_busy = gpu_hours_busy or {}
-    totals: dict[int, _UserTotals] = {}
-    names: dict[int, str] = {}
-    moment = _Moments()
-    now_seconds = now.timestamp()
-    rows = (
-        _as_text(_in_range(report_range))
-        .values_list(
-            "user_id",
-            *(f"{name}_text" for name in _TIME_FIELDS),
-            "status",
-            "cpus",
-            "gpu_count",
-            "user__username",
+    held = F("hours_booked") - F("hours_given_back")
+    cpus = Cast("cpus", FloatField())
+    totals = (
+        reservations_in_range(report_range)
+        .annotate(**reservation_figures(now=now))
+        .values("user_id", "user__username")
+        .annotate(
+            reservations=Count("pk"),
+            booked=Sum("hours_booked"),
+            held=Sum(held),
+            run=Sum("hours_run"),
+            gpu_booked=Sum(F("hours_booked") * F("gpu_count")),
+            gpu_held=Sum(held * F("gpu_count")),
+            gpu_run=Sum(F("hours_run") * F("gpu_count")),
+            cpu_held=Sum(held * cpus),
+            cpu_run=Sum(F("hours_run") * cpus),
+            cancelled=Count("pk", filter=Q(given_back_by=CANCELLED)),
+            released_early=Count("pk", filter=Q(given_back_by=RELEASED_EARLY)),
+            blocked_or_failed=Count("pk", filter=Q(status__in=UNSUCCESSFUL_STATUSES)),
+            given_back=Sum("hours_given_back"),
         )
-        .iterator(chunk_size=CHUNK_SIZE)
+        .order_by("user__username")
     )
-    for (
-        user_id,
-        start_text,
-        end_text,
-        booked_end_text,
-        started_text,
-        ended_text,
-        cancelled_text,
-        released_text,
-        status,
-        cpus,
-        gpu_count,
-        username,
-    ) in rows:
-        result = figures(
-            start=moment(start_text)[0],
-            end=moment(end_text)[0],
-            booked_end=moment(booked_end_text)[0],
-            status=status,
-            started_at=moment(started_text)[0],
-            ended_at=moment(ended_text)[0],
-            cancelled_at=moment(cancelled_text)[0],
-            released_at=moment(released_text)[0],
-            now=now_seconds,
-        )
-        user = totals.get(user_id)
-        if user is None:
-            user = totals[user_id] = _UserTotals()
-            names[user_id] = username
-        cpus = float(cpus)
-        held = result.hours_booked - result.hours_given_back
-        user.reservations += 1
-        user.hours_booked += result.hours_booked
-        user.hours_held += held
-        user.hours_run += result.hours_run
-        user.gpu_hours_booked += result.hours_booked * gpu_count
-        user.gpu_hours_held += held * gpu_count
-        user.gpu_hours_run += result.hours_run * gpu_count
-        user.cpu_hours_held += held * cpus
-        user.cpu_hours_run += result.hours_run * cpus
-        user.blocked_or_failed += status in UNSUCCESSFUL_STATUSES
-        user.cancelled += result.given_back_by == "cancelled"
-        user.released_early += result.given_back_by == "released early"
-        user.hours_given_back += result.hours_given_back
-    for user_id in sorted(totals, key=names.__getitem__):
-        user = totals[user_id]
+    for user in totals:
         yield [
-            neutralise(names[user_id]),
-            user.reservations,
-            f"{user.hours_booked:.2f}",
-            f"{user.hours_held:.2f}",
-            f"{user.hours_run:.2f}",
-            f"{user.gpu_hours_booked:.2f}",
-            f"{user.gpu_hours_held:.2f}",
-            f"{user.gpu_hours_run:.2f}",
-            f"{gpu_hours_busy.get(user_id, 0.0):.2f}",
-            f"{user.cpu_hours_held:.2f}",
-            f"{user.cpu_hours_run:.2f}",
-            user.cancelled,
-            user.released_early,
-            user.blocked_or_failed,
-            f"{user.hours_given_back:.2f}",
+            neutralise(user["user__username"]),
+            user["reservations"],
+            f"{user['booked']:.2f}",
+            f"{user['held']:.2f}",
+            f"{user['run']:.2f}",
+            f"{user['gpu_booked']:.2f}",
+            f"{user['gpu_held']:.2f}",
+            f"{user['gpu_run']:.2f}",
+            f"{gpu_hours_busy.get(user['user_id'], 0.0):.2f}",
+            f"{user['cpu_held']:.2f}",
+            f"{user['cpu_run']:.2f}",
+            user["cancelled"],
+            user["released_early"],
+            user["blocked_or_failed"],
+            f"{user['given_back']:.2f}",
         ]
 
 
@@ -421,3 +360,12 @@ def csv_bytes(
         yield buffer.take()
     if buffer.parts:
         yield buffer.take()
+
+
+def reservations_csv_bytes(*, report_range: ReportRange, now: datetime, bom: bool = False) -> Iterator[bytes]:
+    """The reservations CSV in pieces; PostgreSQL writes it itself, byte for byte the same."""
+    if connection.vendor == "postgresql":
+        from bookings.report_copy import copied_reservations_csv
+
+        return copied_reservations_csv(report_range=report_range, now=now, bom=bom)
+    return csv_bytes(RESERVATION_COLUMNS, reservation_rows(report_range=report_range, now=now), bom=bom)

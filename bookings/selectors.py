@@ -4,8 +4,8 @@ from datetime import datetime
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.utils.translation import gettext as _
 
-from accounts.models import User
-from accounts.selectors import Capability, capability_for, default_profile
+from accounts.models import CapabilityProfile, User
+from accounts.selectors import Capability, capability_for
 from bookings.capacity import Availability, availability
 from bookings.models import HostAccess, Reservation
 from bookings.timeslots import SLOT, slot_floor
@@ -117,22 +117,28 @@ def hosts_open_to(*, user: User) -> QuerySet[Host]:
     """The hosts the user may book: those no maintainer restricted, and the restricted ones
     that list the user or the user's profile (no profile: the default one). The one place
     the host restriction is decided."""
-    profile_id = user.capability_profile_id or getattr(default_profile(), "pk", None)
+    # Without a profile of their own, the default one (a subquery, so building this costs
+    # no query; with no default profile it matches nothing).
+    default_id = CapabilityProfile.objects.filter(is_default=True).values("pk")[:1]
+    profile = user.capability_profile_id or Subquery(default_id)
     restricted = HostAccess.objects.filter(Q(users__isnull=False) | Q(profiles__isnull=False))
-    listed = HostAccess.objects.filter(
-        Q(users=user) | Q(profiles=profile_id) if profile_id else Q(users=user)
-    )
+    listed = HostAccess.objects.filter(Q(users=user) | Q(profiles=profile))
     return Host.objects.filter(
         ~Q(pk__in=restricted.values("host_id")) | Q(pk__in=listed.values("host_id"))
     ).order_by("name")
 
 
 def host_open_to(*, user: User, host: Host) -> bool:
-    # Most hosts are restricted to nobody: one light query settles those, and only a
-    # restricted host asks the rule above (this check sits in every booking's path).
-    restricted = HostAccess.objects.filter(host_id=host.pk).filter(
-        Q(users__isnull=False) | Q(profiles__isnull=False)
-    )
+    # Most hosts are restricted to nobody: a host without a HostAccess row is open, and a
+    # host read with select_related("access") (the booking's host lock) answers that with
+    # no query. Only a restricted host asks the rule above (this check sits in every
+    # booking's path).
+    try:
+        access_id = host.access.pk
+    except HostAccess.DoesNotExist:
+        return True
+    listed_anyone = Q(users__isnull=False) | Q(profiles__isnull=False)
+    restricted = HostAccess.objects.filter(pk=access_id).filter(listed_anyone)
     return not restricted.exists() or hosts_open_to(user=user).filter(pk=host.pk).exists()
 
 

@@ -2,31 +2,30 @@
 inside one transaction that locks the host row, with PostgreSQL's exclusion constraints
 behind them."""
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal, DecimalException
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
 from accounts.models import User
 from accounts.selectors import capability_for
 from accounts.services import user_change_forward_port
+from aivc_portal.model_updates import Saved, model_create, model_update
 from aivc_portal.scheduler import queue_host_task, queue_task
+from aivc_portal.task_names import PREPARE_IMAGE_TASK, RECONCILE_TASK, SCHEDULE_JOBS_TASK
 from bookings.capacity import Availability, availability, gpus_free
 from bookings.models import GpuAllocation, Reservation
 from bookings.selectors import forward_ports_held, host_open_to
 from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, parse_time_input, slot_floor, wrong_input
 from containers.commands import command_arguments
-from containers.models import Host, Image
+from containers.models import Gpu, Host, Image
+from containers.selectors import with_known_presence
 
-RECONCILE_TASK = "containers.tasks.reconcile"
-# Capacity a booking gives back may let a queued batch job start.
-SCHEDULE_JOBS_TASK = "jobs.tasks.schedule_jobs"
-# The host's agent checks (and pulls) the image ahead of the start.
-PREPARE_IMAGE_TASK = "containers.tasks.prepare_image"
 # The seed's messages: services raise them in English (tests and the API rely on them);
 # gettext_noop marks them for the catalogue, and forms show them translated.
 NOT_ENOUGH_CAPACITY = gettext_noop("There is not enough computing power for the time you need, book again.")
@@ -178,21 +177,23 @@ def _check_host_accepts(*, host: Host) -> None:
         )
 
 
-def _resolve_image(image: object, *, user: User) -> Image:
-    """Rule 6: only active images; none given means the user's default, else the lab's."""
+def _resolve_image(image: object, *, user: User, images: QuerySet[Image] | None = None) -> Image:
+    """Rule 6: only active images; none given means the user's default, else the lab's.
+    `images` narrows or annotates the images looked in (default: all)."""
+    active = (Image.objects.all() if images is None else images).filter(is_active=True)
     if image is None:
         # One read for both: the user's own default wins over the lab's.
         wanted = Q(is_default=True) | Q(pk=user.default_image_id or 0)
-        images = list(Image.objects.filter(wanted, is_active=True))
-        chosen = next((i for i in images if i.pk == user.default_image_id), None)
-        chosen = chosen or next(iter(images), None)
+        candidates = list(active.filter(wanted))
+        chosen = next((i for i in candidates if i.pk == user.default_image_id), None)
+        chosen = chosen or next(iter(candidates), None)
     elif isinstance(image, Image):
-        chosen = Image.objects.filter(pk=image.pk, is_active=True).first()
+        chosen = active.filter(pk=image.pk).first()
     else:
         text = str(image).strip()
         pk = as_id(text)
         lookup = {"pk": pk} if pk is not None else {"reference": text}
-        chosen = Image.objects.filter(**lookup, is_active=True).first()
+        chosen = active.filter(**lookup).first()
     if chosen is None:
         raise ValidationError({"image": NOT_AVAILABLE_IMAGE}, code="image_unavailable")
     if not chosen.takes_portal_keys:
@@ -208,9 +209,10 @@ def _lock_host(host_id: int) -> Host:
     """Concurrent writes on one host's capacity queue here, always before any reservation
     row is locked. A user's own bookings on two hosts at once are kept apart by the
     database (constraint reservation_user_no_overlap); SQLite takes its one write lock at
-    BEGIN IMMEDIATE instead."""
+    BEGIN IMMEDIATE instead. The host's access restriction, if any, comes with it (read, not
+    locked), so the check that the host is open to the user usually needs no query."""
     try:
-        return Host.objects.select_for_update().get(pk=host_id)
+        return Host.objects.select_for_update(of=("self",)).select_related("access").get(pk=host_id)
     except Host.DoesNotExist:
         raise ValidationError({"host": "Unknown host."}, code="unknown_host") from None
 
@@ -250,7 +252,9 @@ def reservation_create(
             _check_within_capability(
                 user=user, host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count
             )
-            image = _resolve_image(image, user=user)
+            image = _resolve_image(
+                image, user=user, images=with_known_presence(Image.objects.all(), host_id=host.pk, now=now)
+            )
             command = _extra_command(extra_command, user=user)
             # A `now` booking is shown from the start of the slot but needs the server only
             # from this moment, so a reservation released earlier in the slot is no obstacle.
@@ -277,7 +281,8 @@ def reservation_create(
             )
     except IntegrityError as error:
         raise _refused_by_database(error) from None
-    queue_host_task(PREPARE_IMAGE_TASK, host=reservation.host, reservation_id=reservation.pk)
+    if not image.known_present:
+        queue_host_task(PREPARE_IMAGE_TASK, host=reservation.host, reservation_id=reservation.pk)
     if start <= now:
         queue_host_task(RECONCILE_TASK, host=reservation.host)
     return reservation
@@ -433,6 +438,116 @@ def reservation_request_restart(*, reservation: Reservation) -> Reservation:
     reservation.save(update_fields=["restart_requested", "updated_at"])
     queue_host_task(RECONCILE_TASK, host=reservation.host)
     return reservation
+
+
+# Another system's reservations -------------------------------------------------------------
+
+
+def reservation_import(
+    *,
+    user: User,
+    host: Host,
+    start: datetime,
+    end: datetime,
+    cpus: Decimal,
+    memory_gb: int,
+    gpus: Sequence[Gpu],
+    status: str,
+    image: Image | None,
+    extra_command: str,
+    forward_port: int,
+) -> Saved:
+    """Writes one reservation of the old system's history or schedule as it stands, matched
+    on (user, host, start) so a second import updates instead of duplicating. The rules for
+    a new booking (a start in the future and within 14 days, the profile's maxima, an
+    active image, an open host) do not apply: the row happened, or was booked under the
+    old rules. What keeps the portal consistent does: a live row must not overlap its
+    user's other bookings and must find its GPUs free (the capacity engine, as a booking
+    does); an ended row keeps its GPUs as inactive allocations, so history the old checker
+    double-booked still imports. Queues nothing: the scheduler takes over afterwards."""
+    try:
+        with transaction.atomic():
+            host = _lock_host(host.pk)
+            existing = Reservation.objects.filter(user=user, host=host, start=start).first()
+            live = status in Reservation.LIVE_STATUSES
+            if live:
+                _check_imported_window_free(
+                    user=user, host=host, start=start, end=end, gpus=gpus, existing=existing
+                )
+            values = {
+                "end": end,
+                "booked_end": end,
+                "cpus": cpus,
+                "memory_gb": memory_gb,
+                "gpu_count": len(gpus),
+                "image": image,
+                "extra_command": extra_command,
+                "forward_port": forward_port,
+                "status": status,
+                "started_at": None if status == Reservation.Status.SCHEDULED else start,
+                "ended_at": end if status == Reservation.Status.ENDED else None,
+            }
+            if existing is None:
+                saved = Saved(
+                    model_create(
+                        model=Reservation, values={"user": user, "host": host, "start": start, **values}
+                    ),
+                    created=True,
+                )
+            else:
+                saved = Saved(existing, changed=model_update(instance=existing, values=values))
+            if _sync_imported_allocations(
+                reservation=saved.instance, gpus=gpus, active=live, fresh=saved.created
+            ):
+                saved.changed = saved.changed or ["GPU allocations"]
+    except IntegrityError as error:
+        raise _refused_by_database(error) from None
+    return saved
+
+
+def _check_imported_window_free(
+    *,
+    user: User,
+    host: Host,
+    start: datetime,
+    end: datetime,
+    gpus: Sequence[Gpu],
+    existing: Reservation | None,
+) -> None:
+    free = availability(
+        host=host,
+        start=start,
+        end=end,
+        exclude_reservation_id=existing.pk if existing else None,
+        booking_user_id=user.pk,
+    )
+    _check_no_own_overlap(free=free)
+    free_ids = {gpu.pk for gpu in free.free_gpus}
+    for gpu in gpus:
+        if gpu.pk not in free_ids:
+            raise ValidationError(
+                f"GPU {gpu.index} is already held by another running or scheduled reservation "
+                "for an overlapping time",
+                code="no_capacity",
+            )
+
+
+def _sync_imported_allocations(
+    *, reservation: Reservation, gpus: Sequence[Gpu], active: bool, fresh: bool
+) -> bool:
+    """The reservation holds exactly these GPUs for its window (inactive when it has
+    ended); a `fresh` one holds none yet. Returns whether anything changed."""
+    wanted = {(gpu.pk, reservation.start, reservation.end, active) for gpu in gpus}
+    current = set() if fresh else set(reservation.allocations.values_list("gpu_id", "start", "end", "active"))
+    if wanted == current:
+        return False
+    if current:
+        reservation.allocations.all().delete()
+    GpuAllocation.objects.bulk_create(
+        GpuAllocation(reservation=reservation, gpu_id=gpu_id, start=start, end=end, active=is_active)
+        for gpu_id, start, end, is_active in wanted
+    )
+    return True
 
 
 # Account settings that bookings depend on ------------------------------------------------

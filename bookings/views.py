@@ -155,9 +155,9 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     suggestion = None
     if request.method == "POST":
-        form = BookingForm(
-            request.POST, user=request.user, host_labels=host_choice_labels(user=request.user, now=now)
-        )
+        # The host labels (what each host has free now) cost a capacity read per host; they
+        # are read below only when the form is shown again.
+        form = BookingForm(request.POST, user=request.user)
         if form.is_valid():
             data = form.cleaned_data
             try:
@@ -180,6 +180,7 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
             else:
                 messages.success(request, _("Booking successful!"))
                 return redirect("reservation-detail", pk=reservation.pk)
+        form.label_hosts(host_choice_labels(user=request.user, now=now))
     else:
         prefill = {key: value for key, value in request.GET.items() if key in BookingForm.base_fields}
         form = BookingForm(

@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -9,6 +10,7 @@ from bookings.maintenance import host_drain, host_set_accepting_bookings, reserv
 from bookings.models import HostAccess
 from bookings.timeslots import MAX_AHEAD, MAX_LENGTH
 from containers.agent_selectors import host_health
+from containers.inventory_services import image_set_default
 from containers.models import ContainerEvent, Gpu, Host, HostAgent, Image, ImagePresence, SpaceAudit
 
 
@@ -184,6 +186,22 @@ class ImageAdmin(admin.ModelAdmin):
     list_display = ("reference", "description", "cuda_version", "login", "is_default", "is_active")
     list_filter = ("is_active", "is_default", "login")
     search_fields = ("reference", "description")
+    actions = ["make_default"]
+
+    @admin.action(description="Make the default image", permissions=["change"])
+    def make_default(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """The same service the importer uses: the previous default steps down."""
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one image to be the default.", messages.ERROR)
+            return
+        image = queryset.get()
+        try:
+            previous = image_set_default(image=image)
+        except ValidationError as error:
+            self.message_user(request, " ".join(error.messages), messages.ERROR)
+            return
+        replaced = f" instead of {previous.reference}" if previous else ""
+        self.message_user(request, f"{image.reference} is now the default image{replaced}.", messages.SUCCESS)
 
 
 @admin.register(ImagePresence)

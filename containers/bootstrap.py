@@ -5,8 +5,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.db import transaction
-
+from containers.inventory_services import host_create_or_update
 from containers.models import Host
 
 KIB_PER_GIB = 1024 * 1024
@@ -51,21 +50,10 @@ def detect_machine() -> MachineFacts:
     return MachineFacts(cpus=detect_cpus(), ram_gb=ram_gb, swap_gb=swap_gb)
 
 
-@transaction.atomic
 def host_bootstrap(*, name: str, machine: MachineFacts, address: str | None = None) -> BootstrapResult:
     """Creates or updates the Host called `name` with this machine's totals."""
-    host = Host.objects.select_for_update().filter(name=name).first()
-    created = host is None
     values = {"cpus": machine.cpus, "ram_gb": machine.ram_gb, "swap_gb": machine.swap_gb}
     if address is not None:
         values["address"] = address
-    if created:
-        return BootstrapResult(
-            host=Host.objects.create(name=name, **values), created=True, changed_fields=list(values)
-        )
-    changed = [key for key, value in values.items() if getattr(host, key) != value]
-    for key in changed:
-        setattr(host, key, values[key])
-    if changed:
-        host.save(update_fields=changed)
-    return BootstrapResult(host=host, created=False, changed_fields=changed)
+    saved = host_create_or_update(name=name, **values)
+    return BootstrapResult(host=saved.instance, created=saved.created, changed_fields=saved.changed)

@@ -1,12 +1,17 @@
 """What the GPUs of this machine report through NVML. The only module that imports `pynvml`
 (package nvidia-ml-py), and only inside functions, so the portal runs where there is no
-driver: `probe()` then answers "unavailable" with the reason instead of raising."""
+driver: `probe()` then answers "unavailable" with the reason instead of raising. The probe
+class is `settings.GPU_PROBE` (NvmlProbe), so tests can give an agent process a stand-in."""
 
 import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 logger = logging.getLogger(__name__)
 
@@ -169,9 +174,18 @@ def _log_unavailable_once(reason: str) -> None:
     logger.warning("%s: %s", UNAVAILABLE, reason)
 
 
+def probe_class() -> type:
+    """The class settings.GPU_PROBE names; a path that does not import is a configuration
+    error, never "no GPUs"."""
+    try:
+        return import_string(settings.GPU_PROBE)
+    except ImportError as error:
+        raise ImproperlyConfigured(f"GPU_PROBE={settings.GPU_PROBE!r} does not import: {error}") from error
+
+
 def probe() -> ProbeResult:
     """This machine's GPUs now; never raises for a missing driver or library."""
-    result = NvmlProbe().read()
+    result = probe_class()().read()
     if not result.available:
         _log_unavailable_once(result.unavailable_reason)
     return result

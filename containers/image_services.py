@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timedelta
 
 from aivc_portal.scheduler import queue_task
+from aivc_portal.task_names import PREPARE_IMAGE_TASK
 from bookings.models import Reservation
 from containers import events
 from containers.models import Host, Image, ImagePresence
@@ -22,7 +23,6 @@ PROGRESS_EVERY_S = 2.0
 PULL_FAILED_QUIET = timedelta(hours=1)
 # A pull still marked running after this long died with its agent; the launch queues another.
 PULL_STALE = timedelta(minutes=30)
-PREPARE_IMAGE_TASK = "containers.tasks.prepare_image"
 
 
 def image_presence_record(

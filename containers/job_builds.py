@@ -9,7 +9,8 @@ from datetime import datetime
 from django.conf import settings
 
 from containers import events, services
-from containers.runtime import GIB, LABEL_JOB, LABEL_USER, BuildFailed, EngineUnavailable, get_runtime
+from containers.runtime import BuildFailed, EngineUnavailable, get_runtime
+from containers.specs import GIB, LABEL_JOB, LABEL_USER
 from jobs import logs
 from jobs.models import JobBuild
 from jobs.services import build_finish, build_mark_started

@@ -20,16 +20,8 @@ from django.conf import settings
 from bookings.models import Reservation
 from containers import events, services
 from containers.commands import command_arguments
-from containers.runtime import (
-    LABEL_JOB,
-    ContainerRuntime,
-    ContainerState,
-    EngineUnavailable,
-    ImageMissing,
-    RuntimeProblem,
-    job_container_name,
-    job_container_spec,
-)
+from containers.runtime import ContainerRuntime, EngineUnavailable, ImageMissing, RuntimeProblem
+from containers.specs import LABEL_JOB, ContainerState, job_container_name, job_container_spec
 from containers.volumes import FolderProblem, prepare_job_mounts
 from jobs import logs
 from jobs.models import Job

@@ -10,39 +10,30 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, connections
 from django.utils import timezone
 
 from accounts.selectors import capability_for
 from aivc_portal.scheduler import queue_task
+from aivc_portal.task_names import WAKER_TASK
 from bookings.models import Reservation
 from containers import events, image_services, job_lifecycle, selectors, services
 from containers.locks import exclusive
-from containers.models import Host
-from containers.runtime import (
-    ContainerRuntime,
-    ContainerState,
-    EngineUnavailable,
-    ImageMissing,
-    RuntimeProblem,
-    container_name,
-    container_spec,
-    get_runtime,
-)
+from containers.models import Host, SpaceAudit
+from containers.pool import in_parallel
+from containers.runtime import ContainerRuntime, EngineUnavailable, ImageMissing, RuntimeProblem, get_runtime
+from containers.specs import ContainerSpec, ContainerState, container_name, container_spec
 from containers.volumes import FolderProblem, prepare_mounts
 
 logger = logging.getLogger(__name__)
 Status = Reservation.Status
 
-WAKER_TASK = "containers.tasks.wake_at_boundaries"
 HOST_LOCK_WAIT_S = 120
 ENGINE_DOWN_QUIET = timedelta(minutes=10)
 # A waker runs while a start or end is this close, so the gap between two minute ticks
@@ -138,57 +129,23 @@ def _reconcile_host(*, host: Host, runtime: ContainerRuntime, now: datetime, rep
             unwanted.append(state)
     _remove_unwanted(host=host, runtime=runtime, containers=unwanted, now=now, report=report)
 
+    # A container that runs as booked needs nothing; the others are settled (a dead one
+    # removed, a restart counted) side by side, then launched together.
+    to_launch: list[Reservation] = []
+
     def converge(reservation: Reservation) -> None:
         with _contained(reservation, host=host, now=now, report=report):
-            _converge(
-                reservation, container=current.get(reservation.pk), runtime=runtime, now=now, report=report
-            )
+            container = current.get(reservation.pk)
+            if _converge(reservation, container=container, runtime=runtime, now=now, report=report):
+                to_launch.append(reservation)
 
-    # A container that runs as booked needs nothing; the others are launched side by side.
-    pending = [r for r in wanted.values() if not _runs_as_booked(r, current.get(r.pk))]
-    in_parallel(converge, pending)
+    in_parallel(converge, [r for r in wanted.values() if not _runs_as_booked(r, current.get(r.pk))])
+    _launch_all(
+        sorted(to_launch, key=lambda r: (r.start, r.pk)), host=host, runtime=runtime, now=now, report=report
+    )
     in_parallel(
         _prepare_ahead, selectors.reservations_starting(host=host, after=now, until=now + PREPARE_AHEAD)
     )
-
-
-def in_parallel(step: Callable[[Reservation], None], reservations: Iterable[Reservation]) -> None:
-    """Runs `step` for each reservation on up to AGENT_LAUNCH_WORKERS threads, each with
-    its own database connection, closed when the thread has no more work. Inside a
-    transaction (a test's) other connections cannot see its rows, so the steps run one
-    after another. The first EngineUnavailable is raised once all steps are done."""
-    pending = list(reservations)
-    workers = min(settings.AGENT_LAUNCH_WORKERS, len(pending))
-    if workers <= 1 or connection.in_atomic_block:
-        for reservation in pending:
-            step(reservation)
-        return
-    work: queue.SimpleQueue[Reservation] = queue.SimpleQueue()
-    for reservation in pending:
-        work.put(reservation)
-    problems: list[EngineUnavailable] = []
-
-    def worker() -> None:
-        try:
-            while True:
-                try:
-                    reservation = work.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    step(reservation)
-                except EngineUnavailable as error:
-                    problems.append(error)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker, name=f"launch-{n}") for n in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if problems:
-        raise problems[0]
 
 
 def _runs_as_booked(reservation: Reservation, container: ContainerState | None) -> bool:
@@ -322,26 +279,25 @@ def _converge(
     runtime: ContainerRuntime,
     now: datetime,
     report: TickReport,
-) -> None:
+) -> bool:
+    """Settles what is there for a reservation that does not run as booked; returns
+    whether its container must be launched."""
     if reservation.restart_requested:
         if container is not None:
             runtime.remove(container.id)
         services.reservation_clear_restart_request(reservation=reservation)
         event = events.recreated_on_request(username=reservation.user.username)
         services.event_record(event=event, reservation=reservation, now=now)
-        _launch(reservation, runtime=runtime, now=now, report=report)
-        return
+        return True
     if container is not None and container.is_running:
         if reservation.status != Status.RUNNING or reservation.container_id != container.id:
             # A tick that died after starting the container: adopt what runs.
             services.reservation_mark_running(reservation=reservation, container_id=container.id, now=now)
-        return
+        return False
     if container is not None:
         runtime.remove(container.id)
     died = reservation.status == Status.RUNNING
-    if died and not _count_restart(reservation, container=container, now=now, report=report):
-        return
-    _launch(reservation, runtime=runtime, now=now, report=report)
+    return not died or _count_restart(reservation, container=container, now=now, report=report)
 
 
 def _count_restart(
@@ -364,11 +320,18 @@ def _count_restart(
     return True
 
 
-def _space_block_message(reservation: Reservation) -> str | None:
-    """The figures that keep the user's container from launching, or None to launch."""
-    audit = selectors.space_verdict(user_id=reservation.user_id, host=reservation.host)
-    if audit is None or not audit.over_quota:
-        return None
+def _over_quota(reservations: list[Reservation], *, host: Host) -> dict[int, SpaceAudit]:
+    """The verdicts that keep containers from launching, by reservation id; one read for the
+    host. Only a first launch waits for space: a container that died mid-window comes back."""
+    first = [r for r in reservations if r.status in selectors.STARTS_PENDING]
+    verdicts = selectors.space_verdicts(user_ids={r.user_id for r in first}, host=host)
+    return {
+        r.pk: verdicts[r.user_id] for r in first if r.user_id in verdicts and verdicts[r.user_id].over_quota
+    }
+
+
+def _space_block_message(reservation: Reservation, *, audit: SpaceAudit) -> str:
+    """What the user is told about the verdict that keeps their container from launching."""
     if audit.unreadable:
         return (
             f"The space check cannot read {audit.unreadable}, so your folders count as over quota. "
@@ -383,22 +346,99 @@ def _space_block_message(reservation: Reservation) -> str | None:
     )
 
 
+def _block(reservation: Reservation, *, audit: SpaceAudit, now: datetime, report: TickReport) -> None:
+    message = _space_block_message(reservation, audit=audit)
+    if reservation.status != Status.BLOCKED and services.reservation_mark_blocked(
+        reservation=reservation, message=message
+    ):
+        report.blocked.append(reservation.pk)
+        event = events.launch_blocked_by_space(username=reservation.user.username, blocked=message)
+        services.event_record(event=event, reservation=reservation, now=now)
+
+
+@dataclass(frozen=True)
+class _Launched:
+    reservation: Reservation
+    spec: ContainerSpec
+    state: ContainerState
+
+
+def _launch_all(
+    reservations: list[Reservation],
+    *,
+    host: Host,
+    runtime: ContainerRuntime,
+    now: datetime,
+    report: TickReport,
+) -> None:
+    """Launches the host's due containers: what the database must hear is said for all of
+    them at once (the space verdicts read, the moves to starting and running, the
+    events), the engine's work is done side by side, one reservation's failure stays its
+    own."""
+    if not reservations:
+        return
+    blocked = _over_quota(reservations, host=host)
+    for reservation in reservations:
+        if reservation.pk in blocked:
+            with _contained(reservation, host=host, now=now, report=report):
+                _block(reservation, audit=blocked[reservation.pk], now=now, report=report)
+    # Cancelled or ended meanwhile: not launched.
+    starting = services.reservations_mark_starting(
+        reservations=[r for r in reservations if r.pk not in blocked]
+    )
+    launched: queue.SimpleQueue[_Launched] = queue.SimpleQueue()
+
+    def launch(reservation: Reservation) -> None:
+        with _contained(reservation, host=host, now=now, report=report):
+            result = _launch(reservation, runtime=runtime, now=now, report=report)
+            if result is not None:
+                launched.put(result)
+
+    def flush() -> None:
+        batch = []
+        while not launched.empty():
+            batch.append(launched.get())
+        with _contained(None, host=host, now=now, report=report):
+            _record_started(batch, host=host, now=now, report=report)
+
+    try:
+        in_parallel(launch, starting, flush=flush)
+    finally:
+        # Even when the engine stopped answering part way: what started is recorded.
+        flush()
+
+
+def _record_started(launched: list[_Launched], *, host: Host, now: datetime, report: TickReport) -> None:
+    """Marks running, in one UPDATE, the reservations whose containers started (not one
+    cancelled meanwhile: the next tick removes its container) and logs them in one INSERT."""
+    if not launched:
+        return
+    moved = services.reservations_mark_running(
+        containers=[(item.reservation, item.state.id) for item in launched], now=now
+    )
+    specs = {item.reservation.pk: item.spec for item in launched}
+    records = []
+    for reservation in moved:
+        with _contained(reservation, host=host, now=now, report=report):
+            spec = specs[reservation.pk]
+            event = events.started(
+                username=reservation.user.username,
+                container_name=spec.name,
+                cpus=f"{reservation.cpus.normalize():f}",
+                memory_gb=reservation.memory_gb,
+                gpus=",".join(map(str, reservation.gpu_indices())) or "none",
+                ssh_port=spec.ssh_port,
+            )
+            records.append((event, reservation))
+            report.started.append(reservation.pk)
+    services.events_record_for(records=records, now=now)
+
+
 def _launch(
     reservation: Reservation, *, runtime: ContainerRuntime, now: datetime, report: TickReport
-) -> None:
-    username = reservation.user.username
-    # Only a first launch waits for space; a container that died mid-window comes back.
-    blocked = _space_block_message(reservation) if reservation.status in selectors.STARTS_PENDING else None
-    if blocked:
-        if reservation.status != Status.BLOCKED and services.reservation_mark_blocked(
-            reservation=reservation, message=blocked
-        ):
-            report.blocked.append(reservation.pk)
-            event = events.launch_blocked_by_space(username=username, blocked=blocked)
-            services.event_record(event=event, reservation=reservation, now=now)
-        return
-    if not services.reservation_mark_starting(reservation=reservation):
-        return  # cancelled or ended meanwhile
+) -> _Launched | None:
+    """One container of a reservation already marked starting; what stops it is recorded
+    here, what started is recorded with the others by `_record_started`."""
     image = reservation.image.reference if reservation.image else ""
     if reservation.image and not reservation.image.takes_portal_keys:
         # Booked before a maintainer marked the image legacy: nobody could log in to it.
@@ -407,7 +447,7 @@ def _launch(
             "book an image that takes SSH keys"
         )
         _fail_launch(reservation, now=now, report=report, kind=events.IMAGE_NEEDS_PASSWORD, message=message)
-        return
+        return None
     if reservation.image is not None and not reservation.image.is_active:
         # Withdrawn by the maintainers after the booking: no container runs it again.
         message = (
@@ -415,7 +455,7 @@ def _launch(
             "cannot start; book again with another image"
         )
         _fail_launch(reservation, now=now, report=report, kind=events.IMAGE_INACTIVE, message=message)
-        return
+        return None
     try:
         if not image:
             raise ImageMissing("the reservation names no image")
@@ -425,30 +465,20 @@ def _launch(
         raise
     except ImageMissing as error:
         if image and image_services.image_launch_waits(reservation=reservation, now=now):
-            return  # the host's agent is pulling it; a later tick launches
+            return None  # the host's agent is pulling it; a later tick launches
         message = (
             f"The image {image or '(none)'} is not on {reservation.host.name}; "
             f"ask a maintainer to pull it or book another image ({error})"
         )
         _fail_launch(reservation, now=now, report=report, kind=events.IMAGE_MISSING, message=message)
-        return
+        return None
     except FolderProblem as error:
         _fail_launch(reservation, now=now, report=report, kind=events.FOLDER_PROBLEM, message=str(error))
-        return
+        return None
     except RuntimeProblem as error:
         _retry_launch(reservation, now=now, report=report, error=error)
-        return
-    services.reservation_mark_running(reservation=reservation, container_id=state.id, now=now)
-    report.started.append(reservation.pk)
-    event = events.started(
-        username=username,
-        container_name=spec.name,
-        cpus=f"{reservation.cpus.normalize():f}",
-        memory_gb=reservation.memory_gb,
-        gpus=",".join(map(str, reservation.gpu_indices())) or "none",
-        ssh_port=spec.ssh_port,
-    )
-    services.event_record(event=event, reservation=reservation, now=now)
+        return None
+    return _Launched(reservation=reservation, spec=spec, state=state)
 
 
 def _fail_launch(

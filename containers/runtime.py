@@ -1,35 +1,27 @@
 """Container engines. The one module that imports `docker`: the rest of the portal talks to
-a `ContainerRuntime` and hands it a `ContainerSpec`, so unit tests can swap in the
-`FakeRuntime` and the Docker runtime is tested against a real engine."""
+a `ContainerRuntime` and hands it a `ContainerSpec` (containers/specs.py), so unit tests can
+swap in the `FakeRuntime` (containers/fake_runtime.py) and the Docker runtime is tested
+against a real engine."""
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from fractions import Fraction
-from math import ceil
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from containers.commands import command_arguments
 from containers.models import Host
+from containers.specs import (
+    LABEL_MANAGED,
+    ContainerSpec,
+    ContainerState,
+    SecurityOptions,
+    belongs_to,
+)
 
-if TYPE_CHECKING:
-    from bookings.models import Reservation
-
-GIB = 1024**3
-LABEL_MANAGED = "aivc.managed"
-LABEL_HOST = "aivc.host"  # the host's name, for people reading `docker ps`; may go stale
-LABEL_HOST_ID = "aivc.host-id"  # the host's primary key: what the portal finds containers by
-LABEL_RESERVATION = "aivc.reservation"
-LABEL_USER = "aivc.user"
-LABEL_JOB = "aivc.job"
 SSH_PORT = "22/tcp"
 ICC_OPTION = "com.docker.network.bridge.enable_icc"
 NETWORK_LABELS = {"aivc.purpose": "tenant-isolation"}
@@ -73,182 +65,6 @@ class BuildFailed(RuntimeProblem):
 
 class LaunchFailed(RuntimeProblem):
     """The engine refused the container for another reason (its message says why)."""
-
-
-@dataclass(frozen=True)
-class Mount:
-    source: str
-    target: str
-    read_only: bool = False
-
-
-@dataclass(frozen=True)
-class SecurityOptions:
-    """How far a container is fenced in (docs/security.md says why each part is there).
-    Every part comes from a setting, so a lab that needs more can relax one of them."""
-
-    cap_add: tuple[str, ...]
-    no_new_privileges: bool
-    pids_limit: int  # 0: no limit
-    nofile: int
-    nproc: int
-    log_max_size: str
-    log_max_files: int
-    network: str  # "": Docker's default bridge, where containers reach each other
-
-    @classmethod
-    def from_settings(cls) -> SecurityOptions:
-        return cls(
-            cap_add=tuple(settings.CONTAINER_CAP_ADD),
-            no_new_privileges=settings.CONTAINER_NO_NEW_PRIVILEGES,
-            pids_limit=settings.CONTAINER_PIDS_LIMIT,
-            nofile=settings.CONTAINER_NOFILE_LIMIT,
-            nproc=settings.CONTAINER_NPROC_LIMIT,
-            log_max_size=settings.CONTAINER_LOG_MAX_SIZE,
-            log_max_files=settings.CONTAINER_LOG_MAX_FILES,
-            network=settings.CONTAINER_NETWORK,
-        )
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """Everything a reservation's container runs with; built by `container_spec`."""
-
-    name: str
-    image: str
-    command: list[str] | None
-    nano_cpus: int
-    memory_bytes: int
-    memory_swap_bytes: int
-    shm_bytes: int
-    gpu_ids: list[str]
-    environment: dict[str, str]
-    ssh_port: int | None  # None: no port published (batch jobs)
-    mounts: list[Mount]
-    labels: dict[str, str]
-    # Read when the spec is made, so every container, whoever builds its spec, is fenced in.
-    security: SecurityOptions = field(default_factory=SecurityOptions.from_settings)
-
-
-@dataclass(frozen=True)
-class ContainerState:
-    """A managed container as the engine reports it."""
-
-    id: str
-    name: str
-    status: str
-    labels: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def is_running(self) -> bool:
-        return self.status == "running"
-
-    @property
-    def reservation_id(self) -> int | None:
-        value = self.labels.get(LABEL_RESERVATION, "")
-        return int(value) if value.isdigit() else None
-
-
-@dataclass(frozen=True)
-class MemorySplit:
-    memory_gb: int
-    memory_swap_gb: int
-    shm_gb: int
-
-
-def memory_split(*, memory_gb: int, host: Host) -> MemorySplit:
-    """Booked memory M on a host that lends RAM and swap: ceil(M * ram share) GiB of RAM,
-    M GiB of RAM plus swap, and the rest as /dev/shm (the old run_container's split).
-    Fractions keep e.g. 10 * 0.8 from rounding up to 9."""
-    total = host.ram_gb + host.swap_gb
-    ram_share = Fraction(host.ram_gb, total) if total else Fraction(1)
-    ram = ceil(memory_gb * ram_share)
-    return MemorySplit(memory_gb=ram, memory_swap_gb=memory_gb, shm_gb=memory_gb - ram)
-
-
-def container_name(username: str) -> str:
-    return f"{settings.CONTAINER_PREFIX}{username}"
-
-
-def job_container_name(username: str, job_id: int) -> str:
-    """A job's container has a name of its own, so a user may hold a booking and jobs."""
-    return f"{settings.CONTAINER_PREFIX}{username}-job-{job_id}"
-
-
-def scope_labels(host: Host) -> dict[str, str]:
-    """The labels that mark a container as this portal's on this host. The host is named
-    by its primary key, which never changes, so renaming a Host never orphans its
-    containers; the name label is only for people reading `docker ps`."""
-    return {LABEL_MANAGED: settings.CONTAINER_SCOPE, LABEL_HOST_ID: str(host.pk), LABEL_HOST: host.name}
-
-
-def belongs_to(labels: dict[str, str], host: Host) -> bool:
-    """Whether a container of this portal's scope is the host's. Containers started before
-    the host id label existed carry only the name; they are found by it until they end."""
-    if labels.get(LABEL_MANAGED) != settings.CONTAINER_SCOPE:
-        return False
-    if LABEL_HOST_ID in labels:
-        return labels[LABEL_HOST_ID] == str(host.pk)
-    return labels.get(LABEL_HOST) == host.name
-
-
-def container_command(reservation: Reservation) -> list[str] | None:
-    """The image's start command then the user's extra command, as an argument list; both
-    empty means the image's own command. Never a shell string."""
-    start_command = reservation.image.start_command if reservation.image else ""
-    arguments = command_arguments(start_command) + command_arguments(reservation.extra_command or "")
-    return arguments or None
-
-
-def gpu_device_ids(reservation: Reservation) -> list[str]:
-    """The reservation's GPUs as the engine addresses them, in the order of the indices
-    users see: by UUID when known, so a reboot that renumbers the GPUs still hands over the
-    same physical ones; by index for a GPU whose UUID was never read."""
-    gpus = sorted({allocation.gpu for allocation in reservation.allocations.all()}, key=lambda gpu: gpu.index)
-    return [gpu.uuid or str(gpu.index) for gpu in gpus]
-
-
-def container_spec(*, reservation: Reservation, image: str, mounts: list[Mount]) -> ContainerSpec:
-    """The container a reservation runs with, exactly as booked (DESIGN.md, Containers)."""
-    host = reservation.host
-    split = memory_split(memory_gb=reservation.memory_gb, host=host)
-    gpu_ids = gpu_device_ids(reservation)
-    return ContainerSpec(
-        name=container_name(reservation.user.username),
-        image=image,
-        command=container_command(reservation),
-        nano_cpus=int(reservation.cpus * 10**9),
-        memory_bytes=split.memory_gb * GIB,
-        memory_swap_bytes=split.memory_swap_gb * GIB,
-        shm_bytes=split.shm_gb * GIB,
-        gpu_ids=gpu_ids,
-        # Never "all": a container without GPUs must not see the host's GPUs.
-        environment={"NVIDIA_VISIBLE_DEVICES": ",".join(gpu_ids) or "none", "TZ": settings.TIME_ZONE},
-        ssh_port=reservation.forward_port,
-        mounts=mounts,
-        labels={
-            **scope_labels(host),
-            LABEL_RESERVATION: str(reservation.pk),
-            LABEL_USER: reservation.user.username,
-        },
-    )
-
-
-def job_container_spec(
-    *, reservation: Reservation, job_id: int, command: list[str] | None, image: str, mounts: list[Mount]
-) -> ContainerSpec:
-    """A batch job's container: the reservation's resources and GPUs exactly as held, the
-    job's command as an argument list (never a shell), no SSH port, its output folder named
-    in JOB_OUTPUT."""
-    spec = container_spec(reservation=reservation, image=image, mounts=mounts)
-    return replace(
-        spec,
-        name=job_container_name(reservation.user.username, job_id),
-        command=command,
-        ssh_port=None,
-        environment={**spec.environment, "JOB_ID": str(job_id), "JOB_OUTPUT": f"/root/Work/jobs/{job_id}"},
-        labels={**spec.labels, LABEL_JOB: str(job_id)},
-    )
 
 
 class ContainerRuntime(ABC):
@@ -320,6 +136,8 @@ class DockerRuntime(ContainerRuntime):
     def __init__(self, host: Host) -> None:
         super().__init__(host)
         self._client = None
+        # The isolated network's id, checked once per runtime (a tick's launches share it).
+        self._networks: dict[str, str] = {}
 
     @property
     def client(self):
@@ -360,7 +178,9 @@ class DockerRuntime(ContainerRuntime):
         once; an existing network of that name that lets containers reach each other is
         refused. The engine accepts two networks of one name, so when launches made it at
         the same time (the launch pool's threads, two agents on one engine), the oldest is
-        kept, the others are removed, and containers are attached by id."""
+        kept, the others are removed, and containers are attached by id. Checked once per
+        runtime object, i.e. once per tick and host: each check lists the engine's
+        networks under a lock the launch threads share."""
         import docker
 
         def named() -> list:  # the engine's name filter matches substrings
@@ -368,6 +188,8 @@ class DockerRuntime(ContainerRuntime):
             return sorted(found, key=lambda network: (network.attrs.get("Created", ""), network.id))
 
         with _NETWORK_LOCK:
+            if name in self._networks:
+                return self._networks[name]
             found = named()
             if not found:
                 try:
@@ -391,6 +213,8 @@ class DockerRuntime(ContainerRuntime):
                 f"The network {name} lets containers reach each other ({ICC_OPTION} is not false); "
                 "remove it or name another in CONTAINER_NETWORK."
             )
+        with _NETWORK_LOCK:
+            self._networks[name] = kept.id
         return kept.id
 
     def _security_options(self, security: SecurityOptions) -> dict:
@@ -429,7 +253,8 @@ class DockerRuntime(ContainerRuntime):
             if belongs_to(c.labels, self.host)
         ]
 
-    def run(self, spec: ContainerSpec) -> ContainerState:
+    def create_options(self, spec: ContainerSpec) -> dict:
+        """What `run` hands the engine's create call for this spec, less the network."""
         import docker
 
         device_requests = []
@@ -460,6 +285,10 @@ class DockerRuntime(ContainerRuntime):
         }
         if spec.shm_bytes:
             options["shm_size"] = spec.shm_bytes
+        return options
+
+    def run(self, spec: ContainerSpec) -> ContainerState:
+        options = self.create_options(spec)
         container = None
         try:
             if spec.security.network:
@@ -627,152 +456,6 @@ class DockerRuntime(ContainerRuntime):
             return
         except Exception as error:
             raise self._translate(error) from None
-
-
-class FakeEngine:
-    """In-memory engine state shared by every FakeRuntime for one host."""
-
-    def __init__(self) -> None:
-        self.containers: dict[str, tuple[ContainerState, ContainerSpec]] = {}
-        self.images: set[str] | None = None  # None: every image is present
-        self.pullable: set[str] = set()  # images a pull finds (added to `images`)
-        self.pulls: list[str] = []
-        self.reachable = True
-        self.runs: list[ContainerSpec] = []
-        self.networks: set[str] = set()  # isolated networks made, as DockerRuntime makes them
-        self.ids = itertools.count(1)
-        self.exit_codes: dict[str, int] = {}  # by container id
-        self.output: dict[str, bytes] = {}  # by container name, what a container "printed"
-        self.builds: list[tuple[str, bytes]] = []  # (tag, context) of each build asked for
-        self.build_failure: str = ""  # set: every build fails with this message
-        self.build_memory: list[int] = []  # the memory limit of each build
-
-    def kill(self, name: str) -> None:
-        """What a container that died looks like: still there, exited."""
-        for container_id, (state, spec) in list(self.containers.items()):
-            if state.name == name:
-                self.containers[container_id] = (
-                    ContainerState(id=state.id, name=state.name, status="exited", labels=state.labels),
-                    spec,
-                )
-
-    def exit(self, name: str, *, code: int, output: bytes = b"") -> None:
-        """What a batch job's container that finished looks like: exited with `code`."""
-        self.output[name] = self.output.get(name, b"") + output
-        self.kill(name)
-        for container_id, (state, _) in self.containers.items():
-            if state.name == name:
-                self.exit_codes[container_id] = code
-
-    def running_names(self) -> list[str]:
-        return sorted(state.name for state, _ in self.containers.values() if state.is_running)
-
-
-class FakeRuntime(ContainerRuntime):
-    """A runtime for unit tests of the lifecycle logic. Tests reach the shared state with
-    `FakeRuntime.engine_for(host)` and call `FakeRuntime.reset()` between tests."""
-
-    _engines: dict[int, FakeEngine] = {}
-    _lock = threading.RLock()
-
-    @classmethod
-    def engine_for(cls, host: Host) -> FakeEngine:
-        with cls._lock:
-            return cls._engines.setdefault(host.pk, FakeEngine())
-
-    @classmethod
-    def reset(cls) -> None:
-        with cls._lock:
-            cls._engines.clear()
-
-    @property
-    def engine(self) -> FakeEngine:
-        return self.engine_for(self.host)
-
-    def _check_reachable(self) -> None:
-        if not self.engine.reachable:
-            raise EngineUnavailable(f"Docker engine of {self.host.name} unreachable (fake).")
-
-    def list_managed(self) -> list[ContainerState]:
-        self._check_reachable()
-        return [state for state, _ in self.engine.containers.values() if belongs_to(state.labels, self.host)]
-
-    def run(self, spec: ContainerSpec) -> ContainerState:
-        self._check_reachable()
-        engine = self.engine
-        with self._lock:
-            if engine.images is not None and spec.image not in engine.images:
-                raise ImageMissing(f"No such image: {spec.image}")
-            if any(state.name == spec.name for state, _ in engine.containers.values()):
-                raise NameInUse(f'The container name "/{spec.name}" is already in use.')
-            state = ContainerState(
-                id=f"fake{next(engine.ids):060d}", name=spec.name, status="running", labels=spec.labels
-            )
-            if spec.security.network:
-                engine.networks.add(spec.security.network)
-            engine.containers[state.id] = (state, spec)
-            engine.runs.append(spec)
-        return state
-
-    def remove(self, container_id: str) -> None:
-        self._check_reachable()
-        with self._lock:
-            self.engine.containers.pop(container_id, None)
-
-    def engine_version(self) -> str:
-        self._check_reachable()
-        return "fake"
-
-    def image_present(self, reference: str) -> bool:
-        self._check_reachable()
-        return self.engine.images is None or reference in self.engine.images
-
-    def lab_images(self) -> list[str]:
-        self._check_reachable()
-        return sorted(self.engine.images or ())
-
-    def pull_image(self, reference: str, *, progress: Callable[[str], None]) -> None:
-        self._check_reachable()
-        engine = self.engine
-        engine.pulls.append(reference)
-        if reference not in engine.pullable:
-            raise PullFailed(f"pull access denied for {reference}, repository does not exist (fake)")
-        progress("Pulling fs layer")
-        progress("Download complete")
-        with self._lock:
-            if engine.images is not None:
-                engine.images.add(reference)
-
-    def build_image(
-        self, *, tag: str, context: bytes, labels: dict[str, str], timeout_s: int, memory_bytes: int
-    ) -> bytes:
-        self._check_reachable()
-        engine = self.engine
-        engine.builds.append((tag, context))
-        engine.build_memory.append(memory_bytes)
-        if engine.build_failure:
-            raise BuildFailed(engine.build_failure, output=f"ERROR: {engine.build_failure}\n".encode())
-        with self._lock:
-            if engine.images is not None:
-                engine.images.add(tag)
-        return f"Successfully tagged {tag}\n".encode()
-
-    def stop(self, container_id: str, *, grace_s: int) -> None:
-        self._check_reachable()
-        with self._lock:
-            found = self.engine.containers.get(container_id)
-            if found is not None and found[0].is_running:
-                self.engine.exit(found[0].name, code=143)  # 128 + SIGTERM
-
-    def exit_code(self, container_id: str) -> int | None:
-        self._check_reachable()
-        return self.engine.exit_codes.get(container_id)
-
-    def logs(self, container_id: str) -> Iterator[bytes]:
-        self._check_reachable()
-        found = self.engine.containers.get(container_id)
-        if found is not None:
-            yield self.engine.output.get(found[0].name, b"")
 
 
 def get_runtime(host: Host) -> ContainerRuntime:

@@ -1,14 +1,17 @@
 """Reads for the container lifecycle."""
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from django.db.models import Min, Q, QuerySet
+from django.db.models import Exists, Min, OuterRef, Q, QuerySet, Subquery
 
 from bookings.models import Reservation
 from containers.agent_selectors import served_hosts
 from containers.models import ContainerEvent, Host, Image, ImagePresence, SpaceAudit
 
+# How long the agent's finding that an engine holds an image spares new bookings another
+# check. An image removed meanwhile is still caught at the launch, which waits for a pull.
+PRESENCE_TRUSTED_FOR = timedelta(hours=1)
 STARTS_PENDING = (Reservation.Status.SCHEDULED, Reservation.Status.BLOCKED)
 LAUNCHED = (Reservation.Status.STARTING, Reservation.Status.RUNNING)
 
@@ -61,16 +64,17 @@ def next_boundary(*, after: datetime, until: datetime) -> datetime | None:
     return min((instant for instant in (starts, ends) if instant is not None), default=None)
 
 
-def space_verdict(*, user_id: int, host: Host) -> SpaceAudit | None:
-    """The audit that decides whether the user may launch: the latest one that is either
-    complete or already over quota with what it measured before the timeout. A timed-out
-    audit under quota is unknown and decides nothing."""
-    return (
-        SpaceAudit.objects.filter(user_id=user_id, host=host)
-        .filter(Q(complete=True) | Q(over_quota=True))
-        .order_by("-measured_at", "-pk")
-        .first()
-    )
+def space_verdicts(*, user_ids: Iterable[int], host: Host) -> dict[int, SpaceAudit]:
+    """The audits that decide whether each user may launch, by user id (one read): the
+    latest that is either complete or already over quota with what it measured before
+    the timeout. A timed-out audit under quota is unknown and decides nothing; a user
+    with no deciding audit has no entry."""
+    user_ids = set(user_ids)
+    if not user_ids:
+        return {}
+    deciding = SpaceAudit.objects.filter(host=host).filter(Q(complete=True) | Q(over_quota=True))
+    latest = deciding.filter(user_id=OuterRef("user_id")).order_by("-measured_at", "-pk").values("pk")[:1]
+    return {audit.user_id: audit for audit in deciding.filter(user_id__in=user_ids, pk=Subquery(latest))}
 
 
 def users_to_audit(*, host: Host, now: datetime, until: datetime) -> list[int]:
@@ -100,6 +104,18 @@ def image_presences_for(*, reservations: Iterable[Reservation]) -> dict[int, Ima
         wanted |= Q(host_id=host_id, image_id=image_id)
     found = {(p.host_id, p.image_id): p for p in ImagePresence.objects.filter(wanted).select_related("image")}
     return {pk: found[(host_id, image_id)] for pk, host_id, image_id in pairs if (host_id, image_id) in found}
+
+
+def with_known_presence(images: QuerySet[Image], *, host_id: int, now: datetime) -> QuerySet[Image]:
+    """Each image with `known_present`: the host's agent found it in its engine within
+    PRESENCE_TRUSTED_FOR, so a booking need not queue another check."""
+    recent = ImagePresence.objects.filter(
+        host_id=host_id,
+        image=OuterRef("pk"),
+        state=ImagePresence.State.PRESENT,
+        checked_at__gte=now - PRESENCE_TRUSTED_FOR,
+    )
+    return images.annotate(known_present=Exists(recent))
 
 
 def image_presence(*, host: Host, image: Image) -> ImagePresence | None:

@@ -1,5 +1,5 @@
 """The space audit: how much a user keeps in their work and backup folders on a host,
-against their quota. Its verdict (`selectors.space_verdict`) decides whether the lifecycle
+against their quota. Its verdict (`selectors.space_verdicts`) decides whether the lifecycle
 may launch their container."""
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.selectors import capability_for
 from aivc_portal.scheduler import queue_task
+from aivc_portal.task_names import RECONCILE_TASK, USER_AUDIT_TASK
 from containers import events, selectors, services
 from containers.models import Host
 
-RECONCILE_TASK = "containers.tasks.reconcile"
-USER_AUDIT_TASK = "containers.tasks.space_audit_user"
 SPACE_AUDIT_AHEAD = timedelta(hours=1)
 GIB = 1024**3
 

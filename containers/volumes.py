@@ -31,7 +31,7 @@ from django.conf import settings
 
 from accounts.sshkeys import OTHER_LINE_BREAKS
 from accounts.validators import ACCOUNT_ID_PATTERN
-from containers.runtime import Mount
+from containers.specs import Mount
 
 if TYPE_CHECKING:
     from accounts.models import User

@@ -4,8 +4,11 @@ import multiprocessing
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("GUNICORN_WORKERS", min(4, multiprocessing.cpu_count() * 2 + 1)))
-threads = int(os.environ.get("GUNICORN_THREADS", "2"))
+# A request is mostly Python (CPU), so processes, not threads, serve requests side by side:
+# two threads in one worker take turns on its interpreter lock, which doubled the booking
+# POST's p95 at 16 clients (docs/benchmarks/throughput.md).
+workers = int(os.environ.get("GUNICORN_WORKERS", min(8, multiprocessing.cpu_count() * 2)))
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 timeout = 60
 graceful_timeout = 30
 max_requests = 2000

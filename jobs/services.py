@@ -17,6 +17,7 @@ from django.utils.translation import gettext as _
 from accounts.models import User
 from accounts.selectors import Capability, capability_for
 from aivc_portal.scheduler import queue_host_task, queue_task
+from aivc_portal.task_names import BUILD_JOB_IMAGE_TASK, RECONCILE_TASK, SCHEDULE_JOBS_TASK
 from bookings.capacity import HostLoad
 from bookings.models import GpuAllocation, Reservation
 from bookings.services import (
@@ -35,9 +36,6 @@ from jobs import selectors
 from jobs.models import HostDrain, Job, JobBuild, QueueState
 from jobs.uploads import DopqUpload, check_builds_only_from_own_images, parse_upload
 
-SCHEDULE_TASK = "jobs.tasks.schedule_jobs"
-RECONCILE_TASK = "containers.tasks.reconcile"
-BUILD_TASK = "jobs.tasks.build_job_image"
 MAX_COMMAND = 4000
 MAX_TIME_LIMIT_MINUTES = int(MAX_LENGTH.total_seconds() // 60)
 
@@ -167,7 +165,7 @@ def job_submit(
             minutes=minutes,
             now=now,
         )
-    queue_task(SCHEDULE_TASK)
+    queue_task(SCHEDULE_JOBS_TASK)
     return job
 
 
@@ -263,7 +261,7 @@ def job_cancel(*, job: Job, now: datetime | None = None) -> Job:
     if was_running and job.reservation is not None:
         _end_reservation(job.reservation, now=now)
         queue_host_task(RECONCILE_TASK, host=job.reservation.host)
-    queue_task(SCHEDULE_TASK)
+    queue_task(SCHEDULE_JOBS_TASK)
     return job
 
 
@@ -286,7 +284,7 @@ def queue_resume(*, by: User) -> QueueState:
     state = QueueState.objects.select_for_update().get(pk=state.pk)
     state.paused, state.paused_by, state.paused_since, state.reason = False, None, None, ""
     state.save()
-    queue_task(SCHEDULE_TASK)
+    queue_task(SCHEDULE_JOBS_TASK)
     return state
 
 
@@ -300,7 +298,7 @@ def host_drain(*, host: Host, by: User, now: datetime | None = None) -> HostDrai
 
 def host_undrain(*, host: Host) -> None:
     HostDrain.objects.filter(host=host).delete()
-    queue_task(SCHEDULE_TASK)
+    queue_task(SCHEDULE_JOBS_TASK)
 
 
 # The scheduler's writes -----------------------------------------------------------------
@@ -389,7 +387,7 @@ def job_finish(
     job.save(update_fields=["status", "exit_code", "finished_at", "status_message"])
     if job.reservation is not None:
         _end_reservation(job.reservation, now=now)
-    queue_task(SCHEDULE_TASK)
+    queue_task(SCHEDULE_JOBS_TASK)
     return True
 
 
@@ -487,7 +485,7 @@ def job_submit_upload(
             context=parsed.context,
             context_digest=parsed.digest,
         )
-    queue_host_task(BUILD_TASK, job.pk, host=job.host)
+    queue_host_task(BUILD_JOB_IMAGE_TASK, job.pk, host=job.host)
     return job
 
 
@@ -516,7 +514,7 @@ def builds_requeue(*, now: datetime) -> int:
     unclaimed = waiting.filter(started_at__isnull=True, job__submitted_at__lt=now - BUILD_RETRY_AFTER)
     rows = list(unclaimed.select_related("job__host").defer("context"))
     for build in rows:
-        queue_host_task(BUILD_TASK, build.job_id, host=build.job.host)
+        queue_host_task(BUILD_JOB_IMAGE_TASK, build.job_id, host=build.job.host)
     return len(rows)
 
 
@@ -537,4 +535,4 @@ def build_finish(*, build: JobBuild, now: datetime, failure: str = "") -> None:
             finished_at=now,
             status_message=(_("Its image could not be built: %(why)s") % {"why": failure})[:500],
         )
-    queue_task(SCHEDULE_TASK)
+    queue_task(SCHEDULE_JOBS_TASK)

@@ -1,5 +1,6 @@
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import factory
@@ -32,6 +33,19 @@ class HostFactory(factory.django.DjangoModelFactory):
         if create and extracted:
             for index in range(extracted):
                 GpuFactory(host=self, index=index)
+
+
+def host_with_roots(base: Path, **fields) -> Host:
+    """A host whose work, backup and dataset roots are folders under `base`, made here."""
+    roots = {key: base / key for key in ("work", "backup", "dataset")}
+    for path in roots.values():
+        path.mkdir(parents=True, exist_ok=True)
+    return HostFactory(
+        work_root=str(roots["work"]),
+        backup_root=str(roots["backup"]),
+        dataset_root=str(roots["dataset"]),
+        **fields,
+    )
 
 
 class GpuFactory(factory.django.DjangoModelFactory):

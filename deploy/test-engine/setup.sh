@@ -17,7 +17,7 @@ HOOK_DIR="$STATE_DIR/bin"
 DOCKERD_LOG="${AIVC_DOCKERD_LOG:-/var/log/aivc-dockerd.log}"
 
 missing=()
-for package in docker.io busybox-static debootstrap; do
+for package in docker.io busybox-static debootstrap iproute2; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 if ((${#missing[@]})); then
@@ -34,22 +34,49 @@ if [[ ! -x "$HOOK_DIR/nvidia-container-runtime-hook" ]]; then
 fi
 
 DOCKER=/usr/bin/docker
-engine_answers() { timeout 10 "$DOCKER" info >/dev/null 2>&1; }
+FIRST_ENGINE=unix:///var/run/docker.sock
+answers() { timeout 10 "$DOCKER" -H "$1" info >/dev/null 2>&1; }
 
-if ! engine_answers; then
-  echo "Starting dockerd (log: $DOCKERD_LOG)"
-  PATH="$HOOK_DIR:/usr/sbin:/usr/bin:/sbin:/bin" setsid nohup /usr/sbin/dockerd \
-    >>"$DOCKERD_LOG" 2>&1 </dev/null &
-  for _ in $(seq 1 60); do
-    engine_answers && break
-    sleep 1
-  done
-fi
-if ! engine_answers; then
-  echo "dockerd did not answer; last lines of $DOCKERD_LOG:" >&2
-  tail -n 30 "$DOCKERD_LOG" >&2 || true
-  exit 1
-fi
+# An engine can outlive its default bridge's interface (deleted by hand, or by another
+# dockerd that once managed it); every start on that network then fails with "could not
+# find bridge". Putting the interface back as the engine recorded it heals this without
+# stopping the engine.
+ensure_default_bridge() {
+  local docker_host=$1 name cidr
+  read -r name cidr < <("$DOCKER" -H "$docker_host" network inspect bridge --format \
+    '{{index .Options "com.docker.network.bridge.name"}} {{range .IPAM.Config}}{{.Gateway}}/{{.Subnet}}{{end}}')
+  [[ -n "$name" && "$cidr" == */* ]] || return 0
+  local gateway=${cidr%%/*} prefix=${cidr##*/}
+  if ! ip link show "$name" >/dev/null 2>&1; then
+    echo "Restoring the missing bridge $name ($gateway/$prefix) of $docker_host"
+    ip link add name "$name" type bridge
+  fi
+  ip -4 addr show dev "$name" | grep -q "inet $gateway/" || ip addr add "$gateway/$prefix" dev "$name"
+  ip link set "$name" up
+}
+
+# Starts dockerd with the given arguments unless the engine at $1 already answers, waits
+# for it, and heals its default bridge. Never stops an engine.
+start_engine() {
+  local docker_host=$1 log=$2 name=$3
+  shift 3
+  if ! answers "$docker_host"; then
+    echo "Starting $name (log: $log)"
+    PATH="$HOOK_DIR:/usr/sbin:/usr/bin:/sbin:/bin" setsid nohup /usr/sbin/dockerd "$@" >>"$log" 2>&1 </dev/null &
+    for _ in $(seq 1 60); do
+      answers "$docker_host" && break
+      sleep 1
+    done
+  fi
+  if ! answers "$docker_host"; then
+    echo "$name did not answer; last lines of $log:" >&2
+    tail -n 30 "$log" >&2 || true
+    exit 1
+  fi
+  ensure_default_bridge "$docker_host"
+}
+
+start_engine "$FIRST_ENGINE" "$DOCKERD_LOG" dockerd
 
 if ! "$DOCKER" image inspect "$TEST_IMAGE" >/dev/null 2>&1; then
   echo "Building $TEST_IMAGE from busybox-static"
@@ -87,3 +114,50 @@ if ! "$DOCKER" image inspect "$SSHD_IMAGE" >/dev/null 2>&1; then
     - "$SSHD_IMAGE" >/dev/null
 fi
 echo "Docker engine ready; test images $TEST_IMAGE and $SSHD_IMAGE present."
+
+# A second engine on the same machine, for the tests of several GPU servers (one agent per
+# engine). It shares nothing with the first: its own socket, data-root, exec-root (and so
+# its own containerd), pidfile, config file and bridge. It runs with --iptables=false and
+# --ip-masq=false because a dockerd that manages iptables removes and rebuilds the DOCKER
+# chains when it starts, which would drop the first engine's port forwards; without
+# iptables, published ports still work through docker-proxy, and the test containers need
+# no way out. Nothing here ever stops or restarts an engine.
+# The tests find it through AIVC_TEST_ENGINE2 (default unix:///run/aivc-test-engine2/docker.sock).
+ENGINE2_SOCKET="${AIVC_TEST_ENGINE2_SOCKET:-/run/aivc-test-engine2/docker.sock}"
+ENGINE2_ROOT="${AIVC_TEST_ENGINE2_ROOT:-/var/lib/aivc-test-engine2}"
+ENGINE2_EXEC="${AIVC_TEST_ENGINE2_EXEC:-/run/aivc-test-engine2/exec}"
+ENGINE2_BRIDGE="${AIVC_TEST_ENGINE2_BRIDGE:-aivc-br2}"
+# Subnets the first engine's default pools (172.17-31.x, 192.168.x) never hand out.
+ENGINE2_BRIDGE_CIDR="${AIVC_TEST_ENGINE2_BRIDGE_CIDR:-10.213.0.1/24}"
+ENGINE2_POOL="${AIVC_TEST_ENGINE2_POOL:-10.214.0.0/16}"
+ENGINE2_LOG="${AIVC_DOCKERD2_LOG:-/var/log/aivc-dockerd2.log}"
+
+if ! answers "unix://$ENGINE2_SOCKET"; then
+  # dockerd makes its own roots 0700/0710; the socket's folder stays readable so members
+  # of the docker group reach the socket as they reach the first one.
+  install -d -m 0755 "$(dirname "$ENGINE2_SOCKET")"
+  install -d -m 0710 "$ENGINE2_ROOT"
+  [[ -f "$ENGINE2_ROOT/daemon.json" ]] || printf '{}\n' >"$ENGINE2_ROOT/daemon.json"
+  if ! ip link show "$ENGINE2_BRIDGE" >/dev/null 2>&1; then
+    ip link add name "$ENGINE2_BRIDGE" type bridge
+  fi
+  ip -4 addr show dev "$ENGINE2_BRIDGE" | grep -q "inet ${ENGINE2_BRIDGE_CIDR%/*}/" \
+    || ip addr add "$ENGINE2_BRIDGE_CIDR" dev "$ENGINE2_BRIDGE"
+  ip link set "$ENGINE2_BRIDGE" up
+fi
+start_engine "unix://$ENGINE2_SOCKET" "$ENGINE2_LOG" "the second dockerd" \
+  --config-file "$ENGINE2_ROOT/daemon.json" \
+  --host "unix://$ENGINE2_SOCKET" \
+  --data-root "$ENGINE2_ROOT/data" \
+  --exec-root "$ENGINE2_EXEC" \
+  --pidfile "$ENGINE2_ROOT/dockerd.pid" \
+  --bridge "$ENGINE2_BRIDGE" \
+  --default-address-pool "base=$ENGINE2_POOL,size=24" \
+  --iptables=false --ip6tables=false --ip-masq=false
+for image in "$TEST_IMAGE" "$SSHD_IMAGE"; do
+  if ! "$DOCKER" -H "unix://$ENGINE2_SOCKET" image inspect "$image" >/dev/null 2>&1; then
+    echo "Copying $image to the second engine"
+    "$DOCKER" save "$image" | "$DOCKER" -H "unix://$ENGINE2_SOCKET" load >/dev/null
+  fi
+done
+echo "Second Docker engine ready on unix://$ENGINE2_SOCKET with the test images."

@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from aivc_portal.env import env_bool, env_float, env_int, env_list, env_range
+from aivc_portal.env import env_bool, env_dotted_path, env_float, env_int, env_list, env_range
 
 
 @pytest.mark.parametrize("value", ["1", "true", "True", " yes ", "ON"])
@@ -88,3 +88,17 @@ def test_start_up_stops_on_debug_ture():
     )
     assert result.returncode != 0
     assert "ImproperlyConfigured: Environment variable DEBUG='ture' is not a boolean" in result.stderr
+
+
+def test_a_dotted_path_is_taken_as_given(monkeypatch):
+    monkeypatch.setenv("GPU_PROBE", "tests.containers.nvml_file_probe.JsonFileProbe")
+
+    assert env_dotted_path("GPU_PROBE", "x.Y") == "tests.containers.nvml_file_probe.JsonFileProbe"
+
+
+@pytest.mark.parametrize("value", ["NvmlProbe", "containers/gpus.py", "containers.gpus.", "a b.c"])
+def test_a_value_that_is_no_dotted_path_is_an_error_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("GPU_PROBE", value)
+
+    with pytest.raises(ImproperlyConfigured, match="GPU_PROBE"):
+        env_dotted_path("GPU_PROBE", "containers.gpus.NvmlProbe")

@@ -21,6 +21,15 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
+def image_found_on(*, host, image, now) -> None:
+    """The host's agent found the image in its engine at `now`, as it has for nearly every
+    booking in a lab: the booking then queues no image check."""
+    from containers.image_services import image_presence_record
+    from containers.models import ImagePresence
+
+    image_presence_record(host=host, image=image, state=ImagePresence.State.PRESENT, now=now)
+
+
 def machine() -> str:
     import os
 

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from bookings.models import Reservation
 from bookings.timeslots import SLOT, slot_floor
-from tests.bench.conftest import machine, summary
+from tests.bench.conftest import image_found_on, machine, summary
 from tests.factories import CapabilityProfileFactory, HostFactory, ImageFactory, UserFactory
 
 # The server checks the students' passwords with the production hasher.
@@ -128,7 +128,25 @@ class Client:
         self.token = CSRF_FIELD.search(page).group(1).decode()
 
 
-def run_load(port: int, usernames: list[str], *, host_id: int, image_id: int, first_slot) -> dict:
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its children (gunicorn's
+    master and workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command name: state, ppid, ... utime and stime are the 12th and 13th.
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def run_load(
+    port: int, usernames: list[str], *, host_id: int, image_id: int, first_slot, server_pid: int
+) -> dict:
     clients = []
     for username in usernames:
         client = Client(port)
@@ -140,6 +158,7 @@ def run_load(port: int, usernames: list[str], *, host_id: int, image_id: int, fi
     start_line = threading.Barrier(len(clients) + 1)
     stop_at: list[float] = []
     refusals: list[bytes] = []
+    posts = [0]
 
     def work(client: Client) -> None:
         start_line.wait()
@@ -166,6 +185,8 @@ def run_load(port: int, usernames: list[str], *, host_id: int, image_id: int, fi
             began = time.perf_counter()
             status, body = client.request("POST", "/reservations/new/", form)
             mine.append((time.monotonic(), time.perf_counter() - began, status))
+            with lock:
+                posts[0] += 1
             if status != 302 and not refusals:
                 at = max(body.find(b"errorlist"), 0)
                 refusals.append(f"{status} ".encode() + body[at : at + 600])
@@ -180,10 +201,20 @@ def run_load(port: int, usernames: list[str], *, host_id: int, image_id: int, fi
         thread.start()
     began = time.monotonic()
     stop_at.extend([began + WARM_UP + DURATION, began + WARM_UP])
+    # CPU over the whole run, warm-up included, against every POST sent in it: the server's
+    # (gunicorn's processes) and the load generator's own (this process: only the client
+    # threads run now), which shares the machine's cores with the server.
+    server_cpu, client_cpu, wall = process_tree_cpu(server_pid), time.process_time(), time.monotonic()
     start_line.wait()
     for thread in threads:
         thread.join(timeout=DURATION + 120)
+    server_cpu = process_tree_cpu(server_pid) - server_cpu
+    client_cpu, wall = time.process_time() - client_cpu, time.monotonic() - wall
     return {
+        "server_cpu": server_cpu,
+        "client_cpu": client_cpu,
+        "wall": wall,
+        "posts": posts[0],
         "latencies": latencies,
         "booked": statuses.count(302),
         "other": len(statuses) - statuses.count(302),
@@ -212,6 +243,7 @@ def test_booking_throughput_through_gunicorn(write_figures, tmp_path):
     CapabilityProfileFactory(is_default=True, cpus=8, memory_gb=32, gpus=2)
     image = ImageFactory(is_default=True)
     host = HostFactory(name="bench-host", cpus=64, ram_gb=256, swap_gb=64, gpus=8)
+    image_found_on(host=host, image=image, now=timezone.now())
     users = [UserFactory(username=f"load{n:02d}", password=PASSWORD) for n in range(CLIENTS)]
     first_slot = slot_floor(timezone.now()) + 2 * SLOT
     conn_max_age = os.environ.get("DB_CONN_MAX_AGE")
@@ -219,7 +251,12 @@ def test_booking_throughput_through_gunicorn(write_figures, tmp_path):
     server = start_gunicorn(port, {}, tmp_path / "gunicorn.log")
     try:
         result = run_load(
-            port, [user.username for user in users], host_id=host.pk, image_id=image.pk, first_slot=first_slot
+            port,
+            [user.username for user in users],
+            host_id=host.pk,
+            image_id=image.pk,
+            first_slot=first_slot,
+            server_pid=server.pid,
         )
     finally:
         server.terminate()
@@ -232,7 +269,9 @@ def test_booking_throughput_through_gunicorn(write_figures, tmp_path):
         "# Booking throughput through gunicorn",
         "",
         f"`make bench` (tests/bench/test_booking_throughput.py), PostgreSQL, {machine()}.",
-        f"gunicorn with deploy/gunicorn.conf.py, DB_CONN_MAX_AGE={conn_max_age or 'default'};",
+        f"gunicorn with deploy/gunicorn.conf.py, DB_CONN_MAX_AGE={conn_max_age or 'default'}, "
+        f"GUNICORN_WORKERS={os.environ.get('GUNICORN_WORKERS', 'default')}, "
+        f"GUNICORN_THREADS={os.environ.get('GUNICORN_THREADS', 'default')};",
         f"{CLIENTS} clients on keep-alive connections POST the booking form for {DURATION:.0f} s",
         f"after a {WARM_UP:.0f} s warm-up; the redirect after a booking is not followed.",
         "",
@@ -240,6 +279,13 @@ def test_booking_throughput_through_gunicorn(write_figures, tmp_path):
         "|---:|---:|---:|---:|---:|---:|---:|",
         f"| {rate:.1f} | {figures['p50'] * 1000:.1f} | {figures['p95'] * 1000:.1f} | {result['booked']} "
         f"| {result['other']} | {stored} | {len(problems)} |",
+        "",
+        f"CPU per POST over the whole run ({result['posts']} POSTs in {result['wall']:.1f} s): gunicorn "
+        f"{result['server_cpu'] / result['posts'] * 1000:.1f} ms, the load generator "
+        f"{result['client_cpu'] / result['posts'] * 1000:.1f} ms; the load generator used "
+        f"{result['client_cpu'] / result['wall'] / (os.cpu_count() or 1):.0%} of the machine's CPU, "
+        f"gunicorn {result['server_cpu'] / result['wall'] / (os.cpu_count() or 1):.0%} "
+        "(PostgreSQL's share not counted).",
         "",
         "Targets: >= 100 bookings/s and POST p95 <= 200 ms at 16 clients, 0 oversold.",
         f"Load average after the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())}.",

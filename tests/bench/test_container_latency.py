@@ -21,7 +21,7 @@ from django.db import connection
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from containers.runtime import LABEL_MANAGED
+from containers.specs import LABEL_MANAGED
 from tests.factories import ReservationFactory, UserFactory
 
 pytestmark = [pytest.mark.bench, pytest.mark.docker]

@@ -3,10 +3,13 @@ service, the form, the extension and the suggestion alike."""
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.urls import reverse
+from django.utils import timezone
 
-from bookings.models import HostAccess
+from bookings.models import HostAccess, Reservation
 from bookings.selectors import hosts_open_to
 from bookings.services import reservation_create, reservation_extend
+from bookings.timeslots import SLOT, slot_floor
 from tests.conftest import NOW
 from tests.factories import CapabilityProfileFactory, HostFactory, ReservationFactory, UserFactory, local
 
@@ -89,3 +92,37 @@ def test_an_extension_on_a_host_restricted_meanwhile_is_refused(student, a100):
 
     with pytest.raises(ValidationError, match="reserved"):
         reservation_extend(reservation=reservation, end=local(2026, 3, 3, 15), now=NOW)
+
+
+def test_the_booking_form_offers_only_the_hosts_open_to_the_user(client, student, host, a100):
+    restrict(a100, users=[UserFactory()])
+    client.force_login(student)
+
+    page = client.get(reverse("reservation-new")).content.decode()
+
+    assert f'value="{host.pk}"' in page
+    assert f'value="{a100.pk}"' not in page
+
+
+def test_a_posted_restricted_host_is_not_a_valid_choice_and_books_nothing(client, student, image, a100):
+    restrict(a100, users=[UserFactory()])
+    client.force_login(student)
+    start = timezone.localtime(slot_floor(timezone.now()) + 2 * SLOT)
+    data = {
+        "host": a100.pk,
+        "start_date": f"{start:%Y-%m-%d}",
+        "start_time": f"{start:%H:%M}",
+        "end_kind": "duration",
+        "duration": "1-day",
+        "cpus": "1",
+        "memory_gb": "1",
+        "gpu_count": "0",
+        "image": image.pk,
+        "extra_command": "",
+    }
+
+    response = client.post(reverse("reservation-new"), data)
+
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode()
+    assert not Reservation.objects.filter(host=a100).exists()

@@ -11,104 +11,16 @@ from accounts.selectors import capability_for
 from bookings.legacy_import import LegacyImportError, evaluate_expression, import_legacy
 from bookings.models import GpuAllocation, Reservation
 from containers.models import Gpu, Host, Image
-from tests.factories import local
-
-HOST_DEPLOY = """\
-volume_work_dir: /mnt/Users # users work_dir
-volume_dataset_dir: /mnt/Dataset
-volume_backup_dir: /mnt/Backup
-
-users_config_yaml: ./cfg/users_config.yaml
-capability_config_yaml: ./cfg/capability_config.yaml
-
-images:
-  - rober5566a/aivc-server:latest
-  - rober5566a/aivc-server:cuda11.8.0-cudnn8-devel-ubuntu20.04
-"""
-
-CAPABILITY = """\
-max:
-  cpus: 62 # cores
-  ram: 30 # GB
-  swap_size: 10 # GB
-  gpus: 4
-
-  shm_rate: ram / (ram + swap_size)
-  memory: ram + swap_size
-
-  backup_space: 200 # GB
-  work_space: 500 # GB
-
-allow_userIDs:
-  - m11007s05
-  - M11107S01
-  - m11207s09
-
-max_default_capability:
-  cpus: 8
-  memory: 32
-  gpus: 1
-
-  backup_space: 50
-  work_space: 200
-
-max_custom_capability:
-  m11107s01:
-    cpus: max
-    memory: 36
-    backup_space: max
-"""
-
-USERS = """\
-m11007s05:
-  password: "correct horse battery staple"
-  forward_port: 10005
-  image: null
-  extra_command: null
-  volume_work_dir: /mnt/Users/m11007s05
-  volume_dataset_dir: /mnt/Dataset
-  volume_backup_dir: /mnt/Backup/m11007s05
-
-m11107s01:
-  password: "0000"
-  forward_port: 10001
-  image: rober5566a/aivc-server:cuda11.8.0-cudnn8-devel-ubuntu20.04
-  extra_command: jupyter lab
-  volume_work_dir: /mnt/Users/m11107s01
-  volume_dataset_dir: /mnt/Dataset
-  volume_backup_dir: /mnt/Backup/m11107s01
-"""
-
-HEADER = "start,end,user_id,cpus,memory,gpus,forward_port,image,extra_command\n"
-USED = (
-    HEADER
-    + '2025-01-01 13:30:00.000000,2025-01-04 13:30:00.000000,m11007s05,8,32,"[0, 1]",10005,null,null\n'
-    + "2025-01-02 09:00:00.000000,2025-01-02 12:00:00.000000,m11107s01,4.5,16,[],10001,"
-    "rober5566a/aivc-server:cuda10-old,null\n"
+from tests.bookings.legacy_files import (
+    CAPABILITY,
+    GPU0_TWICE,
+    HEADER,
+    USED,
+    USERS,
+    USING,
+    write_old_system,
 )
-USING = HEADER + '2026-03-02 09:00:00,2026-03-03 09:00:00,m11107s01,16,36,"[2]",null,null,python train.py\n'
-BOOKING = HEADER + '2026-03-04 10:00:00,2026-03-05 10:00:00,m11007s05,2,8,"[0]",10005,null,null\n'
-
-
-def write_old_system(
-    root: Path,
-    *,
-    capability: str = CAPABILITY,
-    users: str = USERS,
-    used: str = USED,
-    using: str = USING,
-    booking: str = BOOKING,
-) -> tuple[Path, Path]:
-    cfg, jobs = root / "cfg", root / "jobs"
-    cfg.mkdir()
-    jobs.mkdir()
-    (cfg / "host_deploy.yaml").write_text(HOST_DEPLOY)
-    (cfg / "capability_config.yaml").write_text(capability)
-    (cfg / "users_config.yaml").write_text(users)
-    (jobs / "used.csv").write_text(used)
-    (jobs / "using.csv").write_text(using)
-    (jobs / "booking.csv").write_text(booking)
-    return cfg, jobs
+from tests.factories import ImageFactory, UserFactory, local
 
 
 def run_import(cfg: Path, jobs: Path, **kwargs):
@@ -248,13 +160,6 @@ def test_a_bad_row_stops_the_import_names_the_row_and_imports_nothing(tmp_path):
     assert not Reservation.objects.exists()
 
 
-# The old checker's known bug: GPU 0 handed to two users for overlapping windows.
-GPU0_TWICE = (
-    '2025-03-01 09:00:00,2025-03-01 18:00:00,m11007s05,2,8,"[0]",null,null,null\n'
-    '2025-03-01 12:00:00,2025-03-01 20:00:00,m11107s01,2,8,"[0]",null,null,null\n'
-)
-
-
 @pytest.mark.django_db
 def test_a_gpu_booked_twice_in_the_history_is_imported_as_it_happened(tmp_path):
     cfg, jobs = write_old_system(tmp_path, used=HEADER + GPU0_TWICE)
@@ -324,22 +229,15 @@ def test_past_history_is_not_refused_by_the_rules_for_new_bookings(old_files):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(
-    ("capability", "line", "reason"),
-    [
-        (CAPABILITY.replace("ram + swap_size", "__import__('os').system('true')"), 8, "max.memory"),
-        (CAPABILITY.replace("cpus: 62", "cpus: many"), 2, "max.cpus"),
-        (CAPABILITY.replace("memory: 36", "memory: lots"), 29, "memory"),
-        (CAPABILITY.replace("ram: 30 # GB", "ram: 30: 31"), 3, "not valid YAML"),
-    ],
-)
-def test_a_bad_config_value_names_its_line(tmp_path, capability, line, reason):
+def test_a_bad_config_value_names_its_line_and_writes_nothing(tmp_path):
+    # Each kind of bad value is a parsing case (test_legacy_parse.py); here, that the
+    # import stops on one with its file and line, before anything is written.
+    capability = CAPABILITY.replace("ram + swap_size", "__import__('os').system('true')")
     cfg, jobs = write_old_system(tmp_path, capability=capability)
     with pytest.raises(LegacyImportError) as caught:
         run_import(cfg, jobs)
-    assert caught.value.file == "capability_config.yaml"
-    assert caught.value.line == line
-    assert reason in caught.value.reason
+    assert (caught.value.file, caught.value.line) == ("capability_config.yaml", 8)
+    assert "max.memory" in caught.value.reason
     assert not Host.objects.exists()
 
 
@@ -400,3 +298,82 @@ def test_a_default_command_the_launch_could_not_split_is_refused_with_its_line(t
     assert caught.value.file == "users_config.yaml"
     assert "extra_command of m11107s01 cannot be read as arguments" in caught.value.reason
     assert not User.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_port_an_existing_account_holds_is_refused_with_its_line_and_nothing_is_written(old_files):
+    UserFactory(username="m09907s01", forward_port=10005)
+    with pytest.raises(LegacyImportError) as caught:
+        run_import(*old_files)
+    assert (caught.value.file, caught.value.line) == ("users_config.yaml", 1)
+    assert caught.value.reason == "forward_port 10005 of m11007s05 is already m09907s01's"
+    assert not Host.objects.exists()
+    assert list(User.objects.values_list("username", flat=True)) == ["m09907s01"]
+
+
+@pytest.mark.django_db
+def test_every_row_the_services_refuse_is_listed(tmp_path):
+    clash = '2026-03-02 12:00:00,2026-03-02 14:00:00,m11007s05,2,8,"[2]",null,null,null\n'
+    booking = HEADER + GPU0_TWICE.replace("2025-03-01", "2026-03-10") + clash
+    cfg, jobs = write_old_system(tmp_path, booking=booking)
+    with pytest.raises(LegacyImportError) as caught:
+        run_import(cfg, jobs)
+    assert [(problem.file, problem.line) for problem in caught.value.problems] == [
+        ("booking.csv", 3),
+        ("booking.csv", 4),
+    ]
+    assert [
+        "GPU 0 is already held" in caught.value.problems[0].message,
+        "GPU 2 is already held" in caught.value.problems[1].message,
+    ] == [True, True]
+    assert not Reservation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_account_only_in_the_schedules_keeps_its_history_and_cannot_log_in(tmp_path):
+    used = USED + "2025-02-01 10:00:00,2025-02-01 12:00:00,m10907s44,2,8,[],null,null,null\n"
+    cfg, jobs = write_old_system(tmp_path, used=used)
+    report = run_import(cfg, jobs)
+    stranger = User.objects.get(username="m10907s44")
+    assert not stranger.is_active
+    assert not stranger.has_usable_password()
+    assert stranger.reservations.get().status == Reservation.Status.ENDED
+    assert "create user m10907s44 (only in the schedules: inactive)" in report.changes
+    assert any("m10907s44 is in no config file" in note for note in report.notes)
+    assert all(username != "m10907s44" for username, _ in report.one_time_passwords)
+
+
+@pytest.mark.django_db
+def test_no_password_reaches_a_log_or_the_report(old_files, caplog):
+    caplog.set_level("DEBUG")
+    report = run_import(*old_files, dry_run=True)
+    run_import(*old_files)
+    for secret in ("correct horse battery staple", "0000"):
+        assert secret not in caplog.text
+        assert secret not in repr(report)
+
+
+@pytest.mark.django_db
+def test_the_import_replaces_the_previous_default_image_through_the_image_service(old_files):
+    ImageFactory(reference="lab/old:latest", is_default=True)
+    report = run_import(*old_files)
+    assert "update image lab/old:latest (is_default)" in report.changes
+    assert list(Image.objects.filter(is_default=True).values_list("reference", flat=True)) == [
+        "rober5566a/aivc-server:latest"
+    ]
+
+
+@pytest.mark.django_db
+def test_the_command_lists_every_problem(tmp_path):
+    using = USING.replace("python train.py", "python 'train.py")
+    cfg, jobs = write_old_system(tmp_path, booking="start,end,user_id\n", using=using)
+    with pytest.raises(CommandError) as caught:
+        call_command(
+            "import_aivc", "--cfg", str(cfg), "--jobs", str(jobs), "--host", "gpu-old", stdout=StringIO()
+        )
+    assert str(caught.value).splitlines() == [
+        "Nothing was imported. using.csv, line 2: extra_command cannot be read as arguments "
+        "(No closing quotation)",
+        "1 more problem(s):",
+        "  booking.csv, line 1: missing column(s): cpus, memory, gpus, forward_port, image, extra_command",
+    ]

@@ -9,12 +9,16 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from bookings.reports import neutralise
+from bookings.reports import RESERVATION_COLUMNS, neutralise
 from containers.models import Gpu
 from tests.containers.telemetry.helpers import minute_samples
 from tests.factories import HostFactory, ImageFactory, ReservationFactory, UserFactory, local
 
 RANGE = {"from": "2026-03-01", "to": "2026-03-31"}
+
+
+def named(row: list) -> dict:
+    return dict(zip(RESERVATION_COLUMNS, row, strict=True))
 
 
 def read_csv(response) -> list[dict]:
@@ -308,3 +312,36 @@ def test_dates_at_the_ends_of_the_calendar_get_a_clear_message(client, staff, na
 )
 def test_neutralise_catches_formula_starts_after_whitespace_and_separators(cell, defused):
     assert neutralise(cell) == defused
+
+
+@pytest.mark.django_db
+def test_figures_of_a_running_and_an_early_released_reservation():
+    from bookings.reports import ReportRange, reservation_rows
+
+    host = HostFactory(name="gpu-02", gpus=2)
+    running = ReservationFactory(
+        host=host,
+        start=local(2026, 3, 5, 10),
+        end=local(2026, 3, 5, 14),
+        status="running",
+        gpus=list(host.gpus.all()),
+        started_at=local(2026, 3, 5, 10, 30),
+    )
+    released = ReservationFactory(
+        host=host,
+        start=local(2026, 3, 6, 10),
+        end=local(2026, 3, 6, 11),
+        booked_end=local(2026, 3, 6, 12),
+        status="ended",
+        released_at=local(2026, 3, 6, 9),  # before its start: all of it given back
+    )
+    now = local(2026, 3, 5, 12)  # two hours into the running one's window
+    march = ReportRange(first=local(2026, 3, 1).date(), last=local(2026, 3, 31).date())
+    rows = {row[0]: named(row) for row in reservation_rows(report_range=march, now=now)}
+    assert (rows[running.pk]["hours_run"], rows[running.pk]["gpu_hours_run"]) == ("1.50", "3.00")
+    assert rows[running.pk]["cancelled_or_released"] == ""
+    assert rows[released.pk]["hours_booked"] == "2.00"
+    assert rows[released.pk]["hours_given_back"] == "2.00"
+    assert rows[released.pk]["cancelled_or_released"] == "released early"
+    later = {row[0]: named(row) for row in reservation_rows(report_range=march, now=local(2026, 3, 9))}
+    assert later[running.pk]["hours_run"] == "3.50"  # capped at the end

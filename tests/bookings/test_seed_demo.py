@@ -8,8 +8,8 @@ from django.core.management import call_command
 
 from accounts.models import CapabilityProfile, User
 from containers.bootstrap import detect_machine
+from containers.fake_runtime import FakeRuntime
 from containers.models import Host, Image
-from containers.runtime import FakeRuntime
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +23,7 @@ def seed() -> str:
 @pytest.fixture
 def engine(settings, tmp_path):
     settings.BASE_DIR = tmp_path
-    settings.CONTAINER_RUNTIME = "containers.runtime.FakeRuntime"
+    settings.CONTAINER_RUNTIME = "containers.fake_runtime.FakeRuntime"
     FakeRuntime.reset()
     yield FakeRuntime
     FakeRuntime.reset()

@@ -6,8 +6,9 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from containers.runtime import LABEL_MANAGED, FakeRuntime
-from tests.factories import HostFactory, ImageFactory, ReservationFactory, UserFactory
+from containers.fake_runtime import FakeRuntime
+from containers.specs import LABEL_MANAGED
+from tests.factories import ImageFactory, ReservationFactory, UserFactory, host_with_roots
 
 TEST_IMAGE = os.environ.get("AIVC_TEST_IMAGE", "aivc-test/busybox:latest")
 
@@ -22,21 +23,12 @@ def roots(tmp_path):
 
 @pytest.fixture
 def engine_host(db, roots):
-    return HostFactory(
-        name=f"engine-{uuid.uuid4().hex[:6]}",
-        cpus=16,
-        ram_gb=64,
-        swap_gb=16,
-        gpus=2,
-        work_root=str(roots["work"]),
-        backup_root=str(roots["backup"]),
-        dataset_root=str(roots["dataset"]),
-    )
+    return host_with_roots(roots["work"].parent, name=f"engine-{uuid.uuid4().hex[:6]}", gpus=2)
 
 
 @pytest.fixture
 def fake_runtime(settings):
-    settings.CONTAINER_RUNTIME = "containers.runtime.FakeRuntime"
+    settings.CONTAINER_RUNTIME = "containers.fake_runtime.FakeRuntime"
     FakeRuntime.reset()
     yield FakeRuntime
     FakeRuntime.reset()

@@ -1,7 +1,8 @@
 """Helpers shared by the container lifecycle tests."""
 
+from containers.fake_runtime import FakeRuntime
 from containers.models import ContainerEvent, SpaceAudit
-from containers.runtime import ContainerSpec, FakeRuntime
+from containers.specs import ContainerSpec
 
 
 def SpaceAuditFactory(**fields) -> SpaceAudit:

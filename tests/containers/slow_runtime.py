@@ -3,7 +3,8 @@ between "container started" and "reservation marked running"."""
 
 import time
 
-from containers.runtime import ContainerSpec, ContainerState, DockerRuntime
+from containers.runtime import DockerRuntime
+from containers.specs import ContainerSpec, ContainerState
 
 
 class SlowAfterStartRuntime(DockerRuntime):

@@ -3,133 +3,43 @@ PostgreSQL database and the real Docker engine: each host's work is done by its 
 only, a second agent for a host refuses, an agent for an unknown host exits, and a stopped
 agent leaves the other host working and shows stale."""
 
-import os
 import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.conf import settings as django_settings
-from django.db import connection
 from django.utils import timezone
 from django_q.models import Task
 
 from bookings.models import Reservation
-from bookings.services import reservation_create
 from containers.agent_selectors import Health, host_health
 from containers.models import Host, HostAgent
-from containers.runtime import LABEL_HOST, LABEL_MANAGED, LABEL_RESERVATION
-from tests.containers.test_runtime_docker import _test_database_url
-from tests.factories import HostFactory, UserFactory
+from containers.specs import LABEL_HOST, LABEL_MANAGED, LABEL_RESERVATION
+from tests.containers.agents import (
+    WAIT_S,
+    agent_environment,
+    agent_processes,
+    book_now,
+    claimed,
+    output,
+    wait_for,
+)
+from tests.factories import host_with_roots
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
-REPO = Path(__file__).resolve().parents[2]
 Status = Reservation.Status
-WAIT_S = 60
-
-
-def wait_for(condition: Callable[[], bool], *, what: str, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
-def agent_env(docker_scope, settings) -> dict[str, str]:
-    if connection.vendor != "postgresql":
-        pytest.skip("agents share a PostgreSQL database (DATABASE_URL=postgres://...)")
-    settings.AGENT_HEARTBEAT_SECONDS = 1
-    return {
-        **os.environ,
-        "DATABASE_URL": _test_database_url(),
-        "CONTAINER_RUNTIME": "containers.runtime.DockerRuntime",
-        "CONTAINER_SCOPE": django_settings.CONTAINER_SCOPE,
-        "CONTAINER_NETWORK": django_settings.CONTAINER_NETWORK,
-        "CONTAINER_PREFIX": django_settings.CONTAINER_PREFIX,
-        "SECRET_KEY": django_settings.SECRET_KEY,
-        "AGENT_HEARTBEAT_SECONDS": "1",
-        "Q_WORKERS": "2",
-        "Q_POLL": "0.2",
-        "DEBUG": "0",
-    }
-
-
-@pytest.fixture
-def start_agent(agent_env, tmp_path) -> Iterator[Callable[..., subprocess.Popen]]:
-    """Starts `manage.py qcluster` as the agent of a host; every process it started is
-    stopped afterwards (and only those). SIGTERM goes to the agent's main process only, as
-    systemd's KillMode=mixed does: the cluster then stops its own workers."""
-    started: list[subprocess.Popen] = []
-
-    def start(host_name: str) -> subprocess.Popen:
-        log = open(tmp_path / f"agent-{host_name}-{len(started)}.log", "w+")  # noqa: SIM115
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
-            cwd=REPO,
-            env={**agent_env, "AIVC_HOST": host_name},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        process.log = log
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in started:
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        process.log.close()
-
-
-def output(process: subprocess.Popen) -> str:
-    process.log.flush()
-    process.log.seek(0)
-    return process.log.read()
+def start_agent(docker_scope, settings, tmp_path) -> Iterator[Callable[..., object]]:
+    with agent_processes(agent_environment(settings), tmp_path) as start:
+        yield start
 
 
 def make_host(tmp_path: Path, name: str) -> Host:
-    roots = {key: tmp_path / name / key for key in ("work", "backup", "dataset")}
-    for path in roots.values():
-        path.mkdir(parents=True)
-    return HostFactory(
-        name=name,
-        cpus=16,
-        ram_gb=64,
-        swap_gb=16,
-        gpus=0,
-        work_root=str(roots["work"]),
-        backup_root=str(roots["backup"]),
-        dataset_root=str(roots["dataset"]),
-    )
-
-
-def claimed(host: Host) -> bool:
-    return HostAgent.objects.filter(host=host).exclude(holder="").exists()
-
-
-def book_now(*, host: Host, username: str, image) -> Reservation:
-    """Books as the web does: with the host row as it is now, which says (since its agent
-    claimed it) that the host's work goes to that agent."""
-    user = UserFactory(username=username)
-    host = Host.objects.get(pk=host.pk)
-    return reservation_create(
-        user=user, host=host, start="now", end="1-day", cpus=1, memory_gb=1, gpu_count=0, image=image
-    )
+    return host_with_roots(tmp_path / name, name=name, gpus=0)
 
 
 def test_each_agent_starts_only_its_own_hosts_bookings(

@@ -1,10 +1,13 @@
 import logging
+import os
 from types import SimpleNamespace
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 from containers import gpus
 from containers.gpus import FakeProbe, GpuProcess, GpuReading, NvmlProbe
+from tests.containers.nvml_file_probe import FILE_VARIABLE, reads_of, write_nvml
 
 GIB = 1024**3
 
@@ -156,3 +159,24 @@ def test_the_fake_probe_gives_what_bootstrap_host_reads():
 
 def test_it_reads_the_driver_version_for_the_agents_heartbeat():
     assert NvmlProbe(nvml=fake_nvml()).read().driver_version == "550.54.15"
+
+
+def test_the_probe_is_the_class_gpu_probe_names(settings, tmp_path, monkeypatch):
+    nvml = tmp_path / "nvml.json"
+    write_nvml(nvml, gpus=[{"index": 0, "uuid": "GPU-a0", "utilisation_percent": 40}], driver_version="1.2")
+    monkeypatch.setenv(FILE_VARIABLE, str(nvml))
+    settings.GPU_PROBE = "tests.containers.nvml_file_probe.JsonFileProbe"
+    settings.AIVC_HOST = "gpu-a"
+
+    result = gpus.probe()
+
+    assert [(gpu.uuid, gpu.utilisation_percent) for gpu in result] == [("GPU-a0", 40)]
+    assert result.driver_version == "1.2"
+    assert reads_of(nvml) == [("gpu-a", os.getpid())]
+
+
+def test_a_gpu_probe_that_does_not_import_is_a_configuration_error(settings):
+    settings.GPU_PROBE = "containers.gpus.NoSuchProbe"
+
+    with pytest.raises(ImproperlyConfigured, match=r"GPU_PROBE='containers\.gpus\.NoSuchProbe'"):
+        gpus.probe()

@@ -2,13 +2,16 @@
 it if not, recording the state; a failed pull tells maintainers once, in the engine's
 words, and the student in plain ones (tests/bookings/test_live_status.py)."""
 
+from datetime import timedelta
+
 import pytest
 from django.utils import timezone
 
 from bookings.models import Reservation
+from containers.fake_runtime import FakeRuntime
 from containers.image_services import image_prepare
 from containers.models import ContainerEvent, ImagePresence
-from containers.runtime import EngineUnavailable, FakeRuntime, get_runtime
+from containers.runtime import EngineUnavailable, get_runtime
 from containers.selectors import image_presences_for
 from containers.tasks import prepare_image, reconcile
 from tests.factories import HostFactory, ImageFactory, ReservationFactory, UserFactory
@@ -138,6 +141,53 @@ def test_the_booking_path_queues_the_image_check(
         user=UserFactory(), host=engine_host, start="now", end="1-day", cpus=1, memory_gb=1, image=lab_image
     )
     assert ("containers.tasks.prepare_image", {"reservation_id": booking.pk}) in queued
+
+
+def _image_checks_queued(*, host, image, monkeypatch) -> int:
+    from bookings import services as booking_services
+
+    queued = []
+    monkeypatch.setattr(booking_services, "queue_host_task", lambda name, host, **kwargs: queued.append(name))
+    booking_services.reservation_create(
+        user=UserFactory(), host=host, start="now", end="1-day", cpus=1, memory_gb=1, image=image
+    )
+    return queued.count("containers.tasks.prepare_image")
+
+
+def test_a_booking_skips_the_check_of_an_image_the_agent_found_minutes_ago(
+    fake_runtime, engine_host, lab_image, default_profile, monkeypatch
+):
+    ImagePresence.objects.create(
+        host=engine_host, image=lab_image, state=ImagePresence.State.PRESENT, checked_at=timezone.now()
+    )
+    assert _image_checks_queued(host=engine_host, image=lab_image, monkeypatch=monkeypatch) == 0
+
+
+@pytest.mark.parametrize(
+    "state, age",
+    [
+        (ImagePresence.State.PRESENT, timedelta(hours=2)),  # too long ago to trust
+        (ImagePresence.State.FAILED, timedelta(0)),
+        (ImagePresence.State.PULLING, timedelta(0)),
+        (ImagePresence.State.MISSING, timedelta(0)),
+    ],
+)
+def test_a_booking_queues_the_check_unless_the_image_was_found_recently(
+    fake_runtime, engine_host, lab_image, default_profile, monkeypatch, state, age
+):
+    ImagePresence.objects.create(
+        host=engine_host, image=lab_image, state=state, checked_at=timezone.now() - age
+    )
+    assert _image_checks_queued(host=engine_host, image=lab_image, monkeypatch=monkeypatch) == 1
+
+
+def test_an_image_present_on_another_host_is_still_checked_on_this_one(
+    fake_runtime, engine_host, lab_image, default_profile, monkeypatch
+):
+    ImagePresence.objects.create(
+        host=HostFactory(), image=lab_image, state=ImagePresence.State.PRESENT, checked_at=timezone.now()
+    )
+    assert _image_checks_queued(host=engine_host, image=lab_image, monkeypatch=monkeypatch) == 1
 
 
 def test_a_reservation_of_an_image_later_marked_legacy_fails_instead_of_starting(

@@ -8,9 +8,10 @@ import pytest
 from django.utils import timezone
 
 from bookings.models import GpuAllocation, Reservation
+from containers.fake_runtime import FakeRuntime
 from containers.lifecycle import reconcile
 from containers.models import ContainerEvent
-from containers.runtime import LABEL_JOB, ContainerSpec, ContainerState, FakeRuntime, scope_labels
+from containers.specs import LABEL_JOB, ContainerSpec, ContainerState, scope_labels
 from jobs import logs
 from jobs.models import Job
 from jobs.scheduling import run_pass

@@ -13,17 +13,11 @@ from django.utils import timezone
 from bookings.models import Reservation
 from bookings.services import reservation_cancel, reservation_release
 from containers import lifecycle, selectors
+from containers.fake_runtime import FakeRuntime
 from containers.lifecycle import reconcile, wake_at_boundaries
 from containers.models import ContainerEvent
-from containers.runtime import (
-    GIB,
-    LABEL_HOST_ID,
-    LABEL_RESERVATION,
-    ContainerSpec,
-    FakeRuntime,
-    LaunchFailed,
-    scope_labels,
-)
+from containers.runtime import LaunchFailed
+from containers.specs import GIB, LABEL_HOST_ID, LABEL_RESERVATION, ContainerSpec, scope_labels
 from containers.tasks import prepare_image
 from tests.containers.helpers import SpaceAuditFactory, engine, events, only_spec
 from tests.factories import HostFactory, ReservationFactory, UserFactory

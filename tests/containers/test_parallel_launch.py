@@ -10,8 +10,9 @@ import pytest
 from django.utils import timezone
 
 from bookings.models import Reservation
+from containers.fake_runtime import FakeRuntime
 from containers.lifecycle import reconcile
-from containers.runtime import ContainerSpec, ContainerState, FakeRuntime
+from containers.specs import ContainerSpec, ContainerState
 from containers.volumes import state_root
 from tests.factories import ImageFactory, ReservationFactory, UserFactory
 

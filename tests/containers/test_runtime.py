@@ -2,15 +2,9 @@ from decimal import Decimal
 
 import pytest
 
-from containers.runtime import (
-    DockerRuntime,
-    FakeRuntime,
-    SecurityOptions,
-    container_command,
-    container_spec,
-    get_runtime,
-    memory_split,
-)
+from containers.fake_runtime import FakeRuntime
+from containers.runtime import DockerRuntime, get_runtime
+from containers.specs import SecurityOptions, container_command, container_spec, memory_split
 from tests.factories import HostFactory, ImageFactory, ReservationFactory
 
 
@@ -54,7 +48,7 @@ def test_no_commands_means_the_images_own(db, default_profile):
 
 def test_get_runtime_follows_the_setting(db, settings):
     host = HostFactory()
-    settings.CONTAINER_RUNTIME = "containers.runtime.FakeRuntime"
+    settings.CONTAINER_RUNTIME = "containers.fake_runtime.FakeRuntime"
     assert isinstance(get_runtime(host), FakeRuntime)
     settings.CONTAINER_RUNTIME = "containers.runtime.DockerRuntime"
     assert isinstance(get_runtime(host), DockerRuntime)

@@ -10,18 +10,9 @@ from dataclasses import replace
 import pytest
 from django.conf import settings
 
-from containers.runtime import (
-    LABEL_HOST_ID,
-    LABEL_MANAGED,
-    LABEL_RESERVATION,
-    ContainerRuntime,
-    ContainerSpec,
-    FakeRuntime,
-    ImageMissing,
-    NameInUse,
-    container_spec,
-    get_runtime,
-)
+from containers.fake_runtime import FakeRuntime
+from containers.runtime import ContainerRuntime, ImageMissing, NameInUse, get_runtime
+from containers.specs import LABEL_HOST_ID, LABEL_MANAGED, LABEL_RESERVATION, ContainerSpec, container_spec
 from tests.containers.conftest import TEST_IMAGE
 from tests.factories import HostFactory, ReservationFactory, UserFactory
 

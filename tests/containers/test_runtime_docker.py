@@ -17,7 +17,7 @@ from django.utils import timezone
 from bookings.models import Reservation
 from bookings.services import reservation_release
 from containers.models import ContainerEvent
-from containers.runtime import GIB, LABEL_MANAGED, LABEL_RESERVATION
+from containers.specs import GIB, LABEL_MANAGED, LABEL_RESERVATION
 from containers.tasks import prepare_image, reconcile
 from tests.factories import ReservationFactory, UserFactory
 

@@ -21,7 +21,7 @@ from tests.containers.test_ssh_login import (  # noqa: F401 - sshd_image is a fi
     _tick_until_running,
     sshd_image,
 )
-from tests.factories import HostFactory, UserFactory
+from tests.factories import UserFactory, host_with_roots
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 
@@ -42,18 +42,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def lab_host(db, tmp_path):
-    roots = {name: tmp_path / name for name in ("work", "backup", "dataset")}
-    for path in roots.values():
-        path.mkdir()
-    return HostFactory(
-        name=f"e2e-{uuid.uuid4().hex[:6]}",
-        address="127.0.0.1",
-        cpus=4,
-        ram_gb=8,
-        swap_gb=0,
-        work_root=str(roots["work"]),
-        backup_root=str(roots["backup"]),
-        dataset_root=str(roots["dataset"]),
+    return host_with_roots(
+        tmp_path, name=f"e2e-{uuid.uuid4().hex[:6]}", address="127.0.0.1", cpus=4, ram_gb=8, swap_gb=0
     )
 
 

@@ -9,12 +9,13 @@ from django.core.exceptions import ValidationError
 from django.utils import translation
 from django_q.models import OrmQ
 
+from aivc_portal.task_names import BUILD_JOB_IMAGE_TASK
 from bookings.services import resolve_image
+from containers.fake_runtime import FakeRuntime
 from containers.models import ContainerEvent, Image
-from containers.runtime import FakeRuntime
 from jobs import logs, selectors
 from jobs.models import Job, JobBuild
-from jobs.services import BUILD_TASK, builds_requeue, job_cancel, job_submit_upload
+from jobs.services import builds_requeue, job_cancel, job_submit_upload
 from jobs.tasks import build_job_image
 from tests.factories import UserFactory, local
 from tests.jobs.dopq_zips import dopq_zip
@@ -142,7 +143,7 @@ def test_it_applies_the_job_rules_to_the_configs_resources(student, host):
 
 
 def queued_builds() -> list[str]:
-    return [task.func() for task in OrmQ.objects.all() if task.func() == BUILD_TASK]
+    return [task.func() for task in OrmQ.objects.all() if task.func() == BUILD_JOB_IMAGE_TASK]
 
 
 def test_a_build_nobody_picked_up_is_asked_for_again_after_a_minute(
@@ -153,7 +154,7 @@ def test_a_build_nobody_picked_up_is_asked_for_again_after_a_minute(
     with django_capture_on_commit_callbacks(execute=True):
         assert builds_requeue(now=NOW + timedelta(seconds=30)) == 0
         assert builds_requeue(now=NOW + timedelta(minutes=2)) == 1
-    assert queued_builds() == [BUILD_TASK]
+    assert queued_builds() == [BUILD_JOB_IMAGE_TASK]
     build_job_image(job.pk, now=NOW + timedelta(minutes=2))
     assert builds_requeue(now=NOW + timedelta(minutes=3)) == 0
 

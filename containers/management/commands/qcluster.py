@@ -11,11 +11,11 @@ from django_q.cluster import Cluster
 from django_q.management.commands import qcluster
 
 from aivc_portal.scheduler import queue_task
+from aivc_portal.task_names import RECONCILE_TASK
 from containers.agent import beat, holder_id, keep_beating
 from containers.agent_services import agent_claim, agent_release
 from containers.models import Host
 from containers.schedules import schedules_ensure_for_host
-from containers.space import RECONCILE_TASK
 
 
 class Command(qcluster.Command):
@@ -61,8 +61,7 @@ class Command(qcluster.Command):
         # The cluster forks its processes: none may inherit this process's connection.
         connections.close_all()
         cluster = Cluster()
-        cluster.start()
-        if run_once:
+        if _start_holding_stop_signals(cluster) or run_once:
             cluster.stop()
             return
         if not keep_beating(host=host, holder=holder, alive=cluster.sentinel.is_alive):
@@ -72,3 +71,21 @@ class Command(qcluster.Command):
 
 def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def _start_holding_stop_signals(cluster: Cluster) -> bool:
+    """Starts the cluster; whether SIGTERM or SIGINT came meanwhile. django-q's own handler
+    drops a signal that lands while its sentinel process is being started (`Cluster.stop`
+    sees a process that is not alive yet and does nothing), which left an agent running
+    after systemd asked it to stop; such a signal is held here and acted on afterwards."""
+    held: list[int] = []
+    stop_signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: held.append(signum)) for signum in stop_signals
+    }
+    try:
+        cluster.start()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return bool(held)

@@ -7,7 +7,7 @@ from containers import gpus, tasks
 from containers.agent_services import agent_claim
 from containers.gpus import FakeProbe
 from containers.models import ContainerEvent
-from containers.runtime import gpu_device_ids
+from containers.specs import gpu_device_ids
 from containers.telemetry.models import GpuSample
 from containers.telemetry.services import gpu_renumber_sync
 from tests.containers.telemetry.helpers import reading, result_of

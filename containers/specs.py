@@ -1,0 +1,204 @@
+"""What a container runs with, and how the portal recognises its containers: the
+`ContainerSpec` a reservation or job is launched from (resources, GPUs, mounts, labels,
+the security fence) and the `ContainerState` an engine reports. Plain data, no engine:
+the runtimes (`containers.runtime`, `containers.fake_runtime`) take a spec and return a
+state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from math import ceil
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+
+from containers.commands import command_arguments
+from containers.models import Host
+
+if TYPE_CHECKING:
+    from bookings.models import Reservation
+
+GIB = 1024**3
+LABEL_MANAGED = "aivc.managed"
+LABEL_HOST = "aivc.host"  # the host's name, for people reading `docker ps`; may go stale
+LABEL_HOST_ID = "aivc.host-id"  # the host's primary key: what the portal finds containers by
+LABEL_RESERVATION = "aivc.reservation"
+LABEL_USER = "aivc.user"
+LABEL_JOB = "aivc.job"
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class SecurityOptions:
+    """How far a container is fenced in (docs/security.md says why each part is there).
+    Every part comes from a setting, so a lab that needs more can relax one of them."""
+
+    cap_add: tuple[str, ...]
+    no_new_privileges: bool
+    pids_limit: int  # 0: no limit
+    nofile: int
+    nproc: int
+    log_max_size: str
+    log_max_files: int
+    network: str  # "": Docker's default bridge, where containers reach each other
+
+    @classmethod
+    def from_settings(cls) -> SecurityOptions:
+        return cls(
+            cap_add=tuple(settings.CONTAINER_CAP_ADD),
+            no_new_privileges=settings.CONTAINER_NO_NEW_PRIVILEGES,
+            pids_limit=settings.CONTAINER_PIDS_LIMIT,
+            nofile=settings.CONTAINER_NOFILE_LIMIT,
+            nproc=settings.CONTAINER_NPROC_LIMIT,
+            log_max_size=settings.CONTAINER_LOG_MAX_SIZE,
+            log_max_files=settings.CONTAINER_LOG_MAX_FILES,
+            network=settings.CONTAINER_NETWORK,
+        )
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything a reservation's container runs with; built by `container_spec`."""
+
+    name: str
+    image: str
+    command: list[str] | None
+    nano_cpus: int
+    memory_bytes: int
+    memory_swap_bytes: int
+    shm_bytes: int
+    gpu_ids: list[str]
+    environment: dict[str, str]
+    ssh_port: int | None  # None: no port published (batch jobs)
+    mounts: list[Mount]
+    labels: dict[str, str]
+    # Read when the spec is made, so every container, whoever builds its spec, is fenced in.
+    security: SecurityOptions = field(default_factory=SecurityOptions.from_settings)
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """A managed container as the engine reports it."""
+
+    id: str
+    name: str
+    status: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def reservation_id(self) -> int | None:
+        value = self.labels.get(LABEL_RESERVATION, "")
+        return int(value) if value.isdigit() else None
+
+
+@dataclass(frozen=True)
+class MemorySplit:
+    memory_gb: int
+    memory_swap_gb: int
+    shm_gb: int
+
+
+def memory_split(*, memory_gb: int, host: Host) -> MemorySplit:
+    """Booked memory M on a host that lends RAM and swap: ceil(M * ram share) GiB of RAM,
+    M GiB of RAM plus swap, and the rest as /dev/shm (the old run_container's split).
+    Fractions keep e.g. 10 * 0.8 from rounding up to 9."""
+    total = host.ram_gb + host.swap_gb
+    ram_share = Fraction(host.ram_gb, total) if total else Fraction(1)
+    ram = ceil(memory_gb * ram_share)
+    return MemorySplit(memory_gb=ram, memory_swap_gb=memory_gb, shm_gb=memory_gb - ram)
+
+
+def container_name(username: str) -> str:
+    return f"{settings.CONTAINER_PREFIX}{username}"
+
+
+def job_container_name(username: str, job_id: int) -> str:
+    """A job's container has a name of its own, so a user may hold a booking and jobs."""
+    return f"{settings.CONTAINER_PREFIX}{username}-job-{job_id}"
+
+
+def scope_labels(host: Host) -> dict[str, str]:
+    """The labels that mark a container as this portal's on this host. The host is named
+    by its primary key, which never changes, so renaming a Host never orphans its
+    containers; the name label is only for people reading `docker ps`."""
+    return {LABEL_MANAGED: settings.CONTAINER_SCOPE, LABEL_HOST_ID: str(host.pk), LABEL_HOST: host.name}
+
+
+def belongs_to(labels: dict[str, str], host: Host) -> bool:
+    """Whether a container of this portal's scope is the host's. Containers started before
+    the host id label existed carry only the name; they are found by it until they end."""
+    if labels.get(LABEL_MANAGED) != settings.CONTAINER_SCOPE:
+        return False
+    if LABEL_HOST_ID in labels:
+        return labels[LABEL_HOST_ID] == str(host.pk)
+    return labels.get(LABEL_HOST) == host.name
+
+
+def container_command(reservation: Reservation) -> list[str] | None:
+    """The image's start command then the user's extra command, as an argument list; both
+    empty means the image's own command. Never a shell string."""
+    start_command = reservation.image.start_command if reservation.image else ""
+    arguments = command_arguments(start_command) + command_arguments(reservation.extra_command or "")
+    return arguments or None
+
+
+def gpu_device_ids(reservation: Reservation) -> list[str]:
+    """The reservation's GPUs as the engine addresses them, in the order of the indices
+    users see: by UUID when known, so a reboot that renumbers the GPUs still hands over the
+    same physical ones; by index for a GPU whose UUID was never read."""
+    gpus = sorted({allocation.gpu for allocation in reservation.allocations.all()}, key=lambda gpu: gpu.index)
+    return [gpu.uuid or str(gpu.index) for gpu in gpus]
+
+
+def container_spec(*, reservation: Reservation, image: str, mounts: list[Mount]) -> ContainerSpec:
+    """The container a reservation runs with, exactly as booked (DESIGN.md, Containers)."""
+    host = reservation.host
+    split = memory_split(memory_gb=reservation.memory_gb, host=host)
+    gpu_ids = gpu_device_ids(reservation)
+    return ContainerSpec(
+        name=container_name(reservation.user.username),
+        image=image,
+        command=container_command(reservation),
+        nano_cpus=int(reservation.cpus * 10**9),
+        memory_bytes=split.memory_gb * GIB,
+        memory_swap_bytes=split.memory_swap_gb * GIB,
+        shm_bytes=split.shm_gb * GIB,
+        gpu_ids=gpu_ids,
+        # Never "all": a container without GPUs must not see the host's GPUs.
+        environment={"NVIDIA_VISIBLE_DEVICES": ",".join(gpu_ids) or "none", "TZ": settings.TIME_ZONE},
+        ssh_port=reservation.forward_port,
+        mounts=mounts,
+        labels={
+            **scope_labels(host),
+            LABEL_RESERVATION: str(reservation.pk),
+            LABEL_USER: reservation.user.username,
+        },
+    )
+
+
+def job_container_spec(
+    *, reservation: Reservation, job_id: int, command: list[str] | None, image: str, mounts: list[Mount]
+) -> ContainerSpec:
+    """A batch job's container: the reservation's resources and GPUs exactly as held, the
+    job's command as an argument list (never a shell), no SSH port, its output folder named
+    in JOB_OUTPUT."""
+    spec = container_spec(reservation=reservation, image=image, mounts=mounts)
+    return replace(
+        spec,
+        name=job_container_name(reservation.user.username, job_id),
+        command=command,
+        ssh_port=None,
+        environment={**spec.environment, "JOB_ID": str(job_id), "JOB_OUTPUT": f"/root/Work/jobs/{job_id}"},
+        labels={**spec.labels, LABEL_JOB: str(job_id)},
+    )
