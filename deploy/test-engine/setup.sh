@@ -42,11 +42,15 @@ answers() { timeout 10 "$DOCKER" -H "$1" info >/dev/null 2>&1; }
 # find bridge". Putting the interface back as the engine recorded it heals this without
 # stopping the engine.
 ensure_default_bridge() {
-  local docker_host=$1 name cidr
-  read -r name cidr < <("$DOCKER" -H "$docker_host" network inspect bridge --format \
-    '{{index .Options "com.docker.network.bridge.name"}} {{range .IPAM.Config}}{{.Gateway}}/{{.Subnet}}{{end}}')
-  [[ -n "$name" && "$cidr" == */* ]] || return 0
-  local gateway=${cidr%%/*} prefix=${cidr##*/}
+  local docker_host=$1 name subnet gateway
+  read -r name subnet gateway < <("$DOCKER" -H "$docker_host" network inspect bridge --format \
+    '{{index .Options "com.docker.network.bridge.name"}} {{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}')
+  [[ -n "$name" && "$subnet" == */* ]] || return 0
+  # Docker 20.10 records no gateway for the default bridge; it then gives the bridge the
+  # subnet's first address.
+  [[ -n "${gateway:-}" ]] || gateway=$(python3 -c \
+    'import ipaddress, sys; print(next(ipaddress.ip_network(sys.argv[1], strict=False).hosts()))' "$subnet")
+  local prefix=${subnet##*/}
   if ! ip link show "$name" >/dev/null 2>&1; then
     echo "Restoring the missing bridge $name ($gateway/$prefix) of $docker_host"
     ip link add name "$name" type bridge
@@ -55,14 +59,32 @@ ensure_default_bridge() {
   ip link set "$name" up
 }
 
-# Starts dockerd with the given arguments unless the engine at $1 already answers, waits
-# for it, and heals its default bridge. Never stops an engine.
+# dockerd refuses to start while its pidfile names a live process, and waits in vain for
+# a containerd whose pidfile names one. An engine killed without a clean shutdown (its
+# session ended) leaves both files behind, and its processes may linger as zombies nobody
+# reaps, or their numbers may belong to other programs by now.
+clear_stale_pidfile() {
+  local pidfile=$1 program=$2 pid
+  [[ -f "$pidfile" ]] || return 0
+  pid=$(cat "$pidfile" 2>/dev/null || true)
+  if [[ "$pid" =~ ^[0-9]+$ && "$(ps -o stat= -o comm= -p "$pid" 2>/dev/null)" =~ ^[^Z]*[[:space:]]+$program$ ]]; then
+    return 0
+  fi
+  echo "Removing the stale pidfile $pidfile"
+  rm -f "$pidfile"
+}
+
+# Starts dockerd with the given arguments unless the engine at $1 already answers, and
+# waits for it. Never stops an engine.
 start_engine() {
-  local docker_host=$1 log=$2 name=$3
-  shift 3
+  local docker_host=$1 log=$2 name=$3 pidfile=$4 exec_root=$5
+  shift 5
   if ! answers "$docker_host"; then
+    clear_stale_pidfile "$pidfile" dockerd
+    clear_stale_pidfile "$exec_root/containerd/containerd.pid" containerd
     echo "Starting $name (log: $log)"
-    PATH="$HOOK_DIR:/usr/sbin:/usr/bin:/sbin:/bin" setsid nohup /usr/sbin/dockerd "$@" >>"$log" 2>&1 </dev/null &
+    PATH="$HOOK_DIR:/usr/sbin:/usr/bin:/sbin:/bin" setsid nohup /usr/sbin/dockerd --pidfile "$pidfile" --exec-root "$exec_root" "$@" \
+      >>"$log" 2>&1 </dev/null &
     for _ in $(seq 1 60); do
       answers "$docker_host" && break
       sleep 1
@@ -73,10 +95,9 @@ start_engine() {
     tail -n 30 "$log" >&2 || true
     exit 1
   fi
-  ensure_default_bridge "$docker_host"
 }
 
-start_engine "$FIRST_ENGINE" "$DOCKERD_LOG" dockerd
+start_engine "$FIRST_ENGINE" "$DOCKERD_LOG" dockerd /var/run/docker.pid /var/run/docker
 
 if ! "$DOCKER" image inspect "$TEST_IMAGE" >/dev/null 2>&1; then
   echo "Building $TEST_IMAGE from busybox-static"
@@ -145,12 +166,10 @@ if ! answers "unix://$ENGINE2_SOCKET"; then
     || ip addr add "$ENGINE2_BRIDGE_CIDR" dev "$ENGINE2_BRIDGE"
   ip link set "$ENGINE2_BRIDGE" up
 fi
-start_engine "unix://$ENGINE2_SOCKET" "$ENGINE2_LOG" "the second dockerd" \
+start_engine "unix://$ENGINE2_SOCKET" "$ENGINE2_LOG" "the second dockerd" "$ENGINE2_ROOT/dockerd.pid" "$ENGINE2_EXEC" \
   --config-file "$ENGINE2_ROOT/daemon.json" \
   --host "unix://$ENGINE2_SOCKET" \
   --data-root "$ENGINE2_ROOT/data" \
-  --exec-root "$ENGINE2_EXEC" \
-  --pidfile "$ENGINE2_ROOT/dockerd.pid" \
   --bridge "$ENGINE2_BRIDGE" \
   --default-address-pool "base=$ENGINE2_POOL,size=24" \
   --iptables=false --ip6tables=false --ip-masq=false
@@ -161,3 +180,16 @@ for image in "$TEST_IMAGE" "$SSHD_IMAGE"; do
   fi
 done
 echo "Second Docker engine ready on unix://$ENGINE2_SOCKET with the test images."
+
+# Docker 20.10 deletes the interface docker0 when an engine started with --bridge restarts
+# and drops its stored default network: starting the second engine after an unclean stop
+# (the end of a session) breaks the first engine's default bridge. Heal both now that both
+# run, then prove each can attach a container to its default bridge.
+for docker_host in "$FIRST_ENGINE" "unix://$ENGINE2_SOCKET"; do
+  ensure_default_bridge "$docker_host"
+  if ! "$DOCKER" -H "$docker_host" run --rm --network bridge "$TEST_IMAGE" true; then
+    echo "$docker_host cannot start a container on its default bridge." >&2
+    exit 1
+  fi
+done
+echo "Both engines start containers on their default bridges."

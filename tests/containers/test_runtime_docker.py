@@ -19,18 +19,13 @@ from bookings.services import reservation_release
 from containers.models import ContainerEvent
 from containers.specs import GIB, LABEL_MANAGED, LABEL_RESERVATION
 from containers.tasks import prepare_image, reconcile
+from tests.containers.helpers import SETUP_ENGINES, destructive_engine_test
 from tests.factories import ReservationFactory, UserFactory
 
 pytestmark = pytest.mark.docker
 Status = Reservation.Status
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "correct-horse-battery"
-# Stopping dockerd kills every container on the machine (on a GPU server: every student's),
-# so such a test runs only when asked for explicitly; .ci/run asks, on its own engine.
-destructive_engine_test = pytest.mark.skipif(
-    os.environ.get("AIVC_DESTRUCTIVE_ENGINE_TESTS") != "1" or os.geteuid() != 0,
-    reason="stops the Docker engine: runs only as root with AIVC_DESTRUCTIVE_ENGINE_TESTS=1 (CI)",
-)
 
 
 @pytest.fixture
@@ -209,7 +204,7 @@ def test_the_due_reservation_starts_after_the_engine_comes_back(booking, docker_
         assert booking.status == Status.SCHEDULED
         assert ContainerEvent.objects.filter(sign="EngineUnavailable").exists()
     finally:
-        subprocess.run([str(REPO / "deploy/test-engine/setup.sh")], check=True, capture_output=True)
+        subprocess.run([SETUP_ENGINES], check=True, capture_output=True)
     reconcile(wake=False)
     booking.refresh_from_db()
     assert booking.status == Status.RUNNING

@@ -36,6 +36,7 @@ from tests.containers.agents import (
     wait_for,
 )
 from tests.containers.conftest import TEST_IMAGE
+from tests.containers.helpers import SETUP_ENGINES, destructive_engine_test
 from tests.containers.nvml_file_probe import FILE_VARIABLE, reads_of, write_nvml
 from tests.factories import host_with_roots
 
@@ -288,3 +289,34 @@ def test_an_agent_killed_in_the_middle_of_a_tick_converges_when_started_again(
     assert not ContainerEvent.objects.filter(level="ERROR").exists()
     assert holder_pid(host) == again.pid
     assert host_health(host=Host.objects.get(pk=host.pk), now=timezone.now()) == Health.ONLINE
+
+
+def _kill_from_pidfile(pidfile: Path) -> None:
+    os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+
+
+@destructive_engine_test
+def test_the_first_engine_still_starts_containers_after_the_second_comes_back_from_a_crash(
+    engines, docker_scope
+):
+    """A session's end kills both engines without a clean stop; the next setup starts them
+    again, and the second one's start used to delete the first one's docker0."""
+    engine1, engine2 = engines
+    engine2_exec = Path(os.environ.get("AIVC_TEST_ENGINE2_EXEC", "/run/aivc-test-engine2/exec"))
+    engine2_root = Path(os.environ.get("AIVC_TEST_ENGINE2_ROOT", "/var/lib/aivc-test-engine2"))
+    _kill_from_pidfile(engine2_root / "dockerd.pid")
+    _kill_from_pidfile(engine2_exec / "containerd" / "containerd.pid")
+    wait_for(lambda: not _answers(engine2), what="the second engine to stop answering")
+
+    subprocess.run([SETUP_ENGINES], check=True, capture_output=True)
+
+    labels = {LABEL_MANAGED: docker_scope}
+    for client in (engine1, engine2):
+        client.containers.run(TEST_IMAGE, "true", network="bridge", labels=labels, remove=True)
+
+
+def _answers(client) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
