@@ -181,10 +181,10 @@ for image in "$TEST_IMAGE" "$SSHD_IMAGE"; do
 done
 echo "Second Docker engine ready on unix://$ENGINE2_SOCKET with the test images."
 
-# Docker 20.10 deletes the interface docker0 when an engine started with --bridge restarts
-# and drops its stored default network: starting the second engine after an unclean stop
-# (the end of a session) breaks the first engine's default bridge. Heal both now that both
-# run, then prove each can attach a container to its default bridge.
+# After both engines were killed (a session's end), starting the second one again deleted
+# the first one's docker0 (seen with Docker 20.10.24; a clean restart of either alone did
+# not), and every start on the first engine's default bridge then failed. Heal both now
+# that both run, then prove each can attach a container to its default bridge.
 for docker_host in "$FIRST_ENGINE" "unix://$ENGINE2_SOCKET"; do
   ensure_default_bridge "$docker_host"
   if ! "$DOCKER" -H "$docker_host" run --rm --network bridge "$TEST_IMAGE" true; then
