@@ -4,6 +4,7 @@ with deploy/gunicorn.conf.py, Argon2, PostgreSQL), with login throttling off (th
 portal) and on. Run with `make bench` on PostgreSQL; writes docs/benchmarks/login-flood.md."""
 
 import os
+import runpy
 import socket
 import subprocess
 import sys
@@ -31,6 +32,13 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def gunicorn_shape() -> str:
+    """Workers and threads as deploy/gunicorn.conf.py gives them on this machine."""
+    config = runpy.run_path(str(REPO / "deploy/gunicorn.conf.py"))
+    threads = "thread" if config["threads"] == 1 else "threads"
+    return f"{config['workers']} workers x {config['threads']} {threads}"
 
 
 def start_server(*, port: int, throttling: bool, log: Path) -> subprocess.Popen:
@@ -157,7 +165,7 @@ def test_a_login_flood_does_not_slow_other_pages(tmp_path, write_figures, defaul
 The dashboard's latency (ms, {SAMPLES} requests one after another, 50 ms apart, or as many
 as fit in 120 s) while
 {ATTACKERS} clients post wrong passwords for one account from one address as fast as the
-server answers, against gunicorn with `deploy/gunicorn.conf.py` (4 workers x 2 threads),
+server answers, against gunicorn with `deploy/gunicorn.conf.py` ({gunicorn_shape()}),
 Argon2 and PostgreSQL. `make bench`; {machine()}.
 
 | throttling | idle p50 | idle p95 | flood p50 | flood p95 | bad logins answered |
