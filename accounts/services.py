@@ -208,10 +208,10 @@ def user_update_profile(
 FORWARD_PORT_DUPLICATED = "Another account already uses this port; choose a free one."
 
 
-def user_change_forward_port(*, user: User, port: int, ports_held: Collection[int] = ()) -> User:
-    """Moves the user's SSH forward port to a free port in PORT_RANGE. `ports_held` are
-    ports that other users' live reservations still use (the caller knows bookings; this
-    layer does not), so a container never collides with another on the same port."""
+def check_forward_port(*, user: User, port: int, ports_held: Collection[int] = ()) -> None:
+    """A container's SSH port comes from PORT_RANGE and is nobody else's: no other
+    account's, and not in `ports_held`, the ports other users' live reservations still use
+    (the caller knows bookings; this layer does not)."""
     port_range = settings.PORT_RANGE
     if port not in port_range:
         first, last = port_range.start, port_range.stop - 1
@@ -220,10 +220,18 @@ def user_change_forward_port(*, user: User, port: int, ports_held: Collection[in
             code="port_out_of_range",
         )
     if port == user.forward_port:
-        return user
+        return
     taken = User.objects.filter(forward_port=port).exclude(pk=user.pk).exists()
     if taken or port in ports_held:
         raise ValidationError({"forward_port": FORWARD_PORT_DUPLICATED}, code="port_taken")
+
+
+def user_change_forward_port(*, user: User, port: int, ports_held: Collection[int] = ()) -> User:
+    """Moves the user's SSH forward port (check_forward_port), so a container never
+    collides with another on the same port."""
+    check_forward_port(user=user, port=port, ports_held=ports_held)
+    if port == user.forward_port:
+        return user
     user.forward_port = port
     try:
         with transaction.atomic():

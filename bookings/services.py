@@ -14,7 +14,7 @@ from django.utils.translation import gettext_noop
 
 from accounts.models import User
 from accounts.selectors import capability_for
-from accounts.services import user_change_forward_port
+from accounts.services import check_forward_port, user_change_forward_port
 from aivc_portal.model_updates import Saved, model_create, model_update
 from aivc_portal.scheduler import queue_host_task, queue_task
 from aivc_portal.task_names import PREPARE_IMAGE_TASK, RECONCILE_TASK, SCHEDULE_JOBS_TASK
@@ -456,6 +456,7 @@ def reservation_import(
     image: Image | None,
     extra_command: str,
     forward_port: int,
+    now: datetime | None = None,
 ) -> Saved:
     """Writes one reservation of the old system's history or schedule as it stands, matched
     on (user, host, start) so a second import updates instead of duplicating. The rules for
@@ -464,7 +465,9 @@ def reservation_import(
     old rules. What keeps the portal consistent does: a live row must not overlap its
     user's other bookings and must find its GPUs free (the capacity engine, as a booking
     does); an ended row keeps its GPUs as inactive allocations, so history the old checker
-    double-booked still imports. Queues nothing: the scheduler takes over afterwards."""
+    double-booked still imports, and a live row's container will publish its port, which
+    must be one the user may have. Queues nothing: the scheduler takes over afterwards."""
+    now = now or timezone.now()
     try:
         with transaction.atomic():
             host = _lock_host(host.pk)
@@ -474,6 +477,9 @@ def reservation_import(
                 _check_imported_window_free(
                     user=user, host=host, start=start, end=end, gpus=gpus, existing=existing
                 )
+            if live and forward_port != user.forward_port:
+                held = forward_ports_held(now=now, exclude_user_id=user.pk)
+                check_forward_port(user=user, port=forward_port, ports_held=held)
             values = {
                 "end": end,
                 "booked_end": end,
@@ -524,6 +530,11 @@ def _check_imported_window_free(
     _check_no_own_overlap(free=free)
     free_ids = {gpu.pk for gpu in free.free_gpus}
     for gpu in gpus:
+        if not gpu.is_active:
+            raise ValidationError(
+                f"GPU {gpu.index} is out of service; a maintainer can put it back in admin",
+                code="gpu_out_of_service",
+            )
         if gpu.pk not in free_ids:
             raise ValidationError(
                 f"GPU {gpu.index} is already held by another running or scheduled reservation "

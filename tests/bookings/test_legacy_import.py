@@ -312,6 +312,18 @@ def test_a_port_an_existing_account_holds_is_refused_with_its_line_and_nothing_i
 
 
 @pytest.mark.django_db
+def test_a_booked_row_that_would_publish_another_students_port_is_refused_with_its_row(tmp_path):
+    # m11007s05's booking asks for m11107s01's port 10001: its container would take it.
+    booking = HEADER + '2026-03-04 10:00:00,2026-03-05 10:00:00,m11007s05,2,8,"[0]",10001,null,null\n'
+    cfg, jobs = write_old_system(tmp_path, booking=booking)
+    with pytest.raises(LegacyImportError) as caught:
+        run_import(cfg, jobs)
+    assert [(problem.file, problem.line) for problem in caught.value.problems] == [("booking.csv", 2)]
+    assert "Another account already uses this port" in caught.value.problems[0].message
+    assert not Reservation.objects.exists()
+
+
+@pytest.mark.django_db
 def test_every_row_the_services_refuse_is_listed(tmp_path):
     clash = '2026-03-02 12:00:00,2026-03-02 14:00:00,m11007s05,2,8,"[2]",null,null,null\n'
     booking = HEADER + GPU0_TWICE.replace("2025-03-01", "2026-03-10") + clash

@@ -79,3 +79,60 @@ def test_a_live_row_overlapping_its_users_other_booking_is_refused(lab):
     with pytest.raises(ValidationError, match="overlaps with your previous booking"):
         write(lab, user=user, start=local(2026, 3, 4, 12), status="running", gpus=())
     assert Reservation.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("port", [22, 0, 65535])
+def test_a_live_row_cannot_publish_a_port_outside_the_lab_range(lab, port):
+    with pytest.raises(ValidationError, match="port must be within"):
+        write(lab, user=UserFactory(), start=local(2026, 3, 4, 10), status="scheduled", forward_port=port)
+    assert not Reservation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_live_row_cannot_take_another_students_port(lab, now):
+    victim = UserFactory()
+    with pytest.raises(ValidationError, match="Another account already uses this port"):
+        write(
+            lab,
+            user=UserFactory(),
+            start=local(2026, 3, 4, 10),
+            status="scheduled",
+            forward_port=victim.forward_port,
+            now=now,
+        )
+    assert not Reservation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_live_row_cannot_take_a_port_another_live_reservation_still_publishes(lab, settings, now):
+    host, _, _ = lab
+    importer, moved_on = UserFactory(), UserFactory()
+    ReservationFactory(user=moved_on, host=host, start=local(2026, 3, 2, 9), end=local(2026, 3, 2, 20))
+    held_port = moved_on.forward_port
+    moved_on.forward_port = settings.PORT_RANGE.stop - 1
+    moved_on.save(update_fields=["forward_port"])
+    with pytest.raises(ValidationError, match="Another account already uses this port"):
+        write(
+            lab,
+            user=importer,
+            start=local(2026, 3, 4, 10),
+            status="scheduled",
+            forward_port=held_port,
+            now=now,
+        )
+
+
+@pytest.mark.django_db
+def test_ended_history_keeps_whatever_port_it_had(lab):
+    saved = write(lab, user=UserFactory(), start=local(2024, 1, 1, 9), status="ended", forward_port=22)
+    assert saved.instance.forward_port == 22
+
+
+@pytest.mark.django_db
+def test_a_live_row_on_a_gpu_out_of_service_says_so(lab):
+    _, gpus, _ = lab
+    gpus[0].is_active = False
+    gpus[0].save(update_fields=["is_active"])
+    with pytest.raises(ValidationError, match="GPU 0 is out of service"):
+        write(lab, user=UserFactory(), start=local(2026, 3, 4, 10), status="scheduled")
