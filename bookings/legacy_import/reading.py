@@ -6,6 +6,7 @@ Pure: no database. Converters raise `Bad` with a message; the parser records it.
 import ast
 import csv
 import io
+import math
 import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -337,7 +338,15 @@ class _Evaluator:
 
 def evaluate_expression(expression: object, names: dict[str, float]) -> float:
     """Evaluates numbers, names from `names`, + - * / and brackets; anything else (calls,
-    attributes, other operators) is refused. Never `eval`."""
+    attributes, other operators) is refused, and so is a result that is not a finite number
+    (`1e999`). Never `eval`."""
+    value = _evaluate(expression, names)
+    if not math.isfinite(value):
+        raise ValueError(f"'{expression}' is not a finite number")
+    return value
+
+
+def _evaluate(expression: object, names: dict[str, float]) -> float:
     if isinstance(expression, bool):
         raise ValueError("a boolean is not a number")
     if isinstance(expression, int | float):

@@ -131,6 +131,8 @@ def test_a_password_yaml_reads_as_no_text_is_refused_without_showing_it(tmp_path
     ("capability", "line", "reason"),
     [
         (CAPABILITY.replace("ram + swap_size", "__import__('os').system('true')"), 8, "max.memory"),
+        (CAPABILITY.replace("memory: ram + swap_size", "memory: 1e999"), 8, "not a finite number"),
+        (CAPABILITY.replace("ram / (ram + swap_size)", "ram * 1e308 * 10"), 7, "not a finite number"),
         (CAPABILITY.replace("cpus: 62", "cpus: many"), 2, "max.cpus"),
         (CAPABILITY.replace("memory: 36", "memory: lots"), 29, "memory"),
         (CAPABILITY.replace("ram: 30 # GB", "ram: 30: 31"), 3, "not valid YAML"),
