@@ -92,6 +92,18 @@ def test_a_batch_move_to_running_keeps_a_first_start_time(due):
     assert (fresh.container_id, fresh.status) == ("c2", Status.RUNNING)
 
 
+def test_a_batch_move_stores_start_times_as_any_other_write_does(due):
+    # Found by lookups, not only read back: on SQLite a datetime in the driver's own text
+    # format reads back alike but no longer equals the same instant written by Django.
+    first, second = due(2)
+    now = timezone.now()
+
+    services.reservations_mark_running(containers=[(first, "c1"), (second, "c2")], now=now)
+
+    assert Reservation.objects.filter(started_at=now).count() == 2
+    assert Reservation.objects.filter(started_at__lte=now, started_at__gte=now).count() == 2
+
+
 def test_the_space_verdict_of_each_user_is_their_latest_deciding_audit(engine_host):
     now = timezone.now()
     under, over, unknown = UserFactory(), UserFactory(), UserFactory()
