@@ -25,7 +25,7 @@ from bookings.capacity import availability, earliest_fit
 from bookings.models import Reservation
 from bookings.report_views import ReportRangeForm, csv_download, usage_csv_bytes
 from bookings.reports import reservations_csv_bytes
-from bookings.selectors import reservations_for_user
+from bookings.selectors import hosts_open_to, reservations_for_user
 
 # The booking rules' own readings, reused so each rule and its message exist once: a
 # host given as a name or an id, and a window's end (after the start, at most 2 weeks).
@@ -101,7 +101,7 @@ class EarliestFitView(APIView):
     )
     def get(self, request: Request) -> Response:
         query = _validated(s.FitQuerySerializer, request.query_params)
-        hosts = Host.objects.filter(accepting_bookings=True).order_by("name")
+        hosts = hosts_open_to(user=request.user).filter(accepting_bookings=True)
         if query.get("host"):
             hosts = hosts.filter(pk=host_id_from_input(query["host"]))
         now = timezone.now()

@@ -1,3 +1,4 @@
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,8 +15,11 @@ from containers.models import ContainerEvent, Host, SpaceAudit
 
 
 def reservations_for_user(*, user_id: int) -> QuerySet[Reservation]:
+    """The user's bookings; a batch job's reservation is managed through its job only (its
+    time limit is the job's)."""
     return (
-        Reservation.objects.filter(user_id=user_id)
+        Reservation.objects.bookings()
+        .filter(user_id=user_id)
         .select_related("host", "image")
         .prefetch_related("allocations__gpu")
         .order_by("-start")
@@ -121,11 +125,29 @@ def hosts_open_to(*, user: User) -> QuerySet[Host]:
     # no query; with no default profile it matches nothing).
     default_id = CapabilityProfile.objects.filter(is_default=True).values("pk")[:1]
     profile = user.capability_profile_id or Subquery(default_id)
-    restricted = HostAccess.objects.filter(Q(users__isnull=False) | Q(profiles__isnull=False))
     listed = HostAccess.objects.filter(Q(users=user) | Q(profiles=profile))
     return Host.objects.filter(
-        ~Q(pk__in=restricted.values("host_id")) | Q(pk__in=listed.values("host_id"))
+        ~Q(pk__in=_restricting().values("host_id")) | Q(pk__in=listed.values("host_id"))
     ).order_by("name")
+
+
+def _restricting() -> QuerySet[HostAccess]:
+    """The access rows that restrict their host: a row listing nobody restricts nothing."""
+    return HostAccess.objects.filter(Q(users__isnull=False) | Q(profiles__isnull=False))
+
+
+def open_host_ids(*, users: Iterable[User], host_ids: Iterable[int]) -> dict[int, frozenset[int]]:
+    """For each user, those of `host_ids` open to them (hosts_open_to): one query while no
+    host among them is restricted, as in most labs; one more per user otherwise."""
+    host_ids = frozenset(host_ids)
+    restricted = frozenset(_restricting().filter(host_id__in=host_ids).values_list("host_id", flat=True))
+    if not restricted:
+        return {user.pk: host_ids for user in users}
+    return {
+        user.pk: (host_ids - restricted)
+        | frozenset(hosts_open_to(user=user).filter(pk__in=restricted).values_list("pk", flat=True))
+        for user in users
+    }
 
 
 def host_open_to(*, user: User, host: Host) -> bool:
@@ -137,8 +159,7 @@ def host_open_to(*, user: User, host: Host) -> bool:
         access_id = host.access.pk
     except HostAccess.DoesNotExist:
         return True
-    listed_anyone = Q(users__isnull=False) | Q(profiles__isnull=False)
-    restricted = HostAccess.objects.filter(pk=access_id).filter(listed_anyone)
+    restricted = _restricting().filter(pk=access_id)
     return not restricted.exists() or hosts_open_to(user=user).filter(pk=host.pk).exists()
 
 

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
+from bookings.selectors import hosts_open_to
 from containers.models import Host, Image
 
 
@@ -37,6 +38,7 @@ class JobForm(forms.Form):
 
     def __init__(self, *args, user: User, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.fields["host"].queryset = hosts_open_to(user=user)
         images = Image.objects.filter(is_active=True).order_by("reference")
         self.fields["image"].queryset = images
         default = images.filter(pk=user.default_image_id).first() or images.filter(is_default=True).first()
@@ -60,6 +62,10 @@ class JobUploadForm(forms.Form):
     host = forms.ModelChoiceField(queryset=Host.objects.order_by("name"), label=_("Host"))
     cpus = forms.DecimalField(label=_("CPUs"), max_digits=6, decimal_places=2, initial=1)
     time_limit_minutes = forms.IntegerField(label=_("Time limit (minutes)"), initial=60)
+
+    def __init__(self, *args, user: User, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["host"].queryset = hosts_open_to(user=user)
 
     def clean_upload(self):
         upload = self.cleaned_data["upload"]

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from accounts.models import User
 from accounts.selectors import capabilities_for
 from bookings.capacity import MINUTE, Fit, HostLoad
+from bookings.selectors import open_host_ids
 from bookings.timeslots import MAX_AHEAD
 from containers.models import Host
 from jobs import selectors, services
@@ -110,14 +111,15 @@ class Planner:
         self.hosts = {host.pk: host for host in hosts}
         self.loads = {host.pk: HostLoad.load(host, now, self.until + horizon) for host in hosts}
         self.capabilities = capabilities_for(users=users, hosts=hosts)
+        self.open_hosts = open_host_ids(users=users, host_ids=self.hosts)
         self._allowed: dict[tuple[int, Shape, int | None], list[int]] = {}
         # Within a pass capacity only shrinks, so a request that did not fit now on a host
         # still does not fit later in the pass; so does any request covering it.
         self._no_room_now: dict[int, list[Shape]] = defaultdict(list)
 
     def hosts_for(self, job: QueuedJob) -> list[int]:
-        """The schedulable hosts where the job passes its owner's limits (its own host only,
-        if it names one)."""
+        """The schedulable hosts open to the job's owner where the job passes the owner's
+        limits (its own host only, if it names one)."""
         shape = Shape.of(job)
         key = (job.user_id, shape, job.host_id)
         if key not in self._allowed:
@@ -125,7 +127,7 @@ class Planner:
             self._allowed[key] = [
                 host_id
                 for host_id in candidates
-                if host_id in self.hosts
+                if host_id in self.open_hosts[job.user_id]
                 and services.job_within_limits(
                     capability=self.capabilities[(job.user_id, host_id)],
                     host=self.hosts[host_id],

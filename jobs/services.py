@@ -20,9 +20,11 @@ from aivc_portal.scheduler import queue_host_task, queue_task
 from aivc_portal.task_names import BUILD_JOB_IMAGE_TASK, RECONCILE_TASK, SCHEDULE_JOBS_TASK
 from bookings.capacity import HostLoad
 from bookings.models import GpuAllocation, Reservation
+from bookings.selectors import hosts_open_to
 from bookings.services import (
     NOT_ENOUGH_CAPACITY,
     check_host_accepts,
+    check_host_open_to,
     check_within_capability,
     host_id_for,
     request_resources,
@@ -110,6 +112,7 @@ def job_allowed_on(
 ) -> Capability:
     """Every rule a job must pass on one host; returns the user's capability there."""
     _check_host_takes_jobs(host=host)
+    check_host_open_to(user=user, host=host)
     check_within_capability(user=user, host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
     capability = capability_for(user=user, host=host)
     _check_time_limit_allowed(minutes=minutes, capability=capability)
@@ -217,7 +220,7 @@ def _first_allowing_host(*, user: User, cpus, memory_gb: int, gpu_count: int, mi
     """The capability on the first host that takes the job; if none does, the reason the
     first host gave (the same message a booking there would get)."""
     first_error = None
-    for host in Host.objects.order_by("name"):
+    for host in hosts_open_to(user=user).select_related("access"):
         try:
             return job_allowed_on(
                 user=user, host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count, minutes=minutes

@@ -67,7 +67,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, _("Job #%(pk)s is queued.") % {"pk": job.pk})
             return redirect("job-detail", pk=job.pk)
-    return _render_submit(request, form=form, upload_form=JobUploadForm())
+    return _render_submit(request, form=form, upload_form=JobUploadForm(user=request.user))
 
 
 def _render_submit(request: HttpRequest, *, form: JobForm, upload_form: JobUploadForm) -> HttpResponse:
@@ -79,7 +79,7 @@ def _render_submit(request: HttpRequest, *, form: JobForm, upload_form: JobUploa
 @require_http_methods(["POST"])
 def job_upload(request: HttpRequest) -> HttpResponse:
     """A DoPQ zip: checked, then its image is built on the host before the job may start."""
-    upload_form = JobUploadForm(request.POST, request.FILES)
+    upload_form = JobUploadForm(request.POST, request.FILES, user=request.user)
     if upload_form.is_valid():
         data = upload_form.cleaned_data
         try:

@@ -10,6 +10,7 @@ from bookings.models import HostAccess, Reservation
 from bookings.selectors import hosts_open_to
 from bookings.services import reservation_create, reservation_extend
 from bookings.timeslots import SLOT, slot_floor
+from tests.api_helpers import token_client
 from tests.conftest import NOW
 from tests.factories import CapabilityProfileFactory, HostFactory, ReservationFactory, UserFactory, local
 
@@ -126,3 +127,22 @@ def test_a_posted_restricted_host_is_not_a_valid_choice_and_books_nothing(client
     assert response.status_code == 200
     assert "Select a valid choice" in response.content.decode()
     assert not Reservation.objects.filter(host=a100).exists()
+
+
+def test_the_api_earliest_fit_never_suggests_a_host_closed_to_the_user(student, host, a100):
+    restrict(a100, users=[UserFactory(username="project1")])
+    start = slot_floor(timezone.now()) + SLOT
+    ReservationFactory(
+        user=UserFactory(username="busy"),
+        host=host,
+        start=start - SLOT,
+        end=start + 4 * SLOT,
+        gpus=list(host.gpus.all()),
+    )
+    query = {"cpus": 1, "memory_gb": 1, "gpu_count": 1, "end": "1-day"}
+
+    body = token_client(student).get("/api/v1/earliest-fit/", query).json()
+    assert body["host"] == host.name
+    assert (
+        token_client(student).get("/api/v1/earliest-fit/", query | {"host": "a100"}).json()["found"] is False
+    )
