@@ -370,6 +370,11 @@ def reservation_extend(
             reservation = _lock_reservation(reservation)
             host = reservation.host
             user = reservation.user
+            if reservation.kind != Reservation.Kind.BOOKING:
+                # The job's time limit, which its profile bounds, is the job's length.
+                raise ValidationError(
+                    "A batch job's time is its time limit; it cannot be extended.", code="job_not_extendable"
+                )
             if not reservation.can_extend(now):
                 raise ValidationError(
                     "Only a scheduled or running reservation can be extended.", code="not_extendable"
@@ -593,4 +598,5 @@ whole_number = _whole
 host_id_for = _host_id
 check_within_capability = _check_within_capability
 check_host_accepts = _check_host_accepts
+check_host_open_to = _check_host_open_to
 resolve_image = _resolve_image

@@ -1,9 +1,16 @@
-import pytest
-from django.urls import reverse
+from datetime import timedelta
 
+import pytest
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+from django.utils import timezone
+
+from bookings.services import reservation_extend
 from jobs import logs
 from jobs.models import Job
-from tests.factories import JobFactory, UserFactory
+from jobs.scheduling import run_pass
+from jobs.services import job_submit
+from tests.factories import JobFactory, UserFactory, local
 
 pytestmark = pytest.mark.django_db
 
@@ -146,3 +153,42 @@ def test_the_job_pages_speak_traditional_chinese(owner_client, student, image, s
     page = owner_client.get(reverse("job-list")).content.decode()
     assert "我的工作" in page and "逾時" in page
     assert "提交工作" in owner_client.get(reverse("job-new")).content.decode()
+
+
+@pytest.fixture
+def running_job_reservation(student, host, image, default_profile):
+    now = local(2026, 3, 2, 10, 10)
+    job = job_submit(
+        user=student,
+        command="python train.py",
+        cpus=1,
+        memory_gb=1,
+        gpu_count=0,
+        time_limit_minutes=60,
+        now=now,
+    )
+    run_pass(now=now)
+    job.refresh_from_db()
+    return job.reservation
+
+
+def test_a_jobs_reservation_is_not_a_booking_page_its_owner_can_extend(owner_client, running_job_reservation):
+    # Extending the hidden reservation behind a job would stretch the job past the time
+    # limit its owner's profile allows.
+    reservation = running_job_reservation
+    end = reservation.end
+    for name in ("reservation-detail", "reservation-extend", "reservation-release", "reservation-cancel"):
+        assert owner_client.get(reverse(name, args=[reservation.pk])).status_code in (404, 405), name
+    later = timezone.localtime(end + timedelta(days=6))
+    response = owner_client.post(
+        reverse("reservation-extend", args=[reservation.pk]),
+        {"end_date": later.date().isoformat(), "end_time": later.strftime("%H:00")},
+    )
+    assert response.status_code == 404
+    reservation.refresh_from_db()
+    assert reservation.end == end
+
+
+def test_the_extend_service_refuses_a_jobs_reservation(running_job_reservation):
+    with pytest.raises(ValidationError, match="cannot be extended"):
+        reservation_extend(reservation=running_job_reservation, end="1-day")
