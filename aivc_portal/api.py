@@ -15,6 +15,8 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from accounts.throttling import client_ip
+
 NON_FIELD = "non_field_errors"
 
 
@@ -123,6 +125,11 @@ class PerTokenThrottle(throttling.UserRateThrottle):
     def get_rate(self) -> str | None:
         # Read at each request, not at import, so the rates follow the settings.
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+    def get_ident(self, request) -> str:
+        # DRF's own reads X-Forwarded-For as the client wrote it, so a client that writes a
+        # new address each time is never counted twice; the portal decides the address once.
+        return client_ip(request)
 
     def get_cache_key(self, request, view) -> str:
         token = request.auth

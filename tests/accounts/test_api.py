@@ -145,6 +145,27 @@ def test_password_logins_are_throttled(student, settings):
     assert answers == [401, 401, 429]
 
 
+@pytest.mark.parametrize("behind_proxy", [False, True])
+def test_a_new_x_forwarded_for_on_each_login_does_not_reset_the_count(student, settings, behind_proxy):
+    # Each attempt claims another address; only the one the server (or its proxy) saw counts.
+    settings.BEHIND_TLS_PROXY = behind_proxy
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"user": "1000/min", "token_login": "2/min"},
+    }
+    client = APIClient()
+    answers = [
+        client.post(
+            "/api/v1/auth/token/",
+            {"username": "x", "password": "y"},
+            format="json",
+            HTTP_X_FORWARDED_FOR=f"10.0.0.{attempt}, 192.0.2.7",
+        ).status_code
+        for attempt in range(3)
+    ]
+    assert answers == [401, 401, 429]
+
+
 def test_a_session_needs_csrf_for_writes(student):
     client = APIClient(enforce_csrf_checks=True)
     client.force_login(student)
