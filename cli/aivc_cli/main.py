@@ -77,15 +77,30 @@ pass_output = click.make_pass_decorator(Output)
 @cli.command()
 @click.option("--url", help="The portal, e.g. https://portal.lab.example (default: $AIVC_URL or saved).")
 @click.option("--username", help="Your lab account id.")
-@click.option("--token", "given_token", help="Use a token made on the profile page instead of a password.")
+@click.option(
+    "--with-token",
+    is_flag=True,
+    help="Use a token made on the profile page instead of a password, asked for without echo "
+    "or read from standard input (`aivc login --with-token < token.txt`).",
+)
+@click.option("--token", "token_on_command_line", hidden=True)
 @click.option("--name", default=None, help="A name for the new token (default: aivc on <this machine>).")
 @pass_output
 def login(
-    out: Output, url: str | None, username: str | None, given_token: str | None, name: str | None
+    out: Output,
+    url: str | None,
+    username: str | None,
+    with_token: bool,
+    token_on_command_line: str | None,
+    name: str | None,
 ) -> None:
     """Log in and keep a personal access token in your config file (mode 0600)."""
+    if token_on_command_line is not None:
+        # Anyone on the machine sees a command line (`ps`), and the shell keeps it.
+        raise click.UsageError("A token on the command line is readable by others; use --with-token.")
     base = client.portal_url(url)
-    if given_token:
+    if with_token:
+        given_token = click.prompt("Token", hide_input=True).strip()
         saved = {"url": base, "token": given_token}
         profile = client.get("profile/", url=base, bearer=given_token)
         username = profile["username"]

@@ -54,6 +54,19 @@ def test_login_keeps_a_token_in_a_0600_file_and_it_works(aivc, student, host):
     assert aivc("ls").exit_code == client.EXIT_AUTH
 
 
+def test_a_token_is_taken_from_standard_input_never_from_the_command_line(aivc, student, host):
+    _token, raw = api_token_create(user=student, name="made on the profile page")
+    refused = aivc("login", "--token", raw)
+    assert refused.exit_code == 2 and "use --with-token" in refused.output
+    assert not aivc.config.exists()
+
+    result = aivc("login", "--with-token", input=f"{raw}\n")
+    assert result.exit_code == 0, result.output
+    assert json.loads(aivc.config.read_text())["token"] == raw
+    assert raw not in result.output
+    assert aivc("ls").exit_code == 0
+
+
 def test_a_wrong_password_exits_3(aivc, student):
     result = aivc("login", "--username", student.username, input="wrong\n")
     assert result.exit_code == client.EXIT_AUTH
