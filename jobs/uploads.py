@@ -109,11 +109,36 @@ def _read_dockerfile(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> str:
 
 def check_builds_only_from_own_images(*, dockerfile: str, owner_prefix: str) -> None:
     """A Dockerfile may start FROM (or COPY --from) the lab's images or the user's own
-    builds, never another user's build: those hold that user's code and data."""
+    builds, never another user's build: those hold that user's code and data. The file is
+    read as Docker reads it (continued lines joined), and an image it names must be written
+    out: a variable or a bare image id could name another user's build unseen."""
+    instructions = _dockerfile_instructions(dockerfile)
+    stages: set[str] = set()
+    for keyword, arguments in instructions:
+        for reference in _image_references(keyword, arguments):
+            if reference.lower() in stages or reference.isdigit():
+                continue  # an earlier stage of this build, by name or number
+            if "$" in reference:
+                raise refused(
+                    _("The Dockerfile names an image through a variable (%(reference)s); write it out.")
+                    % {"reference": reference},
+                    "image_variable",
+                )
+            if re.fullmatch(r"(sha256:)?[0-9a-f]{12,64}", reference, flags=re.IGNORECASE):
+                raise refused(
+                    _("The Dockerfile names an image by its id (%(reference)s); use its name.")
+                    % {"reference": reference},
+                    "image_id",
+                )
+        if keyword == "FROM":
+            words = arguments.split()
+            if len(words) >= 3 and words[-2].lower() == "as":
+                stages.add(words[-1].lower())
+    joined = "\n".join(f"{keyword} {arguments}" for keyword, arguments in instructions)
     others = sorted(
         {
             reference
-            for reference in re.findall(r"aivc-build/[^\s\"']+", dockerfile, flags=re.IGNORECASE)
+            for reference in re.findall(r"aivc-build/[^\s\"']+", joined, flags=re.IGNORECASE)
             if not reference.lower().startswith(owner_prefix)
         }
     )
@@ -122,6 +147,49 @@ def check_builds_only_from_own_images(*, dockerfile: str, owner_prefix: str) -> 
             _("The Dockerfile uses images built for someone else: %(names)s") % {"names": ", ".join(others)},
             "others_image",
         )
+
+
+def _dockerfile_instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """(KEYWORD, arguments) per instruction, as Docker's parser sees them: the escape
+    directive honoured, continued lines joined, comments dropped."""
+    lines = dockerfile.splitlines()
+    escape = "\\"
+    for line in lines:
+        directive = re.fullmatch(r"\s*#\s*([a-zA-Z]+)\s*=\s*(\S+)\s*", line)
+        if directive is None:
+            break
+        if directive.group(1).lower() == "escape":
+            escape = directive.group(2)
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for line in lines:
+        if not line.strip() or line.strip().startswith("#"):
+            continue  # Docker skips comment and empty lines, also inside a continued one
+        # A continued line goes on exactly where the last one stopped, with no space put in.
+        text = line.rstrip() if pending else line.strip()
+        if text.endswith(escape):
+            pending += text[: -len(escape)]
+            continue
+        instructions.append(_instruction(pending + text))
+        pending = ""
+    if pending.strip():
+        instructions.append(_instruction(pending))
+    return instructions
+
+
+def _instruction(text: str) -> tuple[str, str]:
+    keyword, *arguments = text.strip().split(maxsplit=1)
+    return keyword.upper(), arguments[0] if arguments else ""
+
+
+def _image_references(keyword: str, arguments: str) -> list[str]:
+    """The images an instruction builds on: FROM's image, COPY's or ADD's --from."""
+    words = arguments.split()
+    if keyword == "FROM":
+        return [word for word in words if not word.startswith("--")][:1]
+    if keyword in ("COPY", "ADD"):
+        return [word.split("=", 1)[1] for word in words if word.lower().startswith("--from=")]
+    return []
 
 
 def _checked_members(members: list[zipfile.ZipInfo]) -> dict[str, zipfile.ZipInfo]:

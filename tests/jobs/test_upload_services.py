@@ -177,6 +177,42 @@ def test_a_dockerfile_cannot_start_from_another_users_built_image(student, host,
     assert not Job.objects.filter(user=student).exists()
 
 
+@pytest.mark.parametrize(
+    ("dockerfile", "reason"),
+    [
+        ("ARG B=aivc-buil\nFROM ${B}d/m11007s06/mnist:{tag}\n", "through a variable"),
+        ("FROM aivc-test/busybox:latest\nARG S\nCOPY --from=$S /data /data\n", "through a variable"),
+        ("FROM aivc-buil\\\nd/m11007s06/mnist:{tag}\n", "built for someone else"),
+        ("# escape=`\nFROM aivc-build/m11007s06/`\nmnist:{tag}\n", "built for someone else"),
+        (
+            "FROM aivc-test/busybox:latest\nCOPY\t--from=aivc-build/m11007s06/mnist:{tag} /d /d\n",
+            "someone else",
+        ),
+        ("FROM sha256:{digest}\n", "by its id"),
+        ("FROM {short_id}\n", "by its id"),
+    ],
+)
+def test_a_dockerfile_cannot_reach_another_users_build_by_spelling_it_differently(
+    student, host, fake_runtime, dockerfile, reason
+):
+    theirs = upload(UserFactory(username="m11007s06"), host)
+    tag = theirs.image.reference.rsplit(":", 1)[1]
+    digest = "0123456789abcdef" * 4
+    attack = dockerfile.replace("{tag}", tag).replace("{digest}", digest).replace("{short_id}", digest[:12])
+    with pytest.raises(ValidationError, match=reason):
+        upload(student, host, dopq_zip(name="thief", dockerfile=attack))
+    assert not Job.objects.filter(user=student).exists()
+
+
+def test_a_multi_stage_dockerfile_may_copy_from_its_own_stages(student, host, fake_runtime):
+    dockerfile = (
+        "FROM aivc-test/busybox:latest AS build\nRUN echo built > /out\n"
+        "FROM aivc-test/busybox:latest\nCOPY --from=build /out /out\nCOPY --from=0 /out /again\n"
+    )
+    job = upload(student, host, dopq_zip(name="stages", dockerfile=dockerfile))
+    assert job.build.status == JobBuild.Status.BUILDING
+
+
 def test_a_dockerfile_may_start_from_the_users_own_built_image(student, host, fake_runtime):
     mine = upload(student, host)
     later = upload(student, host, dopq_zip(name="second", dockerfile=f"FROM {mine.image.reference}\n"))
