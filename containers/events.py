@@ -197,6 +197,13 @@ def job_finished(
     return Event(kind, f"{username}'s job #{job_id} {status.replace('_', ' ')} ({code}){suffix}")
 
 
+JOB_LOG_UNSAVED = Kind(Level.ERROR, "JobLogUnsaved")
+
+
+def job_log_unsaved(*, username: str, job_id: int, error: OSError) -> Event:
+    return Event(JOB_LOG_UNSAVED, f"{username}'s job #{job_id}: its output could not be saved ({error})")
+
+
 def job_image_built(*, username: str, job_id: int, tag: str) -> Event:
     return Event(INFO, f"{username}'s job #{job_id}: image {tag} built from the upload")
 

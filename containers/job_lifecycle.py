@@ -11,15 +11,17 @@ other containers back to the booking side of the tick."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 
 from bookings.models import Reservation
 from containers import events, services
 from containers.commands import command_arguments
+from containers.failures import may_pass, stopped_by
 from containers.runtime import ContainerRuntime, EngineUnavailable, ImageMissing, RuntimeProblem
 from containers.specs import LABEL_JOB, ContainerState, job_container_name, job_container_spec
 from containers.volumes import FolderProblem, prepare_job_mounts
@@ -29,6 +31,10 @@ from jobs.services import job_finish, job_mark_running
 
 Status = Reservation.Status
 JobStatus = Job.Status
+
+logger = logging.getLogger(__name__)
+# A disk that refuses the log refuses it every tick: one line per hour in the monitor log.
+LOG_ERROR_QUIET = timedelta(hours=1)
 
 
 def _job_of(state: ContainerState) -> int | None:
@@ -64,13 +70,28 @@ def reconcile_jobs(
             with contained(None, host=host, now=now, report=report):
                 _remove_finished(state, runtime=runtime, now=now, report=report)
     for job in active.values():
-        with contained(job.reservation, host=host, now=now, report=report):
+        # Not the reservation's guard: a booking's failed step fails its reservation, which
+        # would free a job's GPUs while its container runs on. A job's launch contains its
+        # own failures (_launch_job); anything else is logged and tried again next tick.
+        with contained(None, host=host, now=now, report=report):
             _converge_job(job, container=current.get(job.pk), runtime=runtime, now=now, report=report)
     return [state for state in observed if _job_of(state) is None]
 
 
-def _store_log(job: Job, *, container_id: str, runtime: ContainerRuntime) -> None:
-    logs.log_store(job=job, chunks=runtime.logs(container_id))
+def _store_log(job: Job, *, container_id: str, runtime: ContainerRuntime, now: datetime) -> None:
+    """Saves the container's output; a disk that refuses it costs the log, never the job's
+    end (which would otherwise wait for the disk, holding the job's capacity)."""
+    try:
+        logs.log_store(job=job, chunks=runtime.logs(container_id))
+    except OSError as error:
+        event = events.job_log_unsaved(username=job.user.username, job_id=job.pk, error=error)
+        services.event_record(
+            event=event,
+            host=job.reservation.host,
+            reservation=job.reservation,
+            now=now,
+            quiet_for=LOG_ERROR_QUIET,
+        )
 
 
 def _remove_finished(state: ContainerState, *, runtime: ContainerRuntime, now: datetime, report) -> None:
@@ -80,7 +101,7 @@ def _remove_finished(state: ContainerState, *, runtime: ContainerRuntime, now: d
     job = Job.objects.filter(pk=_job_of(state)).select_related("user", "reservation").first()
     if job is not None:
         runtime.stop(state.id, grace_s=settings.JOB_STOP_GRACE_S)
-        _store_log(job, container_id=state.id, runtime=runtime)
+        _store_log(job, container_id=state.id, runtime=runtime, now=now)
     runtime.remove(state.id)
     report.removed.append(state.name)
     if job is not None and job.status == JobStatus.CANCELLED:
@@ -121,10 +142,10 @@ def _converge_job(
         if reservation.status != Status.RUNNING or reservation.container_id != container.id:
             services.reservation_mark_running(reservation=reservation, container_id=container.id, now=now)
             job_mark_running(job=job, now=now)
-        _store_log(job, container_id=container.id, runtime=runtime)  # the live tail
+        _store_log(job, container_id=container.id, runtime=runtime, now=now)  # the live tail
         return
     exit_code = runtime.exit_code(container.id)
-    _store_log(job, container_id=container.id, runtime=runtime)
+    _store_log(job, container_id=container.id, runtime=runtime, now=now)
     runtime.remove(container.id)
     report.removed.append(container.name)
     status = JobStatus.SUCCEEDED if exit_code == 0 else JobStatus.FAILED
@@ -143,7 +164,7 @@ def _time_limit_reached(
     if was_running:
         runtime.stop(container.id, grace_s=settings.JOB_STOP_GRACE_S)
     exit_code = runtime.exit_code(container.id)
-    _store_log(job, container_id=container.id, runtime=runtime)
+    _store_log(job, container_id=container.id, runtime=runtime, now=now)
     runtime.remove(container.id)
     report.removed.append(container.name)
     if was_running:
@@ -176,6 +197,15 @@ def _launch_job(job: Job, *, runtime: ContainerRuntime, now: datetime, report) -
         return
     except RuntimeProblem as error:
         _retry_job_launch(job, error=error, now=now, report=report)
+        return
+    except Exception as error:
+        logger.exception("Launching job #%s: unexpected error", job.pk)
+        if may_pass(error):
+            _retry_job_launch(job, error=error, now=now, report=report)
+        else:
+            _finish(
+                job, status=JobStatus.FAILED, exit_code=None, now=now, report=report, detail=stopped_by(error)
+            )
         return
     services.reservation_mark_running(reservation=reservation, container_id=state.id, now=now)
     job_mark_running(job=job, now=now)

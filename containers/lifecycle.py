@@ -24,6 +24,7 @@ from aivc_portal.scheduler import queue_task
 from aivc_portal.task_names import WAKER_TASK
 from bookings.models import Reservation
 from containers import events, image_services, job_lifecycle, selectors, services
+from containers.failures import may_pass, stopped_by
 from containers.locks import exclusive
 from containers.models import Host, SpaceAudit
 from containers.pool import in_parallel
@@ -199,15 +200,12 @@ def _contained(
 def _contain_failure(
     reservation: Reservation, *, error: Exception, now: datetime, report: TickReport
 ) -> None:
-    """An unexpected error in one reservation's step. An OSError may pass (a full disk, a
-    folder its owner can fix): it is retried next tick, a bounded number of times. Anything
-    else (an unreadable command, a bug) would fail the same way again: failed now."""
-    cause = f"{type(error).__name__}: {error}"
-    if isinstance(error, OSError):
+    """An unexpected error in one reservation's step: retried next tick, a bounded number
+    of times, when it may pass; failed now otherwise."""
+    if may_pass(error):
         _retry_launch(reservation, now=now, report=report, error=error, kind=events.UNEXPECTED_ERROR)
         return
-    message = f"an unexpected error stopped it ({cause}); a maintainer must look at it"
-    _fail_launch(reservation, now=now, report=report, kind=events.UNEXPECTED_ERROR, message=message)
+    _fail_launch(reservation, now=now, report=report, kind=events.UNEXPECTED_ERROR, message=stopped_by(error))
 
 
 def _close_window(reservation: Reservation, *, now: datetime, report: TickReport) -> None:

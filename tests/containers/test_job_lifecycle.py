@@ -203,3 +203,73 @@ def test_a_booking_beside_a_job_keeps_its_own_container(started_job, engine_host
     names = engine_of(started_job).running_names()
     assert names == sorted(["aivc-m11007s05", f"aivc-m11007s05-job-{started_job.pk}"])
     assert booking.pk and scope_labels(engine_host)
+
+
+@pytest.fixture
+def unwritable_logs(settings, tmp_path):
+    """A log root the disk refuses (a file where the folder should be): every save fails."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+
+    def refuse() -> None:
+        settings.JOB_LOG_ROOT = blocker / "job-logs"
+
+    return refuse
+
+
+def test_a_running_job_whose_output_cannot_be_saved_keeps_running_and_its_gpus(
+    started_job, unwritable_logs, settings
+):
+    settings.CONTAINER_MAX_RESTARTS = 1
+    reconcile()
+    unwritable_logs()
+    for _ in range(4):
+        reconcile()
+    job = fresh(started_job)
+    assert (job.status, job.reservation.status) == (JobStatus.RUNNING, Reservation.Status.RUNNING)
+    assert job.reservation.allocations.filter(active=True).count() == 1
+    assert len(engine_of(job).containers) == 1
+    [unsaved] = job_events(job, sign="JobLogUnsaved")
+    assert unsaved.level == "ERROR" and "could not be saved" in unsaved.message
+    assert not job_events(job, sign="UnexpectedError")
+
+
+def test_a_job_at_its_time_limit_ends_even_when_its_output_cannot_be_saved(started_job, unwritable_logs):
+    reconcile()
+    unwritable_logs()
+    now = timezone.now()
+    window = {"start": now - timedelta(minutes=30), "end": now - timedelta(seconds=1)}
+    Reservation.objects.filter(pk=started_job.reservation_id).update(**window)
+    GpuAllocation.objects.filter(reservation_id=started_job.reservation_id).update(**window)
+    reconcile()
+    job = fresh(started_job)
+    assert job.status == JobStatus.TIMED_OUT
+    assert engine_of(job).containers == {}
+    assert not job.reservation.is_live
+
+
+def test_an_unexpected_error_at_launch_fails_the_job_and_frees_its_capacity(started_job, monkeypatch):
+    def broken(**kwargs):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr("containers.job_lifecycle.job_container_spec", broken)
+    reconcile()
+    job = fresh(started_job)
+    assert job.status == JobStatus.FAILED and "unexpected error" in job.status_message
+    assert not job.reservation.is_live
+    assert not job.reservation.allocations.filter(active=True, end__gt=timezone.now()).exists()
+
+
+def test_a_disk_error_at_launch_is_retried_then_fails_the_job(started_job, monkeypatch, settings):
+    settings.CONTAINER_MAX_RESTARTS = 1
+
+    def full_disk(reservation, *, job_id):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("containers.job_lifecycle.prepare_job_mounts", full_disk)
+    reconcile()
+    assert fresh(started_job).status == JobStatus.STARTING
+    reconcile()
+    job = fresh(started_job)
+    assert job.status == JobStatus.FAILED and "No space left" in job.status_message
+    assert not job.reservation.is_live
