@@ -212,12 +212,12 @@ def _close_window(reservation: Reservation, *, now: datetime, report: TickReport
     """A window that is over: a running reservation ended; one whose container was never
     confirmed running (still scheduled, blocked or starting) failed."""
     if reservation.status == Status.RUNNING:
-        services.reservation_mark_ended(reservation=reservation, now=now)
-        report.ended.append(reservation.pk)
+        if services.reservation_mark_ended(reservation=reservation, now=now, only_if_over=True):
+            report.ended.append(reservation.pk)
         return
     reason = reservation.status_message or "its container never started"
     message = f"The reservation's window passed without a container: {reason}"
-    if services.reservation_mark_failed(reservation=reservation, now=now, message=message):
+    if services.reservation_mark_failed(reservation=reservation, now=now, message=message, only_if_over=True):
         report.failed.append(reservation.pk)
         event = events.never_started(
             username=reservation.user.username, reservation_id=reservation.pk, reason=reason
@@ -239,11 +239,22 @@ def _remove_unwanted(
     for state in containers:
         # A removal that goes wrong is the host's problem, not the reservation's: its
         # window is over either way, and the next tick tries again.
+        reservation = reservations.get(state.reservation_id)
+        if _wanted_after_all(reservation, state=state, now=now):
+            continue  # extended after this tick read its window: the next tick keeps it
         with _contained(None, host=host, now=now, report=report):
-            _remove(
-                state, reservation=reservations.get(state.reservation_id), host=host, runtime=runtime, now=now
-            )
+            _remove(state, reservation=reservation, host=host, runtime=runtime, now=now)
             report.removed.append(state.name)
+
+
+def _wanted_after_all(reservation: Reservation | None, *, state: ContainerState, now: datetime) -> bool:
+    """The container's reservation, read again just now, still holds the present."""
+    return (
+        reservation is not None
+        and reservation.is_live
+        and reservation.start <= now < reservation.end
+        and state.name == container_name(reservation.user.username)
+    )
 
 
 def _remove(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -119,12 +120,14 @@ def _per_row(values: dict[int, object], *, field: str) -> RawSQL:
 
 
 def _move_all(
-    reservations: Sequence[Reservation], *, allowed: tuple[str, ...], **changes
+    reservations: Sequence[Reservation], *, allowed: tuple[str, ...], where: Q | None = None, **changes
 ) -> list[Reservation]:
-    """Applies `changes` to those of `reservations` still in one of `allowed`, in one UPDATE,
-    and keeps the objects in step; a change given as a dict {reservation id: value} differs
-    per row. Returns the ones that moved. Several at once are locked and read first, which
-    tells which of them moved; one alone is told by the count the UPDATE returns."""
+    """Applies `changes` to those of `reservations` still in one of `allowed` (and matching
+    `where`), in one UPDATE, and keeps the objects in step; a change given as a dict
+    {reservation id: value} differs per row. Returns the ones that moved. Several at once
+    are locked and read first, which tells which of them moved; one alone is told by the
+    count the UPDATE returns."""
+    where = where or Q()
     if not reservations:
         return []
 
@@ -134,7 +137,7 @@ def _move_all(
     }
     if len(reservations) == 1:
         [reservation] = reservations
-        candidates = Reservation.objects.filter(pk=reservation.pk, status__in=allowed)
+        candidates = Reservation.objects.filter(where, pk=reservation.pk, status__in=allowed)
         moved = reservations if candidates.update(**values, updated_at=timezone.now()) else []
     else:
         wanted = {reservation.pk: reservation for reservation in reservations}
@@ -142,7 +145,7 @@ def _move_all(
             # Locked in id order, so two writers that lock several never wait on each other.
             ids = set(
                 Reservation.objects.select_for_update()
-                .filter(pk__in=wanted, status__in=allowed)
+                .filter(where, pk__in=wanted, status__in=allowed)
                 .order_by("pk")
                 .values_list("pk", flat=True)
             )
@@ -155,9 +158,14 @@ def _move_all(
     return moved
 
 
-def _move(reservation: Reservation, *, allowed: tuple[str, ...], **changes) -> bool:
+def _move(reservation: Reservation, *, allowed: tuple[str, ...], where: Q | None = None, **changes) -> bool:
     """`_move_all` for one reservation: whether it moved."""
-    return bool(_move_all([reservation], allowed=allowed, **changes))
+    return bool(_move_all([reservation], allowed=allowed, where=where, **changes))
+
+
+def _over_at(now: datetime, *, only_if_over: bool) -> Q | None:
+    # The tick read the window as over; an extension that committed since has the last word.
+    return Q(end__lte=now) if only_if_over else None
 
 
 def reservations_mark_starting(*, reservations: Sequence[Reservation]) -> list[Reservation]:
@@ -194,21 +202,29 @@ def reservation_mark_running(*, reservation: Reservation, container_id: str, now
     return bool(reservations_mark_running(containers=[(reservation, container_id)], now=now))
 
 
-def reservation_mark_ended(*, reservation: Reservation, now: datetime, message: str = "") -> bool:
+def reservation_mark_ended(
+    *, reservation: Reservation, now: datetime, message: str = "", only_if_over: bool = False
+) -> bool:
+    """Ended; with `only_if_over`, only while its stored end is not after `now`."""
     return _move(
         reservation,
         allowed=Reservation.LIVE_STATUSES,
+        where=_over_at(now, only_if_over=only_if_over),
         status=Status.ENDED,
         ended_at=now,
         status_message=message,
     )
 
 
-def reservation_mark_failed(*, reservation: Reservation, now: datetime, message: str) -> bool:
-    """Failed for good: the reservation stops holding its GPUs."""
+def reservation_mark_failed(
+    *, reservation: Reservation, now: datetime, message: str, only_if_over: bool = False
+) -> bool:
+    """Failed for good: the reservation stops holding its GPUs. With `only_if_over`, only
+    while its stored end is not after `now`."""
     moved = _move(
         reservation,
         allowed=Reservation.LIVE_STATUSES,
+        where=_over_at(now, only_if_over=only_if_over),
         status=Status.FAILED,
         ended_at=now,
         status_message=message[:500],

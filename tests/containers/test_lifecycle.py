@@ -92,6 +92,29 @@ def test_it_removes_the_container_once_the_window_is_over(booking):
     assert "stopped and removed" in events(booking)[-1].message
 
 
+def test_an_extension_committed_after_the_tick_read_the_window_keeps_the_container(booking, monkeypatch):
+    # The student extends in the last second (or the agent's clock runs ahead of the web's):
+    # the tick read the window as over, and the extension commits before it acts on that.
+    reconcile()
+    now = timezone.now()
+    Reservation.objects.filter(pk=booking.pk).update(end=now - timedelta(seconds=1))
+    read_window = selectors.reservations_past_window
+
+    def read_then_extended(**kwargs):
+        rows = list(read_window(**kwargs))
+        Reservation.objects.filter(pk=booking.pk).update(end=now + timedelta(hours=2))
+        return Reservation.objects.filter(pk__in=[row.pk for row in rows])
+
+    monkeypatch.setattr(selectors, "reservations_past_window", read_then_extended)
+    reconcile()
+    monkeypatch.undo()
+    booking.refresh_from_db()
+    assert booking.status == Status.RUNNING
+    assert len(engine(booking).containers) == 1
+    reconcile()  # the next tick sees the new end and keeps the container as it is
+    assert len(engine(booking).runs) == 1 and len(engine(booking).containers) == 1
+
+
 def test_a_release_removes_the_container_on_the_next_tick(booking):
     reconcile()
     reservation_release(reservation=booking)
