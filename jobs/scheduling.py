@@ -54,7 +54,8 @@ class Shape:
 
 @dataclass
 class Plan:
-    start_now: list[tuple[QueuedJob, Host]] = field(default_factory=list)
+    # Each with the GPUs the plan gave it: ones the head's held window does not need.
+    start_now: list[tuple[QueuedJob, Host, list[int]]] = field(default_factory=list)
     head: QueuedJob | None = None
     # Planned starts of the head and the next few waiting jobs: job id -> (start, host id).
     planned: dict[int, tuple[datetime, int]] = field(default_factory=dict)
@@ -174,11 +175,13 @@ class Planner:
                 break
         return best
 
-    def hold(self, job: QueuedJob, host_id: int, start: datetime) -> None:
+    def hold(self, job: QueuedJob, host_id: int, start: datetime) -> list[int]:
+        """Holds the job's window in the snapshot; returns the ids of the GPUs it took."""
         load = self.loads[host_id]
         end = start + job.time_limit
         gpus = load.availability(start, end).pick_gpus(job.gpu_count)
         load.hold(start, end, job.cpus, job.memory_gb, gpus)
+        return [gpu.pk for gpu in gpus]
 
     def _plan_later(self, job: QueuedJob) -> tuple[datetime, int] | None:
         """The job's earliest start and host, held in the snapshot so no later job takes it."""
@@ -199,8 +202,8 @@ class Planner:
             host_id = next((h for h in hosts if self.fits_now(job, h)), None) if may_start else None
             held_up = held_up or (host_id is None and bool(hosts))
             if host_id is not None:
-                self.hold(job, host_id, self.now)
-                plan.start_now.append((job, self.hosts[host_id]))
+                gpu_ids = self.hold(job, host_id, self.now)
+                plan.start_now.append((job, self.hosts[host_id], gpu_ids))
             elif plan.head is None and hosts:
                 # The head: its window is held, so nothing started after it delays it. A
                 # job with no window in the horizon (or no host to run on) holds nothing
@@ -247,10 +250,14 @@ def run_pass(*, now: datetime, policy: Policy = FAIR_SHARE) -> PassReport:
     plan = planner.plan(jobs)
     report.head = plan.head.pk if plan.head else None
     by_host: dict[int, list[int]] = defaultdict(list)
-    for job, host in plan.start_now:
+    planned_gpus: dict[int, list[int]] = {}
+    for job, host, gpu_ids in plan.start_now:
         by_host[host.pk].append(job.pk)
+        planned_gpus[job.pk] = gpu_ids
     for host_id, job_ids in by_host.items():
-        started = services.jobs_start(host=planner.hosts[host_id], job_ids=job_ids, now=now)
+        started = services.jobs_start(
+            host=planner.hosts[host_id], job_ids=job_ids, now=now, planned_gpus=planned_gpus
+        )
         report.started.extend(started)
         report.lost_race.extend(pk for pk in job_ids if pk not in set(started))
     services.job_record_plan(plans=plan.planned)

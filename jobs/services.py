@@ -307,13 +307,18 @@ def host_undrain(*, host: Host) -> None:
 # The scheduler's writes -----------------------------------------------------------------
 
 
-def jobs_start(*, host: Host, job_ids: list[int], now: datetime) -> list[int]:
+def jobs_start(
+    *, host: Host, job_ids: list[int], now: datetime, planned_gpus: dict[int, list[int]] | None = None
+) -> list[int]:
     """Gives queued jobs, in the order given, their capacity on `host` for [now, now + time
     limit): each a Reservation of kind job with its GPUs. The plan came from a snapshot,
     so under the host lock the host's load is read again from the database and each job is
     checked against it, and against the jobs started before it in this call; a job that no
-    longer fits (a booking came in between) or left the queue is skipped. Returns the ids of
-    the jobs started."""
+    longer fits (a booking came in between) or left the queue is skipped. A job takes the
+    GPUs the plan gave it (`planned_gpus`, by job id) while they are all still free: the
+    plan kept those away from the GPUs it holds for the head of the queue, which the
+    database does not know of. Returns the ids of the jobs started."""
+    planned_gpus = planned_gpus or {}
     try:
         with transaction.atomic():
             host = Host.objects.select_for_update().get(pk=host.pk)
@@ -328,7 +333,9 @@ def jobs_start(*, host: Host, job_ids: list[int], now: datetime) -> list[int]:
                 end = now + job.time_limit
                 if not load.fits(now, end, cpus=job.cpus, memory_gb=job.memory_gb, gpu_count=job.gpu_count):
                     continue
-                gpus = load.availability(now, end).pick_gpus(job.gpu_count)
+                free = load.availability(now, end)
+                planned = [gpu for gpu in free.free_gpus if gpu.pk in set(planned_gpus.get(job.pk, ()))]
+                gpus = planned if len(planned) == job.gpu_count else free.pick_gpus(job.gpu_count)
                 load.hold(now, end, job.cpus, job.memory_gb, gpus)
                 started.append((job, gpus))
             _write_starts(host=host, started=started, now=now)

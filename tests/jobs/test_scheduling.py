@@ -91,6 +91,22 @@ def test_backfill_starts_small_jobs_only_where_they_do_not_delay_the_head(host, 
     assert queue_positions(now=NOW) == {head.pk: 1, would_delay.pk: 2}
 
 
+def test_a_backfilled_job_takes_the_gpu_the_plan_gave_it_not_the_heads(host, image, gpus):
+    # CPUs, not GPUs, keep the head waiting an hour; the plan holds the preferred GPU 0 for
+    # it from then on and backfills a long job onto GPU 1. The database alone prefers GPU 0
+    # too: starting the backfilled job there would sit it on the head's GPU.
+    ReservationFactory(
+        user=UserFactory(username="booker"), host=host, start=NOW - HOUR, end=NOW + HOUR, cpus=12
+    )
+    head = submit(UserFactory(username="head"), minutes=60, gpus=1, cpus=8)
+    backfilled = submit(UserFactory(username="long"), minutes=120, gpus=1, cpus=2)
+    report = run_pass(now=NOW)
+    head, backfilled = refreshed(head, backfilled)
+    assert report.head == head.pk and head.planned_start == NOW + HOUR
+    assert backfilled.status == Job.Status.STARTING
+    assert backfilled.reservation.gpu_indices() == [1]
+
+
 def test_the_big_head_starts_when_planned_despite_a_stream_of_small_jobs(host, image, gpus):
     book(UserFactory(username="booker"), host, NOW - HOUR, NOW + HOUR, gpus[:1])
     head = submit(UserFactory(username="big"), minutes=60, gpus=2)
