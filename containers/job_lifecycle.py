@@ -22,6 +22,7 @@ from bookings.models import Reservation
 from containers import events, services
 from containers.commands import command_arguments
 from containers.failures import may_pass, stopped_by
+from containers.pool import in_parallel
 from containers.runtime import ContainerRuntime, EngineUnavailable, ImageMissing, RuntimeProblem
 from containers.specs import LABEL_JOB, ContainerState, job_container_name, job_container_spec
 from containers.volumes import FolderProblem, prepare_job_mounts
@@ -69,12 +70,17 @@ def reconcile_jobs(
         else:
             with contained(None, host=host, now=now, report=report):
                 _remove_finished(state, runtime=runtime, now=now, report=report)
-    for job in active.values():
+
+    def converge(job: Job) -> None:
         # Not the reservation's guard: a booking's failed step fails its reservation, which
         # would free a job's GPUs while its container runs on. A job's launch contains its
         # own failures (_launch_job); anything else is logged and tried again next tick.
         with contained(None, host=host, now=now, report=report):
             _converge_job(job, container=current.get(job.pk), runtime=runtime, now=now, report=report)
+
+    # Side by side: jobs started in one pass reach their time limit together, and each stop
+    # may wait JOB_STOP_GRACE_S for its process; the host's bookings wait for this part.
+    in_parallel(converge, list(active.values()))
     return [state for state in observed if _job_of(state) is None]
 
 

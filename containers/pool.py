@@ -6,22 +6,23 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from django.conf import settings
 from django.db import connection, connections
 
-from bookings.models import Reservation
 from containers.runtime import EngineUnavailable
 
 # What the steps did is written this often (e.g. containers launched marked running), so a
 # student sees "running" within a second or two of their start even while a hundred others
 # launch.
 FLUSH_EVERY_S = 1.0
+Item = TypeVar("Item")  # a reservation, or a batch job
 
 
 def in_parallel(
-    step: Callable[[Reservation], None],
-    reservations: Iterable[Reservation],
+    step: Callable[[Item], None],
+    reservations: Iterable[Item],
     *,
     flush: Callable[[], None] | None = None,
 ) -> None:
@@ -46,7 +47,7 @@ def in_parallel(
             step(reservation)
             flush_when_due()
         return
-    work: queue.SimpleQueue[Reservation] = queue.SimpleQueue()
+    work: queue.SimpleQueue[Item] = queue.SimpleQueue()
     for reservation in pending:
         work.put(reservation)
     problems: list[EngineUnavailable] = []

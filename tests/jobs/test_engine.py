@@ -97,3 +97,24 @@ def test_a_job_that_outlives_its_limit_is_stopped_as_timed_out(run_job, docker_c
     assert 2 <= stopped_in < 20
     assert "working" in logs.log_tail(job_id=job.pk, lines=10)
     assert not docker_client.containers.list(all=True, filters={"id": container_id})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_jobs_at_their_limit_together_are_stopped_side_by_side(run_job, settings):
+    # Started in one pass, they reach their limit in one tick; each ignores SIGTERM, so each
+    # stop waits out the grace period. One after another, the host's bookings would wait
+    # for all of them.
+    settings.AGENT_LAUNCH_WORKERS = 4
+    jobs = [run_job("sh -c 'trap \"\" TERM; while true; do sleep 1; done'") for _ in range(4)]
+    assert [job.status for job in jobs] == [JobStatus.RUNNING] * 4
+    now = timezone.now()
+    window = {"start": now - timedelta(minutes=5), "end": now - timedelta(seconds=1)}
+    ids = [job.reservation_id for job in jobs]
+    Reservation.objects.filter(pk__in=ids).update(**window)
+    GpuAllocation.objects.filter(reservation_id__in=ids).update(**window)
+    began = time.monotonic()
+    reconcile(wake=False)
+    stopped_in = time.monotonic() - began
+    assert set(Job.objects.values_list("status", flat=True)) == {JobStatus.TIMED_OUT}
+    # Side by side about one grace period; one after another at least four.
+    assert stopped_in < 3 * settings.JOB_STOP_GRACE_S, stopped_in
