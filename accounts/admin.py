@@ -212,7 +212,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
-    @admin.action(description="Revoke the selected tokens")
+    @admin.action(description="Revoke the selected tokens", permissions=["change"])
     def revoke(self, request, queryset) -> None:
         tokens = list(queryset.filter(revoked_at__isnull=True))
         for token in tokens:
@@ -232,7 +232,7 @@ class NotificationAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
-    @admin.action(description="Mark the selected notifications read")
+    @admin.action(description="Mark the selected notifications read", permissions=["change"])
     def mark_read(self, request, queryset) -> None:
         count = queryset.filter(read_at__isnull=True).update(read_at=timezone.now())
         self.message_user(request, f"Marked {count} notification(s) read.", messages.SUCCESS)

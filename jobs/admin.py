@@ -173,7 +173,10 @@ class JobBuildAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.action(description="Ask the hosts again for every build still waiting (not only the selected)")
+    @admin.action(
+        description="Ask the hosts again for every build still waiting (not only the selected)",
+        permissions=["change"],
+    )
     def ask_again(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = builds_requeue(now=timezone.now())
         self.message_user(request, f"{count} waiting build(s) asked for again.", messages.INFO)

@@ -51,6 +51,19 @@ def test_a_maintainer_revokes_any_token_in_admin(client, student):
     assert b"key_hash" not in client.get(reverse("admin:accounts_apitoken_change", args=[_token.pk])).content
 
 
+def test_staff_who_may_only_view_tokens_cannot_revoke_one(client, student):
+    from django.contrib.auth.models import Permission
+
+    token, raw = api_token_create(user=student, name="in use")
+    viewer = UserFactory(username="helpdesk", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_apitoken"))
+    client.force_login(viewer)
+    client.post(
+        reverse("admin:accounts_apitoken_changelist"), {"action": "revoke", "_selected_action": [token.pk]}
+    )
+    assert api_token_authenticate(raw=raw) is not None
+
+
 def test_the_profile_saves_which_notifications_go_by_email(client, student):
     client.force_login(student)
     response = client.post(
