@@ -1,4 +1,5 @@
 import pytest
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from accounts.models import ApiToken
@@ -52,8 +53,6 @@ def test_a_maintainer_revokes_any_token_in_admin(client, student):
 
 
 def test_staff_who_may_only_view_tokens_cannot_revoke_one(client, student):
-    from django.contrib.auth.models import Permission
-
     token, raw = api_token_create(user=student, name="in use")
     viewer = UserFactory(username="helpdesk", is_staff=True)
     viewer.user_permissions.add(Permission.objects.get(codename="view_apitoken"))
