@@ -240,10 +240,16 @@ def _end_reservation(reservation: Reservation, *, now: datetime) -> None:
     if not reservation.is_live:
         return
     end = max(min(reservation.end, now), reservation.start + timedelta(microseconds=1))
+    fields = ["end", "ended_at", "status", "updated_at"]
+    if end < (reservation.booked_end or reservation.end):
+        # Done before its time limit: the rest is given back, as a booking released early
+        # gives it back, and the usage report counts only what the job held.
+        reservation.released_at = end
+        fields.append("released_at")
     reservation.end = end
     reservation.ended_at = now
     reservation.status = Reservation.Status.ENDED
-    reservation.save(update_fields=["end", "ended_at", "status", "updated_at"])
+    reservation.save(update_fields=fields)
     reservation.allocations.filter(start__gte=end).update(active=False)
     reservation.allocations.filter(start__lt=end, end__gt=end).update(end=end)
 

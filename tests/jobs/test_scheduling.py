@@ -5,12 +5,14 @@ from django.core.exceptions import ValidationError
 from django_q.models import OrmQ
 
 from bookings.models import GpuAllocation, Reservation
+from bookings.reports import ReportRange, reservation_rows
 from bookings.services import reservation_create
 from jobs.models import Job
 from jobs.scheduling import run_pass
 from jobs.selectors import queue_positions
 from jobs.services import host_drain, job_cancel, job_finish, job_submit, jobs_start, queue_pause
 from jobs.tasks import schedule_jobs
+from tests.bookings.test_reports import named
 from tests.factories import HostFactory, ReservationFactory, UserFactory, local
 
 pytestmark = pytest.mark.django_db
@@ -105,6 +107,19 @@ def test_a_backfilled_job_takes_the_gpu_the_plan_gave_it_not_the_heads(host, ima
     assert report.head == head.pk and head.planned_start == NOW + HOUR
     assert backfilled.status == Job.Status.STARTING
     assert backfilled.reservation.gpu_indices() == [1]
+
+
+def test_a_job_done_early_gives_the_rest_of_its_time_limit_back_in_the_usage_report(
+    student, host, image, gpus
+):
+    job = submit(student, minutes=600)
+    run_pass(now=NOW)
+    (job,) = refreshed(job)
+    job_finish(job=job, status=Job.Status.SUCCEEDED, exit_code=0, now=NOW + timedelta(minutes=6))
+    march = ReportRange(first=NOW.date(), last=NOW.date())
+    [row] = [named(row) for row in reservation_rows(report_range=march, now=NOW + HOUR)]
+    assert (row["hours_booked"], row["hours_given_back"]) == ("10.00", "9.90")
+    assert row["cancelled_or_released"] == "released early"
 
 
 def test_the_big_head_starts_when_planned_despite_a_stream_of_small_jobs(host, image, gpus):
