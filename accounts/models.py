@@ -145,6 +145,7 @@ class NotificationKind(models.TextChoices):
     RUNNING = "running", "Container running"
     ENDING_SOON = "ending_soon", "Reservation ending soon"
     ENDED = "ended", "Reservation ended"
+    STOPPED = "stopped", "Reservation stopped or cancelled by a maintainer or the portal"
     BLOCKED = "blocked", "Launch blocked"
     FAILED = "failed", "Launch failed"
     IDLE = "idle", "GPUs idle"
@@ -187,6 +188,7 @@ class Notification(models.Model):
 def default_email_kinds() -> list[str]:
     return [
         NotificationKind.ENDING_SOON,
+        NotificationKind.STOPPED,
         NotificationKind.BLOCKED,
         NotificationKind.FAILED,
         NotificationKind.JOB_FINISHED,

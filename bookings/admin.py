@@ -6,6 +6,8 @@ from django.http import HttpRequest, HttpResponse
 from aivc_portal.admin_actions import action_form_page, apply_to_each
 from bookings.models import GpuAllocation, Reservation
 from bookings.services import (
+    CANCELLED_BY_MAINTAINER,
+    STOPPED_BY_MAINTAINER,
     reservation_cancel,
     reservation_extend,
     reservation_release,
@@ -87,7 +89,13 @@ class ReservationAdmin(admin.ModelAdmin):
 
     @admin.action(description="Stop now (release the rest of the window)", permissions=["change"])
     def stop_now(self, request: HttpRequest, queryset: QuerySet) -> None:
-        apply_to_each(self, request, queryset, lambda r: reservation_release(reservation=r), "Stopped")
+        apply_to_each(
+            self,
+            request,
+            queryset,
+            lambda r: reservation_release(reservation=r, reason=STOPPED_BY_MAINTAINER),
+            "Stopped",
+        )
 
     @admin.action(description="Restart the container", permissions=["change"])
     def restart(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -97,7 +105,13 @@ class ReservationAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel (not started yet)", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet) -> None:
-        apply_to_each(self, request, queryset, lambda r: reservation_cancel(reservation=r), "Cancelled")
+        apply_to_each(
+            self,
+            request,
+            queryset,
+            lambda r: reservation_cancel(reservation=r, reason=CANCELLED_BY_MAINTAINER),
+            "Cancelled",
+        )
 
     @admin.action(description="Extend to a new end…", permissions=["change"])
     def extend(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:

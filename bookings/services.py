@@ -299,9 +299,17 @@ def _lock_reservation(reservation: Reservation) -> Reservation:
     return locked
 
 
+# What the owner is told when someone else stops or cancels their reservation.
+STOPPED_BY_MAINTAINER = "A maintainer stopped it."
+CANCELLED_BY_MAINTAINER = "A maintainer cancelled it."
+
+
 @transaction.atomic
-def reservation_cancel(*, reservation: Reservation, now: datetime | None = None) -> Reservation:
-    """Cancels a reservation whose container was never launched; its capacity is freed."""
+def reservation_cancel(
+    *, reservation: Reservation, now: datetime | None = None, reason: str = ""
+) -> Reservation:
+    """Cancels a reservation whose container was never launched; its capacity is freed.
+    `reason`, when someone other than its owner cancels it, is what the owner is told."""
     now = now or timezone.now()
     reservation = _lock_reservation(reservation)
     if not reservation.can_cancel(now):
@@ -311,7 +319,8 @@ def reservation_cancel(*, reservation: Reservation, now: datetime | None = None)
         )
     reservation.status = Reservation.Status.CANCELLED
     reservation.cancelled_at = now
-    reservation.save(update_fields=["status", "cancelled_at", "updated_at"])
+    reservation.status_message = reason[:500]
+    reservation.save(update_fields=["status", "cancelled_at", "status_message", "updated_at"])
     reservation.allocations.update(active=False)
     queue_host_task(RECONCILE_TASK, host=reservation.host)
     queue_task(SCHEDULE_JOBS_TASK)
@@ -319,9 +328,12 @@ def reservation_cancel(*, reservation: Reservation, now: datetime | None = None)
 
 
 @transaction.atomic
-def reservation_release(*, reservation: Reservation, now: datetime | None = None) -> Reservation:
+def reservation_release(
+    *, reservation: Reservation, now: datetime | None = None, reason: str = ""
+) -> Reservation:
     """Ends a started reservation now: its CPUs, memory and GPUs are free from this moment,
-    and the scheduler removes its container (it no longer belongs to a live reservation)."""
+    and the scheduler removes its container (it no longer belongs to a live reservation).
+    `reason`, when someone other than its owner stops it, is what the owner is told."""
     now = now or timezone.now()
     reservation = _lock_reservation(reservation)
     if reservation.is_live and reservation.start >= now:
@@ -331,7 +343,9 @@ def reservation_release(*, reservation: Reservation, now: datetime | None = None
     reservation.end = now
     reservation.released_at = reservation.ended_at = now
     reservation.status = Reservation.Status.ENDED
-    reservation.save(update_fields=["end", "released_at", "status", "ended_at", "updated_at"])
+    reservation.status_message = reason[:500]
+    fields = ["end", "released_at", "status", "ended_at", "status_message", "updated_at"]
+    reservation.save(update_fields=fields)
     reservation.allocations.filter(start__gte=now).update(active=False)
     reservation.allocations.filter(start__lt=now, end__gt=now).update(end=now)
     queue_host_task(RECONCILE_TASK, host=reservation.host)

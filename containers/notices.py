@@ -78,7 +78,9 @@ def _reservation_notices(*, now: datetime, since: datetime, ending_within: timed
             body="Its container is removed then. Save your work to ~/Work or ~/Backup, "
             "or extend the reservation.",
         )
-    # A release is the user's own act; only ends that came by the clock are news.
+    # A release is the user's own act; only ends that came by the clock are news, and
+    # stops and cancels by someone else (a maintainer, a drain, an idle release), which
+    # say why in the status message.
     for r in rows.filter(status=Status.ENDED, ended_at__gte=since, released_at__isnull=True):
         yield _about(
             r,
@@ -86,6 +88,24 @@ def _reservation_notices(*, now: datetime, since: datetime, ending_within: timed
             instant=r.ended_at,
             title=f"Your reservation on {r.host.name} has ended",
             body=f"Its container was removed at {_local(r.ended_at)}.",
+        )
+    stopped = rows.filter(status=Status.ENDED, released_at__gte=since).exclude(status_message="")
+    for r in stopped:
+        yield _about(
+            r,
+            kind=NotificationKind.STOPPED,
+            instant=r.released_at,
+            title=f"Your reservation on {r.host.name} was stopped",
+            body=f"{r.status_message} Its container was removed at {_local(r.released_at)}.",
+        )
+    cancelled = rows.filter(status=Status.CANCELLED, cancelled_at__gte=since).exclude(status_message="")
+    for r in cancelled:
+        yield _about(
+            r,
+            kind=NotificationKind.STOPPED,
+            instant=r.cancelled_at,
+            title=f"Your reservation on {r.host.name} from {_local(r.start)} was cancelled",
+            body=f"{r.status_message} Book another window or host on the portal.",
         )
     for r in rows.filter(status=Status.BLOCKED, updated_at__gte=since):
         yield _about(

@@ -291,7 +291,11 @@ def gpu_duplicate_use_check(
 
 def _auto_release(*, reservation: Reservation, status: ReservationGpuStatus, now: datetime) -> None:
     try:
-        reservation_release(reservation=reservation, now=now)
+        reason = (
+            f"Its GPUs stayed idle for {settings.GPU_IDLE_RELEASE_GRACE_MINUTES} minutes after the idle "
+            "warning, so the portal released it for others."
+        )
+        reservation_release(reservation=reservation, now=now, reason=reason)
     except ValidationError as error:
         logger.warning("Could not release idle reservation #%s: %s", reservation.pk, error)
         return

@@ -15,11 +15,13 @@ from django_q.models import Schedule
 from accounts.channel_services import email_kinds_set
 from accounts.models import Notification
 from accounts.tasks import send_notifications
+from bookings.maintenance import host_drain
 from bookings.models import Reservation
+from bookings.services import reservation_release
 from containers.models import ContainerEvent
 from containers.telemetry.models import ReservationGpuStatus
 from tests.api_helpers import token_client
-from tests.factories import ContainerEventFactory, ReservationFactory, UserFactory
+from tests.factories import ContainerEventFactory, HostFactory, ReservationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -138,6 +140,32 @@ def test_a_user_released_reservation_is_no_news_but_an_ended_one_is(inbox, maile
     )
     send_notifications()
     assert len(inbox.messages) == 1 and "has ended" in inbox.messages[0]["Subject"]
+
+
+def test_a_reservation_someone_else_stops_or_cancels_is_mailed_with_the_reason(
+    inbox, mailed_student, host, admin_client
+):
+    email_kinds_set(user=mailed_student, kinds=["stopped"])
+    stopped_by_admin = running(mailed_student, host)
+    admin_client.post(
+        reverse("admin:bookings_reservation_changelist"),
+        {"action": "stop_now", "_selected_action": [stopped_by_admin.pk]},
+    )
+    later = timezone.now() + timedelta(days=2)
+    ReservationFactory(user=mailed_student, host=host, start=later, end=later + timedelta(hours=2))
+    host_drain(host=host)
+    mine_released = running(UserFactory(username="m11007s06"), HostFactory(name="gpu-09"))
+    reservation_release(reservation=mine_released)  # its owner's own act: no news
+
+    send_notifications()
+
+    subjects = sorted(" ".join(message["Subject"].split()) for message in inbox.messages)
+    assert len(subjects) == 2, subjects
+    assert "was cancelled" in subjects[0] and "was stopped" in subjects[1]
+    mails = " ".join(message.as_string() for message in inbox.messages)
+    assert "maintainer stopped it" in mails and "taken out of service for maintenance" in mails
+    assert Notification.objects.filter(user=mailed_student, kind="stopped").count() == 2
+    assert not Notification.objects.filter(user=mine_released.user).exists()
 
 
 def test_idle_gpus_and_a_finished_job_are_told(inbox, mailed_student, host):
