@@ -52,6 +52,21 @@ def current_gpu_holders(*, host: Host, now: datetime) -> dict[int, Reservation]:
     return {allocation.gpu_id: allocation.reservation for allocation in allocations}
 
 
+def gpus_just_given_up(*, host: Host, now: datetime, within: timedelta) -> dict[int, list[Reservation]]:
+    """GPU id -> the reservations with a container whose hold on that GPU ended in the last
+    `within`: released, or at the end of their window, their containers may still be on
+    their way out (the reconcile tick removes them, a job's stop waits its grace period)."""
+    allocations = (
+        GpuAllocation.objects.filter(gpu__host=host, end__gt=now - within, end__lte=now)
+        .exclude(reservation__container_id="")
+        .select_related("reservation__user")
+    )
+    given_up: dict[int, list[Reservation]] = {}
+    for allocation in allocations:
+        given_up.setdefault(allocation.gpu_id, []).append(allocation.reservation)
+    return given_up
+
+
 def reservations_with_containers(*, host: Host) -> list[Reservation]:
     """Live reservations on `host` whose container id the scheduler has recorded."""
     return list(Reservation.objects.live().filter(host=host).exclude(container_id="").select_related("user"))

@@ -29,6 +29,7 @@ from containers.telemetry.models import GpuDuplicateUse, GpuSample, ReservationG
 from containers.telemetry.processes import container_id_for_pid, same_container
 from containers.telemetry.selectors import (
     current_gpu_holders,
+    gpus_just_given_up,
     reservation_idle_state,
     reservations_with_containers,
 )
@@ -182,6 +183,10 @@ def gpu_samples_prune(*, now: datetime | None = None, retention_days: int | None
 
 # Duplicate use -----------------------------------------------------------------------
 
+# How long a container may stay on a GPU after its reservation gave the GPU up: until the
+# next reconcile tick removes it (a minute), or a job's stop waits out its grace period.
+STOPPING_GRACE = timedelta(minutes=5)
+
 
 def _is_foreign(*, container_id: str | None, holder: Reservation | None) -> bool:
     """The rule: a process may use a GPU only from the container of the reservation that
@@ -263,6 +268,7 @@ def gpu_duplicate_use_check(
     proc_root = proc_root or settings.GPU_PROC_ROOT
     rows = {gpu.index: gpu for gpu in Gpu.objects.filter(host=host).select_related("host")}
     holders = current_gpu_holders(host=host, now=now)
+    leaving = gpus_just_given_up(host=host, now=now, within=STOPPING_GRACE)
     portal_containers = reservations_with_containers(host=host)
     events = []
     for reading in result:
@@ -274,6 +280,8 @@ def gpu_duplicate_use_check(
             container_id = container_id_for_pid(process.pid, proc_root=proc_root)
             if not _is_foreign(container_id=container_id, holder=holder):
                 continue
+            if any(same_container(container_id, r.container_id) for r in leaving.get(gpu.pk, ())):
+                continue  # the last holder's own container, not removed yet
             owner = next(
                 (r for r in portal_containers if same_container(container_id, r.container_id)),
                 None,

@@ -229,6 +229,25 @@ def test_the_holders_own_container_gives_no_warning(host, holder, now, tmp_path)
     assert not GpuDuplicateUse.objects.exists()
 
 
+def test_the_last_holders_container_on_its_way_out_gives_no_warning(host, holder, now, tmp_path):
+    # Released a minute ago; the reconcile tick has not removed its container yet.
+    Reservation.objects.filter(pk=holder.pk).update(
+        status=Reservation.Status.ENDED,
+        end=now - timedelta(minutes=1),
+        released_at=now - timedelta(minutes=1),
+    )
+    holder.allocations.update(end=now - timedelta(minutes=1))
+    in_container(tmp_path, 4242, CONTAINER_A)
+    result = result_of(reading(0, pids=(4242,)))
+
+    assert gpu_duplicate_use_check(host=host, result=result, now=now, proc_root=tmp_path) == []
+    # Still there long after the tick should have removed it: that is worth a look.
+    later = gpu_duplicate_use_check(
+        host=host, result=result, now=now + timedelta(minutes=10), proc_root=tmp_path
+    )
+    assert len(later) == 1 and "no reservation holds it" in later[0].message
+
+
 def test_a_host_process_on_a_booked_gpu_warns(host, holder, now, tmp_path):
     write_cgroup(tmp_path, 777, "0::/user.slice/user-0.slice/session-1.scope\n")
 
