@@ -173,7 +173,17 @@ def _time_limit_reached(
     _store_log(job, container_id=container.id, runtime=runtime, now=now)
     runtime.remove(container.id)
     report.removed.append(container.name)
-    if was_running:
+    reservation = job.reservation
+    released_early = reservation.released_at is not None and (
+        reservation.booked_end is None or reservation.released_at < reservation.booked_end
+    )
+    if was_running and released_early:
+        # Its reservation was released before the limit: a maintainer's stop or a drain.
+        detail = (
+            f"stopped before its time limit ({reservation.status_message or 'its capacity was released'})"
+        )
+        _finish(job, status=JobStatus.CANCELLED, exit_code=exit_code, now=now, report=report, detail=detail)
+    elif was_running:
         detail = f"stopped at its time limit of {job.time_limit_minutes} minutes"
         _finish(job, status=JobStatus.TIMED_OUT, exit_code=exit_code, now=now, report=report, detail=detail)
     else:

@@ -5,6 +5,7 @@ import os
 from datetime import timedelta
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from bookings.models import GpuAllocation, Reservation
@@ -273,3 +274,16 @@ def test_a_disk_error_at_launch_is_retried_then_fails_the_job(started_job, monke
     job = fresh(started_job)
     assert job.status == JobStatus.FAILED and "No space left" in job.status_message
     assert not job.reservation.is_live
+
+
+def test_a_running_job_a_maintainer_stops_is_cancelled_not_timed_out(started_job, admin_client):
+    reconcile()
+    admin_client.post(
+        reverse("admin:bookings_reservation_changelist"),
+        {"action": "stop_now", "_selected_action": [started_job.reservation_id]},
+    )
+    reconcile()
+    job = fresh(started_job)
+    assert job.status == JobStatus.CANCELLED
+    assert "stopped before its time limit (A maintainer stopped it.)" in job.status_message
+    assert engine_of(job).containers == {}
