@@ -32,6 +32,7 @@ from bookings.selectors import hosts_open_to, reservations_for_user
 from bookings.services import _check_end as check_window_end
 from bookings.services import _host_id as host_id_from_input
 from bookings.services import (
+    check_within_capability,
     reservation_cancel,
     reservation_create,
     reservation_extend,
@@ -40,7 +41,8 @@ from bookings.services import (
 )
 from bookings.timeline import timeline as build_timeline
 from bookings.timeslots import MAX_AHEAD, SLOT, parse_time_input, slot_floor
-from containers.models import Host, Image
+from containers.models import Host
+from containers.selectors import bookable_images
 
 ID = r"[0-9]{1,18}"
 
@@ -93,6 +95,22 @@ class HostListView(APIView):
         return Response(s.HostCapacitySerializer(rows, many=True).data)
 
 
+def _within_maxima(hosts: list[Host], *, user, cpus, memory_gb: int, gpu_count: int) -> list[Host]:
+    """Those of `hosts` where the request is within the user's maxima; none: the first
+    host's refusal, as booking there would answer."""
+    allowed, refusal = [], None
+    for host in hosts:
+        try:
+            check_within_capability(user=user, host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
+        except ValidationError as error:
+            refusal = refusal or error
+        else:
+            allowed.append(host)
+    if refusal is not None and not allowed:
+        raise refusal
+    return allowed
+
+
 class EarliestFitView(APIView):
     @extend_schema(
         summary="The earliest window where a request fits (on one host, or the earliest on any)",
@@ -108,7 +126,13 @@ class EarliestFitView(APIView):
         start, end = requested_window(start=query["start"], end=query["end"], now=now)
         this_slot = slot_floor(now)
         found = earliest_fit(
-            hosts=list(hosts),
+            hosts=_within_maxima(
+                list(hosts),
+                user=request.user,
+                cpus=query["cpus"],
+                memory_gb=query["memory_gb"],
+                gpu_count=query["gpu_count"],
+            ),
             cpus=query["cpus"],
             memory_gb=query["memory_gb"],
             gpu_count=query["gpu_count"],
@@ -173,7 +197,7 @@ class ImageListView(APIView):
         responses={200: s.ImageSerializer(many=True)},
     )
     def get(self, request: Request) -> Response:
-        images = Image.objects.filter(is_active=True).order_by("reference")
+        images = bookable_images()
         return Response(s.ImageSerializer(images, many=True).data)
 
 

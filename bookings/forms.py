@@ -21,6 +21,7 @@ from bookings.services import (
 )
 from bookings.timeslots import NOW_FLAG
 from containers.models import Gpu, Host, Image
+from containers.selectors import bookable_images
 
 
 class IsoDateInput(forms.DateInput):
@@ -168,7 +169,7 @@ class BookingForm(forms.Form):
         self.fields["host"].user = user
         if host_labels:
             self.label_hosts(host_labels)
-        images = Image.objects.filter(is_active=True, login=Image.Login.KEYS).order_by("reference")
+        images = bookable_images()
         self.fields["image"].queryset = images
         if not self.is_bound:
             # Initial values only show on an empty form; a posted one skips these reads.

@@ -111,10 +111,12 @@ def _suggestion(form: BookingForm, *, user, now: datetime) -> dict | None:
         return None
     start, end = window
     this_slot = slot_floor(now)
-    # Every host the user may book, the chosen one first (it wins a tie).
+    # Every host the user may book, the chosen one first (it wins a tie), none that is
+    # locked for maintenance.
+    chosen = [data["host"]] if data["host"].accepting_bookings else []
     others = hosts_open_to(user=user).filter(accepting_bookings=True).exclude(pk=data["host"].pk)
     found = earliest_fit(
-        hosts=[data["host"], *others],
+        hosts=[*chosen, *others],
         cpus=needed[0],
         memory_gb=needed[1],
         gpu_count=needed[2],

@@ -106,6 +106,12 @@ def image_presences_for(*, reservations: Iterable[Reservation]) -> dict[int, Ima
     return {pk: found[(host_id, image_id)] for pk, host_id, image_id in pairs if (host_id, image_id) in found}
 
 
+def bookable_images() -> QuerySet[Image]:
+    """The images a booking may choose: active, and entered with the portal's keys (a legacy
+    password image would start a container nobody can log in to)."""
+    return Image.objects.filter(is_active=True, login=Image.Login.KEYS).order_by("reference")
+
+
 def with_known_presence(images: QuerySet[Image], *, host_id: int, now: datetime) -> QuerySet[Image]:
     """Each image with `known_present`: the host's agent found it in its engine within
     PRESENCE_TRUSTED_FOR, so a booking need not queue another check."""

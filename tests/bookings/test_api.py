@@ -7,8 +7,9 @@ from rest_framework.test import APIClient
 from bookings.models import Reservation
 from bookings.services import NOT_ENOUGH_CAPACITY, OVER_MAXIMUM
 from bookings.timeslots import SLOT, slot_floor
+from containers.models import Image
 from tests.api_helpers import assert_error_shape, token_client
-from tests.factories import ReservationFactory, UserFactory
+from tests.factories import ImageFactory, ReservationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -198,6 +199,20 @@ def test_earliest_fit_finds_the_window_after_a_busy_gpu(api, host):
     assert api.get("/api/v1/earliest-fit/", query).json()["start"] == body["start"]
     unknown = api.get("/api/v1/earliest-fit/", query | {"host": "nowhere"})
     assert unknown.status_code == 400 and unknown.json()["errors"]["host"] == ["Unknown host."]
+
+
+def test_earliest_fit_refuses_what_the_users_maxima_would_refuse_at_booking(api, host):
+    # The default profile allows 1 GPU: a window for 2 would only be refused when booked.
+    query = {"cpus": 1, "memory_gb": 1, "gpu_count": 2, "end": "1-day"}
+    response = api.get("/api/v1/earliest-fit/", query)
+    assert response.status_code == 400
+    assert "Over the maximum required" in str(response.json())
+
+
+def test_the_image_list_offers_only_images_a_booking_may_use(api, image):
+    ImageFactory(reference="rober5566a/aivc-server:latest", login=Image.Login.PASSWORD)
+    ImageFactory(reference="lab/retired:1", is_active=False)
+    assert [row["reference"] for row in api.get("/api/v1/images/").json()] == [image.reference]
 
 
 def test_the_timeline_names_holders_but_never_their_commands(api, student, host):

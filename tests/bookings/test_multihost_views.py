@@ -78,3 +78,22 @@ def test_the_panel_says_when_the_hosts_agent_is_not_answering(client_for, studen
     assert (
         "its agent is not answering" in client_for(student).get(reverse("reservation-new")).content.decode()
     )
+
+
+def test_the_suggestion_never_names_a_host_locked_for_maintenance(client_for, student, host, image):
+    start = next_slot(1)
+    ReservationFactory(
+        host=host,
+        start=start - timedelta(minutes=30),
+        end=start + timedelta(hours=3),
+        gpus=list(host.gpus.all()),
+    )
+    host.accepting_bookings = False
+    host.save(update_fields=["accepting_bookings"])
+
+    alone = client_for(student).get(reverse("reservation-capacity"), booking_data(host, image))
+    assert alone.context["suggestion"] in (None, {"start": None})
+
+    other = HostFactory(name="gpu-02", gpus=2)
+    response = client_for(student).get(reverse("reservation-capacity"), booking_data(host, image))
+    assert response.context["suggestion"]["host"] == other
