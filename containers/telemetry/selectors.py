@@ -230,14 +230,17 @@ def gpu_table(*, now: datetime) -> GpuTable:
 
 
 def gpu_hours_busy_by_user(start: datetime, end: datetime) -> dict[int, float]:
-    """User id -> GPU-hours in [start, end) that the user's reservations kept busy: sampled
-    GPU-minutes at or above GPU_IDLE_UTILISATION_PERCENT, counted while the user held the
-    GPU. Only as far back as the samples are kept (GPU_SAMPLE_RETENTION_DAYS)."""
+    """User id -> GPU-hours that the user's reservations starting in [start, end) kept busy:
+    sampled GPU-minutes at or above GPU_IDLE_UTILISATION_PERCENT while the reservation held
+    the GPU, all of them, as the usage report counts a reservation's other hours in the
+    range it starts in (a booking over a month's end is not split). Only as far back as the
+    samples are kept (GPU_SAMPLE_RETENTION_DAYS)."""
     rows = (
-        _samples_in_allocations()
+        _samples_in_allocations(reservation__start__gte=start, reservation__start__lt=end)
         .filter(
+            # Implied by the above; it lets the database start its read of the samples'
+            # (gpu, taken_at) index at the range's start.
             taken_at__gte=start,
-            taken_at__lt=end,
             utilisation_percent__gte=settings.GPU_IDLE_UTILISATION_PERCENT,
         )
         .values("gpu__allocations__reservation__user_id")

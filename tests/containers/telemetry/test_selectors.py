@@ -77,16 +77,20 @@ def test_gpu_hours_busy_count_busy_minutes_for_whoever_held_the_gpu(host):
     assert hours == {alice.pk: pytest.approx(1.0), bob.pk: pytest.approx(0.5)}
 
 
-def test_gpu_hours_busy_stay_inside_the_range(host):
+def test_gpu_hours_busy_belong_to_the_range_the_reservation_starts_in(host):
+    # A booking over the month's end: all its busy hours count in February, as its other
+    # hours do in the usage report; March shows none of them, and none are lost.
     gpu = host.gpus.first()
     reservation = ReservationFactory(
-        host=host, start=local(2026, 3, 2, 10), end=local(2026, 3, 2, 12), gpus=[gpu]
+        host=host, start=local(2026, 2, 28, 22), end=local(2026, 3, 1, 4), gpus=[gpu]
     )
-    minute_samples(gpu, local(2026, 3, 2, 10), local(2026, 3, 2, 12), utilisation=50)
+    minute_samples(gpu, local(2026, 2, 28, 22), local(2026, 3, 1, 4), utilisation=50)
 
-    hours = gpu_hours_busy_by_user(local(2026, 3, 2, 11), local(2026, 3, 2, 11, 15))
+    february = gpu_hours_busy_by_user(local(2026, 2, 1), local(2026, 3, 1))
+    march = gpu_hours_busy_by_user(local(2026, 3, 1), local(2026, 4, 1))
 
-    assert hours == {reservation.user_id: pytest.approx(0.25)}
+    assert february == {reservation.user_id: pytest.approx(6.0)}
+    assert march == {}
 
 
 def test_the_gpu_table_shows_fresh_samples_and_the_holder(host, now):
