@@ -97,13 +97,14 @@ class AuditAgainstQuota:
 
 
 def host_outlooks(*, user: User, now: datetime) -> list[HostOutlook]:
-    """For each host: the user's maxima there and what is free in the current slot."""
-    this_slot = slot_floor(now)
+    """For each host: the user's maxima there and what a `now` booking could have, from this
+    moment to the end of the current slot."""
+    slot_end = slot_floor(now) + SLOT
     return [
         HostOutlook(
             host=host,
             capability=capability_for(user=user, host=host),
-            free=availability(host=host, start=this_slot, end=this_slot + SLOT),
+            free=availability(host=host, start=now, end=slot_end),
         )
         for host in Host.objects.order_by("name")
     ]
@@ -164,12 +165,13 @@ def host_open_to(*, user: User, host: Host) -> bool:
 
 
 def host_choice_labels(*, user: User, now: datetime) -> dict[int, str]:
-    """Each host the user may book, named with what it has free in the current slot and,
-    when its agent does not answer, a word that says so."""
-    slot = slot_floor(now)
+    """Each host the user may book, named with what a `now` booking could have there (from
+    this moment to the end of the current slot) and, when its agent does not answer, a word
+    that says so."""
+    slot_end = slot_floor(now) + SLOT
     labels = {}
     for host, health in hosts_with_health(now=now, hosts=hosts_open_to(user=user)):
-        free = availability(host=host, start=slot, end=slot + SLOT)
+        free = availability(host=host, start=now, end=slot_end)
         label = _("%(host)s — free now: %(cpus)s CPUs, %(memory)s GB, %(gpus)s/%(total)s GPUs") % {
             "host": host.name,
             "cpus": f"{free.cpus.normalize():f}",

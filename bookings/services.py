@@ -21,7 +21,7 @@ from aivc_portal.task_names import PREPARE_IMAGE_TASK, RECONCILE_TASK, SCHEDULE_
 from bookings.capacity import Availability, availability, gpus_free
 from bookings.models import GpuAllocation, Reservation
 from bookings.selectors import forward_ports_held, host_open_to
-from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, parse_time_input, slot_floor, wrong_input
+from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, needed_from, parse_time_input, slot_floor, wrong_input
 from containers.commands import command_arguments
 from containers.models import Gpu, Host, Image
 from containers.selectors import with_known_presence
@@ -256,9 +256,7 @@ def reservation_create(
                 image, user=user, images=with_known_presence(Image.objects.all(), host_id=host.pk, now=now)
             )
             command = _extra_command(extra_command, user=user)
-            # A `now` booking is shown from the start of the slot but needs the server only
-            # from this moment, so a reservation released earlier in the slot is no obstacle.
-            held_from = now if is_now else start
+            held_from = needed_from(start=start, is_now=is_now, now=now)
             free = availability(host=host, start=held_from, end=end, booking_user_id=user.pk)
             _check_no_own_overlap(free=free)
             _check_fits(free=free, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)

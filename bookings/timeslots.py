@@ -31,6 +31,13 @@ def slot_floor(moment: datetime) -> datetime:
     return floored.astimezone(moment.tzinfo)
 
 
+def needed_from(*, start: datetime, is_now: bool, now: datetime) -> datetime:
+    """When a booking first needs the server. A `now` booking is shown from the start of the
+    slot but needs the server only from this moment, so a reservation released earlier in
+    the slot is no obstacle."""
+    return now if is_now else start
+
+
 def is_on_grid(moment: datetime) -> bool:
     local = timezone.localtime(moment)
     return local.minute in (0, 30) and local.second == 0 and local.microsecond == 0

@@ -34,7 +34,7 @@ from bookings.services import (
     reservation_request_restart,
 )
 from bookings.timeline import timeline as build_timeline
-from bookings.timeslots import MAX_AHEAD, SLOT, parse_time_input, slot_floor
+from bookings.timeslots import MAX_AHEAD, SLOT, needed_from, parse_time_input, slot_floor
 from containers.agent_selectors import host_health
 from containers.selectors import image_presence, image_presences_for
 from containers.telemetry.selectors import gpu_table, idle_reservations_for_user, reservation_gpu_usage
@@ -88,15 +88,16 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "bookings/dashboard.html", context)
 
 
-def _window(form: BookingForm, *, now: datetime) -> tuple[datetime, datetime] | None:
-    """The window a (partly) valid booking form asks for, or None while it is incomplete."""
+def _window(form: BookingForm, *, now: datetime) -> tuple[datetime, datetime, datetime] | None:
+    """The window a (partly) valid booking form asks for and when it first needs the server
+    (a `now` booking: from this moment), or None while it is incomplete."""
     data = form.cleaned_data
     try:
-        start, _is_now = parse_time_input(data.get("start"), field="start", base=slot_floor(now), now=now)
+        start, is_now = parse_time_input(data.get("start"), field="start", base=slot_floor(now), now=now)
         end, _is_now = parse_time_input(data.get("end"), field="end", base=start)
     except ValidationError:
         return None
-    return (start, end) if end > start else None
+    return (start, end, needed_from(start=start, is_now=is_now, now=now)) if end > start else None
 
 
 def _suggestion(form: BookingForm, *, user, now: datetime) -> dict | None:
@@ -109,7 +110,7 @@ def _suggestion(form: BookingForm, *, user, now: datetime) -> dict | None:
     needed = [data.get(name) for name in ("cpus", "memory_gb", "gpu_count")]
     if any(value is None for value in needed):
         return None
-    start, end = window
+    start, end, _needed_from = window
     this_slot = slot_floor(now)
     # Every host the user may book, the chosen one first (it wins a tie), none that is
     # locked for maintenance.
@@ -217,8 +218,9 @@ def reservation_capacity(request: HttpRequest) -> HttpResponse:
             context["presence"] = image_presence(host=context["host"], image=data["image"])
         window = _window(form, now=now)
         if window is not None:
-            free = availability(host=context["host"], start=window[0], end=window[1])
-            context.update(window=[timezone.localtime(moment) for moment in window], free=free)
+            start, end, held_from = window
+            free = availability(host=context["host"], start=held_from, end=end)
+            context.update(window=[timezone.localtime(start), timezone.localtime(end)], free=free)
             wanted = (data.get("cpus"), data.get("memory_gb"), data.get("gpu_count"))
             if None not in wanted and not free.fits(cpus=wanted[0], memory_gb=wanted[1], gpu_count=wanted[2]):
                 context["suggestion"] = _suggestion(form, user=request.user, now=now)
