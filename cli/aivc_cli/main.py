@@ -100,7 +100,14 @@ def login(
         raise click.UsageError("A token on the command line is readable by others; use --with-token.")
     base = client.portal_url(url)
     if with_token:
-        given_token = click.prompt("Token", hide_input=True).strip()
+        # Asked for without echo at a terminal; read as the first line of a redirect or pipe
+        # (getpass would read the terminal and ignore it).
+        if sys.stdin.isatty():
+            given_token = click.prompt("Token", hide_input=True).strip()
+        else:
+            given_token = sys.stdin.readline().strip()
+        if not given_token:
+            raise click.UsageError("No token was given on standard input.")
         saved = {"url": base, "token": given_token}
         profile = client.get("profile/", url=base, bearer=given_token)
         username = profile["username"]

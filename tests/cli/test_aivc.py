@@ -59,6 +59,8 @@ def test_a_token_is_taken_from_standard_input_never_from_the_command_line(aivc, 
     refused = aivc("login", "--token", raw)
     assert refused.exit_code == 2 and "use --with-token" in refused.output
     assert not aivc.config.exists()
+    empty = aivc("login", "--with-token", input="")
+    assert empty.exit_code == 2 and "No token" in empty.output
 
     result = aivc("login", "--with-token", input=f"{raw}\n")
     assert result.exit_code == 0, result.output
