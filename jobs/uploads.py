@@ -14,6 +14,7 @@ import re
 import shlex
 import stat
 import tarfile
+import unicodedata
 import zipfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -150,31 +151,52 @@ def check_builds_only_from_own_images(*, dockerfile: str, owner_prefix: str) -> 
 
 
 def _dockerfile_instructions(dockerfile: str) -> list[tuple[str, str]]:
-    """(KEYWORD, arguments) per instruction, as Docker's parser sees them: the escape
-    directive honoured, continued lines joined, comments dropped."""
-    lines = dockerfile.splitlines()
+    """(KEYWORD, arguments) per instruction, as Docker's parser sees them: lines split at
+    "\n" only (one "\r" before it dropped), the escape directive honoured, a line that ends
+    in the escape character (then spaces or tabs) continued, comments dropped. Whitespace
+    other than spaces and tabs is refused: Docker and Python disagree on where it breaks or
+    ends a line, and that gap would let a file say one thing to the check and another to
+    the build."""
+    text = dockerfile.removeprefix("\ufeff")
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    odd = next((char for line in lines for char in line if _unusual(char)), None)
+    if odd is not None:
+        raise refused(
+            _("The Dockerfile holds the character U+%(code)04X; use plain spaces, tabs and line ends.")
+            % {"code": ord(odd)},
+            "odd_whitespace",
+        )
     escape = "\\"
     for line in lines:
-        directive = re.fullmatch(r"\s*#\s*([a-zA-Z]+)\s*=\s*(\S+)\s*", line)
+        directive = re.fullmatch(r"[ \t]*#[ \t]*([a-zA-Z]+)[ \t]*=[ \t]*(\S+)[ \t]*", line)
         if directive is None:
             break
         if directive.group(1).lower() == "escape":
             escape = directive.group(2)
+    continued = re.compile(re.escape(escape) + r"[ \t]*$")
     instructions: list[tuple[str, str]] = []
     pending = ""
     for line in lines:
-        if not line.strip() or line.strip().startswith("#"):
+        bare = line.strip(" \t")
+        if not bare or bare.startswith("#"):
             continue  # Docker skips comment and empty lines, also inside a continued one
         # A continued line goes on exactly where the last one stopped, with no space put in.
-        text = line.rstrip() if pending else line.strip()
-        if text.endswith(escape):
-            pending += text[: -len(escape)]
+        text = line if pending else line.lstrip(" \t")
+        if continued.search(text):
+            pending += continued.sub("", text)
             continue
         instructions.append(_instruction(pending + text))
         pending = ""
-    if pending.strip():
+    if pending.strip(" \t"):
         instructions.append(_instruction(pending))
     return instructions
+
+
+def _unusual(char: str) -> bool:
+    """A control character other than a tab, or whitespace other than a space or a tab."""
+    if char in " \t":
+        return False
+    return char.isspace() or unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp")
 
 
 def _instruction(text: str) -> tuple[str, str]:
