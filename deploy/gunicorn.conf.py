@@ -9,11 +9,12 @@ bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # POST's p95 at 16 clients (docs/benchmarks/throughput.md).
 workers = int(os.environ.get("GUNICORN_WORKERS", min(8, multiprocessing.cpu_count() * 2)))
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
-# gthread even with one thread: its main thread keeps telling the master it is alive while
-# a request runs, so `timeout` does not kill a long CSV or log download half way, as it
-# would with the sync worker (which gunicorn picks for one thread by default).
-worker_class = "gthread"
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+# With one thread gunicorn runs its sync worker: a busy worker takes no new connection, so
+# a long CSV download never queues other requests behind it. That worker is silent to the
+# master while it serves, and the master kills one silent for `timeout`: 300 s lets a
+# report of tens of millions of rows through (a million take 7-10 s) and still ends a hung
+# request. (gthread would not kill long downloads, but queues requests behind them.)
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
 graceful_timeout = 30
 max_requests = 2000
 max_requests_jitter = 200
