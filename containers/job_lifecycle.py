@@ -161,9 +161,18 @@ def _converge_job(
 def _time_limit_reached(
     job: Job, *, container: ContainerState | None, runtime: ContainerRuntime, now: datetime, report
 ) -> None:
+    reservation = job.reservation
+    # Released before the limit: a maintainer's stop, a drain.
+    released_early = reservation.released_at is not None and (
+        reservation.booked_end is None or reservation.released_at < reservation.booked_end
+    )
+    stopped = f"stopped before its time limit ({reservation.status_message or 'its capacity was released'})"
     if container is None:
+        if released_early:
+            _finish(job, status=JobStatus.CANCELLED, exit_code=None, now=now, report=report, detail=stopped)
+            return
         # Never launched within its window (engine down all along): it did not run.
-        detail = job.reservation.status_message or "its container never started"
+        detail = reservation.status_message or "its container never started"
         _finish(job, status=JobStatus.FAILED, exit_code=None, now=now, report=report, detail=detail)
         return
     was_running = container.is_running
@@ -173,16 +182,8 @@ def _time_limit_reached(
     _store_log(job, container_id=container.id, runtime=runtime, now=now)
     runtime.remove(container.id)
     report.removed.append(container.name)
-    reservation = job.reservation
-    released_early = reservation.released_at is not None and (
-        reservation.booked_end is None or reservation.released_at < reservation.booked_end
-    )
     if was_running and released_early:
-        # Its reservation was released before the limit: a maintainer's stop or a drain.
-        detail = (
-            f"stopped before its time limit ({reservation.status_message or 'its capacity was released'})"
-        )
-        _finish(job, status=JobStatus.CANCELLED, exit_code=exit_code, now=now, report=report, detail=detail)
+        _finish(job, status=JobStatus.CANCELLED, exit_code=exit_code, now=now, report=report, detail=stopped)
     elif was_running:
         detail = f"stopped at its time limit of {job.time_limit_minutes} minutes"
         _finish(job, status=JobStatus.TIMED_OUT, exit_code=exit_code, now=now, report=report, detail=detail)

@@ -96,7 +96,8 @@ def _reservation_notices(*, now: datetime, since: datetime, ending_within: timed
             kind=NotificationKind.STOPPED,
             instant=r.released_at,
             title=f"Your reservation on {r.host.name} was stopped",
-            body=f"{r.status_message} Its container was removed at {_local(r.released_at)}.",
+            body=r.status_message
+            + (f" Its container was removed at {_local(r.released_at)}." if r.started_at else ""),
         )
     cancelled = rows.filter(status=Status.CANCELLED, cancelled_at__gte=since).exclude(status_message="")
     for r in cancelled:

@@ -287,3 +287,14 @@ def test_a_running_job_a_maintainer_stops_is_cancelled_not_timed_out(started_job
     assert job.status == JobStatus.CANCELLED
     assert "stopped before its time limit (A maintainer stopped it.)" in job.status_message
     assert engine_of(job).containers == {}
+
+
+def test_a_job_a_maintainer_stops_before_its_container_started_is_cancelled(started_job, admin_client):
+    admin_client.post(
+        reverse("admin:bookings_reservation_changelist"),
+        {"action": "stop_now", "_selected_action": [started_job.reservation_id]},
+    )
+    reconcile()
+    job = fresh(started_job)
+    assert job.status == JobStatus.CANCELLED and "A maintainer stopped it." in job.status_message
+    assert engine_of(job).containers == {}
