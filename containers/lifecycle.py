@@ -237,11 +237,11 @@ def _remove_unwanted(
         ids={c.reservation_id for c in containers if c.reservation_id}
     )
     for state in containers:
-        # A removal that goes wrong is the host's problem, not the reservation's: its
-        # window is over either way, and the next tick tries again.
         reservation = reservations.get(state.reservation_id)
         if _wanted_after_all(reservation, state=state, now=now):
             continue  # extended after this tick read its window: the next tick keeps it
+        # A removal that goes wrong is the host's problem, not the reservation's: its
+        # window is over either way, and the next tick tries again.
         with _contained(None, host=host, now=now, report=report):
             _remove(state, reservation=reservation, host=host, runtime=runtime, now=now)
             report.removed.append(state.name)
