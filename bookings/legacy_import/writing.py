@@ -1,6 +1,6 @@
 """Writes parsed records (`records.py`) through the services the admin and the rest of
 the portal use: hosts, GPUs and images (`containers/inventory_services.py`), profiles and
-accounts (`accounts/services.py`), reservations (`bookings/services.reservation_import`,
+accounts (`accounts/services.py`), reservations (`bookings/import_services.reservation_import`,
 which asks the capacity engine). Runs inside the caller's transaction; each record in its
 own savepoint, so one refused record is reported with its line and the others are still
 tried (the caller then rolls everything back)."""
@@ -24,6 +24,7 @@ from accounts.services import (
     user_update_lab_settings,
 )
 from aivc_portal.model_updates import Saved
+from bookings.import_services import reservation_import
 from bookings.legacy_import.records import (
     CAPABILITY_CONFIG,
     HOST_DEPLOY,
@@ -34,7 +35,6 @@ from bookings.legacy_import.records import (
     ReservationRecord,
     UserRecord,
 )
-from bookings.services import reservation_import
 from containers.inventory_services import host_create_or_update, host_gpus_ensure, image_create_or_update
 from containers.models import Gpu, Host, Image
 

@@ -75,7 +75,7 @@ shared: other engineers' tests inflate these figures).
 | first import | {first_s:.2f} | {rows / first_s:,.0f} | {first_q:,} | {first_q / rows:.1f} |
 | second import (no change) | {second_s:.2f} | {rows / second_s:,.0f} | {second_q:,} | {second_q / rows:.1f} |
 
-Per reservation the writer goes through `bookings.services.reservation_import`: the host
+Per reservation the writer goes through `bookings.import_services.reservation_import`: the host
 row lock (the one lock order of every capacity write), the natural-key read, the insert or
 the changed fields, the GPU allocations, inside one savepoint, so a refused row is listed
 with its line while the others are still tried.

@@ -9,16 +9,13 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from bookings.reports import RESERVATION_COLUMNS, neutralise
+from bookings.reports import neutralise
 from containers.models import Gpu
+from tests.bookings.report_rows import named
 from tests.containers.telemetry.helpers import minute_samples
 from tests.factories import HostFactory, ImageFactory, ReservationFactory, UserFactory, local
 
 RANGE = {"from": "2026-03-01", "to": "2026-03-31"}
-
-
-def named(row: list) -> dict:
-    return dict(zip(RESERVATION_COLUMNS, row, strict=True))
 
 
 def read_csv(response) -> list[dict]:

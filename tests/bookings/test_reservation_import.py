@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 
+from bookings.import_services import reservation_import
 from bookings.models import Reservation
-from bookings.services import reservation_import
 from tests.factories import HostFactory, ReservationFactory, UserFactory, local
 
 

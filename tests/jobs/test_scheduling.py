@@ -12,7 +12,7 @@ from jobs.scheduling import run_pass
 from jobs.selectors import queue_positions
 from jobs.services import host_drain, job_cancel, job_finish, job_submit, jobs_start, queue_pause
 from jobs.tasks import schedule_jobs
-from tests.bookings.test_reports import named
+from tests.bookings.report_rows import named
 from tests.factories import HostFactory, ReservationFactory, UserFactory, local
 
 pytestmark = pytest.mark.django_db
