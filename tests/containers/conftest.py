@@ -9,8 +9,7 @@ from django.utils import timezone
 from containers.fake_runtime import FakeRuntime
 from containers.specs import LABEL_MANAGED
 from tests.factories import ImageFactory, ReservationFactory, UserFactory, host_with_roots
-
-TEST_IMAGE = os.environ.get("AIVC_TEST_IMAGE", "aivc-test/busybox:latest")
+from tests.images import TEST_IMAGE
 
 
 @pytest.fixture

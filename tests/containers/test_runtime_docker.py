@@ -21,6 +21,7 @@ from containers.specs import GIB, LABEL_MANAGED, LABEL_RESERVATION
 from containers.tasks import prepare_image, reconcile
 from tests.containers.helpers import SETUP_ENGINES, destructive_engine_test
 from tests.factories import ReservationFactory, UserFactory
+from tests.images import TEST_IMAGE
 
 pytestmark = pytest.mark.docker
 Status = Reservation.Status
@@ -138,7 +139,7 @@ def test_renaming_the_host_never_orphans_its_container(booking, docker_client, d
 
 def test_an_orphan_container_is_removed(booking, docker_client, docker_scope):
     docker_client.containers.run(
-        "aivc-test/busybox:latest",
+        TEST_IMAGE,
         name=f"{django_settings.CONTAINER_PREFIX}orphan",
         detach=True,
         labels={LABEL_MANAGED: docker_scope, "aivc.host": booking.host.name, LABEL_RESERVATION: "987654"},

@@ -17,9 +17,9 @@ from bookings.services import reservation_create, reservation_release
 from containers.models import ContainerEvent
 from containers.tasks import reconcile
 from tests.factories import ImageFactory, UserFactory
+from tests.images import SSHD_IMAGE
 
 pytestmark = pytest.mark.docker
-SSHD_IMAGE = os.environ.get("AIVC_SSHD_IMAGE", "aivc-test/sshd:latest")
 SSH_READY_S = 30
 
 
