@@ -6,6 +6,7 @@ against a real engine."""
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -65,6 +66,19 @@ class BuildFailed(RuntimeProblem):
 
 class LaunchFailed(RuntimeProblem):
     """The engine refused the container for another reason (its message says why)."""
+
+
+class PortInUse(LaunchFailed):
+    """Something on the server already listens on the container's forward port: the engine
+    answered, so this is the launch's problem, not the engine's."""
+
+
+# What dockerd says when a published port is taken: by another container ("port is already
+# allocated") or by a process on the server ("address already in use"). Both answers also
+# contain "external connectivity", which must not read as an engine that does not answer.
+_PORT_TAKEN = re.compile(
+    r"(?:Bind for|listen tcp[46]?) [^ ]*?:(\d+)[: ].*(?:already allocated|already in use)"
+)
 
 
 class ContainerRuntime(ABC):
@@ -166,6 +180,9 @@ class DockerRuntime(ContainerRuntime):
         if isinstance(error, docker.errors.APIError):
             if error.status_code == 409:
                 return NameInUse(str(error.explanation or error))
+            taken = _PORT_TAKEN.search(str(error.explanation or error))
+            if taken:
+                return PortInUse(f"port {taken.group(1)} of {self.host.name} is in use by another program")
             if error.status_code and error.status_code >= 500 and "connect" in str(error).lower():
                 return EngineUnavailable(str(error.explanation or error))
             return LaunchFailed(str(error.explanation or error))

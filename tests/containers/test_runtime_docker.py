@@ -3,6 +3,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -181,6 +182,31 @@ def test_an_engine_that_does_not_answer_keeps_the_reservation_due(booking, tmp_p
     booking.refresh_from_db()
     assert booking.status == Status.SCHEDULED
     assert ContainerEvent.objects.filter(level="ERROR", sign="EngineUnavailable").count() == 1
+
+
+def test_a_port_taken_on_the_server_is_a_launch_error_naming_the_port_retried_then_failed(
+    booking, docker_client, docker_scope, settings
+):
+    settings.CONTAINER_MAX_RESTARTS = 1
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("0.0.0.0", booking.forward_port))  # noqa: S104 - as dockerd binds it
+    squatter.listen()
+    try:
+        reconcile(wake=False)
+        booking.refresh_from_db()
+        assert booking.status != Status.FAILED and booking.restart_count == 1
+        retry = ContainerEvent.objects.get(reservation=booking, sign="LaunchError")
+        assert f"port {booking.forward_port} of {booking.host.name} is in use" in retry.message
+        assert not ContainerEvent.objects.filter(sign="EngineUnavailable").exists()
+
+        reconcile(wake=False)
+        booking.refresh_from_db()
+        assert booking.status == Status.FAILED
+        assert f"port {booking.forward_port}" in booking.status_message
+        assert managed(docker_client, docker_scope) == []
+    finally:
+        squatter.close()
 
 
 def _dockerd_pid() -> int | None:
