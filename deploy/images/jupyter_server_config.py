@@ -6,7 +6,7 @@
 # Jupyter's own defaults.
 import os
 
-TOKEN_FILE = "/run/aivc/jupyter/token"
+TOKEN_FILE = "/run/aivc/jupyter/token"  # noqa: S105 (a path, not a token)
 
 c = get_config()  # noqa: F821 (provided by Jupyter when it loads this file)
 
@@ -15,11 +15,13 @@ if os.environ.get("AIVC_MODE") == "lab":
         with open(TOKEN_FILE, encoding="utf-8") as handle:
             token = handle.read().strip()
     except OSError as error:
-        raise SystemExit(f"aivc: no Jupyter token at {TOKEN_FILE} ({error}); JupyterLab does not start.")
+        message = f"aivc: no Jupyter token at {TOKEN_FILE} ({error}); JupyterLab does not start."
+        raise SystemExit(message) from None
     if not token:
         raise SystemExit(f"aivc: {TOKEN_FILE} is empty; JupyterLab does not start.")
     c.IdentityProvider.token = token
-    c.ServerApp.ip = "0.0.0.0"
+    # Inside the container only: port 8888 is never published on the host.
+    c.ServerApp.ip = "0.0.0.0"  # noqa: S104
     c.ServerApp.port = 8888
     c.ServerApp.port_retries = 0
     c.ServerApp.allow_remote_access = True
