@@ -20,8 +20,9 @@ install: $(BIN)/.installed
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
+# The first run on a machine whose engine holds no lab image builds one (make lab-image).
 demo: migrate
-	$(BIN)/python manage.py seed_demo
+	$(BIN)/python manage.py seed_demo --build-lab-image
 	$(BIN)/python manage.py setup_schedules
 
 run: demo

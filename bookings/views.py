@@ -181,7 +181,7 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
                 if NOT_ENOUGH_CAPACITY in error.messages:
                     suggestion = _suggestion(form, user=request.user, now=now)
             else:
-                messages.success(request, _("Booking successful!"))
+                _tell_booked(request, reservation)
                 return redirect("reservation-detail", pk=reservation.pk)
         form.label_hosts(host_choice_labels(user=request.user, now=now))
     else:
@@ -193,6 +193,23 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
         )
     context = {"form": form, "suggestion": suggestion, "today": timezone.localdate(now)}
     return render(request, "bookings/reservation_form.html", context)
+
+
+def _tell_booked(request: HttpRequest, reservation: Reservation) -> None:
+    """ "Successful" only when the host is known to hold the image; otherwise the booking
+    waits for the host's check, and the reservation page shows its state and reason."""
+    image = reservation.image
+    if image is None or getattr(image, "known_present", True):
+        messages.success(request, _("Booking successful!"))
+        return
+    messages.info(
+        request,
+        _(
+            "Booked. %(host)s is checking that it holds the image %(image)s; the container starts "
+            "once it does, and this page shows why if it cannot."
+        )
+        % {"host": reservation.host.name, "image": image.reference},
+    )
 
 
 def _initial(now: datetime) -> dict:

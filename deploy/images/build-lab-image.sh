@@ -16,7 +16,7 @@ PYTHON=${PYTHON:-python3}
 CACHE_DIR=${AIVC_IMAGE_CACHE:-/var/cache/aivc-lab-image}
 BASE_REFERENCE=${AIVC_LAB_BASE:-aivc/lab-base:bookworm}
 PYTHON_VERSION=3.11 # the python3 of Debian bookworm, the base's
-tag=aivc/lab:cpu
+tag=${AIVC_LAB_IMAGE:-aivc/lab:cpu}
 with_jupyter=yes
 while (($#)); do
   case "$1" in
