@@ -36,6 +36,7 @@ from bookings.services import (
 from bookings.timeline import timeline as build_timeline
 from bookings.timeslots import MAX_AHEAD, SLOT, needed_from, parse_time_input, slot_floor
 from containers.agent_selectors import host_health
+from containers.models import ImagePresence
 from containers.selectors import image_presence, image_presences_for
 from containers.telemetry.selectors import gpu_table, idle_reservations_for_user, reservation_gpu_usage
 
@@ -196,10 +197,12 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
 
 
 def _tell_booked(request: HttpRequest, reservation: Reservation) -> None:
-    """ "Successful" only when the host is known to hold the image; otherwise the booking
-    waits for the host's check, and the reservation page shows its state and reason."""
+    """Says "successful" only when the host's agent last found the image in its engine (the
+    service read the image through `with_known_presence`); otherwise the container waits
+    for the host's check or pull, and the reservation page shows its state and reason."""
     image = reservation.image
-    if image is None or getattr(image, "known_present", True):
+    state = getattr(image, "presence_state", ImagePresence.State.PRESENT)
+    if image is None or state == ImagePresence.State.PRESENT:
         messages.success(request, _("Booking successful!"))
         return
     messages.info(

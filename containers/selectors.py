@@ -136,13 +136,14 @@ def with_known_presence(images: QuerySet[Image], *, host_id: int, now: datetime)
     """Each image with what the host's agent found within PRESENCE_TRUSTED_FOR:
     `known_present`, it is in the engine, so a booking need not queue another check;
     `missing_reason`, not None when it is absent and could not be pulled (the engine's
-    words), so a container of it cannot start there."""
-    recent = ImagePresence.objects.filter(
-        host_id=host_id, image=OuterRef("pk"), checked_at__gte=now - PRESENCE_TRUSTED_FOR
-    )
+    words), so a container of it cannot start there; and `presence_state`, the agent's last
+    finding whenever it was made (None: never checked on this host)."""
+    found = ImagePresence.objects.filter(host_id=host_id, image=OuterRef("pk"))
+    recent = found.filter(checked_at__gte=now - PRESENCE_TRUSTED_FOR)
     return images.annotate(
         known_present=Exists(recent.filter(state=ImagePresence.State.PRESENT)),
         missing_reason=Subquery(recent.filter(state=ImagePresence.State.FAILED).values("message")[:1]),
+        presence_state=Subquery(found.values("state")[:1]),
     )
 
 
