@@ -276,6 +276,10 @@ AGENT_HEARTBEAT_SECONDS = env_int("AGENT_HEARTBEAT_SECONDS", 30)
 # Threads one agent launches containers with at once.
 AGENT_LAUNCH_WORKERS = env_int("AGENT_LAUNCH_WORKERS", 8)
 
+# The lab image (issue 19, deploy/images): what `make lab-image` builds and `make run`
+# registers as the default image on a machine whose engine holds no lab image yet.
+LAB_IMAGE = os.environ.get("AIVC_LAB_IMAGE", "aivc/lab:cpu").strip()
+
 Q_CLUSTER = {
     "name": SCHEDULER_CLUSTER,
     "orm": "default",

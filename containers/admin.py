@@ -45,6 +45,7 @@ class HostAgentInline(admin.StackedInline):
         "version",
         "engine_version",
         "nvml_driver",
+        "cuda_driver_version",
         "disk_free_gb",
         "silent_since",
     )
@@ -183,8 +184,16 @@ class GpuAdmin(admin.ModelAdmin):
 
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
-    list_display = ("reference", "description", "cuda_version", "login", "is_default", "is_active")
-    list_filter = ("is_active", "is_default", "login")
+    list_display = (
+        "reference",
+        "description",
+        "cuda_version",
+        "login",
+        "lab_modes",
+        "is_default",
+        "is_active",
+    )
+    list_filter = ("is_active", "is_default", "login", "lab_modes")
     search_fields = ("reference", "description")
     actions = ["make_default"]
 
@@ -250,7 +259,16 @@ class SpaceAuditAdmin(admin.ModelAdmin):
 
 @admin.register(HostAgent)
 class HostAgentAdmin(admin.ModelAdmin):
-    list_display = ("host", "health", "last_seen_at", "holder", "version", "engine_version", "nvml_driver")
+    list_display = (
+        "host",
+        "health",
+        "last_seen_at",
+        "holder",
+        "version",
+        "engine_version",
+        "nvml_driver",
+        "cuda_driver_version",
+    )
     list_filter = ("host__served_by_agent",)
     list_select_related = ("host",)
     search_fields = ("host__name", "holder")

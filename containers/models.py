@@ -89,7 +89,19 @@ class Image(models.Model):
 
     reference = models.CharField(max_length=255, unique=True, help_text='"repo:tag"')
     description = models.CharField(max_length=255, blank=True)
-    cuda_version = models.CharField(max_length=32, blank=True)
+    cuda_version = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text='The CUDA version the image is built for, e.g. "12.4"; a GPU booking on a host '
+        "whose driver supports an older CUDA is refused. Empty: not checked.",
+    )
+    lab_modes = models.BooleanField(
+        "Lab modes",
+        default=False,
+        help_text="Built from deploy/images: the portal picks the mode (a booking's sshd, a job's "
+        "command as the main process, JupyterLab). Off: the image runs as it is, and a job's "
+        "command is run as the image's command.",
+    )
     is_default = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
     start_command = models.CharField(max_length=1000, blank=True, help_text="Empty: the image's own command.")
@@ -238,6 +250,12 @@ class HostAgent(models.Model):
     version = models.CharField(max_length=64, blank=True, help_text="Portal version the agent runs.")
     engine_version = models.CharField(max_length=64, blank=True, help_text="Docker engine version.")
     nvml_driver = models.CharField(max_length=64, blank=True, help_text="NVIDIA driver version.")
+    cuda_driver_version = models.CharField(
+        "CUDA driver version",
+        max_length=16,
+        blank=True,
+        help_text='The newest CUDA the NVIDIA driver supports, e.g. "12.4"; empty: no driver.',
+    )
     disk_free_gb = models.JSONField(
         default=dict, blank=True, help_text="Free GiB of each folder root (null: unreadable)."
     )

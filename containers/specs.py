@@ -26,6 +26,9 @@ LABEL_HOST_ID = "aivc.host-id"  # the host's primary key: what the portal finds 
 LABEL_RESERVATION = "aivc.reservation"
 LABEL_USER = "aivc.user"
 LABEL_JOB = "aivc.job"
+# Read by the entrypoint of the lab images (deploy/images): ssh, job or lab. Set by the
+# portal only, never by the student, and only for images marked `lab_modes`.
+MODE_VARIABLE = "AIVC_MODE"
 
 
 @dataclass(frozen=True)
@@ -187,18 +190,36 @@ def container_spec(*, reservation: Reservation, image: str, mounts: list[Mount])
     )
 
 
+def job_mode_environment(*, lab_modes: bool) -> dict[str, str]:
+    """A lab image's entrypoint runs sshd unless told otherwise; in job mode it runs the
+    command as the container's main process, so the command's exit code is the job's. Any
+    other image runs the command as its own command, with nothing added."""
+    return {MODE_VARIABLE: "job"} if lab_modes else {}
+
+
 def job_container_spec(
-    *, reservation: Reservation, job_id: int, command: list[str] | None, image: str, mounts: list[Mount]
+    *,
+    reservation: Reservation,
+    job_id: int,
+    command: list[str] | None,
+    image: str,
+    mounts: list[Mount],
+    lab_modes: bool = False,
 ) -> ContainerSpec:
     """A batch job's container: the reservation's resources and GPUs exactly as held, the
     job's command as an argument list (never a shell), no SSH port, its output folder named
-    in JOB_OUTPUT."""
+    in JOB_OUTPUT; on a lab image (`lab_modes`), in the entrypoint's job mode."""
     spec = container_spec(reservation=reservation, image=image, mounts=mounts)
     return replace(
         spec,
         name=job_container_name(reservation.user.username, job_id),
         command=command,
         ssh_port=None,
-        environment={**spec.environment, "JOB_ID": str(job_id), "JOB_OUTPUT": f"/root/Work/jobs/{job_id}"},
+        environment={
+            **spec.environment,
+            **job_mode_environment(lab_modes=lab_modes),
+            "JOB_ID": str(job_id),
+            "JOB_OUTPUT": f"/root/Work/jobs/{job_id}",
+        },
         labels={**spec.labels, LABEL_JOB: str(job_id)},
     )
