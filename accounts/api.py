@@ -15,6 +15,7 @@ from rest_framework.routers import SimpleRouter
 from rest_framework.views import APIView
 
 from accounts import serializers as s
+from accounts.backends import DIRECTORY_DOWN_MESSAGE, directory_was_down
 from accounts.models import ApiToken, Notification, User
 from accounts.notification_selectors import notifications_for_user
 from accounts.notification_services import notifications_mark_read
@@ -96,6 +97,12 @@ class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class DirectoryUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = DIRECTORY_DOWN_MESSAGE
+    default_code = "directory_unavailable"
+
+
 class PasswordLoginView(APIView):
     """For `aivc login`: an account id and password buy a named token. Throttled per
     address; an account that must change its password does that on the portal first."""
@@ -115,6 +122,8 @@ class PasswordLoginView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         user = authenticate(request._request, username=data["username"], password=data["password"])
+        if user is None and directory_was_down(request._request):
+            raise DirectoryUnavailable()
         if user is None:
             raise exceptions.AuthenticationFailed("Wrong account id or password.")
         if user.must_change_password:

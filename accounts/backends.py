@@ -1,4 +1,5 @@
 from axes.backends import AxesStandaloneBackend
+from django.utils.translation import gettext_lazy as _
 
 
 class LoginThrottleBackend(AxesStandaloneBackend):
@@ -10,3 +11,18 @@ class LoginThrottleBackend(AxesStandaloneBackend):
         if request is None:
             return None
         return super().authenticate(request, username=username, password=password, **kwargs)
+
+
+# Set on the request by accounts.directory when the directory could not be asked, so the
+# login page and the API say so instead of "wrong password" (kept here: no python-ldap).
+DIRECTORY_DOWN_ATTRIBUTE = "aivc_directory_down"
+
+
+def directory_was_down(request) -> bool:
+    return bool(getattr(request, DIRECTORY_DOWN_ATTRIBUTE, False))
+
+
+DIRECTORY_DOWN_MESSAGE = _(
+    "The university directory does not answer, so directory passwords cannot be checked now. "
+    "Try again in a few minutes; if it goes on, tell a lab maintainer."
+)

@@ -1,8 +1,23 @@
 from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
+from accounts.backends import DIRECTORY_DOWN_MESSAGE, directory_was_down
 from accounts.models import NotificationKind, User
 from containers.models import Image
+
+
+class LoginForm(AuthenticationForm):
+    """Django's login form, which tells an unreachable directory apart from a wrong password."""
+
+    def clean(self):
+        try:
+            return super().clean()
+        except ValidationError as error:
+            if error.code == "invalid_login" and directory_was_down(self.request):
+                raise ValidationError(DIRECTORY_DOWN_MESSAGE, code="directory_unavailable") from None
+            raise
 
 
 class ProfileForm(forms.Form):

@@ -3,6 +3,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import update_session_auth_hash
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import PasswordChangeForm
 from django.core.exceptions import ValidationError
@@ -14,13 +15,24 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from accounts.channel_services import calendar_feed_reset, calendar_feed_token, email_kinds_set
-from accounts.forms import ApiTokenForm, EmailKindsForm, ForwardPortForm, ProfileForm
+from accounts.forms import ApiTokenForm, EmailKindsForm, ForwardPortForm, LoginForm, ProfileForm
 from accounts.models import ApiToken
 from accounts.notification_selectors import email_kinds_for_user, notifications_for_user
 from accounts.notification_services import notifications_mark_read
 from accounts.services import user_change_password, user_update_profile
 from accounts.token_services import api_token_create, api_token_revoke
 from bookings.services import as_id, forward_port_change
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "accounts/login.html"
+    authentication_form = LoginForm
+
+    def get_context_data(self, **kwargs) -> dict:
+        return super().get_context_data(**kwargs) | {
+            "directory_logins": bool(settings.LDAP_SERVER_URI),
+            "directory_creates_accounts": not getattr(settings, "AUTH_LDAP_NO_NEW_USERS", True),
+        }
 
 
 @login_required

@@ -9,7 +9,16 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from aivc_portal.clusters import SCHEDULER_CLUSTER, agent_cluster
-from aivc_portal.env import env_bool, env_dotted_path, env_float, env_int, env_list, env_range
+from aivc_portal.env import (
+    env_bool,
+    env_dotted_path,
+    env_file_text,
+    env_float,
+    env_int,
+    env_list,
+    env_range,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -160,6 +169,28 @@ AXES_RESET_ON_SUCCESS = False
 # Attempts refused while locked are not recorded: each would otherwise lock and update one
 # row (a flood queues on it), and an attacker could keep a student locked out for ever.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+
+# Directory logins (django-auth-ldap, docs/ldap.md): off while LDAP_SERVER_URI is empty.
+# python-ldap compiles against libldap, so it is in requirements-ldap.txt and imported only
+# when a directory is named; the directory is asked after the throttle, before local passwords.
+LDAP_SERVER_URI = env_str("LDAP_SERVER_URI", "")
+if LDAP_SERVER_URI:
+    from aivc_portal.directory_settings import directory_settings
+
+    globals().update(
+        directory_settings(
+            server_uri=LDAP_SERVER_URI,
+            bind_dn=env_str("LDAP_BIND_DN", ""),
+            # A file keeps the password out of the process environment.
+            bind_password=env_str("LDAP_BIND_PASSWORD", "") or env_file_text("LDAP_BIND_PASSWORD_FILE"),
+            search_base=env_str("LDAP_USER_SEARCH_BASE", ""),
+            user_filter=env_str("LDAP_USER_FILTER", "(uid=%(user)s)"),
+            create_users=env_bool("LDAP_CREATE_USERS", False),
+            start_tls=env_bool("LDAP_START_TLS", False),
+            timeout=env_int("LDAP_TIMEOUT", 5, minimum=1),
+        )
+    )
+    AUTHENTICATION_BACKENDS.insert(1, "accounts.directory.DirectoryBackend")
 
 PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
