@@ -152,6 +152,7 @@ class NotificationKind(models.TextChoices):
     JOB_FINISHED = "job_finished", "Job finished"
     ENGINE_DOWN = "engine_down", "Engine or agent down (maintainers)"
     GPU_DUPLICATE = "gpu_duplicate", "GPU used by someone else (maintainers)"
+    LOGIN_FLOOD = "login_flood", "Flood of failed logins (maintainers)"
 
 
 class Notification(models.Model):
@@ -194,6 +195,7 @@ def default_email_kinds() -> list[str]:
         NotificationKind.JOB_FINISHED,
         NotificationKind.ENGINE_DOWN,
         NotificationKind.GPU_DUPLICATE,
+        NotificationKind.LOGIN_FLOOD,
     ]
 
 

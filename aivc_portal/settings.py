@@ -151,15 +151,22 @@ AUTHENTICATION_BACKENDS = [
     "accounts.backends.LoginThrottleBackend",  # first: refuses locked-out logins before hashing
     "django.contrib.auth.backends.ModelBackend",
 ]
-# Login throttling (django-axes): LOGIN_FAILURE_LIMIT wrong passwords for one account, or
-# from one client address, pause logins for it for LOGIN_LOCKOUT_MINUTES; a maintainer
-# unlocks earlier from admin. Counts are kept in the database, shared by every worker.
-LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
-LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15)
+# Login throttling (django-axes, accounts/throttling.py, docs/security.md "Logins"):
+# LOGIN_FAILURE_LIMIT wrong passwords for one account from one address pause that pair for
+# LOGIN_LOCKOUT_MINUTES (the owner still logs in from elsewhere); an address with
+# LOGIN_ADDRESS_SLOW_AFTER failures is slowed (up to LOGIN_SLOW_MAX_SECONDS between an
+# account's tries), never locked; LOGIN_FLOOD_THRESHOLD failures from one address or at one
+# account tell the maintainers. Counts are kept in the database, shared by every worker.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1)
+LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1)
+LOGIN_ADDRESS_SLOW_AFTER = env_int("LOGIN_ADDRESS_SLOW_AFTER", 10, minimum=1)
+LOGIN_SLOW_MAX_SECONDS = env_int("LOGIN_SLOW_MAX_SECONDS", 60, minimum=1)
+LOGIN_FLOOD_THRESHOLD = env_int("LOGIN_FLOOD_THRESHOLD", 30, minimum=1)
 AXES_ENABLED = env_bool("LOGIN_THROTTLING", True)
+AXES_HANDLER = "accounts.throttling.LabLoginHandler"
 AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_USERNAME_CALLABLE = "accounts.throttling.login_username"
 AXES_CLIENT_IP_CALLABLE = "accounts.throttling.client_ip"
 AXES_LOCKOUT_CALLABLE = "accounts.throttling.lockout_response"

@@ -196,6 +196,25 @@ def test_the_directory_stopped_says_so_and_local_accounts_still_log_in(client, s
         server.stop()
 
 
+def test_retries_during_an_outage_do_not_pause_a_directory_account_afterwards(client, settings, tmp_path):
+    require_ldap_tools()
+    server = Slapd(tmp_path).start()
+    use_directory(settings, server.uri)
+    ada = UserFactory(username="ada")
+    ada.set_unusable_password()  # directory-only: no local password to guess
+    ada.save()
+    server.stop()
+    try:
+        for _ in range(settings.LOGIN_FAILURE_LIMIT + 2):
+            assert log_in(client, "ada", ADA_PASSWORD).status_code == 200
+        assert not AccessAttempt.objects.filter(username="ada").exists()
+        server.start()  # the directory is back
+        log_in(client, "ada", ADA_PASSWORD)
+        assert logged_in_as(client) == "ada"
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("directory_up", [True, False])
 def test_the_bind_password_never_reaches_a_log_or_an_answer(client, settings, slapd, caplog, directory_up):
     wrong_bind = "Bind-Secret-That-Must-Not-Leak-9931"
