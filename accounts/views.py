@@ -53,6 +53,11 @@ def password_change(request: HttpRequest) -> HttpResponse:
 
 
 def _show_errors(form, error: ValidationError) -> None:
+    """A service's error on the form: per field when it names fields, else above the form
+    (a plain ValidationError has no `message_dict`: reading it was a 500)."""
+    if not hasattr(error, "error_dict"):
+        form.add_error(None, error)
+        return
     for field, field_messages in error.message_dict.items():
         for message in field_messages:
             form.add_error(field if field in form.fields else None, message)
@@ -117,13 +122,13 @@ def _create_token(request: HttpRequest) -> HttpResponse:
     form = ApiTokenForm.for_user(request.POST)
     new_token = None
     if form.is_valid():
-        days = form.cleaned_data["expires_in_days"]
         now = timezone.now()
         try:
             _token, new_token = api_token_create(
                 user=request.user,
                 name=form.cleaned_data["name"],
-                expires_at=now + timedelta(days=days) if days else None,
+                expires_at=now + timedelta(days=form.cleaned_data["expires_in_days"]),
+                scope=form.cleaned_data["scope"],
                 now=now,
             )
         except ValidationError as error:
