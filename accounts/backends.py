@@ -3,9 +3,10 @@ from django.utils.translation import gettext_lazy as _
 
 
 class LoginThrottleBackend(AxesStandaloneBackend):
-    """Refuses logins for a locked-out account or address (django-axes), before any
-    password is checked. Every login over HTTP passes its request; a call without one
-    (the test client, a shell) has no address to count and is left to ModelBackend."""
+    """Refuses a paused (account, address) pair or a slowed retry (accounts/throttling.py,
+    django-axes), before any password is checked. Every login over HTTP passes its request;
+    a call without one (the test client, a shell) has no address to count and is left to
+    the backends after it."""
 
     def authenticate(self, request, username=None, password=None, **kwargs):
         if request is None:

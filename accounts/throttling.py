@@ -29,7 +29,7 @@ from django.db.models import Max, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 
@@ -198,11 +198,13 @@ class LabLoginHandler(AxesDatabaseHandler):
         super().user_login_failed(sender, credentials, request, **kwargs)
         if request is None or refused:
             return
-        login_flood_report(
-            username=login_username(request, credentials),
-            address=request.axes_ip_address,
-            now=request.axes_attempt_time or timezone.now(),
-        )
+        # In the lab's language, not in whatever language the attacker's browser asked for.
+        with translation.override(settings.LANGUAGE_CODE):
+            login_flood_report(
+                username=login_username(request, credentials),
+                address=request.axes_ip_address,
+                now=request.axes_attempt_time or timezone.now(),
+            )
 
     @staticmethod
     def _nothing_was_guessed(request, credentials: dict | None) -> bool:
