@@ -122,7 +122,14 @@ class ApiToken(models.Model):
 
     PREFIX_LENGTH = 12
 
+    class Scope(models.TextChoices):
+        # Neither scope manages tokens or SSH keys: that needs a logged-in browser session.
+        READ = "read", "Read only"
+        BOOK = "book", "Read, book and run jobs"
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.BOOK)
+    last_used_from = models.GenericIPAddressField(null=True, blank=True)
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=PREFIX_LENGTH, unique=True)
     key_hash = models.CharField(max_length=64)
@@ -152,6 +159,7 @@ class NotificationKind(models.TextChoices):
     JOB_FINISHED = "job_finished", "Job finished"
     ENGINE_DOWN = "engine_down", "Engine or agent down (maintainers)"
     GPU_DUPLICATE = "gpu_duplicate", "GPU used by someone else (maintainers)"
+    LOGIN_FLOOD = "login_flood", "Flood of failed logins (maintainers)"
 
 
 class Notification(models.Model):
@@ -194,6 +202,7 @@ def default_email_kinds() -> list[str]:
         NotificationKind.JOB_FINISHED,
         NotificationKind.ENGINE_DOWN,
         NotificationKind.GPU_DUPLICATE,
+        NotificationKind.LOGIN_FLOOD,
     ]
 
 
