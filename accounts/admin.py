@@ -25,7 +25,16 @@ from containers.models import Host
 
 @admin.register(CapabilityProfile)
 class CapabilityProfileAdmin(admin.ModelAdmin):
-    list_display = ("name", "is_default", "cpus", "memory_gb", "gpus", "work_space_gb", "backup_space_gb")
+    list_display = (
+        "name",
+        "is_default",
+        "cpus",
+        "memory_gb",
+        "gpus",
+        "work_space_gb",
+        "backup_space_gb",
+        "home_space_gb",
+    )
     list_filter = ("is_default",)
     search_fields = ("name",)
 
