@@ -5,6 +5,21 @@
 # is read or set: logins use the keys the portal mounts at /root/.ssh/authorized_keys.
 set -eu
 
+seed_home() {
+  # The portal mounts the student's persistent home at /root, empty the first time: it
+  # gets the shell's start-up files from /etc/skel once; what is there already is kept.
+  [ -d /etc/skel ] || return 0
+  for file in /etc/skel/.[!.]* /etc/skel/*; do
+    [ -e "$file" ] || continue
+    name=${file##*/}
+    if [ ! -e "/root/$name" ] && [ ! -L "/root/$name" ]; then
+      cp -a "$file" "/root/$name" || echo "aivc-entrypoint: could not copy $file to /root." >&2
+    fi
+  done
+}
+
+seed_home
+
 # sshd's privilege-separation directory lives on a tmpfs-like /run that may start empty.
 mkdir -p /run/sshd
 chmod 0755 /run/sshd

@@ -261,3 +261,30 @@ def test_the_home_is_there_before_sshd_reads_the_keys(
     assert "AAAAhomekey" in run_in(container, ["cat", "/root/.ssh/authorized_keys"])
     result = container.exec_run(["sh", "-c", "echo x >> /root/.ssh/authorized_keys"])
     assert result.exit_code != 0
+
+
+def test_the_entrypoint_seeds_an_empty_home_from_skel_and_keeps_what_is_there(docker_client, tmp_path):
+    """deploy/images/entrypoint.sh (mounted over the test image's copy): an empty home gets
+    /etc/skel's start-up files; a file the student changed is never overwritten."""
+    import docker
+
+    image = os.environ.get("AIVC_SSHD_IMAGE", "aivc-test/sshd:latest")
+    try:
+        docker_client.images.get(image)
+    except docker.errors.ImageNotFound:
+        pytest.skip(f"{image} is missing; build it with deploy/test-engine/setup.sh.")
+    entrypoint = Path(__file__).resolve().parents[2] / "deploy" / "images" / "entrypoint.sh"
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".profile").write_text("# the student's own\n")
+    mounts = [
+        docker.types.Mount("/root", str(home), type="bind"),
+        docker.types.Mount("/usr/local/sbin/aivc-entrypoint", str(entrypoint), type="bind", read_only=True),
+    ]
+    container = docker_client.containers.run(image, detach=True, mounts=mounts)
+    try:
+        container.wait(timeout=30)  # exits 78 without host keys, after seeding
+    finally:
+        container.remove(force=True)
+    assert (home / ".bashrc").is_file()
+    assert (home / ".profile").read_text() == "# the student's own\n"
