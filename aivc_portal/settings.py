@@ -241,6 +241,9 @@ SPACE_AUDIT_TIMEOUT = env_int("SPACE_AUDIT_TIMEOUT", 600)
 CONTAINER_HOME_ROOT = os.environ.get("CONTAINER_HOME_ROOT", "")
 CONTAINER_CPUSET = env_bool("CONTAINER_CPUSET", True)
 FILES_UPLOAD_MAX_MB = env_int("FILES_UPLOAD_MAX_MB", 100, minimum=1)
+# On: the hosts' work roots are one shared storage mounted at the same path on the portal's
+# machine, so the web process serves files of hosts that run their own agent too.
+FILES_SHARED_WORK_ROOT = env_bool("FILES_SHARED_WORK_ROOT", False)
 # GPU telemetry: the Host whose GPUs NVML sees here (blank: the one named like this machine,
 # or the only one), where host processes are listed, and the idle rules.
 GPU_HOST_NAME = os.environ.get("GPU_HOST_NAME", "")
