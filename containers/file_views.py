@@ -68,7 +68,10 @@ def files_browse(request: HttpRequest, host_id: int) -> HttpResponse:
             if request.GET.get("path"):
                 raise Http404 from None
             listing = files.Listing(path="", entries=[], truncated=False)  # not made yet
-        context.update(listing=listing, crumbs=_crumbs(listing.path))
+        except files.FileProblem as problem:
+            listing = None
+            context["error"] = str(problem)
+        context.update(listing=listing, crumbs=_crumbs(listing.path) if listing else [])
     return render(request, "containers/files.html", context)
 
 
@@ -82,7 +85,7 @@ def files_download(request: HttpRequest, host_id: int) -> FileResponse:
         handle, size, name = files.open_file(
             host=host, username=request.user.username, path=request.GET.get("path", "")
         )
-    except files.NotFound:
+    except files.FileProblem:  # not found, or not readable by the portal: no hint either way
         raise Http404 from None
     # Always an attachment of no particular type: a student's HTML never renders here.
     response = FileResponse(
@@ -99,7 +102,7 @@ def zip_response(*, host: Host, username: str, path: str, filename: str) -> Stre
         raise Http404
     try:
         stream = files.zip_folder(host=host, username=username, path=path)
-    except files.NotFound:
+    except files.FileProblem:
         raise Http404 from None
     response = StreamingHttpResponse(stream, content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

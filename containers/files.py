@@ -124,6 +124,10 @@ def _opened_folder(host: Host, username: str, names: list[str]) -> Iterator[int]
         for name in [username, *names]:
             try:
                 step = os.open(name, _OPEN_FOLDER, dir_fd=current)
+            except PermissionError:
+                raise FileProblem(
+                    _("The portal may not read this folder; ask a maintainer (docs/containers.md, Files).")
+                ) from None
             except OSError:
                 raise NotFound(_("No such file or folder.")) from None
             os.close(current)
