@@ -307,7 +307,7 @@ def _user_folder(root: Path, name: str) -> _Folder:
     return folder
 
 
-def _home_mounts(home: _Folder, *, points: tuple[str, ...], opened) -> Mount:
+def _home_mount(home: _Folder, *, points: tuple[str, ...], opened) -> Mount:
     """The home's mount, with every mount point inside it made by the portal as a real
     folder: a student's link or file at `Work`, `Backup`, `Dataset` or `.ssh` is refused
     here, before the engine mounts anything onto it (docs/security.md)."""
@@ -359,7 +359,7 @@ def prepare_mounts(reservation: Reservation) -> list[Mount]:
         _write_new_file(state, "authorized_keys", authorized_keys_text(user).encode(), mode=0o644)
         host_keys = _ensure_host_keys(state, backup)
 
-        mounts = [_home_mounts(home, points=HOME_MOUNT_POINTS, opened=opened)]
+        mounts = [_home_mount(home, points=HOME_MOUNT_POINTS, opened=opened)]
         _ssh_mount_point(home, opened=opened)
         mounts += [
             Mount(str(work.path), "/root/Work"),
@@ -399,7 +399,7 @@ def prepare_job_mounts(reservation: Reservation, *, job_id: int) -> list[Mount]:
         dataset = Path(os.path.realpath(host.dataset_root))
         dataset.mkdir(parents=True, exist_ok=True)
         return [
-            _home_mounts(home, points=JOB_HOME_MOUNT_POINTS, opened=opened),
+            _home_mount(home, points=JOB_HOME_MOUNT_POINTS, opened=opened),
             Mount(str(work.path), "/root/Work"),
             Mount(str(dataset), "/root/Dataset", read_only=True),
             *_cpu_mounts(reservation),
