@@ -320,6 +320,9 @@ def _ssh_mount_point(home: _Folder, *, opened) -> None:
     """`/root/.ssh/authorized_keys` inside the home, a real folder and an empty plain file,
     so the engine mounts the portal's keys onto exactly that file."""
     ssh = opened(_subfolder(home, ".ssh", mode=0o700))
+    # sshd refuses keys under a group- or world-writable ~/.ssh (or ~, which _user_folder
+    # resets): a student's chmod there would lock her out of every later booking.
+    os.fchmod(ssh.fd, 0o700)
     _empty_file(ssh, "authorized_keys", mode=0o600)
 
 

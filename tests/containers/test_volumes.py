@@ -51,6 +51,16 @@ def test_the_home_is_mounted_at_root_with_the_users_folders_inside_it(reservatio
     assert stat.S_IMODE(os.stat(home).st_mode) == 0o700
 
 
+def test_a_home_and_ssh_folder_opened_to_everyone_are_made_private_again(reservation, roots):
+    prepare_mounts(reservation)
+    home = roots["backup"] / ".aivc-home" / "m11007s05"
+    home.chmod(0o777)
+    (home / ".ssh").chmod(0o777)
+    prepare_mounts(reservation)
+    assert stat.S_IMODE(os.stat(home).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(home / ".ssh").st_mode) == 0o700
+
+
 def test_the_home_root_is_a_setting(reservation, tmp_path, settings):
     settings.CONTAINER_HOME_ROOT = str(tmp_path / "homes")
     mounts = {mount.target: mount for mount in prepare_mounts(reservation)}
