@@ -25,7 +25,16 @@ from containers.models import Host
 
 @admin.register(CapabilityProfile)
 class CapabilityProfileAdmin(admin.ModelAdmin):
-    list_display = ("name", "is_default", "cpus", "memory_gb", "gpus", "work_space_gb", "backup_space_gb")
+    list_display = (
+        "name",
+        "is_default",
+        "cpus",
+        "memory_gb",
+        "gpus",
+        "work_space_gb",
+        "backup_space_gb",
+        "home_space_gb",
+    )
     list_filter = ("is_default",)
     search_fields = ("name",)
 
@@ -156,7 +165,8 @@ class UserAdmin(DjangoUserAdmin):
                 (
                     host.name,
                     f"cpus={limit.cpus:g} memory={limit.memory_gb} GB gpus={limit.gpus} "
-                    f"work={limit.work_space_gb} GB backup={limit.backup_space_gb} GB",
+                    f"work={limit.work_space_gb} GB backup={limit.backup_space_gb} GB "
+                    f"home={limit.home_space_gb} GB",
                 )
             )
         return format_html_join("", "<div><b>{}</b>: {}</div>", rows) or "No hosts yet."

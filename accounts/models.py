@@ -19,6 +19,12 @@ class CapabilityProfile(models.Model):
     gpus = models.PositiveSmallIntegerField("GPUs", null=True, blank=True)
     work_space_gb = models.PositiveIntegerField("Work space (GiB)", null=True, blank=True)
     backup_space_gb = models.PositiveIntegerField("Backup space (GiB)", null=True, blank=True)
+    home_space_gb = models.PositiveIntegerField(
+        "Home space (GiB)",
+        null=True,
+        blank=True,
+        help_text="The persistent home (/root in the container: dotfiles, virtualenvs, conda).",
+    )
     job_time_limit_minutes = models.PositiveIntegerField(
         null=True,
         blank=True,
@@ -36,6 +42,7 @@ class CapabilityProfile(models.Model):
         "gpus",
         "work_space_gb",
         "backup_space_gb",
+        "home_space_gb",
         "job_time_limit_minutes",
         "queued_jobs",
     )

@@ -274,6 +274,15 @@ CONTAINER_LOG_MAX_FILES = env_int("CONTAINER_LOG_MAX_FILES", 3)
 CONTAINER_NETWORK = os.environ.get("CONTAINER_NETWORK", "aivc-isolated")
 SPACE_AUDIT_MINUTES = env_int("SPACE_AUDIT_MINUTES", 15)
 SPACE_AUDIT_TIMEOUT = env_int("SPACE_AUDIT_TIMEOUT", 600)
+# The student's environment (docs/containers.md): where the persistent homes live (blank:
+# <backup_root>/.aivc-home), whether containers are pinned to their booked number of CPUs
+# (off: only the thread-count variables), and the largest file uploaded from the browser.
+CONTAINER_HOME_ROOT = os.environ.get("CONTAINER_HOME_ROOT", "")
+CONTAINER_CPUSET = env_bool("CONTAINER_CPUSET", True)
+FILES_UPLOAD_MAX_MB = env_int("FILES_UPLOAD_MAX_MB", 100, minimum=1)
+# On: the hosts' work roots are one shared storage mounted at the same path on the portal's
+# machine, so the web process serves files of hosts that run their own agent too.
+FILES_SHARED_WORK_ROOT = env_bool("FILES_SHARED_WORK_ROOT", False)
 # GPU telemetry: the Host whose GPUs NVML sees here (blank: the one named like this machine,
 # or the only one), where host processes are listed, and the idle rules.
 GPU_HOST_NAME = os.environ.get("GPU_HOST_NAME", "")

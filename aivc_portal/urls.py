@@ -24,5 +24,6 @@ urlpatterns = [
     re_path(r"^api/", api_not_found),
     path("", include("bookings.urls")),
     path("", include("containers.telemetry.urls")),
+    path("", include("containers.urls")),
     path("", include("jobs.urls")),
 ]

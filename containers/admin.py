@@ -73,7 +73,16 @@ class HostAdmin(admin.ModelAdmin):
         (None, {"fields": ("name", "address", "accepting_bookings", "served_by_agent")}),
         (
             "What it lends",
-            {"fields": ("cpus", "ram_gb", "swap_gb", "max_work_space_gb", "max_backup_space_gb")},
+            {
+                "fields": (
+                    "cpus",
+                    "ram_gb",
+                    "swap_gb",
+                    "max_work_space_gb",
+                    "max_backup_space_gb",
+                    "max_home_space_gb",
+                )
+            },
         ),
         (
             "Folders on this server",
@@ -251,7 +260,16 @@ class ContainerEventAdmin(admin.ModelAdmin):
 
 @admin.register(SpaceAudit)
 class SpaceAuditAdmin(admin.ModelAdmin):
-    list_display = ("measured_at", "user", "host", "work_gb", "backup_gb", "complete", "over_quota")
+    list_display = (
+        "measured_at",
+        "user",
+        "host",
+        "work_gb",
+        "backup_gb",
+        "home_gb",
+        "complete",
+        "over_quota",
+    )
     list_filter = ("over_quota", "complete", "host")
     list_select_related = ("user", "host")
     search_fields = ("user__username",)

@@ -26,6 +26,9 @@ class Host(models.Model):
     max_backup_space_gb = models.PositiveIntegerField(
         default=200, help_text="Backup folder quota a 'host maximum' profile resolves to, GiB."
     )
+    max_home_space_gb = models.PositiveIntegerField(
+        default=50, help_text="Persistent home quota a 'host maximum' profile resolves to, GiB."
+    )
     work_root = models.CharField(max_length=255, default="/mnt/Users")
     dataset_root = models.CharField(max_length=255, default="/mnt/Dataset")
     backup_root = models.CharField(max_length=255, default="/mnt/Backup")
@@ -212,6 +215,7 @@ class SpaceAudit(models.Model):
     host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="space_audits")
     work_gb = models.FloatField(null=True, blank=True)
     backup_gb = models.FloatField(null=True, blank=True)
+    home_gb = models.FloatField(null=True, blank=True)
     measured_at = models.DateTimeField(default=timezone.now)
     complete = models.BooleanField(
         default=True, help_text="Off: the measurement timed out; the size is unknown."

@@ -11,11 +11,23 @@ set -eu
 
 JUPYTER_BIN=/opt/jupyter/bin/jupyter-lab
 
+seed_home() {
+  # The portal mounts the student's persistent home at /root, empty the first time: it
+  # gets the shell's start-up files from /etc/skel once; what is there already is kept.
+  [ -d /etc/skel ] || return 0
+  for file in /etc/skel/.[!.]* /etc/skel/*; do
+    [ -e "$file" ] || continue
+    name=${file##*/}
+    if [ ! -e "/root/$name" ] && [ ! -L "/root/$name" ]; then
+      cp -a "$file" "/root/$name" || echo "aivc-entrypoint: could not copy $file to /root." >&2
+    fi
+  done
+}
+
 fail() {
   echo "aivc-entrypoint: $*" >&2
   exit 78
 }
-
 prepare_sshd() {
   # sshd's privilege-separation directory lives on a /run that may start empty.
   mkdir -p /run/sshd
@@ -24,14 +36,12 @@ prepare_sshd() {
     [ -r "$key" ] || fail "$key is missing; the portal mounts the host keys."
   done
 }
-
 start_extra_command() {
   if [ "$#" -gt 0 ]; then
     # The user's own command runs beside sshd; its end does not end the container.
     "$@" </dev/null &
   fi
 }
-
 start_jupyter() {
   # Its settings (address, base URL, the token read from the file the portal mounts) are
   # in /etc/jupyter/jupyter_server_config.py, so nothing secret is on a command line. Its
@@ -42,11 +52,11 @@ start_jupyter() {
   fi
   (cd /root && exec "$JUPYTER_BIN" </dev/null) &
 }
-
 run_sshd() {
   # exec: sshd becomes the direct child of the container's init, with privilege separation.
   exec /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config
 }
+seed_home
 
 mode=${AIVC_MODE:-ssh}
 case "$mode" in

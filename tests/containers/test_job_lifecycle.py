@@ -77,7 +77,13 @@ def test_it_runs_the_job_command_as_arguments_with_what_was_held(started_job, en
     assert spec.nano_cpus == 2 * 10**9
     assert spec.environment["JOB_OUTPUT"] == f"/root/Work/jobs/{job.pk}"
     assert spec.labels[LABEL_JOB] == str(job.pk)
-    assert {(m.target, m.read_only) for m in spec.mounts} == {("/root/Work", False), ("/root/Dataset", True)}
+    assert {(m.target, m.read_only) for m in spec.mounts} >= {
+        ("/root", False),  # the persistent home: its virtualenvs
+        ("/root/Work", False),
+        ("/root/Dataset", True),
+    }
+    assert "/root/Backup" not in {m.target for m in spec.mounts}
+    assert spec.cpu_count == 2 and spec.environment["OMP_NUM_THREADS"] == "2"
     assert "AIVC_MODE" not in spec.environment  # not a lab image: its command runs as is
     assert (roots["work"] / "m11007s05" / "jobs" / str(job.pk)).is_dir()
     assert job.status == JobStatus.RUNNING and job.reservation.status == Reservation.Status.RUNNING
