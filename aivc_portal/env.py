@@ -3,6 +3,7 @@ setting needs stops start-up with ImproperlyConfigured naming the variable, inst
 quietly becoming a default (`DEBUG=ture` used to mean False). An unset or empty variable
 takes the default."""
 
+import ipaddress
 import os
 import re
 
@@ -96,3 +97,14 @@ def env_range(name: str, default: str) -> range:
     if bounds[0] > bounds[1] or bounds[0] < 0:
         raise _wrong(name, value, "a range with 0 <= low <= high")
     return range(bounds[0], bounds[1] + 1)
+
+
+def env_networks(name: str, default: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated addresses or CIDR networks (`10.0.0.5, 192.168.1.0/24, fd00::/8`)."""
+    networks = []
+    for item in env_list(name, default):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise _wrong(name, item, "an IP address or network like 192.168.1.0/24") from None
+    return tuple(networks)

@@ -9,7 +9,15 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from aivc_portal.clusters import SCHEDULER_CLUSTER, agent_cluster
-from aivc_portal.env import env_bool, env_dotted_path, env_float, env_int, env_list, env_range
+from aivc_portal.env import (
+    env_bool,
+    env_dotted_path,
+    env_float,
+    env_int,
+    env_list,
+    env_networks,
+    env_range,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -207,6 +215,15 @@ SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+
+# Monitoring (docs/monitoring.md): /healthz answers anyone; /metrics answers loopback, the
+# networks listed here, and requests bearing the token. A probe on the server itself asks
+# gunicorn over plain HTTP, so neither path is redirected to HTTPS.
+METRICS_ALLOWED_ADDRESSES = env_networks("METRICS_ALLOWED_ADDRESSES", "")
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip()
+if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("METRICS_TOKEN is too short: use 32 or more random characters, or unset it.")
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 
 # Portal settings
 PORT_RANGE = env_range("PORT_RANGE", "10001-11000")

@@ -199,15 +199,25 @@ class QueueStats:
     longest_wait_now: timedelta | None
 
 
-def queue_statistics(*, now: datetime, since: datetime) -> QueueStats:
-    """Queue length now and waits: the median wait of jobs started since `since`, and how
-    long the oldest queued job has waited."""
-    waits = sorted(
+def job_waits(*, since: datetime) -> list[timedelta]:
+    """How long each job started since `since` waited, from its submission to its start."""
+    return [
         started - submitted
         for submitted, started in Job.objects.filter(started_at__gte=since).values_list(
             "submitted_at", "started_at"
         )
-    )
+    ]
+
+
+def job_counts_by_status() -> dict[str, int]:
+    rows = Job.objects.order_by().values_list("status").annotate(count=Count("pk"))
+    return {status: 0 for status in Job.Status.values} | dict(rows)
+
+
+def queue_statistics(*, now: datetime, since: datetime) -> QueueStats:
+    """Queue length now and waits: the median wait of jobs started since `since`, and how
+    long the oldest queued job has waited."""
+    waits = sorted(job_waits(since=since))
     oldest = Job.objects.queued().order_by("submitted_at").values_list("submitted_at", flat=True).first()
     return QueueStats(
         queued=Job.objects.queued().count(),

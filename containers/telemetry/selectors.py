@@ -182,8 +182,9 @@ class GpuTable:
         return any(row.taken_at is not None for row in self.rows)
 
 
-def gpu_table(*, now: datetime) -> GpuTable:
-    """Every active GPU with its latest fresh sample and the reservation holding it now."""
+def _gpus_with_latest_fresh_sample(*, now: datetime) -> tuple[list[Gpu], dict[int, GpuSample]]:
+    """Every active GPU (host joined), and sample id -> its latest sample younger than
+    FRESH_FOR: one indexed lookup per GPU, however many samples are kept."""
     latest = GpuSample.objects.filter(gpu=OuterRef("pk"), taken_at__gt=now - FRESH_FOR).order_by("-taken_at")
     gpus = list(
         Gpu.objects.filter(is_active=True)
@@ -191,7 +192,31 @@ def gpu_table(*, now: datetime) -> GpuTable:
         .annotate(latest_sample_id=Subquery(latest.values("pk")[:1]))
         .order_by("host__name", "index")
     )
-    samples = GpuSample.objects.in_bulk([gpu.latest_sample_id for gpu in gpus if gpu.latest_sample_id])
+    return gpus, GpuSample.objects.in_bulk([gpu.latest_sample_id for gpu in gpus if gpu.latest_sample_id])
+
+
+@dataclass(frozen=True)
+class FreshSample:
+    host_name: str
+    index: int
+    utilisation_percent: int | None
+    memory_used_mb: int
+
+
+def fresh_gpu_samples(*, now: datetime) -> list[FreshSample]:
+    """The latest fresh sample of each active GPU; a GPU with none (its sampler stopped) is
+    left out rather than shown with old figures."""
+    gpus, samples = _gpus_with_latest_fresh_sample(now=now)
+    return [
+        FreshSample(gpu.host.name, gpu.index, sample.utilisation_percent, sample.memory_used_mb)
+        for gpu in gpus
+        if (sample := samples.get(gpu.latest_sample_id)) is not None
+    ]
+
+
+def gpu_table(*, now: datetime) -> GpuTable:
+    """Every active GPU with its latest fresh sample and the reservation holding it now."""
+    gpus, samples = _gpus_with_latest_fresh_sample(now=now)
     holders = {
         allocation.gpu_id: allocation.reservation
         for allocation in GpuAllocation.objects.filter(
