@@ -26,6 +26,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from accounts.throttling import client_ip
 from bookings.selectors import booking_counts_by_status, booking_start_delays
@@ -46,7 +47,7 @@ def histogram(
     name: str, documentation: str, values: Iterable[timedelta], bounds: tuple[float, ...]
 ) -> HistogramMetricFamily:
     seconds = sorted(value.total_seconds() for value in values)
-    buckets = [(f"{bound:g}", sum(1 for value in seconds if value <= bound)) for bound in bounds]
+    buckets = [(floatToGoString(bound), sum(1 for value in seconds if value <= bound)) for bound in bounds]
     buckets.append(("+Inf", len(seconds)))
     return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=sum(seconds))
 
@@ -74,7 +75,9 @@ def portal_metrics(*, now: datetime) -> Iterator[Metric]:
     yield agent_up
 
     utilisation = GaugeMetricFamily(
-        "aivc_gpu_utilization_ratio", "GPU utilisation (0-1) in the latest fresh sample.", labels=["host", "gpu"]
+        "aivc_gpu_utilization_ratio",
+        "GPU utilisation (0-1) in the latest fresh sample.",
+        labels=["host", "gpu"],
     )
     memory = GaugeMetricFamily(
         "aivc_gpu_memory_used_bytes", "GPU memory in use in the latest fresh sample.", labels=["host", "gpu"]
