@@ -11,6 +11,8 @@ from django.core.exceptions import ImproperlyConfigured
 from aivc_portal.clusters import SCHEDULER_CLUSTER, agent_cluster
 from aivc_portal.env import (
     env_bool,
+    env_cache,
+    env_choice,
     env_dotted_path,
     env_float,
     env_int,
@@ -18,6 +20,7 @@ from aivc_portal.env import (
     env_networks,
     env_range,
 )
+from aivc_portal.logs import LOG_FORMATS, formatter_for
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -82,6 +85,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every later line of a request's log, and its access-log line, has its id.
+    "aivc_portal.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -315,16 +320,23 @@ if os.environ.get("Q_REDIS_URL"):
     Q_CLUSTER.pop("orm")
     Q_CLUSTER["redis"] = os.environ["Q_REDIS_URL"]
 
+# Logs (docs/monitoring.md): every line starts with its UTC time (ISO 8601); LOG_FORMAT=json
+# writes one JSON object per line. gunicorn's lines use the same format (its config reads
+# LOG_FORMAT too).
+LOG_FORMAT = env_choice("LOG_FORMAT", "plain", LOG_FORMATS)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "filters": {"forbidden_without_traceback": {"()": "aivc_portal.log_filters.ForbiddenWithoutTraceback"}},
+    "formatters": {"portal": formatter_for(LOG_FORMAT)},
+    "filters": {
+        "forbidden_without_traceback": {"()": "aivc_portal.log_filters.ForbiddenWithoutTraceback"},
+        "request_context": {"()": "aivc_portal.logs.RequestContext"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
-            "filters": ["forbidden_without_traceback"],
+            "formatter": "portal",
+            "filters": ["forbidden_without_traceback", "request_context"],
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
@@ -335,6 +347,11 @@ LOGGING = {
         "django": {"handlers": [], "level": "INFO"},
     },
 }
+
+# The cache (docs/monitoring.md): API throttle counts live here, so every gunicorn worker
+# must see the same one. The database table by default; Redis when CACHE_URL (or REDIS_URL)
+# names one.
+CACHES = {"default": env_cache(("CACHE_URL", "REDIS_URL"))}
 
 # JSON API (docs/api.md): session auth for the browser, personal access tokens for scripts.
 REST_FRAMEWORK = {
