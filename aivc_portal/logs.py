@@ -16,7 +16,8 @@ from django.utils.functional import empty
 
 LOG_FORMATS = ("plain", "json")
 
-# The request being served by this thread, for the lines it logs.
+# The request being served by this thread, for the lines it logs; set by the middleware,
+# cleared when the response is finished.
 current_request: ContextVar[object | None] = ContextVar("current_request", default=None)
 
 
@@ -39,7 +40,9 @@ class RequestContext(logging.Filter):
     """Adds `request_id` and `user` to every record ('' outside a request)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        request = current_request.get()
+        # Django's own request lines name their request (its 4xx/5xx line is written after
+        # the middleware has returned); other lines get the one being served.
+        request = getattr(record, "request", None) or current_request.get()
         meta = getattr(request, "META", {})
         record.request_id = meta.get("aivc.request_id", "")
         record.user = known_username(request) if request is not None else ""

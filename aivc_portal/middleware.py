@@ -5,6 +5,8 @@ shows the real client behind nginx and the user without any header leaving the p
 
 import uuid
 
+from django.core.signals import request_finished
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 
 from accounts.throttling import client_ip
@@ -19,12 +21,17 @@ class RequestContextMiddleware:
         request_id = uuid.uuid4().hex[:16]
         request.META["aivc.request_id"] = request_id
         request.META["aivc.client"] = client_ip(request) or "-"
-        token = current_request.set(request)
+        current_request.set(request)
         try:
             response = self.get_response(request)
         finally:
             request.META["aivc.user"] = known_username(request) or "-"
-            current_request.reset(token)
         # Quoted by a user who reports an error, it finds the request's lines in the logs.
         response["X-Request-ID"] = request_id
         return response
+
+
+@receiver(request_finished)
+def _forget_request(**kwargs) -> None:
+    # Not at the middleware's return: Django logs a 4xx/5xx line after that.
+    current_request.set(None)
