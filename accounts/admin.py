@@ -19,7 +19,7 @@ from accounts.services import (
 )
 from accounts.sshkeys import clean_ssh_public_keys
 from accounts.token_services import api_token_revoke
-from aivc_portal.admin_actions import action_form_page
+from aivc_portal.admin_actions import action_form_page, log_each
 from containers.models import Host
 
 
@@ -110,6 +110,7 @@ class UserAdmin(DjangoUserAdmin):
     @admin.action(description="Unlock login (clear failed login attempts)", permissions=["change"])
     def unlock_login(self, request, queryset) -> None:
         cleared = sum(user_unlock_login(user=user) for user in queryset)
+        log_each(self, request, queryset, "Unlocked login (failed attempts cleared).")
         self.message_user(
             request, f"Unlocked {queryset.count()} account(s); {cleared} failed attempt record(s) cleared."
         )
@@ -118,6 +119,7 @@ class UserAdmin(DjangoUserAdmin):
     def reset_password(self, request, queryset) -> None:
         for user in queryset:
             password = user_reset_password(user=user)
+            self.log_change(request, user, "Reset the password (one-time, must change at login).")
             # Shown once to the maintainer, never logged; the user must change it at login.
             self.message_user(
                 request,
@@ -131,6 +133,7 @@ class UserAdmin(DjangoUserAdmin):
         if form.is_valid():
             profile = form.cleaned_data["capability_profile"]
             changed = users_assign_profile(users=queryset, profile=profile)
+            log_each(self, request, queryset, f"Assigned the profile {profile or 'default'}.")
             self.message_user(
                 request, f"{changed} account(s) now use {profile or 'the default profile'}.", messages.SUCCESS
             )
@@ -185,6 +188,8 @@ class UserAdmin(DjangoUserAdmin):
             except ValidationError as error:
                 form.add_error("usernames", error)
             else:
+                for user, _password in created:
+                    self.log_addition(request, user, "Created in bulk.")
                 messages.success(request, f"Created {len(created)} account(s).")
         context = {
             **self.admin_site.each_context(request),
@@ -217,6 +222,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         tokens = list(queryset.filter(revoked_at__isnull=True))
         for token in tokens:
             api_token_revoke(token=token)
+            self.log_change(request, token, "Revoked.")
         self.message_user(request, f"Revoked {len(tokens)} token(s).", messages.SUCCESS)
 
 
@@ -234,5 +240,7 @@ class NotificationAdmin(admin.ModelAdmin):
 
     @admin.action(description="Mark the selected notifications read", permissions=["change"])
     def mark_read(self, request, queryset) -> None:
-        count = queryset.filter(read_at__isnull=True).update(read_at=timezone.now())
+        unread = list(queryset.filter(read_at__isnull=True))
+        count = queryset.filter(pk__in=[note.pk for note in unread]).update(read_at=timezone.now())
+        log_each(self, request, unread, "Marked read.")
         self.message_user(request, f"Marked {count} notification(s) read.", messages.SUCCESS)
