@@ -2,7 +2,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, DurationField, ExpressionWrapper, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Greatest
 from django.utils.translation import gettext as _
 
 from accounts.models import CapabilityProfile, User
@@ -195,9 +196,10 @@ def booking_start_delays(*, since: datetime) -> list[timedelta]:
     """For each booking whose container started since `since`: how long after its window
     opened it started. A booking made for "now" (or moved to start now) opens when it was
     made, not at the slot it was put on (up to 29 minutes earlier)."""
-    rows = (
+    opened = Greatest("start", "created_at")
+    delays = (
         Reservation.objects.bookings()
         .filter(started_at__gte=since)
-        .values_list("start", "created_at", "started_at")
+        .values_list(ExpressionWrapper(F("started_at") - opened, output_field=DurationField()), flat=True)
     )
-    return [max(started - max(start, created), timedelta(0)) for start, created, started in rows]
+    return [max(delay, timedelta(0)) for delay in delays]

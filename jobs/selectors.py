@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet
 
 from bookings.models import Reservation
 from jobs.models import HostDrain, Job, JobBuild, QueueState
@@ -201,12 +201,8 @@ class QueueStats:
 
 def job_waits(*, since: datetime) -> list[timedelta]:
     """How long each job started since `since` waited, from its submission to its start."""
-    return [
-        started - submitted
-        for submitted, started in Job.objects.filter(started_at__gte=since).values_list(
-            "submitted_at", "started_at"
-        )
-    ]
+    wait = ExpressionWrapper(F("started_at") - F("submitted_at"), output_field=DurationField())
+    return list(Job.objects.filter(started_at__gte=since).values_list(wait, flat=True))
 
 
 def job_counts_by_status() -> dict[str, int]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Avg, Count, F, Max, Min, OuterRef, QuerySet, Subquery
+from django.db.models import Avg, Count, F, Max, Min, QuerySet
 
 from bookings.models import GpuAllocation, Reservation
 from containers.models import Gpu, Host
@@ -183,16 +183,14 @@ class GpuTable:
 
 
 def _gpus_with_latest_fresh_sample(*, now: datetime) -> tuple[list[Gpu], dict[int, GpuSample]]:
-    """Every active GPU (host joined), and sample id -> its latest sample younger than
-    FRESH_FOR: one indexed lookup per GPU, however many samples are kept."""
-    latest = GpuSample.objects.filter(gpu=OuterRef("pk"), taken_at__gt=now - FRESH_FOR).order_by("-taken_at")
-    gpus = list(
-        Gpu.objects.filter(is_active=True)
-        .select_related("host")
-        .annotate(latest_sample_id=Subquery(latest.values("pk")[:1]))
-        .order_by("host__name", "index")
-    )
-    return gpus, GpuSample.objects.in_bulk([gpu.latest_sample_id for gpu in gpus if gpu.latest_sample_id])
+    """Every active GPU (host joined), and GPU id -> its latest sample younger than FRESH_FOR.
+    The fresh samples are a few per GPU (one a minute), read in one pass over the taken_at
+    index: a correlated "latest per GPU" subquery cost 400 index probes on a 50-server lab."""
+    gpus = list(Gpu.objects.filter(is_active=True).select_related("host").order_by("host__name", "index"))
+    latest: dict[int, GpuSample] = {}
+    for sample in GpuSample.objects.filter(taken_at__gt=now - FRESH_FOR).order_by("taken_at"):
+        latest[sample.gpu_id] = sample  # later samples overwrite earlier ones
+    return gpus, latest
 
 
 @dataclass(frozen=True)
@@ -210,7 +208,7 @@ def fresh_gpu_samples(*, now: datetime) -> list[FreshSample]:
     return [
         FreshSample(gpu.host.name, gpu.index, sample.utilisation_percent, sample.memory_used_mb)
         for gpu in gpus
-        if (sample := samples.get(gpu.latest_sample_id)) is not None
+        if (sample := samples.get(gpu.pk)) is not None
     ]
 
 
@@ -234,7 +232,7 @@ def gpu_table(*, now: datetime) -> GpuTable:
     )
     rows = []
     for gpu in gpus:
-        sample = samples.get(gpu.latest_sample_id)
+        sample = samples.get(gpu.pk)
         holder = holders.get(gpu.pk)
         rows.append(
             GpuTableRow(
