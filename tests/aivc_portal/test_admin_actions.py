@@ -235,3 +235,19 @@ def test_revoking_a_token_is_recorded(maintainer, student):
     post_action(maintainer, "revoke", token, changelist=reverse("admin:accounts_apitoken_changelist"))
     assert ApiToken.objects.get(pk=token.pk).revoked_at is not None
     assert _history(token) == [("alice", CHANGE, "Revoked.")]
+
+
+@pytest.mark.django_db
+def test_the_whole_history_is_listed_read_only_in_admin(admin_client, maintainer, host):
+    post_action(maintainer, "lock", host, changelist=reverse("admin:containers_host_changelist"))
+    changelist = admin_client.get(reverse("admin:admin_logentry_changelist"), {"q": "Maintenance"})
+    assert changelist.status_code == 200
+    assert "Maintenance lock on" in changelist.content.decode()
+    entry = LogEntry.objects.get()
+    assert (
+        admin_client.post(
+            reverse("admin:admin_logentry_delete", args=[entry.pk]), {"post": "yes"}
+        ).status_code
+        == 403
+    )
+    assert LogEntry.objects.filter(pk=entry.pk).exists()
