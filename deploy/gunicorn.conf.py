@@ -26,10 +26,10 @@ max_requests = 2000
 max_requests_jitter = 200
 # Both logs in the portal's format (aivc_portal/logs.py): UTC ISO 8601 times, or JSON with
 # LOG_FORMAT=json; access lines on stdout, the rest on stderr.
-log_format = os.environ.get("LOG_FORMAT", "").strip().lower() or "plain"
-if log_format not in LOG_FORMATS:
-    raise SystemExit(f"LOG_FORMAT={log_format!r} is not one of {', '.join(LOG_FORMATS)}.")
-logconfig_dict = gunicorn_logging(log_format)
+_log_format = os.environ.get("LOG_FORMAT", "").strip().lower() or "plain"
+if _log_format not in LOG_FORMATS:
+    raise SystemExit(f"LOG_FORMAT={_log_format!r} is not one of {', '.join(LOG_FORMATS)}.")
+logconfig_dict = gunicorn_logging(_log_format)
 # The client is the portal's own answer (behind nginx, the address nginx saw, as the login
 # throttle takes it) and the user once authenticated; the portal's middleware puts both
 # into the request's environ. A request that never reached the portal shows "-".
