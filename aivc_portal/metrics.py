@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
@@ -47,7 +48,7 @@ def histogram(
     name: str, documentation: str, values: Iterable[timedelta], bounds: tuple[float, ...]
 ) -> HistogramMetricFamily:
     seconds = sorted(value.total_seconds() for value in values)
-    buckets = [(floatToGoString(bound), sum(1 for value in seconds if value <= bound)) for bound in bounds]
+    buckets = [(floatToGoString(bound), bisect_right(seconds, bound)) for bound in bounds]
     buckets.append(("+Inf", len(seconds)))
     return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=sum(seconds))
 
