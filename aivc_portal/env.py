@@ -126,7 +126,7 @@ _CACHE_BACKENDS = {
 }
 
 
-def env_cache(names: tuple[str, ...]) -> dict[str, object]:
+def env_cache(*names: str) -> dict[str, object]:
     """The default cache from the first of `names` that is set: `redis://` or `rediss://`
     (Django's Redis backend), `db://` or unset (the database table), `locmem://` or
     `dummy://` (one process only: tests and development)."""

@@ -351,7 +351,7 @@ LOGGING = {
 # The cache (docs/monitoring.md): API throttle counts live here, so every gunicorn worker
 # must see the same one. The database table by default; Redis when CACHE_URL (or REDIS_URL)
 # names one.
-CACHES = {"default": env_cache(("CACHE_URL", "REDIS_URL"))}
+CACHES = {"default": env_cache("CACHE_URL", "REDIS_URL")}
 
 # JSON API (docs/api.md): session auth for the browser, personal access tokens for scripts.
 REST_FRAMEWORK = {

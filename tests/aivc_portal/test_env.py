@@ -121,7 +121,7 @@ def test_a_value_that_is_no_dotted_path_is_an_error_naming_the_variable(monkeypa
 def test_the_cache_is_the_database_table_unless_a_url_names_another(monkeypatch):
     monkeypatch.delenv("CACHE_URL", raising=False)
     monkeypatch.delenv("REDIS_URL", raising=False)
-    cache = env_cache(("CACHE_URL", "REDIS_URL"))
+    cache = env_cache("CACHE_URL", "REDIS_URL")
     assert cache["BACKEND"] == "django.core.cache.backends.db.DatabaseCache"
     assert cache["LOCATION"] == DATABASE_CACHE_TABLE
 
@@ -129,18 +129,18 @@ def test_the_cache_is_the_database_table_unless_a_url_names_another(monkeypatch)
 def test_redis_is_named_by_cache_url_or_else_redis_url(monkeypatch):
     monkeypatch.delenv("CACHE_URL", raising=False)
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/1")
-    assert env_cache(("CACHE_URL", "REDIS_URL")) == {
+    assert env_cache("CACHE_URL", "REDIS_URL") == {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": "redis://127.0.0.1:6379/1",
     }
     monkeypatch.setenv("CACHE_URL", "locmem://")
-    assert env_cache(("CACHE_URL", "REDIS_URL"))["BACKEND"].endswith("LocMemCache")
+    assert env_cache("CACHE_URL", "REDIS_URL")["BACKEND"].endswith("LocMemCache")
 
 
 def test_an_unknown_cache_url_names_the_variable_and_hides_its_password(monkeypatch):
     monkeypatch.setenv("CACHE_URL", "memcached://user:s3cret@cache:11211")
     with pytest.raises(ImproperlyConfigured, match="CACHE_URL='cache:11211' is not a cache URL") as error:
-        env_cache(("CACHE_URL",))
+        env_cache("CACHE_URL")
     assert "s3cret" not in str(error.value)
 
 
@@ -150,7 +150,7 @@ def test_redis_without_its_package_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("CACHE_URL", "redis://cache:6379/0")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ImproperlyConfigured, match="CACHE_URL names Redis, but the redis package"):
-        env_cache(("CACHE_URL",))
+        env_cache("CACHE_URL")
 
 
 def test_the_log_format_is_plain_or_json(monkeypatch):
