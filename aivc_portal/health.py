@@ -16,7 +16,7 @@ from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from django_q.brokers import get_broker
 
 from containers.agent_selectors import Health, serving_health
@@ -84,7 +84,7 @@ def health_report(*, now: datetime) -> HealthReport:
 
 
 @never_cache
-@require_GET
+@require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
     report = health_report(now=timezone.now())
     return JsonResponse(report.as_dict(), status=200 if report.healthy else 503)

@@ -114,7 +114,9 @@ def test_a_probe_over_plain_http_is_not_redirected_to_https(client, settings):
 
 
 @pytest.mark.django_db
-def test_it_refuses_other_methods(client):
+def test_a_head_probe_is_answered_and_a_post_refused(client):
+    _agent_host("gpu1", seen_ago=timedelta(seconds=1))
+    assert client.head("/healthz").status_code == 200
     assert client.post("/healthz").status_code == 405
 
 
