@@ -14,6 +14,7 @@ from django_q.models import Task
 
 from containers.models import HostAgent
 from containers.schedules import RECONCILE_SCHEDULE
+from tests.deploy.gunicorn_server import url_of_the_test_database
 from tests.factories import HostFactory
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,8 +127,8 @@ def _closed_port() -> int:
         return probe.getsockname()[1]  # nothing listens once the socket is closed
 
 
-def test_it_answers_503_when_the_database_is_unreachable():
-    # A real portal process whose PostgreSQL does not answer: nothing is mocked.
+def _healthz_in_a_portal_process(**environment: str) -> tuple[int, dict, str]:
+    """/healthz asked of a real portal process started with `environment`: nothing mocked."""
     script = (
         "import django, json; django.setup();"
         "from django.test.utils import setup_test_environment; setup_test_environment();"
@@ -137,15 +138,33 @@ def test_it_answers_503_when_the_database_is_unreachable():
     environment = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "aivc_portal.settings",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:{_closed_port()}/aivc",
         "DEBUG": "0",
+        **environment,
     }
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO, env=environment, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     status, body = json.loads(result.stdout.strip().splitlines()[-1])
+    return status, body, result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_answers_503_when_the_task_broker_is_unreachable():
+    _agent_host("gpu1", seen_ago=timedelta(seconds=1))
+    status, body, log = _healthz_in_a_portal_process(
+        DATABASE_URL=url_of_the_test_database(), Q_REDIS_URL=f"redis://127.0.0.1:{_closed_port()}/0"
+    )
+    assert status == 503
+    assert body == {"database": "ok", "broker": "error", "agents": {"gpu1": "online"}}
+    assert "the task broker does not answer (ConnectionError)" in log
+
+
+def test_it_answers_503_when_the_database_is_unreachable():
+    status, body, log = _healthz_in_a_portal_process(
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:{_closed_port()}/aivc"
+    )
     assert status == 503
     assert body == {"database": "error", "broker": "unknown", "agents": {}}
     # The reason goes to the log, not to the anonymous caller.
-    assert "Health check: the database does not answer" in result.stderr
+    assert "Health check: the database does not answer" in log

@@ -23,7 +23,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_database_url() -> str:
+def url_of_the_test_database() -> str:
     """The URL of the database this test runs on (the test database, not the developer's)."""
     database = settings.DATABASES["default"]
     if database["ENGINE"].endswith("sqlite3"):
@@ -44,7 +44,7 @@ def portal_under_gunicorn(log: Path, *arguments: str, **environment: str) -> Ite
         env={
             **base,
             "DEBUG": "0",
-            "DATABASE_URL": test_database_url(),
+            "DATABASE_URL": url_of_the_test_database(),
             "GUNICORN_BIND": f"127.0.0.1:{port}",
             "STATICFILES_STORAGE": "django.contrib.staticfiles.storage.StaticFilesStorage",
             **environment,
