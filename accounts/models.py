@@ -152,6 +152,10 @@ class NotificationKind(models.TextChoices):
     JOB_FINISHED = "job_finished", "Job finished"
     ENGINE_DOWN = "engine_down", "Engine or agent down (maintainers)"
     GPU_DUPLICATE = "gpu_duplicate", "GPU used by someone else (maintainers)"
+    WAITLIST_BOOKED = "waitlist_booked", "Waiting booking request booked"
+    WAITLIST_EXPIRED = "waitlist_expired", "Waiting booking request expired"
+    LIMIT_ANSWERED = "limit_answered", "Request for more answered"
+    GRANT_EXPIRED = "grant_expired", "Granted limit ended"
 
 
 class Notification(models.Model):
@@ -194,6 +198,10 @@ def default_email_kinds() -> list[str]:
         NotificationKind.JOB_FINISHED,
         NotificationKind.ENGINE_DOWN,
         NotificationKind.GPU_DUPLICATE,
+        NotificationKind.WAITLIST_BOOKED,
+        NotificationKind.WAITLIST_EXPIRED,
+        NotificationKind.LIMIT_ANSWERED,
+        NotificationKind.GRANT_EXPIRED,
     ]
 
 

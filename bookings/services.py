@@ -15,7 +15,7 @@ from accounts.models import User
 from accounts.selectors import capability_for
 from accounts.services import user_change_forward_port
 from aivc_portal.scheduler import queue_host_task, queue_task
-from aivc_portal.task_names import PREPARE_IMAGE_TASK, RECONCILE_TASK, SCHEDULE_JOBS_TASK
+from aivc_portal.task_names import PREPARE_IMAGE_TASK, RECONCILE_TASK, SCHEDULE_JOBS_TASK, WAITLIST_TASK
 from bookings.capacity import Availability, availability, gpus_free
 from bookings.models import GpuAllocation, Reservation
 from bookings.selectors import forward_ports_held, host_open_to
@@ -320,6 +320,8 @@ def reservation_cancel(
     reservation.allocations.update(active=False)
     queue_host_task(RECONCILE_TASK, host=reservation.host)
     queue_task(SCHEDULE_JOBS_TASK)
+    # What it gave back may be what a waiting booking request waits for.
+    queue_task(WAITLIST_TASK)
     return reservation
 
 
@@ -346,6 +348,8 @@ def reservation_release(
     reservation.allocations.filter(start__lt=now, end__gt=now).update(end=now)
     queue_host_task(RECONCILE_TASK, host=reservation.host)
     queue_task(SCHEDULE_JOBS_TASK)
+    # What it gave back may be what a waiting booking request waits for.
+    queue_task(WAITLIST_TASK)
     return reservation
 
 
@@ -494,3 +498,7 @@ resolve_image = _resolve_image
 lock_host = _lock_host
 check_no_own_overlap = _check_no_own_overlap
 refused_by_database = _refused_by_database
+# bookings.waitlist_services reads a waiting request's window and command as a booking does.
+check_start = _check_start
+check_end = _check_end
+extra_command_for = _extra_command

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 
 from accounts.selectors import capability_for
 from bookings.capacity import availability, earliest_fit
-from bookings.forms import END_AT, BookingForm, ExtendForm
+from bookings.forms import END_AT, BookingForm, ExtendForm, WaitlistForm
 from bookings.models import Reservation
 from bookings.selectors import (
     host_choice_labels,
@@ -157,6 +157,7 @@ def _suggestion(form: BookingForm, *, user, now: datetime) -> dict | None:
 def reservation_new(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     suggestion = None
+    waitlist_offer = False  # a booking refused for capacity may wait instead
     if request.method == "POST":
         # The host labels (what each host has free now) cost a capacity read per host; they
         # are read below only when the form is shown again.
@@ -180,6 +181,7 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
                 form.add_service_error(error)
                 if NOT_ENOUGH_CAPACITY in error.messages:
                     suggestion = _suggestion(form, user=request.user, now=now)
+                    waitlist_offer = True
             else:
                 messages.success(request, _("Booking successful!"))
                 return redirect("reservation-detail", pk=reservation.pk)
@@ -191,7 +193,13 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
             user=request.user,
             host_labels=host_choice_labels(user=request.user, now=now),
         )
-    context = {"form": form, "suggestion": suggestion, "today": timezone.localdate(now)}
+    context = {
+        "form": form,
+        "suggestion": suggestion,
+        "waitlist_offer": waitlist_offer,
+        "waitlist_form": WaitlistForm(user=request.user) if waitlist_offer else None,
+        "today": timezone.localdate(now),
+    }
     return render(request, "bookings/reservation_form.html", context)
 
 

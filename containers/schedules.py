@@ -61,6 +61,13 @@ def central_schedules() -> list[dict]:
             "minutes": 1,
         },
         {
+            # Also queued right after a cancel or a release (bookings.services).
+            "name": "book waiting requests",
+            "func": "bookings.tasks.book_waiting_requests",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+        },
+        {
             "name": "check agents",
             "func": "containers.tasks.check_agents",
             "schedule_type": Schedule.MINUTES,
