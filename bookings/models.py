@@ -244,7 +244,8 @@ class WaitlistEntry(models.Model):
 
     def __str__(self) -> str:
         where = self.host.name if self.host_id else "any host"
-        return f"waiting #{self.pk} {self.user} on {where} from {timezone.localtime(self.earliest_start):%Y-%m-%d %H:%M}"
+        start = timezone.localtime(self.earliest_start)
+        return f"waiting #{self.pk} {self.user} on {where} from {start:%Y-%m-%d %H:%M}"
 
     @property
     def duration(self) -> timedelta:
