@@ -94,10 +94,10 @@ def _latest_start(
 def waitlist_join(
     *,
     user: User,
-    host: Host | int | str | None,
     start: datetime | str,
     end: datetime | str,
     cpus: object,
+    host: Host | int | str | None = None,
     memory_gb: object,
     gpu_count: object = 0,
     image: Image | int | str | None = None,

@@ -357,3 +357,80 @@ def jobs_cancel(out: Output, job_id: int) -> None:
     """Cancel a queued or running job."""
     job = client.post(f"jobs/{job_id}/cancel/")
     out.done(job, f"Cancelled {_job_line(job)}")
+
+
+# The waitlist ----------------------------------------------------------------------------------
+
+
+def _waiting_line(row: dict) -> str:
+    where = row.get("host") or "any host"
+    hours = f"{row['duration_minutes'] / 60:g}h"
+    if row["mode"] == "window":
+        when = f"{_short(row['earliest_start'])} for {hours}"
+    else:
+        when = f"first {hours} from {_short(row['earliest_start'])}, by {_short(row['latest_start'])}"
+    booked = f" -> reservation #{row['reservation_id']}" if row.get("reservation_id") else ""
+    return (
+        f"#{row['id']:<6} {where:<12} {when}  {row['status']:<9} "
+        f"cpus={row['cpus']:g} memory={row['memory_gb']}G gpus={row['gpu_count']}{booked}"
+    )
+
+
+@cli.group()
+def waitlist() -> None:
+    """Bookings that did not fit, waiting to be booked when capacity frees up."""
+
+
+@waitlist.command(name="add")
+@click.option("--host", help="Host name (default: any host open to you).")
+@click.option("--gpus", "gpu_count", type=int, default=0, show_default=True)
+@click.option("--cpus", type=float, required=True)
+@click.option("--memory", "memory_gb", type=int, required=True, help="GB of memory.")
+@click.option("--start", default="now", show_default=True, help="`now` or `YYYY MM DD hh mm`.")
+@click.option("--end", required=True, help="`N-day`, `N-week` or `YYYY MM DD hh mm`.")
+@click.option(
+    "--first-after",
+    is_flag=True,
+    help="Wait for the first window of this length from --start (default: exactly this window).",
+)
+@click.option("--latest-start", help="With --first-after: `N-day` from the start or `YYYY MM DD hh mm`.")
+@click.option("--image", help="Image reference (default: your profile's).")
+@click.option("--command", "extra_command", help="Extra command for the container (default: your profile's).")
+@pass_output
+def waitlist_add(
+    out: Output, host, gpu_count, cpus, memory_gb, start, end, first_after, latest_start, image, extra_command
+) -> None:
+    """Wait for a booking: it holds nothing and is booked (you are told) when it fits."""
+    if latest_start and not first_after:
+        raise click.UsageError("--latest-start goes with --first-after.")
+    body = {
+        "host": host,
+        "start": start,
+        "end": end,
+        "cpus": cpus,
+        "memory_gb": memory_gb,
+        "gpu_count": gpu_count,
+        "mode": "first_after" if first_after else "window",
+    }
+    for key, value in (("latest_start", latest_start), ("image", image), ("extra_command", extra_command)):
+        if value is not None:
+            body[key] = value
+    made = client.post("waitlist/", json=body)
+    out.done(made, f"Waiting: {_waiting_line(made)}")
+
+
+@waitlist.command(name="ls")
+@pass_output
+def waitlist_ls(out: Output) -> None:
+    """Your waiting requests, waiting ones first."""
+    rows = client.all_pages("waitlist/")
+    out.done(rows, "\n".join(_waiting_line(row) for row in rows) or "Nothing is waiting.")
+
+
+@waitlist.command(name="withdraw")
+@click.argument("entry_id", type=int)
+@pass_output
+def waitlist_withdraw(out: Output, entry_id: int) -> None:
+    """Stop waiting for a request."""
+    row = client.post(f"waitlist/{entry_id}/withdraw/")
+    out.done(row, f"Withdrawn: {_waiting_line(row)}")
