@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, UserManager
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import IntegrityError, models, transaction
 
 PORT_ATTEMPTS = 5
@@ -29,6 +30,44 @@ class CapabilityProfile(models.Model):
         blank=True,
         help_text="Most batch jobs waiting at once (default profile: empty = the lab's).",
     )
+
+    # What one user holds at any instant across bookings and jobs, and a rolling GPU-hour
+    # budget; read through bookings.limits.limits_for (not per host, so not in LIMIT_FIELDS).
+    gpus_at_once = models.PositiveSmallIntegerField(
+        "GPUs at once",
+        null=True,
+        blank=True,
+        help_text="Most GPUs one user holds at any moment, bookings and jobs together "
+        "(default profile: empty = no cap beyond the per-request maximum).",
+    )
+    cpus_at_once = models.DecimalField(
+        "CPUs at once",
+        max_digits=6,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Most CPUs one user holds at any moment, bookings and jobs together.",
+    )
+    memory_gb_at_once = models.PositiveIntegerField(
+        "Memory at once (GiB)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Most memory one user holds at any moment, bookings and jobs together.",
+    )
+    gpu_hours_per_week = models.DecimalField(
+        "GPU-hours per week",
+        max_digits=8,
+        decimal_places=1,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="GPU-hours of one user's bookings and jobs in any 7-day window "
+        "(default profile: empty = no budget).",
+    )
+
+    USAGE_LIMIT_FIELDS = ("gpus_at_once", "cpus_at_once", "memory_gb_at_once", "gpu_hours_per_week")
 
     LIMIT_FIELDS = (
         "cpus",

@@ -17,6 +17,7 @@ from accounts.services import user_change_forward_port
 from aivc_portal.scheduler import queue_host_task, queue_task
 from aivc_portal.task_names import PREPARE_IMAGE_TASK, RECONCILE_TASK, SCHEDULE_JOBS_TASK, WAITLIST_TASK
 from bookings.capacity import Availability, availability, gpus_free
+from bookings.limits import check_usage
 from bookings.models import GpuAllocation, Reservation
 from bookings.selectors import forward_ports_held, host_open_to
 from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, needed_from, parse_time_input, slot_floor, wrong_input
@@ -255,6 +256,15 @@ def reservation_create(
             )
             command = _extra_command(extra_command, user=user)
             held_from = needed_from(start=start, is_now=is_now, now=now)
+            check_usage(
+                user=user,
+                start=held_from,
+                end=end,
+                cpus=cpus,
+                memory_gb=memory_gb,
+                gpu_count=gpu_count,
+                now=now,
+            )
             free = availability(host=host, start=held_from, end=end, booking_user_id=user.pk)
             _check_no_own_overlap(free=free)
             _check_fits(free=free, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
@@ -373,6 +383,19 @@ def _check_added_window(*, reservation: Reservation, host: Host, start: datetime
         raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity")
 
 
+def _check_usage_of(reservation: Reservation, *, start: datetime, end: datetime, now: datetime) -> None:
+    """The usage limits on time added to a reservation, [start, end), next to itself."""
+    check_usage(
+        user=reservation.user,
+        start=start,
+        end=end,
+        cpus=reservation.cpus,
+        memory_gb=reservation.memory_gb,
+        gpu_count=reservation.gpu_count,
+        now=now,
+    )
+
+
 def reservation_extend(
     *, reservation: Reservation, end: datetime | str, now: datetime | None = None
 ) -> Reservation:
@@ -407,6 +430,7 @@ def reservation_extend(
                 gpu_count=reservation.gpu_count,
             )
             _resolve_image(reservation.image, user=user)
+            _check_usage_of(reservation, start=reservation.end, end=new_end, now=now)
             _check_added_window(reservation=reservation, host=host, start=reservation.end, end=new_end)
             reservation.end = reservation.booked_end = new_end
             reservation.save(update_fields=["end", "booked_end", "updated_at"])
@@ -437,6 +461,7 @@ def reservation_start_now(*, reservation: Reservation, now: datetime | None = No
                     "This reservation's start has passed; the scheduler launches it.", code="already_started"
                 )
             _check_end(start=new_start, end=reservation.end)
+            _check_usage_of(reservation, start=now, end=reservation.start, now=now)
             _check_added_window(reservation=reservation, host=host, start=now, end=reservation.start)
             reservation.start = new_start
             reservation.save(update_fields=["start", "updated_at"])

@@ -1,0 +1,282 @@
+"""Usage limits on bookings: caps at once across bookings and jobs, the rolling GPU-hour
+budget and the longest continuous hold, through the booking services."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from accounts.services import profile_create_or_update
+from bookings.limits import Limits, budget_fits_from, holdings, limits_for, usage_for
+from bookings.models import Reservation
+from bookings.services import reservation_cancel, reservation_create, reservation_extend, reservation_release
+from tests.factories import CapabilityProfileFactory, HostFactory, ReservationFactory, UserFactory, local
+
+pytestmark = pytest.mark.django_db
+
+NOW = local(2026, 3, 2, 10, 10)
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def big_host(db):
+    return HostFactory(name="gpu-big", cpus=64, ram_gb=256, swap_gb=0, gpus=8)
+
+
+@pytest.fixture(autouse=True)
+def _no_hold_limit(settings):
+    settings.MAX_CONTINUOUS_GPU_HOLD_HOURS = 0
+
+
+def book(user, host, start, end, gpu_count=1, cpus=1, memory_gb=1, now=NOW):
+    return reservation_create(
+        user=user,
+        host=host,
+        start=start,
+        end=end,
+        cpus=cpus,
+        memory_gb=memory_gb,
+        gpu_count=gpu_count,
+        now=now,
+    )
+
+
+def set_default(default_profile, **limits):
+    for name, value in limits.items():
+        setattr(default_profile, name, value)
+    default_profile.gpus = 4
+    default_profile.save()
+
+
+# limits_for ---------------------------------------------------------------------------------
+
+
+def test_a_profile_without_a_cap_inherits_the_defaults(default_profile, student):
+    set_default(default_profile, gpus_at_once=2, gpu_hours_per_week=100)
+    student.capability_profile = CapabilityProfileFactory(gpu_hours_per_week=500)
+    student.save()
+    limits = limits_for(user=student, now=NOW)
+    assert (limits.gpus_at_once, limits.gpu_hours_per_week) == (2, Decimal(500))
+    assert limits.cpus_at_once is None
+
+
+def test_no_cap_on_the_default_means_no_cap(default_profile, student):
+    assert limits_for(user=student, now=NOW) == Limits()
+
+
+def test_the_continuous_hold_comes_from_the_setting(default_profile, student, settings):
+    settings.MAX_CONTINUOUS_GPU_HOLD_HOURS = 48
+    assert limits_for(user=student, now=NOW).continuous_gpu_hold == timedelta(hours=48)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("cpus_at_once", 0), ("memory_gb_at_once", 0), ("gpu_hours_per_week", -1)]
+)
+def test_a_profile_refuses_a_negative_or_empty_cap_and_keeps_what_it_had(field, value):
+    profile_create_or_update(name="thesis", gpus_at_once=3)
+    with pytest.raises(ValidationError) as error:
+        profile_create_or_update(name="thesis", **{field: value})
+    assert field in error.value.message_dict
+    assert getattr(CapabilityProfileFactory._meta.model.objects.get(name="thesis"), field) in (None,)
+
+
+# Caps at once -------------------------------------------------------------------------------
+
+
+def test_it_refuses_a_booking_over_the_gpu_cap_naming_what_the_user_holds(default_profile, student, big_host):
+    set_default(default_profile, gpus_at_once=2)
+    book(student, big_host, local(2026, 3, 3, 10), local(2026, 3, 3, 12), gpu_count=1)
+    ReservationFactory(
+        user=student,
+        host=big_host,
+        kind=Reservation.Kind.JOB,
+        start=local(2026, 3, 3, 11),
+        end=local(2026, 3, 3, 14),
+        gpu_count=1,
+    )
+    with pytest.raises(ValidationError) as error:
+        book(student, big_host, local(2026, 3, 3, 11), local(2026, 3, 3, 13), gpu_count=1)
+    message = " ".join(error.value.messages)
+    assert error.value.code == "over_cap"
+    assert "your GPUs at once" in message and "allows 2" in message and "hold 2" in message
+    assert "your booking on gpu-big" in message and "your job on gpu-big" in message
+
+
+def test_back_to_back_with_the_cap_full_is_fine(default_profile, student, big_host):
+    set_default(default_profile, gpus_at_once=2)
+    book(student, big_host, local(2026, 3, 3, 10), local(2026, 3, 3, 12), gpu_count=2)
+    book(student, big_host, local(2026, 3, 3, 12), local(2026, 3, 3, 14), gpu_count=2)
+
+
+def test_the_cpu_and_memory_caps_count_jobs_too(default_profile, student, big_host):
+    set_default(default_profile, cpus_at_once=4, memory_gb_at_once=8)
+    ReservationFactory(
+        user=student, host=big_host, kind=Reservation.Kind.JOB, start=NOW, end=NOW + DAY, cpus=3, memory_gb=2
+    )
+    with pytest.raises(ValidationError, match="your CPUs at once"):
+        book(student, big_host, "now", "1-day", gpu_count=0, cpus=2)
+    with pytest.raises(ValidationError, match="your memory at once"):
+        book(student, big_host, "now", "1-day", gpu_count=0, cpus=1, memory_gb=7)
+    book(student, big_host, "now", "1-day", gpu_count=0, cpus=1, memory_gb=6)
+
+
+def test_cancelled_and_other_users_reservations_do_not_count(default_profile, student, big_host):
+    set_default(default_profile, gpus_at_once=1)
+    first = book(student, big_host, local(2026, 3, 3, 10), local(2026, 3, 3, 12))
+    reservation_cancel(reservation=first, now=NOW)
+    book(UserFactory(), big_host, local(2026, 3, 3, 10), local(2026, 3, 3, 12))
+    book(student, big_host, local(2026, 3, 3, 10), local(2026, 3, 3, 12))
+
+
+def test_an_extension_into_a_full_cap_is_refused(default_profile, student, big_host):
+    set_default(default_profile, gpus_at_once=1)
+    booking = book(student, big_host, local(2026, 3, 3, 10), local(2026, 3, 3, 12))
+    ReservationFactory(
+        user=student, host=big_host, kind=Reservation.Kind.JOB, start=local(2026, 3, 3, 13), gpu_count=1
+    )
+    reservation_extend(reservation=booking, end=local(2026, 3, 3, 13), now=NOW)
+    with pytest.raises(ValidationError, match="your GPUs at once"):
+        reservation_extend(reservation=booking, end=local(2026, 3, 3, 14), now=NOW)
+    booking.refresh_from_db()
+    assert booking.end == local(2026, 3, 3, 13)
+
+
+# The rolling budget -------------------------------------------------------------------------
+
+
+def test_it_refuses_a_booking_over_the_weekly_budget_with_hours_left_and_when(
+    default_profile, student, big_host
+):
+    set_default(default_profile, gpu_hours_per_week=100)
+    book(student, big_host, local(2026, 3, 3, 0), local(2026, 3, 4, 0), gpu_count=2)  # 48 GPU-hours
+    book(student, big_host, local(2026, 3, 5, 0), local(2026, 3, 6, 0), gpu_count=2)  # 96
+    with pytest.raises(ValidationError) as error:
+        book(student, big_host, local(2026, 3, 7, 0), local(2026, 3, 7, 6), gpu_count=1)  # 102
+    message = " ".join(error.value.messages)
+    assert error.value.code == "over_budget"
+    assert "100 GPU-hours per 7 days" in message and "4.0 are left" in message
+    # The first booking's hours leave the window a week after they were held.
+    assert "2026-03-09 20:00" in message
+    book(student, big_host, local(2026, 3, 7, 0), local(2026, 3, 7, 4), gpu_count=1)  # exactly 100
+
+
+def test_a_request_bigger_than_the_whole_budget_says_so(default_profile, student, big_host):
+    set_default(default_profile, gpu_hours_per_week=24)
+    with pytest.raises(ValidationError, match="more than your 24 GPU-hours per 7 days"):
+        book(student, big_host, local(2026, 3, 3, 0), local(2026, 3, 4, 2), gpu_count=1)
+
+
+def test_an_early_release_gives_the_rest_of_the_hours_back(default_profile, student, big_host):
+    set_default(default_profile, gpu_hours_per_week=30)
+    running = book(student, big_host, "now", "1-day", gpu_count=1)
+    running.status = Reservation.Status.RUNNING
+    running.save()
+    later = local(2026, 3, 3, 20)
+    with pytest.raises(ValidationError, match="GPU-hour budget"):
+        book(student, big_host, later, later + timedelta(hours=10))
+    reservation_release(reservation=running, now=NOW + timedelta(hours=2))
+    book(student, big_host, later, later + timedelta(hours=10), now=NOW + timedelta(hours=2))
+
+
+def test_jobs_count_in_the_budget_at_their_time_limit_until_they_end(default_profile, student, big_host):
+    set_default(default_profile, gpu_hours_per_week=10)
+    ReservationFactory(
+        user=student,
+        host=big_host,
+        kind=Reservation.Kind.JOB,
+        start=NOW,
+        end=NOW + timedelta(hours=8),
+        gpu_count=1,
+    )
+    with pytest.raises(ValidationError, match="GPU-hour budget"):
+        book(student, big_host, local(2026, 3, 3, 10), local(2026, 3, 3, 13))
+
+
+def test_the_budget_looks_at_every_seven_day_window(default_profile, student, big_host):
+    set_default(default_profile, gpu_hours_per_week=50)
+    book(student, big_host, local(2026, 3, 3, 0), local(2026, 3, 4, 0))  # 24 on Tuesday
+    book(student, big_host, local(2026, 3, 15, 0), local(2026, 3, 16, 0))  # 24 two weeks on
+    # 30 hours between them: each week around it holds one day at most... until it meets both.
+    book(student, big_host, local(2026, 3, 10, 0), local(2026, 3, 10, 20))
+    with pytest.raises(ValidationError, match="GPU-hour budget"):
+        book(student, big_host, local(2026, 3, 12, 0), local(2026, 3, 12, 8))
+
+
+def test_the_earliest_start_that_fits_is_where_hours_come_back():
+    limits = Limits(gpu_hours_per_week=Decimal(24))
+    user = None  # plain rows: no database
+    del user
+    from bookings.limits import Held
+
+    held = [Held(local(2026, 3, 2, 0), local(2026, 3, 3, 0), Decimal(1), 1, 1, False, "booking", "h")]
+    start = local(2026, 3, 4, 0)
+    assert budget_fits_from(
+        limits=limits, held=held, start=start, end=start + timedelta(hours=2), gpu_count=1
+    ) == local(2026, 3, 9, 0)
+
+
+# The continuous hold ------------------------------------------------------------------------
+
+
+def test_it_refuses_back_to_back_bookings_longer_than_the_hold_limit(
+    default_profile, student, big_host, settings
+):
+    settings.MAX_CONTINUOUS_GPU_HOLD_HOURS = 14 * 24
+    set_default(default_profile)
+    first = ReservationFactory(
+        user=student, host=big_host, start=local(2026, 2, 20, 10), end=local(2026, 3, 6, 10), gpu_count=1
+    )
+    first.status = Reservation.Status.RUNNING
+    first.save()
+    with pytest.raises(ValidationError) as error:
+        book(student, big_host, local(2026, 3, 6, 10), local(2026, 3, 10, 10))
+    assert error.value.code == "continuous_hold"
+    assert "336 hours in a row" in " ".join(error.value.messages)
+    # A break of one slot ends the hold; CPU-only bookings never count.
+    book(student, big_host, local(2026, 3, 6, 10), local(2026, 3, 10, 10), gpu_count=0)
+
+
+def test_a_gap_breaks_the_hold(default_profile, student, big_host, settings):
+    settings.MAX_CONTINUOUS_GPU_HOLD_HOURS = 24
+    set_default(default_profile)
+    book(student, big_host, local(2026, 3, 3, 0), local(2026, 3, 3, 20))
+    with pytest.raises(ValidationError, match="without a break"):
+        book(student, big_host, local(2026, 3, 3, 20), local(2026, 3, 4, 2))
+    book(student, big_host, local(2026, 3, 3, 20, 30), local(2026, 3, 4, 2))
+
+
+# What the user reads ------------------------------------------------------------------------
+
+
+def test_usage_counts_the_week_behind_and_ahead(default_profile, student, big_host):
+    set_default(default_profile, gpu_hours_per_week=80)
+    ReservationFactory(
+        user=student,
+        host=big_host,
+        start=NOW - 2 * DAY,
+        end=NOW - DAY,
+        gpu_count=2,
+        status=Reservation.Status.ENDED,
+    )
+    ReservationFactory(
+        user=student,
+        host=big_host,
+        start=NOW - DAY,
+        end=NOW - DAY + timedelta(hours=3),
+        gpu_count=1,
+        status=Reservation.Status.CANCELLED,
+    )
+    running = ReservationFactory(
+        user=student,
+        host=big_host,
+        start=NOW - timedelta(hours=1),
+        end=NOW + timedelta(hours=2),
+        gpu_count=1,
+        status=Reservation.Status.RUNNING,
+    )
+    usage = usage_for(user=student, now=NOW)
+    assert (usage.gpu_hours_week, usage.gpu_hours_ahead) == (49.0, 2.0)
+    assert usage.gpu_hours_budget == Decimal(80)
+    assert usage.gpus_now == 1
+    assert holdings(user_ids=[student.pk], start=NOW, end=NOW)[student.pk][0].start == running.start
