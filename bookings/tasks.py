@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from bookings.waitlist_services import waitlist_book_due
 from containers.locks import exclusive
-from jobs.selectors import decayed_usage
+from jobs.selectors import priority_usage
 
 LOCK_WAIT_S = 30
 
@@ -21,4 +21,4 @@ def book_waiting_requests(now: datetime | None = None) -> str:
         if not acquired:
             return "another waitlist tick held the lock"
         now = now or timezone.now()
-        return str(waitlist_book_due(now=now, usage=decayed_usage(now=now)))
+        return str(waitlist_book_due(now=now, usage=priority_usage(now=now)))

@@ -68,6 +68,12 @@ def central_schedules() -> list[dict]:
             "minutes": 1,
         },
         {
+            "name": "end limit grants",
+            "func": "accounts.tasks.expire_limit_grants",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 10,
+        },
+        {
             "name": "check agents",
             "func": "containers.tasks.check_agents",
             "schedule_type": Schedule.MINUTES,

@@ -434,3 +434,71 @@ def waitlist_withdraw(out: Output, entry_id: int) -> None:
     """Stop waiting for a request."""
     row = client.post(f"waitlist/{entry_id}/withdraw/")
     out.done(row, f"Withdrawn: {_waiting_line(row)}")
+
+
+# Requests for more -------------------------------------------------------------------------------
+
+
+def _request_line(row: dict) -> str:
+    note = f"  note: {row['note']}" if row.get("note") else ""
+    return f"#{row['id']:<5} {row['summary']:<36} until {_short(row['ends_at'])}  {row['status']:<8}{note}"
+
+
+@cli.group(name="request")
+def request_group() -> None:
+    """Ask for more before a deadline: a budget, caps at once, another profile, a boost."""
+
+
+@request_group.command(name="add")
+@click.option("--gpu-hours", "gpu_hours_per_week", help="A bigger budget: GPU-hours per week.")
+@click.option("--gpus-at-once", help="Bigger caps at once: GPUs.")
+@click.option("--cpus-at-once", help="Bigger caps at once: CPUs.")
+@click.option("--memory-at-once", "memory_gb_at_once", help="Bigger caps at once: GiB of memory.")
+@click.option("--profile", help="Another capability profile (its name).")
+@click.option("--boost", is_flag=True, help="A fair-share priority boost.")
+@click.option("--until", required=True, help="The last day it applies, YYYY-MM-DD.")
+@click.option("--reason", required=True, help="Why you need it (a deadline, an experiment).")
+@pass_output
+def request_add(
+    out: Output,
+    gpu_hours_per_week,
+    gpus_at_once,
+    cpus_at_once,
+    memory_gb_at_once,
+    profile,
+    boost,
+    until,
+    reason,
+) -> None:
+    """Send a request; a maintainer approves or denies it and you are told."""
+    caps = {
+        "gpus_at_once": gpus_at_once,
+        "cpus_at_once": cpus_at_once,
+        "memory_gb_at_once": memory_gb_at_once,
+    }
+    kinds = [
+        kind
+        for kind, asked in (
+            ("budget", gpu_hours_per_week is not None),
+            ("caps", any(value is not None for value in caps.values())),
+            ("profile", profile is not None),
+            ("boost", boost),
+        )
+        if asked
+    ]
+    if len(kinds) != 1:
+        raise click.UsageError("Ask for one thing: --gpu-hours, the --*-at-once caps, --profile or --boost.")
+    body = {"kind": kinds[0], "until": until, "reason": reason, "gpu_hours_per_week": gpu_hours_per_week}
+    body |= {"profile": profile, **caps}
+    made = client.post(
+        "limit-requests/", json={key: value for key, value in body.items() if value is not None}
+    )
+    out.done(made, f"Sent: {_request_line(made)}")
+
+
+@request_group.command(name="ls")
+@pass_output
+def request_ls(out: Output) -> None:
+    """Your requests for more and their answers."""
+    rows = client.all_pages("limit-requests/")
+    out.done(rows, "\n".join(_request_line(row) for row in rows) or "No requests.")
