@@ -1,13 +1,14 @@
 """The waitlist: a booking that does not fit waits, holding nothing, and the tick books it
 through the booking service when capacity frees up, lighter users first."""
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
 from django_q.models import Schedule
 
-from accounts.models import Notification, NotificationKind
+from accounts.grant_services import limit_request_approve, limit_request_create
+from accounts.models import LimitKind, Notification, NotificationKind
 from bookings.capacity import availability
 from bookings.models import GpuAllocation, Reservation, WaitlistEntry
 from bookings.services import NOT_ENOUGH_CAPACITY, reservation_cancel, reservation_create
@@ -302,3 +303,32 @@ def test_a_cancel_and_a_release_wake_the_waitlist(student, one_gpu, monkeypatch)
     )
     reservation_cancel(reservation=reservation, now=NOW)
     assert "bookings.tasks.book_waiting_requests" in queued
+
+
+def test_the_tick_orders_waiters_by_fair_share_with_a_granted_boost(student, rival, one_gpu):
+    # The student used more GPU time than the rival, but has a boost (usage counts 0 times).
+    for user, hours in ((student, 20), (rival, 2)):
+        ReservationFactory(
+            user=user,
+            host=one_gpu,
+            start=NOW - timedelta(days=1, hours=hours),
+            end=NOW - timedelta(days=1),
+            status=Reservation.Status.ENDED,
+        )
+    maintainer = UserFactory(username="maintainer", is_staff=True)
+    boost = limit_request_create(
+        user=student, kind=LimitKind.BOOST, until=date(2026, 3, 10), reason="Deadline.", now=NOW
+    )
+    made = limit_request_approve(request=boost, by=maintainer, now=NOW)
+    made.usage_factor = 0
+    made.save()
+    blocker = hold_the_gpu(one_gpu)
+    rivals = join(rival, one_gpu, now=NOW)
+    students = join(student, one_gpu, now=NOW + timedelta(minutes=1))
+    reservation_cancel(reservation=blocker, now=NOW)
+
+    book_waiting_requests(now=NOW + timedelta(minutes=2))
+
+    students.refresh_from_db()
+    rivals.refresh_from_db()
+    assert (students.status, rivals.status) == (Status.BOOKED, Status.WAITING)
