@@ -168,7 +168,7 @@ def _answered(request: LimitRequest, *, now: datetime) -> None:
 
 
 def _lock_pending(request: LimitRequest) -> LimitRequest:
-    locked = LimitRequest.objects.select_for_update().select_related("profile").get(pk=request.pk)
+    locked = LimitRequest.objects.select_for_update(of=("self",)).select_related("profile").get(pk=request.pk)
     if locked.status != Status.PENDING:
         raise ValidationError(f"This request was {locked.status} already.", code="answered")
     return locked

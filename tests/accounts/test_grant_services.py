@@ -171,14 +171,14 @@ def test_a_granted_profile_follows_the_bookings_per_request_maxima_until_ended(s
 
 def test_a_boost_lowers_the_students_fair_share_usage_so_their_job_goes_first(student, maintainer, host):
     heavy_rival = UserFactory(username="rival")
-    for user, hours in ((student, 10), (heavy_rival, 6)):
+    for user, hours, gpu in ((student, 10, 0), (heavy_rival, 6, 1)):
         ReservationFactory(
             user=user,
             host=host,
             start=NOW - timedelta(hours=hours + 1),
             end=NOW - timedelta(hours=1),
             status="ended",
-            gpus=list(host.gpus.all()[:1]),
+            gpus=[host.gpus.get(index=gpu)],
         )
     JobFactory(user=student, submitted_at=NOW)
     JobFactory(user=heavy_rival, submitted_at=NOW - timedelta(minutes=5))
