@@ -231,7 +231,14 @@ def _first_allowing_host(*, user: User, cpus, memory_gb: int, gpu_count: int, mi
 
 
 def _locked_job(job: Job) -> Job:
-    return Job.objects.select_for_update(of=("self",)).select_related("user", "reservation").get(pk=job.pk)
+    """The job row, locked; its reservation is read after the lock, by a statement of its
+    own. Joined into the locking read, a reservation the scheduler wrote while this waited
+    for the lock came back as none (PostgreSQL rechecks the locked row, not the joined
+    ones): the cancel then left the new reservation holding capacity."""
+    locked = Job.objects.select_for_update(of=("self",)).select_related("user").get(pk=job.pk)
+    if locked.reservation_id is not None:
+        locked.reservation = Reservation.objects.select_for_update(of=("self",)).get(pk=locked.reservation_id)
+    return locked
 
 
 def _end_reservation(reservation: Reservation, *, now: datetime) -> None:
@@ -262,12 +269,12 @@ def job_cancel(*, job: Job, now: datetime | None = None) -> Job:
     job = _locked_job(job)
     if not job.can_cancel:
         raise ValidationError(_("This job has finished already."), code="not_cancellable")
-    was_running = job.status in Job.ACTIVE_STATUSES
     job.status = Job.Status.CANCELLED
     job.finished_at = now
     job.planned_start = job.planned_host = None
     job.save(update_fields=["status", "finished_at", "planned_start", "planned_host"])
-    if was_running and job.reservation is not None:
+    if job.reservation is not None:
+        # Whatever the job's status said, a cancelled job holds nothing from now on.
         _end_reservation(job.reservation, now=now)
         queue_host_task(RECONCILE_TASK, host=job.reservation.host)
     queue_task(SCHEDULE_JOBS_TASK)
