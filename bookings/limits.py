@@ -399,7 +399,7 @@ def check_budget(
     if fits_from is None:
         message = _(
             "Over your GPU-hour budget: %(asked)s GPU-hours is more than your %(budget)s GPU-hours per "
-            "7 days; book fewer GPUs or a shorter window."
+            "7 days; ask for fewer GPUs or less time."
         )
     else:
         message = _(
@@ -452,6 +452,98 @@ def check_continuous_hold(
             },
             code="continuous_hold",
         )
+
+
+# Jobs wait instead ------------------------------------------------------------------------------
+
+
+def wait_reason(
+    *,
+    limits: Limits,
+    held: Iterable[Held],
+    start: datetime,
+    end: datetime,
+    cpus: Decimal,
+    memory_gb: int,
+    gpu_count: int,
+) -> tuple[str, str] | None:
+    """Why a job for [start, end) must wait for its user's limits, as (the cap's field name
+    or "budget", a sentence for the user), or None when it may run then."""
+    held = list(held)
+    cap = cap_breach(
+        limits=limits, held=held, start=start, end=end, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count
+    )
+    if cap is not None:
+        detail = _("you hold %(held)s of %(cap)s at once until %(until)s") % {
+            "held": _number(Decimal(cap.held)),
+            "cap": _number(Decimal(cap.cap)),
+            "until": _local(cap.until),
+        }
+        return cap.code, detail
+    if budget_exceeded(limits=limits, held=held, start=start, end=end, gpu_count=gpu_count):
+        fits_from = budget_fits_from(limits=limits, held=held, start=start, end=end, gpu_count=gpu_count)
+        detail = _("%(budget)s GPU-hours per 7 days; its time limit fits from %(from)s") % {
+            "budget": _number(limits.gpu_hours_per_week),
+            "from": _local(fits_from) if fits_from else "-",
+        }
+        return "budget", detail
+    return None
+
+
+def earliest_within_limits(
+    *,
+    limits: Limits,
+    held: Iterable[Held],
+    start: datetime,
+    end: datetime,
+    cpus: Decimal,
+    memory_gb: int,
+    gpu_count: int,
+) -> datetime | None:
+    """The earliest start from `start` at which a job of this shape passes its user's caps
+    and budget (capacity aside), or None if it never does."""
+    held = list(held)
+    length = end - start
+    moment = start
+    for _attempt in range(64):
+        cap = cap_breach(
+            limits=limits,
+            held=held,
+            start=moment,
+            end=moment + length,
+            cpus=cpus,
+            memory_gb=memory_gb,
+            gpu_count=gpu_count,
+        )
+        if cap is not None:
+            if not cap.rows:
+                return None  # the job alone is over the cap
+            moment = cap.until
+        elif budget_exceeded(
+            limits=limits, held=held, start=moment, end=moment + length, gpu_count=gpu_count
+        ):
+            moment = budget_fits_from(
+                limits=limits, held=held, start=moment, end=moment + length, gpu_count=gpu_count
+            )
+            if moment is None:
+                return None
+        else:
+            return moment
+    return None
+
+
+def check_job_request(
+    *, user: User, cpus: Decimal, memory_gb: int, gpu_count: int, minutes: int, now: datetime
+) -> None:
+    """A job that alone is over a cap at once, or whose time limit alone is over the weekly
+    budget, would wait forever: refused when submitted."""
+    limits = limits_for(user=user, now=now)
+    start = now
+    end = now + timedelta(minutes=minutes)
+    check_caps(
+        limits=limits, held=[], start=start, end=end, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count
+    )
+    check_budget(limits=limits, held=[], start=start, end=end, gpu_count=gpu_count)
 
 
 # The booking services' one call ---------------------------------------------------------------
