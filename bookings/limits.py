@@ -582,8 +582,9 @@ class Usage:
     """What a user reads as "used / budget this week", and what they hold now."""
 
     limits: Limits
-    gpu_hours_week: float
-    gpu_hours_ahead: float
+    gpu_hours_week: float  # the 7 days up to now
+    gpu_hours_ahead: float  # booked, or held by jobs at their time limit, in the next 7 days
+    gpu_hours_left: float | None  # the budget less the fullest 7-day window that holds now
     gpus_now: int
     cpus_now: Decimal
     memory_gb_now: int
@@ -594,18 +595,32 @@ class Usage:
 
 
 def usage_for(*, user: User, now: datetime) -> Usage:
-    """The user's GPU-hours in the 7 days ending now (bookings as booked, jobs as run or
-    held so far) and in the 7 days ahead (booked, and jobs at their time limit), against
-    the budget; and what they hold now against the caps. One query."""
-    limits = limits_for(user=user, now=now)
-    held = holdings(user_ids=[user.pk], start=now - WEEK, end=now + WEEK)[user.pk]
-    spans = _gpu_spans(held)
-    holding = [h for h in held if h.live and h.start <= now < h.end]
-    return Usage(
-        limits=limits,
-        gpu_hours_week=round(sum(span.hours_in(now - WEEK, now) for span in spans), 1),
-        gpu_hours_ahead=round(sum(span.hours_in(now, now + WEEK) for span in spans), 1),
-        gpus_now=sum(h.gpu_count for h in holding),
-        cpus_now=sum((h.cpus for h in holding), Decimal(0)),
-        memory_gb_now=sum(h.memory_gb for h in holding),
-    )
+    return usage_for_users(users=[user], now=now)[user.pk]
+
+
+def usage_for_users(*, users: Iterable[User], now: datetime) -> dict[int, Usage]:
+    """Each user's GPU-hours in the 7 days up to now (bookings as booked, jobs as held so
+    far) and in the 7 days ahead, against the budget, and what they hold now against the
+    caps: one read of the profiles, one of the reservations."""
+    users = list(users)
+    limits = limits_for_users(users=users, now=now)
+    held = holdings(user_ids=[user.pk for user in users], start=now - WEEK, end=now + WEEK)
+    result = {}
+    for user in users:
+        spans = _gpu_spans(held[user.pk])
+        holding = [h for h in held[user.pk] if h.live and h.start <= now < h.end]
+        budget = limits[user.pk].gpu_hours_per_week
+        left = None
+        if budget is not None:
+            worst, _at = _worst_week(spans, now, now)
+            left = round(max(0.0, float(budget) - max(worst, 0.0)), 1)
+        result[user.pk] = Usage(
+            limits=limits[user.pk],
+            gpu_hours_week=round(sum(span.hours_in(now - WEEK, now) for span in spans), 1),
+            gpu_hours_ahead=round(sum(span.hours_in(now, now + WEEK) for span in spans), 1),
+            gpu_hours_left=left,
+            gpus_now=sum(h.gpu_count for h in holding),
+            cpus_now=sum((h.cpus for h in holding), Decimal(0)),
+            memory_gb_now=sum(h.memory_gb for h in holding),
+        )
+    return result

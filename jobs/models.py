@@ -121,6 +121,15 @@ class Job(models.Model):
         return self.status in self.FINISHED_STATUSES
 
     @property
+    def waiting_for(self) -> str | None:
+        """What held this queued job at the last scheduling pass, in words; None if it is
+        not waiting or no pass has looked at it yet."""
+        if self.status != self.Status.QUEUED or not self.wait_reason:
+            return None
+        label = str(WaitReason(self.wait_reason).label)
+        return f"{label}: {self.wait_detail}" if self.wait_detail else label
+
+    @property
     def can_cancel(self) -> bool:
         return self.status == self.Status.QUEUED or self.status in self.ACTIVE_STATUSES
 
