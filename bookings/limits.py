@@ -624,3 +624,16 @@ def usage_for_users(*, users: Iterable[User], now: datetime) -> dict[int, Usage]
             memory_gb_now=sum(h.memory_gb for h in holding),
         )
     return result
+
+
+def usage_of_active_users(*, now: datetime) -> list[tuple[User, Usage]]:
+    """Every user with a reservation in the 7 days on either side of now, with their usage
+    (the staff's per-user view), most GPU-hours this week first."""
+    window = Reservation.objects.filter(status__in=COUNTED_STATUSES, start__lt=now + WEEK, end__gt=now - WEEK)
+    users = list(
+        User.objects.filter(pk__in=window.values("user_id")).only("pk", "username", "capability_profile_id")
+    )
+    usage = usage_for_users(users=users, now=now)
+    return sorted(
+        ((user, usage[user.pk]) for user in users), key=lambda row: (-row[1].gpu_hours_week, row[0].username)
+    )

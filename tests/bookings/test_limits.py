@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -318,3 +319,34 @@ def test_the_api_refuses_a_booking_over_the_cap_in_the_one_error_shape(default_p
     )
     assert refused.status_code == 400
     assert_error_shape(refused.json())
+
+
+# The pages ----------------------------------------------------------------------------------
+
+
+def test_the_dashboard_shows_used_against_the_budget(client, default_profile, student, big_host):
+    set_default(default_profile, gpu_hours_per_week=40, gpus_at_once=2)
+    now = timezone.now()
+    ReservationFactory(
+        user=student,
+        host=big_host,
+        start=now - DAY,
+        end=now - DAY + timedelta(hours=5),
+        gpu_count=2,
+        status=Reservation.Status.ENDED,
+    )
+    client.force_login(student)
+    page = client.get(reverse("dashboard")).content.decode()
+    assert "GPU-hours this week: 10.0 / 40 used (30.0 left" in page
+    assert "GPUs held now: 0 of 2 at once." in page
+
+
+def test_staff_see_each_users_week_on_the_reports_page(client, default_profile, student, big_host):
+    set_default(default_profile, gpu_hours_per_week=40)
+    now = timezone.now()
+    ReservationFactory(
+        user=student, host=big_host, start=now - DAY, end=now - DAY + timedelta(hours=3), gpu_count=1
+    )
+    client.force_login(UserFactory(username="staffer", is_staff=True))
+    page = client.get(reverse("reports")).content.decode()
+    assert 'data-testid="week-usage"' in page and student.username in page and "3.0" in page

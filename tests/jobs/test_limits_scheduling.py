@@ -5,11 +5,13 @@ from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 
 from bookings.models import Reservation
 from jobs.models import Job, WaitReason
 from jobs.scheduling import run_pass
 from jobs.services import job_finish, job_submit
+from tests.api_helpers import token_client
 from tests.factories import HostFactory, ReservationFactory, UserFactory, local
 
 pytestmark = pytest.mark.django_db
@@ -125,3 +127,14 @@ def test_other_users_are_not_limited_by_a_users_cap(student, big_host, image):
     for user in (student, other):
         submit(user, gpus=2)
     assert len(run_pass(now=NOW).started) == 2
+
+
+def test_the_job_page_and_the_api_say_what_holds_a_waiting_job(client, student, big_host, image):
+    jobs = [submit(student) for _ in range(3)]
+    run_pass(now=NOW)
+    client.force_login(student)
+    page = client.get(reverse("job-detail", args=[jobs[2].pk])).content.decode()
+    assert "your GPUs at once: you hold 2 of 2 at once until 2026-03-02 11:10" in page
+    body = token_client(student).get(f"/api/v1/jobs/{jobs[2].pk}/").json()
+    assert body["wait_reason"] == "gpus_at_once" and body["waiting_for"].startswith("your GPUs at once")
+    assert body["planned_start"] is not None
