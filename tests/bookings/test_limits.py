@@ -350,3 +350,9 @@ def test_staff_see_each_users_week_on_the_reports_page(client, default_profile, 
     client.force_login(UserFactory(username="staffer", is_staff=True))
     page = client.get(reverse("reports")).content.decode()
     assert 'data-testid="week-usage"' in page and student.username in page and "3.0" in page
+
+
+def test_the_admin_account_page_shows_the_week_and_the_caps(admin_client, default_profile, student):
+    set_default(default_profile, gpu_hours_per_week=40, gpus_at_once=2)
+    page = admin_client.get(reverse("admin:accounts_user_change", args=[student.pk])).content.decode()
+    assert "GPU-hours, last 7 days: 0 / budget 40" in page and "0 GPUs (cap 2)" in page
