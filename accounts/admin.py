@@ -22,12 +22,23 @@ from accounts.services import (
 from accounts.sshkeys import clean_ssh_public_keys
 from accounts.token_services import api_token_revoke
 from aivc_portal.admin_actions import action_form_page, apply_to_each
+from bookings.limits import usage_for
 from containers.models import Host
 
 
 @admin.register(CapabilityProfile)
 class CapabilityProfileAdmin(admin.ModelAdmin):
-    list_display = ("name", "is_default", "cpus", "memory_gb", "gpus", "work_space_gb", "backup_space_gb")
+    list_display = (
+        "name",
+        "is_default",
+        "cpus",
+        "memory_gb",
+        "gpus",
+        "work_space_gb",
+        "backup_space_gb",
+        "gpus_at_once",
+        "gpu_hours_per_week",
+    )
     list_filter = ("is_default",)
     search_fields = ("name",)
 
@@ -88,7 +99,7 @@ class UserAdmin(DjangoUserAdmin):
     list_filter = ("is_staff", "is_active", "capability_profile", "must_change_password")
     list_select_related = ("capability_profile",)
     search_fields = ("username", "email", "first_name", "last_name")
-    readonly_fields = ("effective_limits",)
+    readonly_fields = ("effective_limits", "usage_this_week")
     fieldsets = (
         *DjangoUserAdmin.fieldsets,
         (
@@ -98,6 +109,7 @@ class UserAdmin(DjangoUserAdmin):
                     "forward_port",
                     "capability_profile",
                     "effective_limits",
+                    "usage_this_week",
                     "default_image",
                     "default_extra_command",
                     "ssh_public_keys",
@@ -162,6 +174,23 @@ class UserAdmin(DjangoUserAdmin):
                 )
             )
         return format_html_join("", "<div><b>{}</b>: {}</div>", rows) or "No hosts yet."
+
+    @admin.display(description="Usage this week")
+    def usage_this_week(self, user: User) -> str:
+        if not user.pk:
+            return "-"
+        usage = usage_for(user=user, now=timezone.now())
+        limits = usage.limits
+
+        def cap(value) -> str:
+            return "none" if value is None else f"{value:g}"
+
+        return (
+            f"GPU-hours, last 7 days: {usage.gpu_hours_week:g} / budget {cap(usage.gpu_hours_budget)}; "
+            f"next 7 days: {usage.gpu_hours_ahead:g}. Held now: {usage.gpus_now} GPUs "
+            f"(cap {cap(limits.gpus_at_once)}), {usage.cpus_now:g} CPUs (cap {cap(limits.cpus_at_once)}), "
+            f"{usage.memory_gb_now} GiB (cap {cap(limits.memory_gb_at_once)})."
+        )
 
     def get_urls(self):
         extra = [

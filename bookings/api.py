@@ -22,6 +22,7 @@ from accounts.selectors import capability_for
 from aivc_portal.api import IsStaff
 from bookings import serializers as s
 from bookings.capacity import availability, earliest_fit
+from bookings.limits import usage_for
 from bookings.models import Reservation
 from bookings.report_views import ReportRangeForm, csv_download, usage_csv_bytes
 from bookings.reports import reservations_csv_bytes
@@ -190,6 +191,15 @@ class TimelineView(APIView):
         ]
         body = {"start": data.start, "end": data.end, "hosts": hosts}
         return Response(s.TimelineSerializer(body).data)
+
+
+class UsageView(APIView):
+    @extend_schema(
+        summary="Your usage against your limits: GPU-hours this week and your budget, what you hold now",
+        responses={200: s.UsageSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(s.UsageSerializer(usage_for(user=request.user, now=timezone.now())).data)
 
 
 class ImageListView(APIView):
@@ -386,6 +396,7 @@ urlpatterns = [
     path("earliest-fit/", EarliestFitView.as_view(), name="api-earliest-fit"),
     path("timeline/", TimelineView.as_view(), name="api-timeline"),
     path("images/", ImageListView.as_view(), name="api-images"),
+    path("me/usage/", UsageView.as_view(), name="api-usage"),
     path("reports/reservations.csv", ReservationReportView.as_view(), name="api-report-reservations"),
     path("reports/usage.csv", UsageReportView.as_view(), name="api-report-usage"),
 ]

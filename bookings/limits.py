@@ -406,7 +406,7 @@ def check_budget(
     if fits_from is None:
         message = _(
             "Over your GPU-hour budget: %(asked)s GPU-hours is more than your %(budget)s GPU-hours per "
-            "7 days; book fewer GPUs or a shorter window."
+            "7 days; ask for fewer GPUs or less time."
         )
     else:
         message = _(
@@ -461,6 +461,98 @@ def check_continuous_hold(
         )
 
 
+# Jobs wait instead ------------------------------------------------------------------------------
+
+
+def wait_reason(
+    *,
+    limits: Limits,
+    held: Iterable[Held],
+    start: datetime,
+    end: datetime,
+    cpus: Decimal,
+    memory_gb: int,
+    gpu_count: int,
+) -> tuple[str, str] | None:
+    """Why a job for [start, end) must wait for its user's limits, as (the cap's field name
+    or "budget", a sentence for the user), or None when it may run then."""
+    held = list(held)
+    cap = cap_breach(
+        limits=limits, held=held, start=start, end=end, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count
+    )
+    if cap is not None:
+        detail = _("you hold %(held)s of %(cap)s at once until %(until)s") % {
+            "held": _number(Decimal(cap.held)),
+            "cap": _number(Decimal(cap.cap)),
+            "until": _local(cap.until),
+        }
+        return cap.code, detail
+    if budget_exceeded(limits=limits, held=held, start=start, end=end, gpu_count=gpu_count):
+        fits_from = budget_fits_from(limits=limits, held=held, start=start, end=end, gpu_count=gpu_count)
+        detail = _("%(budget)s GPU-hours per 7 days; its time limit fits from %(from)s") % {
+            "budget": _number(limits.gpu_hours_per_week),
+            "from": _local(fits_from) if fits_from else "-",
+        }
+        return "budget", detail
+    return None
+
+
+def earliest_within_limits(
+    *,
+    limits: Limits,
+    held: Iterable[Held],
+    start: datetime,
+    end: datetime,
+    cpus: Decimal,
+    memory_gb: int,
+    gpu_count: int,
+) -> datetime | None:
+    """The earliest start from `start` at which a job of this shape passes its user's caps
+    and budget (capacity aside), or None if it never does."""
+    held = list(held)
+    length = end - start
+    moment = start
+    for _attempt in range(64):
+        cap = cap_breach(
+            limits=limits,
+            held=held,
+            start=moment,
+            end=moment + length,
+            cpus=cpus,
+            memory_gb=memory_gb,
+            gpu_count=gpu_count,
+        )
+        if cap is not None:
+            if not cap.rows:
+                return None  # the job alone is over the cap
+            moment = cap.until
+        elif budget_exceeded(
+            limits=limits, held=held, start=moment, end=moment + length, gpu_count=gpu_count
+        ):
+            moment = budget_fits_from(
+                limits=limits, held=held, start=moment, end=moment + length, gpu_count=gpu_count
+            )
+            if moment is None:
+                return None
+        else:
+            return moment
+    return None
+
+
+def check_job_request(
+    *, user: User, cpus: Decimal, memory_gb: int, gpu_count: int, minutes: int, now: datetime
+) -> None:
+    """A job that alone is over a cap at once, or whose time limit alone is over the weekly
+    budget, would wait forever: refused when submitted."""
+    limits = limits_for(user=user, now=now)
+    start = now
+    end = now + timedelta(minutes=minutes)
+    check_caps(
+        limits=limits, held=[], start=start, end=end, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count
+    )
+    check_budget(limits=limits, held=[], start=start, end=end, gpu_count=gpu_count)
+
+
 # The booking services' one call ---------------------------------------------------------------
 
 
@@ -497,8 +589,9 @@ class Usage:
     """What a user reads as "used / budget this week", and what they hold now."""
 
     limits: Limits
-    gpu_hours_week: float
-    gpu_hours_ahead: float
+    gpu_hours_week: float  # the 7 days up to now
+    gpu_hours_ahead: float  # booked, or held by jobs at their time limit, in the next 7 days
+    gpu_hours_left: float | None  # the budget less the fullest 7-day window that holds now
     gpus_now: int
     cpus_now: Decimal
     memory_gb_now: int
@@ -509,18 +602,45 @@ class Usage:
 
 
 def usage_for(*, user: User, now: datetime) -> Usage:
-    """The user's GPU-hours in the 7 days ending now (bookings as booked, jobs as run or
-    held so far) and in the 7 days ahead (booked, and jobs at their time limit), against
-    the budget; and what they hold now against the caps. One query."""
-    limits = limits_for(user=user, now=now)
-    held = holdings(user_ids=[user.pk], start=now - WEEK, end=now + WEEK)[user.pk]
-    spans = _gpu_spans(held)
-    holding = [h for h in held if h.live and h.start <= now < h.end]
-    return Usage(
-        limits=limits,
-        gpu_hours_week=round(sum(span.hours_in(now - WEEK, now) for span in spans), 1),
-        gpu_hours_ahead=round(sum(span.hours_in(now, now + WEEK) for span in spans), 1),
-        gpus_now=sum(h.gpu_count for h in holding),
-        cpus_now=sum((h.cpus for h in holding), Decimal(0)),
-        memory_gb_now=sum(h.memory_gb for h in holding),
+    return usage_for_users(users=[user], now=now)[user.pk]
+
+
+def usage_for_users(*, users: Iterable[User], now: datetime) -> dict[int, Usage]:
+    """Each user's GPU-hours in the 7 days up to now (bookings as booked, jobs as held so
+    far) and in the 7 days ahead, against the budget, and what they hold now against the
+    caps: one read of the profiles, one of the reservations."""
+    users = list(users)
+    limits = limits_for_users(users=users, now=now)
+    held = holdings(user_ids=[user.pk for user in users], start=now - WEEK, end=now + WEEK)
+    result = {}
+    for user in users:
+        spans = _gpu_spans(held[user.pk])
+        holding = [h for h in held[user.pk] if h.live and h.start <= now < h.end]
+        budget = limits[user.pk].gpu_hours_per_week
+        left = None
+        if budget is not None:
+            worst, _at = _worst_week(spans, now, now)
+            left = round(max(0.0, float(budget) - max(worst, 0.0)), 1)
+        result[user.pk] = Usage(
+            limits=limits[user.pk],
+            gpu_hours_week=round(sum(span.hours_in(now - WEEK, now) for span in spans), 1),
+            gpu_hours_ahead=round(sum(span.hours_in(now, now + WEEK) for span in spans), 1),
+            gpu_hours_left=left,
+            gpus_now=sum(h.gpu_count for h in holding),
+            cpus_now=sum((h.cpus for h in holding), Decimal(0)),
+            memory_gb_now=sum(h.memory_gb for h in holding),
+        )
+    return result
+
+
+def usage_of_active_users(*, now: datetime) -> list[tuple[User, Usage]]:
+    """Every user with a reservation in the 7 days on either side of now, with their usage
+    (the staff's per-user view), most GPU-hours this week first."""
+    window = Reservation.objects.filter(status__in=COUNTED_STATUSES, start__lt=now + WEEK, end__gt=now - WEEK)
+    users = list(
+        User.objects.filter(pk__in=window.values("user_id")).only("pk", "username", "capability_profile_id")
+    )
+    usage = usage_for_users(users=users, now=now)
+    return sorted(
+        ((user, usage[user.pk]) for user in users), key=lambda row: (-row[1].gpu_hours_week, row[0].username)
     )

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 from accounts.selectors import capability_for
 from bookings.capacity import availability, earliest_fit
 from bookings.forms import END_AT, BookingForm, ExtendForm, WaitlistForm
+from bookings.limits import usage_for
 from bookings.models import Reservation
 from bookings.selectors import (
     host_choice_labels,
@@ -84,6 +85,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "events": recent_events_for_user(user_id=user.pk),
         "gpu_table": gpu_table(now=now),
         "idle_reservations": list(idle_reservations_for_user(user_id=user.pk)),
+        "limits_usage": usage_for(user=user, now=now),
     }
     return render(request, "bookings/dashboard.html", context)
 

@@ -3,7 +3,8 @@ window of its shape frees up; the waitlist tick then books it through the one bo
 service (`reservation_create`), so every booking rule (and every limit added to it) applies.
 
 Order between waiting requests: fair share (the caller passes each user's usage, the job
-queue's `decayed_usage`, so a light user's request is tried first), then the oldest."""
+queue's `priority_usage`, so a light or boosted user's request is tried first), then the
+oldest."""
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field

@@ -139,6 +139,27 @@ def logout(out: Output) -> None:
     out.done({"logged_out": True}, "Logged out.")
 
 
+@cli.command()
+@pass_output
+def usage(out: Output) -> None:
+    """Your GPU-hours this week against your budget, and what you hold now against your caps."""
+    body = client.get("me/usage/")
+    budget = body.get("gpu_hours_per_week")
+    budget = f"{budget:g}" if budget is not None else "no budget"
+    left = f" ({body['gpu_hours_left']:g} left)" if body.get("gpu_hours_left") is not None else ""
+    lines = [
+        f"GPU-hours, last 7 days: {body['gpu_hours_week']:g} / {budget}{left}",
+        f"GPU-hours booked, next 7 days: {body['gpu_hours_ahead']:g}",
+    ]
+    for name, held, cap in (
+        ("GPUs", "gpus_now", "gpus_at_once"),
+        ("CPUs", "cpus_now", "cpus_at_once"),
+        ("memory GiB", "memory_gb_now", "memory_gb_at_once"),
+    ):
+        lines.append(f"{name} held now: {body[held]:g} / {body[cap] if body[cap] is not None else 'no cap'}")
+    out.done(body, "\n".join(lines))
+
+
 # Reservations ----------------------------------------------------------------------------
 
 
@@ -199,10 +220,16 @@ def _jobs_or_none(params: dict | None = None) -> list[dict] | None:
 
 
 def _job_line(job: dict) -> str:
-    return (
+    line = (
         f"job #{job.get('id'):<5} {job.get('status', '?'):<10} submitted {_short(job.get('submitted_at'))}  "
         f"{job.get('command', '')}"
     )
+    if job.get("status") == "queued":
+        position = job.get("queue_position") or "-"
+        line += f"\n    position {position}, planned start {_short(job.get('planned_start'))}"
+        if job.get("waiting_for"):
+            line += f", waiting: {job['waiting_for']}"
+    return line
 
 
 @cli.command(name="ls")

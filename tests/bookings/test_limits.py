@@ -6,11 +6,15 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.test import APIClient
 
 from accounts.services import profile_create_or_update
 from bookings.limits import Limits, budget_fits_from, holdings, limits_for, usage_for
 from bookings.models import Reservation
 from bookings.services import reservation_cancel, reservation_create, reservation_extend, reservation_release
+from tests.api_helpers import assert_error_shape, token_client
 from tests.factories import CapabilityProfileFactory, HostFactory, ReservationFactory, UserFactory, local
 
 pytestmark = pytest.mark.django_db
@@ -280,3 +284,75 @@ def test_usage_counts_the_week_behind_and_ahead(default_profile, student, big_ho
     assert usage.gpu_hours_budget == Decimal(80)
     assert usage.gpus_now == 1
     assert holdings(user_ids=[student.pk], start=NOW, end=NOW)[student.pk][0].start == running.start
+
+
+# The API ------------------------------------------------------------------------------------
+
+
+def test_the_api_answers_usage_against_the_budget(default_profile, student, big_host):
+    set_default(default_profile, gpu_hours_per_week=40, gpus_at_once=2)
+    api = token_client(student)
+    now = timezone.now()
+    ReservationFactory(
+        user=student,
+        host=big_host,
+        start=now - DAY,
+        end=now - DAY + timedelta(hours=5),
+        gpu_count=2,
+        status=Reservation.Status.ENDED,
+    )
+    body = api.get("/api/v1/me/usage/").json()
+    assert body["gpu_hours_week"] == 10.0 and body["gpu_hours_per_week"] == 40.0
+    assert body["gpu_hours_left"] == 30.0
+    assert body["gpus_at_once"] == 2 and body["cpus_at_once"] is None and body["gpus_now"] == 0
+    assert APIClient().get("/api/v1/me/usage/").status_code in (401, 403)
+
+
+def test_the_api_refuses_a_booking_over_the_cap_in_the_one_error_shape(default_profile, student, big_host):
+    set_default(default_profile, gpus_at_once=1)
+    api = token_client(student)
+    data = {"host": big_host.name, "start": "now", "end": "1-day", "cpus": 1, "memory_gb": 1, "gpu_count": 1}
+    assert api.post("/api/v1/reservations/", data, format="json").status_code == 201
+    later = timezone.localtime(timezone.now() + 2 * DAY)
+    refused = api.post(
+        "/api/v1/reservations/", data | {"start": f"{later:%Y %m %d %H} 00", "gpu_count": 2}, format="json"
+    )
+    assert refused.status_code == 400
+    assert_error_shape(refused.json())
+
+
+# The pages ----------------------------------------------------------------------------------
+
+
+def test_the_dashboard_shows_used_against_the_budget(client, default_profile, student, big_host):
+    set_default(default_profile, gpu_hours_per_week=40, gpus_at_once=2)
+    now = timezone.now()
+    ReservationFactory(
+        user=student,
+        host=big_host,
+        start=now - DAY,
+        end=now - DAY + timedelta(hours=5),
+        gpu_count=2,
+        status=Reservation.Status.ENDED,
+    )
+    client.force_login(student)
+    page = client.get(reverse("dashboard")).content.decode()
+    assert "GPU-hours this week: 10.0 / 40 used (30.0 left" in page
+    assert "GPUs held now: 0 of 2 at once." in page
+
+
+def test_staff_see_each_users_week_on_the_reports_page(client, default_profile, student, big_host):
+    set_default(default_profile, gpu_hours_per_week=40)
+    now = timezone.now()
+    ReservationFactory(
+        user=student, host=big_host, start=now - DAY, end=now - DAY + timedelta(hours=3), gpu_count=1
+    )
+    client.force_login(UserFactory(username="staffer", is_staff=True))
+    page = client.get(reverse("reports")).content.decode()
+    assert 'data-testid="week-usage"' in page and student.username in page and "3.0" in page
+
+
+def test_the_admin_account_page_shows_the_week_and_the_caps(admin_client, default_profile, student):
+    set_default(default_profile, gpu_hours_per_week=40, gpus_at_once=2)
+    page = admin_client.get(reverse("admin:accounts_user_change", args=[student.pk])).content.decode()
+    assert "GPU-hours, last 7 days: 0 / budget 40" in page and "0 GPUs (cap 2)" in page
