@@ -9,6 +9,7 @@ from django_q.models import Schedule
 
 from accounts.grant_services import limit_request_approve, limit_request_create
 from accounts.models import LimitKind, Notification, NotificationKind
+from accounts.notification_services import notifications_send_email
 from bookings.capacity import availability
 from bookings.models import GpuAllocation, Reservation, WaitlistEntry
 from bookings.services import NOT_ENOUGH_CAPACITY, reservation_cancel, reservation_create
@@ -332,3 +333,16 @@ def test_the_tick_orders_waiters_by_fair_share_with_a_granted_boost(student, riv
     students.refresh_from_db()
     rivals.refresh_from_db()
     assert (students.status, rivals.status) == (Status.BOOKED, Status.WAITING)
+
+
+def test_the_booked_notice_goes_out_by_e_mail_on_the_notify_tick(student, one_gpu, mailoutbox):
+    student.email = "student@lab.example"
+    student.save()
+    blocker = hold_the_gpu(one_gpu)
+    join(student, one_gpu)
+    reservation_cancel(reservation=blocker, now=NOW)
+    waitlist_book_due(now=NOW + timedelta(minutes=1))
+
+    assert notifications_send_email(now=NOW + timedelta(minutes=2)) == 1
+    [mail] = mailoutbox
+    assert mail.to == ["student@lab.example"] and "is booked" in mail.subject

@@ -1,5 +1,6 @@
 """The waitlist's pages: the offer on a refused booking, joining, my list, withdrawing."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -164,3 +165,22 @@ def test_wrong_methods_are_refused(client, student, entry):
     assert client.post(reverse("waitlist")).status_code == 405
     entry.refresh_from_db()
     assert entry.status == WaitlistEntry.Status.WAITING
+
+
+def test_the_offer_posts_the_refused_booking_back_unchanged(client, student, one_gpu, image, taken):
+    """What the offer's hidden fields carry is the booking the user typed, field for field."""
+    client.force_login(student)
+    typed = booking_data(
+        one_gpu, image, cpus="3", memory_gb="6", duration="2-day", extra_command="--epochs 3"
+    )
+    refused = client.post(reverse("reservation-new"), typed).content.decode()
+    offer = refused.split('data-testid="waitlist-offer"')[1].split("</form>")[0]
+    carried = dict(re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)">', offer))
+
+    response = client.post(reverse("waitlist-join"), carried | {"mode": "window"})
+
+    assert response.status_code == 302
+    entry = WaitlistEntry.objects.get(user=student)
+    assert (entry.cpus, entry.memory_gb, entry.gpu_count, entry.extra_command) == (3, 6, 1, "--epochs 3")
+    assert entry.earliest_start == next_slot(1) and entry.duration_minutes == 2 * 24 * 60
+    assert entry.host == one_gpu and entry.image == image
