@@ -212,7 +212,8 @@ def waitlist_entry_for_owner(*, user_id: int, pk: int) -> WaitlistEntry | None:
 def waiting_in_priority_order(*, usage: Mapping[int, float]) -> list[WaitlistEntry]:
     """The waiting requests in the order the waitlist tick tries them: lower fair-share
     usage first (the job queue's order), then the oldest request."""
-    waiting = WaitlistEntry.objects.filter(status=WaitlistEntry.Status.WAITING).select_related(
-        "user", "host", "image"
-    )
+    # A deactivated account's requests wait untried (and expire): it could not use a booking.
+    waiting = WaitlistEntry.objects.filter(
+        status=WaitlistEntry.Status.WAITING, user__is_active=True
+    ).select_related("user", "host", "image")
     return sorted(waiting, key=lambda entry: (usage.get(entry.user_id, 0.0), entry.created_at, entry.pk))

@@ -346,3 +346,16 @@ def test_the_booked_notice_goes_out_by_e_mail_on_the_notify_tick(student, one_gp
     assert notifications_send_email(now=NOW + timedelta(minutes=2)) == 1
     [mail] = mailoutbox
     assert mail.to == ["student@lab.example"] and "is booked" in mail.subject
+
+
+def test_a_deactivated_accounts_request_is_not_booked(student, one_gpu):
+    blocker = hold_the_gpu(one_gpu)
+    entry = join(student, one_gpu)
+    student.is_active = False
+    student.save()
+    reservation_cancel(reservation=blocker, now=NOW)
+
+    waitlist_book_due(now=NOW + timedelta(minutes=1))
+
+    entry.refresh_from_db()
+    assert entry.status == Status.WAITING and not Reservation.objects.filter(user=student).exists()
