@@ -20,7 +20,8 @@ from accounts.models import NotificationKind, User
 from accounts.notification_services import Notice, notify
 from aivc_portal.scheduler import queue_task
 from aivc_portal.task_names import WAITLIST_TASK
-from bookings.capacity import earliest_fit
+from bookings.capacity import Fit, ceil_to_grid, earliest_fit
+from bookings.limits import continuous_hold, earliest_within_limits, holdings, limits_for
 from bookings.models import Reservation, WaitlistEntry
 from bookings.selectors import hosts_open_to, waiting_in_priority_order
 from bookings.services import (
@@ -34,7 +35,7 @@ from bookings.services import (
     reservation_create,
     resolve_image,
 )
-from bookings.timeslots import MAX_AHEAD, NOW_FLAG, parse_time_input, slot_floor, wrong_input
+from bookings.timeslots import MAX_AHEAD, NOW_FLAG, SLOT, parse_time_input, slot_floor, wrong_input
 from containers.models import Host, Image
 
 # Enough for "this window, or else the first one after it" on a few hosts; more is a script
@@ -233,50 +234,104 @@ def _record_refusal(entry: WaitlistEntry, message: str) -> None:
     WaitlistEntry.objects.filter(pk=entry.pk, status=Status.WAITING).update(status_message=message[:500])
 
 
+# A later window of a `first_after` request may pass a usage limit (a cap, the budget, the
+# longest hold) that its earliest window breaks; a tick tries this many windows of it.
+WINDOWS_PER_TRY = 4
+USAGE_LIMIT_CODES = frozenset({"over_cap", "over_budget", "continuous_hold"})
+
+
+def _codes(error: ValidationError) -> set[str]:
+    items = (
+        [item for items in error.error_dict.values() for item in items]
+        if hasattr(error, "error_dict")
+        else []
+    )
+    items = items or getattr(error, "error_list", [])
+    return {code for code in [getattr(item, "code", None) for item in items] + [error.code] if code}
+
+
 def waitlist_try(*, entry: WaitlistEntry, now: datetime) -> Reservation | None:
     """Books the request's earliest fitting window, if one fits now, through
     `reservation_create`; tells the user. None while it still waits (the reason, when the
-    booking rules refused it, is kept on the request)."""
+    booking rules refused it, is kept on the request). A `first_after` request whose
+    window a usage limit refuses tries the next windows that fit, a few per tick."""
     hosts = _hosts_for(entry)
     this_slot = slot_floor(now)
     not_before = max(entry.earliest_start, now)
     not_after = min(entry.latest_start, this_slot + MAX_AHEAD)
-    if not hosts or not_after < not_before:
-        return None
-    found = earliest_fit(
-        hosts=hosts,
+    tries = WINDOWS_PER_TRY if entry.mode == Mode.FIRST_AFTER else 1
+    for _ in range(tries):
+        if not hosts or not_after < not_before:
+            return None
+        found = earliest_fit(
+            hosts=hosts,
+            cpus=entry.cpus,
+            memory_gb=entry.memory_gb,
+            gpu_count=entry.gpu_count,
+            duration=entry.duration,
+            not_before=not_before,
+            not_after=not_after,
+            user_id=entry.user_id,
+        )
+        if found is None:
+            return None
+        try:
+            return _book(entry, found=found, now=now)
+        except ValidationError as error:
+            _record_refusal(entry, " ".join(error.messages))
+            if not _codes(error) & USAGE_LIMIT_CODES:
+                return None
+            later = _within_limits_from(entry, found=found, now=now)
+            if later is None:
+                return None
+            not_before = max(slot_floor(found.start) + SLOT, ceil_to_grid(later, SLOT))
+    return None
+
+
+def _within_limits_from(entry: WaitlistEntry, *, found: Fit, now: datetime) -> datetime | None:
+    """After a usage limit refused `found`: the earliest start at which the request passes
+    the user's caps and budget (bookings.limits answers), or, when those pass, one after the
+    continuous hold it would have joined; None when it never passes."""
+    limits = limits_for(user=entry.user, now=now)
+    held = holdings(
+        user_ids=[entry.user_id], start=found.start - limits.reach, end=found.end + limits.reach + MAX_AHEAD
+    )[entry.user_id]
+    later = earliest_within_limits(
+        limits=limits,
+        held=held,
+        start=found.start,
+        end=found.end,
         cpus=entry.cpus,
         memory_gb=entry.memory_gb,
         gpu_count=entry.gpu_count,
-        duration=entry.duration,
-        not_before=not_before,
-        not_after=not_after,
-        user_id=entry.user_id,
     )
-    if found is None:
-        return None
+    if later is not None and later <= found.start:
+        _first, last = continuous_hold(held=held, start=found.start, end=found.end)
+        later = last + SLOT
+    return later
+
+
+def _book(entry: WaitlistEntry, *, found: Fit, now: datetime) -> Reservation | None:
+    """Books `found` for the request, unless it is no longer waiting; the booking rules'
+    refusal propagates (nothing is written then)."""
     # A window found at this moment is booked as a `now` booking (from the current slot).
     starts_now = found.start <= now
     with transaction.atomic():
         locked = WaitlistEntry.objects.select_for_update().filter(pk=entry.pk, status=Status.WAITING).first()
         if locked is None:
             return None  # withdrawn meanwhile
-        try:
-            reservation = reservation_create(
-                user=entry.user,
-                host=found.host,
-                start=NOW_FLAG if starts_now else found.start,
-                end=this_slot + entry.duration if starts_now else found.end,
-                cpus=entry.cpus,
-                memory_gb=entry.memory_gb,
-                gpu_count=entry.gpu_count,
-                image=entry.image,
-                extra_command=entry.extra_command,
-                now=now,
-            )
-        except ValidationError as error:
-            _record_refusal(entry, " ".join(error.messages))
-            return None
+        reservation = reservation_create(
+            user=entry.user,
+            host=found.host,
+            start=NOW_FLAG if starts_now else found.start,
+            end=slot_floor(now) + entry.duration if starts_now else found.end,
+            cpus=entry.cpus,
+            memory_gb=entry.memory_gb,
+            gpu_count=entry.gpu_count,
+            image=entry.image,
+            extra_command=entry.extra_command,
+            now=now,
+        )
         locked.status, locked.reservation, locked.decided_at = Status.BOOKED, reservation, now
         locked.status_message = ""
         locked.save(update_fields=["status", "reservation", "decided_at", "status_message"])

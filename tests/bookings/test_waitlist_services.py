@@ -2,6 +2,7 @@
 through the booking service when capacity frees up, lighter users first."""
 
 from datetime import date, timedelta
+from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -359,3 +360,46 @@ def test_a_deactivated_accounts_request_is_not_booked(student, one_gpu):
 
     entry.refresh_from_db()
     assert entry.status == Status.WAITING and not Reservation.objects.filter(user=student).exists()
+
+
+def test_a_first_after_request_over_its_budget_now_is_booked_when_its_hours_come_back(
+    student, one_gpu, default_profile
+):
+    default_profile.gpu_hours_per_week = Decimal(10)
+    default_profile.save()
+    # 8 GPU-hours used this morning: 4 more now would make 12 in one week.
+    ReservationFactory(
+        user=student,
+        host=one_gpu,
+        start=local(2026, 3, 2, 1),
+        end=local(2026, 3, 2, 9),
+        status=Reservation.Status.ENDED,
+        gpus=list(one_gpu.gpus.all()),
+    )
+    entry = join(
+        student,
+        one_gpu,
+        end=NOON + timedelta(hours=4),
+        mode=WaitlistEntry.Mode.FIRST_AFTER,
+        latest_start="8-day",
+    )
+
+    waitlist_book_due(now=NOW)
+
+    entry.refresh_from_db()
+    assert entry.status == Status.BOOKED
+    booked = entry.reservation
+    # The first window whose 7 days back hold at most 10 GPU-hours: 6 of the morning's 8, and 4.
+    assert booked.start == local(2026, 3, 8, 23)
+    assert booked.end - booked.start == timedelta(hours=4)
+
+
+def test_a_window_request_over_its_budget_keeps_waiting_with_the_reason(student, one_gpu, default_profile):
+    default_profile.gpu_hours_per_week = Decimal(3)
+    default_profile.save()
+    entry = join(student, one_gpu, end=NOON + timedelta(hours=4))
+
+    waitlist_book_due(now=NOW)
+
+    entry.refresh_from_db()
+    assert entry.status == Status.WAITING and "GPU-hour budget" in entry.status_message
