@@ -351,6 +351,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    # Requests for more (docs/limits.md): their `kind` is not the reservations' `kind`.
+    "ENUM_NAME_OVERRIDES": {"LimitKindEnum": "accounts.models.LimitKind"},
 }
 API_TOKEN_MAX_DAYS = env_int("API_TOKEN_MAX_DAYS", 365)
 
