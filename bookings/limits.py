@@ -121,10 +121,6 @@ class Held:
     kind: str
     host_name: str
 
-    def overlap_hours(self, start: datetime, end: datetime) -> float:
-        seconds = (min(self.end, end) - max(self.start, start)).total_seconds()
-        return seconds / 3600 if seconds > 0 else 0.0
-
     def describe(self) -> str:
         what = _("your job") if self.kind == Reservation.Kind.JOB else _("your booking")
         window = f"{_local(self.start)} - {_local(self.end)}"
@@ -154,15 +150,12 @@ def holdings(
     user_ids: Collection[int],
     start: datetime,
     end: datetime,
-    exclude_reservation_id: int | None = None,
 ) -> dict[int, list[Held]]:
     """Each user's counted reservations that touch [start, end), in one query."""
     rows = Reservation.objects.filter(status__in=COUNTED_STATUSES, start__lte=end, end__gte=start)
     rows = (
         rows.filter(user_id=next(iter(user_ids))) if len(user_ids) == 1 else rows.filter(user_id__in=user_ids)
     )
-    if exclude_reservation_id is not None:
-        rows = rows.exclude(pk=exclude_reservation_id)
     held: dict[int, list[Held]] = {user_id: [] for user_id in user_ids}
     live = set(Reservation.LIVE_STATUSES)
     for user_id, r_start, r_end, cpus, memory_gb, gpus, status, kind, host_name in rows.values_list(
