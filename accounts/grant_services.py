@@ -145,7 +145,7 @@ def limit_request_create(
 
 def _answered(request: LimitRequest, *, now: datetime) -> None:
     approved = request.status == Status.APPROVED
-    until = f"{timezone.localtime(request.ends_at) - timedelta(days=1):%Y-%m-%d}"
+    until = f"{request.last_day:%Y-%m-%d}"
     title = (
         f"Your request for {request.summary()} was approved"
         if approved

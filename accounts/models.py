@@ -1,3 +1,4 @@
+from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -5,6 +6,7 @@ from django.contrib.auth.models import AbstractUser, UserManager
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import IntegrityError, models, transaction
+from django.utils import timezone
 
 PORT_ATTEMPTS = 5
 
@@ -287,6 +289,11 @@ class LimitAsk(models.Model):
 
     class Meta:
         abstract = True
+
+    @property
+    def last_day(self):
+        """The last day it applies, in the lab's time zone (it ends at the next midnight)."""
+        return timezone.localtime(self.ends_at - timedelta(microseconds=1)).date()
 
     def summary(self) -> str:
         """What is asked or given, in a few words (admin lists, notices)."""

@@ -252,5 +252,10 @@ class WaitlistEntry(models.Model):
         return timedelta(minutes=self.duration_minutes)
 
     @property
+    def duration_hours(self) -> str:
+        """The length as people write it: 24, 1.5."""
+        return f"{self.duration_minutes / 60:g}"
+
+    @property
     def is_waiting(self) -> bool:
         return self.status == self.Status.WAITING

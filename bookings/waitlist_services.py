@@ -208,8 +208,8 @@ def waitlist_expire(*, now: datetime) -> int:
                     kind=NotificationKind.WAITLIST_EXPIRED,
                     key=f"{NotificationKind.WAITLIST_EXPIRED}:waitlist-{entry.pk}",
                     title=f"Your waiting booking request on {where} expired",
-                    body=f"No window of {entry.duration_minutes // 60} h {entry.duration_minutes % 60} min "
-                    f"fitted before its latest start, {_local(entry.latest_start)}. Nothing was booked.",
+                    body=f"No window of {entry.duration_hours} hours fitted before its latest start, "
+                    f"{_local(entry.latest_start)}. Nothing was booked.",
                     link=reverse("waitlist"),
                 ),
                 now=now,

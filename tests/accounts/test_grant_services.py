@@ -108,6 +108,7 @@ def test_approving_makes_a_grant_until_the_asked_end_and_tells_the_student(stude
     )
     notice = Notification.objects.get(user=student, kind=NotificationKind.LIMIT_ANSWERED)
     assert "approved" in notice.title and "Good luck with the thesis." in notice.body
+    assert "until the end of 2026-03-20" in notice.body
     with pytest.raises(ValidationError, match="approved already"):
         limit_request_deny(request=request, by=maintainer, now=NOW)
     assert LimitGrant.objects.count() == 1
