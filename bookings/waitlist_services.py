@@ -247,7 +247,7 @@ def _codes(error: ValidationError) -> set[str]:
         else []
     )
     items = items or getattr(error, "error_list", [])
-    return {code for code in [getattr(item, "code", None) for item in items] + [error.code] if code}
+    return {code for code in [getattr(item, "code", None) for item in [*items, error]] if code}
 
 
 def waitlist_try(*, entry: WaitlistEntry, now: datetime) -> Reservation | None:

@@ -403,3 +403,14 @@ def test_a_window_request_over_its_budget_keeps_waiting_with_the_reason(student,
 
     entry.refresh_from_db()
     assert entry.status == Status.WAITING and "GPU-hour budget" in entry.status_message
+
+
+def test_a_refusal_naming_a_field_keeps_the_request_waiting_with_the_reason(student, one_gpu, image):
+    entry = join(student, one_gpu, image=image)
+    image.is_active = False
+    image.save()
+
+    waitlist_book_due(now=NOW)
+
+    entry.refresh_from_db()
+    assert entry.status == Status.WAITING and "Not the available image!" in entry.status_message
