@@ -20,7 +20,7 @@ from accounts.models import NotificationKind, User
 from accounts.notification_services import Notice, notify
 from aivc_portal.scheduler import queue_task
 from aivc_portal.task_names import WAITLIST_TASK
-from bookings.capacity import Fit, ceil_to_grid, earliest_fit
+from bookings.capacity import Fit, HostLoad, ceil_to_grid, earliest_fit
 from bookings.limits import continuous_hold, earliest_within_limits, holdings, limits_for
 from bookings.models import Reservation, WaitlistEntry
 from bookings.selectors import hosts_open_to, waiting_in_priority_order
@@ -35,7 +35,15 @@ from bookings.services import (
     reservation_create,
     resolve_image,
 )
-from bookings.timeslots import MAX_AHEAD, NOW_FLAG, SLOT, parse_time_input, slot_floor, wrong_input
+from bookings.timeslots import (
+    MAX_AHEAD,
+    MAX_LENGTH,
+    NOW_FLAG,
+    SLOT,
+    parse_time_input,
+    slot_floor,
+    wrong_input,
+)
 from containers.models import Host, Image
 
 # Enough for "this window, or else the first one after it" on a few hosts; more is a script
@@ -217,11 +225,45 @@ def waitlist_expire(*, now: datetime) -> int:
     return expired
 
 
-def _hosts_for(entry: WaitlistEntry) -> list[Host]:
+class TickCache:
+    """What one tick reads once and reuses across requests: each host's load over every
+    window a request may ask (a snapshot, read again after a booking on that host), and
+    the hosts each request shape may use."""
+
+    def __init__(self, *, now: datetime) -> None:
+        self.start = now
+        self.end = slot_floor(now) + MAX_AHEAD + MAX_LENGTH
+        self._loads: dict[int, HostLoad] = {}
+        self._hosts: dict[tuple, list[Host]] = {}
+        self._accepting: dict[int, Host] | None = None
+
+    def loads(self, hosts: list[Host]) -> dict[int, HostLoad]:
+        for host in hosts:
+            if host.pk not in self._loads:
+                self._loads[host.pk] = HostLoad.load(host, self.start, self.end)
+        return {host.pk: self._loads[host.pk] for host in hosts}
+
+    def booked_on(self, host: Host) -> None:
+        self._loads.pop(host.pk, None)
+
+    def hosts_for(self, entry: WaitlistEntry) -> list[Host]:
+        key = (entry.user_id, entry.host_id, entry.cpus, entry.memory_gb, entry.gpu_count)
+        if key not in self._hosts:
+            if self._accepting is None:
+                # One instance per host for the whole tick: its GPUs are read once.
+                self._accepting = {host.pk: host for host in Host.objects.filter(accepting_bookings=True)}
+            self._hosts[key] = _hosts_for(entry, accepting=self._accepting)
+        return self._hosts[key]
+
+
+def _hosts_for(entry: WaitlistEntry, *, accepting: dict[int, Host]) -> list[Host]:
+    """The hosts the request may be booked on now: its own, or any open to its user; taking
+    bookings, and where it is within the user's maxima."""
     if entry.host_id is not None:
-        hosts = [entry.host] if entry.host.accepting_bookings else []
+        candidates = [entry.host_id]
     else:
-        hosts = list(hosts_open_to(user=entry.user).filter(accepting_bookings=True))
+        candidates = hosts_open_to(user=entry.user).values_list("pk", flat=True)
+    hosts = [accepting[pk] for pk in candidates if pk in accepting]
     try:
         return _hosts_within_maxima(
             hosts, user=entry.user, cpus=entry.cpus, memory_gb=entry.memory_gb, gpu_count=entry.gpu_count
@@ -250,12 +292,15 @@ def _codes(error: ValidationError) -> set[str]:
     return {code for code in [getattr(item, "code", None) for item in [*items, error]] if code}
 
 
-def waitlist_try(*, entry: WaitlistEntry, now: datetime) -> Reservation | None:
+def waitlist_try(
+    *, entry: WaitlistEntry, now: datetime, cache: TickCache | None = None
+) -> Reservation | None:
     """Books the request's earliest fitting window, if one fits now, through
     `reservation_create`; tells the user. None while it still waits (the reason, when the
     booking rules refused it, is kept on the request). A `first_after` request whose
     window a usage limit refuses tries the next windows that fit, a few per tick."""
-    hosts = _hosts_for(entry)
+    cache = cache or TickCache(now=now)
+    hosts = cache.hosts_for(entry)
     this_slot = slot_floor(now)
     not_before = max(entry.earliest_start, now)
     not_after = min(entry.latest_start, this_slot + MAX_AHEAD)
@@ -272,11 +317,15 @@ def waitlist_try(*, entry: WaitlistEntry, now: datetime) -> Reservation | None:
             not_before=not_before,
             not_after=not_after,
             user_id=entry.user_id,
+            loads=cache.loads(hosts),
         )
         if found is None:
             return None
         try:
-            return _book(entry, found=found, now=now)
+            booked = _book(entry, found=found, now=now)
+            if booked is not None:
+                cache.booked_on(found.host)
+            return booked
         except ValidationError as error:
             _record_refusal(entry, " ".join(error.messages))
             if not _codes(error) & USAGE_LIMIT_CODES:
@@ -355,8 +404,9 @@ def waitlist_book_due(*, now: datetime, usage: Mapping[int, float] | None = None
     order (`usage`: each user's fair-share usage, lower first). Each booking takes what it
     books, so a later request only gets what the earlier ones left."""
     report = WaitlistReport(expired=waitlist_expire(now=now))
+    cache = TickCache(now=now)
     for entry in waiting_in_priority_order(usage=usage or {}):
-        reservation = waitlist_try(entry=entry, now=now)
+        reservation = waitlist_try(entry=entry, now=now, cache=cache)
         if reservation is not None:
             report.booked.append(reservation.pk)
         else:
