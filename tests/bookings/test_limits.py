@@ -356,3 +356,27 @@ def test_the_admin_account_page_shows_the_week_and_the_caps(admin_client, defaul
     set_default(default_profile, gpu_hours_per_week=40, gpus_at_once=2)
     page = admin_client.get(reverse("admin:accounts_user_change", args=[student.pk])).content.decode()
     assert "GPU-hours, last 7 days: 0 / budget 40" in page and "0 GPUs (cap 2)" in page
+
+
+def test_the_booking_form_shows_the_budget_refusal_and_books_nothing(
+    client, default_profile, student, host, image
+):
+    set_default(default_profile, gpu_hours_per_week=10)
+    client.force_login(student)
+    start = timezone.localtime(timezone.now() + DAY)
+    data = {
+        "host": host.pk,
+        "start_date": f"{start:%Y-%m-%d}",
+        "start_time": "10:00",
+        "end_kind": "duration",
+        "duration": "1-day",
+        "cpus": "2",
+        "memory_gb": "8",
+        "gpu_count": "1",
+        "image": image.pk,
+        "extra_command": "",
+    }
+    response = client.post(reverse("reservation-new"), data)
+    assert response.status_code == 200
+    assert "Over your GPU-hour budget" in response.content.decode()
+    assert not Reservation.objects.exists()
