@@ -275,6 +275,7 @@ class Planner:
         over: it is never the head and holds up nobody behind it."""
         plan = Plan()
         behind_head = []
+        estimated_limited: set[int] = set()  # users with a job held back by limits estimated
         held_up = False  # a job that could run somewhere did not start
         for job in jobs:
             hosts = self.hosts_for(job)
@@ -284,7 +285,9 @@ class Planner:
             limited = self.limits_hold(job)
             if limited is not None:
                 plan.waits[job.pk] = limited
-                if len(behind_head) < ESTIMATED_JOBS:
+                # One estimate per such user: the ones behind it start later still.
+                if len(behind_head) < ESTIMATED_JOBS and job.user_id not in estimated_limited:
+                    estimated_limited.add(job.user_id)
                     behind_head.append(job)
                 continue
             may_start = self.backfill or not held_up
