@@ -283,20 +283,32 @@ def _gpu_spans(held: Iterable[Held]) -> list[_Span]:
 
 def _worst_week(spans: list[_Span], start: datetime, end: datetime) -> tuple[float, datetime]:
     """The most GPU-hours `spans` put in any 7-day window that meets [start, end), and where
-    that window starts. The sum is piecewise linear in the window's start, so its maximum
-    sits where the window's start or end meets a span's start or end."""
+    that window starts. As the window slides, a span adds its GPUs to the slope when the
+    window's end enters it and when its start leaves it, and takes them away when the
+    window's end leaves it and when its start enters it; so the sum is piecewise linear
+    and its maximum sits at one of those instants, found in one sweep over them."""
     lo, hi = start - WEEK, end
-    candidates = {lo, hi}
+    events = []
     for span in spans:
-        for edge in (span.start, span.end):
-            for moment in (edge, edge - WEEK):
-                if lo < moment < hi:
-                    candidates.add(moment)
-    best, at = -1.0, lo
-    for moment in candidates:
-        total = sum(span.hours_in(moment, moment + WEEK) for span in spans)
-        if total > best:
+        events += [(span.start - WEEK, span.gpus), (span.end - WEEK, -span.gpus)]
+        events += [(span.start, -span.gpus), (span.end, span.gpus)]
+    events.sort(key=lambda event: event[0])
+    total = sum(span.hours_in(lo, lo + WEEK) for span in spans)
+    slope = sum(delta for moment, delta in events if moment <= lo)
+    best, at, here = total, lo, lo
+    for moment, delta in events:
+        if moment <= lo:
+            continue
+        if moment > hi:
+            break
+        total += slope * (moment - here).total_seconds() / 3600
+        here = moment
+        slope += delta
+        if total > best + 1e-9:
             best, at = total, moment
+    total += slope * (hi - here).total_seconds() / 3600
+    if total > best + 1e-9:
+        best, at = total, hi
     return best, at
 
 
@@ -481,10 +493,10 @@ def wait_reason(
         }
         return cap.code, detail
     if budget_exceeded(limits=limits, held=held, start=start, end=end, gpu_count=gpu_count):
-        fits_from = budget_fits_from(limits=limits, held=held, start=start, end=end, gpu_count=gpu_count)
-        detail = _("%(budget)s GPU-hours per 7 days; its time limit fits from %(from)s") % {
+        # When it fits is its planned start; the sentence keeps to what is cheap to say.
+        detail = _("%(budget)s GPU-hours per 7 days; %(left)s left in the fullest week of its time limit") % {
             "budget": _number(limits.gpu_hours_per_week),
-            "from": _local(fits_from) if fits_from else "-",
+            "left": f"{hours_left(limits=limits, held=held, start=start, end=end):.1f}",
         }
         return "budget", detail
     return None

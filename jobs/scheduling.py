@@ -134,6 +134,9 @@ class Planner:
             else {}
         )
         self._over_limits_now: dict[int, list[tuple[Shape, tuple[str, str]]]] = defaultdict(list)
+        # A verdict holds until the user's usage in the pass changes (a start or a plan).
+        self._usage_version: dict[int, int] = defaultdict(int)
+        self._verdicts: dict[tuple[int, Shape], tuple[int, tuple[str, str] | None]] = {}
         self.open_hosts = open_host_ids(users=users, host_ids=self.hosts)
         self._allowed: dict[tuple[int, Shape, int | None], list[int]] = {}
         # Within a pass capacity only shrinks, so a request that did not fit now on a host
@@ -205,6 +208,10 @@ class Planner:
         if job.user_id not in self.held:
             return None
         shape = Shape.of(job)
+        version = self._usage_version[job.user_id]
+        known = self._verdicts.get((job.user_id, shape))
+        if known is not None and known[0] == version:
+            return known[1]
         for failed, reason in self._over_limits_now[job.user_id]:
             if shape.covers(failed):
                 return reason
@@ -219,11 +226,13 @@ class Planner:
         )
         if reason is not None:
             self._over_limits_now[job.user_id].append((shape, reason))
+        self._verdicts[(job.user_id, shape)] = (version, reason)
         return reason
 
     def _count(self, job: QueuedJob, start: datetime) -> None:
         """The job's window in its owner's usage, for the caps and budget of later jobs."""
         if job.user_id in self.held:
+            self._usage_version[job.user_id] += 1
             self.held[job.user_id].append(
                 usage_limits.Held(
                     start, start + job.time_limit, job.cpus, job.memory_gb, job.gpu_count, True, "job", ""
@@ -275,6 +284,7 @@ class Planner:
         over: it is never the head and holds up nobody behind it."""
         plan = Plan()
         behind_head = []
+        estimated_limited: set[int] = set()  # users with a job held back by limits estimated
         held_up = False  # a job that could run somewhere did not start
         for job in jobs:
             hosts = self.hosts_for(job)
@@ -284,7 +294,9 @@ class Planner:
             limited = self.limits_hold(job)
             if limited is not None:
                 plan.waits[job.pk] = limited
-                if len(behind_head) < ESTIMATED_JOBS:
+                # One estimate per such user: the ones behind it start later still.
+                if len(behind_head) < ESTIMATED_JOBS and job.user_id not in estimated_limited:
+                    estimated_limited.add(job.user_id)
                     behind_head.append(job)
                 continue
             may_start = self.backfill or not held_up

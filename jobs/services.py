@@ -5,6 +5,7 @@ rules it shares (resources, quota, image, maintenance lock) come from bookings.s
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -432,30 +433,24 @@ def job_record_plan(
 ) -> int:
     """Stores the planned start and host of the jobs the pass estimated and what holds each
     waiting job (`waits`: job id -> (reason, detail)), and clears both on the others still
-    queued; writes only what changed. Returns how many rows changed."""
+    queued; writes only what changed. Returns how many rows changed. Most of a long queue
+    shares one value (behind the head, no estimate), so the rows are written in one UPDATE
+    per distinct value rather than one statement that names every row."""
     waits = waits or {}
-    # Every queued row, read plainly: cheaper than naming a thousand ids in the query.
     fields = ("pk", "planned_start", "planned_host_id", "wait_reason", "wait_detail")
-    rows = Job.objects.queued().values_list(*fields)
-    changed = []
-    for pk, *old in rows:
+    changed: dict[tuple, list[int]] = defaultdict(list)
+    # Every queued row, read plainly: cheaper than naming a thousand ids in the query.
+    for pk, *old in Job.objects.queued().values_list(*fields):
         start, host_id = plans.get(pk, (None, None))
         reason, detail = waits.get(pk, (WaitReason.NONE, ""))
         new = (start, host_id, reason, detail[:300])
         if tuple(old) != new:
-            changed.append(
-                Job(
-                    pk=pk,
-                    planned_start=start,
-                    planned_host_id=host_id,
-                    wait_reason=reason,
-                    wait_detail=new[3],
-                )
-            )
-    Job.objects.bulk_update(
-        changed, ["planned_start", "planned_host", "wait_reason", "wait_detail"], batch_size=500
-    )
-    return len(changed)
+            changed[new].append(pk)
+    for (start, host_id, reason, detail), ids in changed.items():
+        Job.objects.filter(pk__in=ids, status=Job.Status.QUEUED).update(
+            planned_start=start, planned_host_id=host_id, wait_reason=reason, wait_detail=detail
+        )
+    return sum(len(ids) for ids in changed.values())
 
 
 # DoPQ uploads ----------------------------------------------------------------------------

@@ -38,11 +38,11 @@ DAYS = 14
 HOSTS, GPUS_PER_HOST = 2, 4
 OTHER_BOOKINGS = 12
 HOARD_BOOKING = timedelta(days=3)
-HOARD_JOB_EVERY = timedelta(hours=6)
+HOARD_JOB_EVERY = timedelta(hours=2)
 LIGHT_USERS = 3
 LIGHT_EVERY = timedelta(hours=8)
 STOP_AT = T0 + timedelta(days=DAYS + 7)
-LIMITS = {"gpus_at_once": 4, "gpu_hours_per_week": Decimal(400)}
+LIMITS = {"gpus_at_once": 4, "gpu_hours_per_week": Decimal(600)}
 HOLD_HOURS = 7 * 24
 LIMIT_REASONS = (
     WaitReason.GPUS_AT_ONCE,

@@ -356,3 +356,55 @@ def test_the_admin_account_page_shows_the_week_and_the_caps(admin_client, defaul
     set_default(default_profile, gpu_hours_per_week=40, gpus_at_once=2)
     page = admin_client.get(reverse("admin:accounts_user_change", args=[student.pk])).content.decode()
     assert "GPU-hours, last 7 days: 0 / budget 40" in page and "0 GPUs (cap 2)" in page
+
+
+def test_the_booking_form_shows_the_budget_refusal_and_books_nothing(
+    client, default_profile, student, host, image
+):
+    set_default(default_profile, gpu_hours_per_week=10)
+    client.force_login(student)
+    start = timezone.localtime(timezone.now() + DAY)
+    data = {
+        "host": host.pk,
+        "start_date": f"{start:%Y-%m-%d}",
+        "start_time": "10:00",
+        "end_kind": "duration",
+        "duration": "1-day",
+        "cpus": "2",
+        "memory_gb": "8",
+        "gpu_count": "1",
+        "image": image.pk,
+        "extra_command": "",
+    }
+    response = client.post(reverse("reservation-new"), data)
+    assert response.status_code == 200
+    assert "Over your GPU-hour budget" in response.content.decode()
+    assert not Reservation.objects.exists()
+
+
+def test_the_fullest_week_sweep_agrees_with_trying_every_window():
+    """The budget's sweep against the plain definition: the most GPU-hours of any 7-day
+    window, tried at every instant a window's start or end meets a span's edge."""
+    import random
+
+    from bookings.limits import WEEK, _Span, _worst_week
+
+    def by_trying(spans, start, end):
+        candidates = {start - WEEK, end}
+        for span in spans:
+            for edge in (span.start, span.end):
+                candidates |= {m for m in (edge, edge - WEEK) if start - WEEK < m < end}
+        return max(sum(span.hours_in(m, m + WEEK) for span in spans) for m in candidates)
+
+    rng = random.Random(3)
+    first = local(2026, 3, 1)
+    for _ in range(500):
+        spans = []
+        for _span in range(rng.randrange(0, 10)):
+            start = first + timedelta(minutes=30 * rng.randrange(0, 48 * 30))
+            spans.append(
+                _Span(start, start + timedelta(minutes=30 * rng.randrange(1, 48 * 10)), rng.randrange(1, 4))
+            )
+        start = first + timedelta(minutes=30 * rng.randrange(0, 48 * 30))
+        end = start + timedelta(minutes=30 * rng.randrange(0, 48 * 14))
+        assert _worst_week(spans, start, end)[0] == pytest.approx(by_trying(spans, start, end))
