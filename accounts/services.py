@@ -182,9 +182,13 @@ def user_update_profile(
     ssh_public_keys: str,
     default_image: Image | None,
     default_extra_command: str,
+    language: str | None = None,
 ) -> User:
-    """Saves the settings a user keeps for every booking: keys, default image and command."""
+    """Saves the settings a user keeps for every booking: keys, default image and command,
+    and the language (None: unchanged)."""
     errors: dict[str, list[str]] = {}
+    if language is not None and language and language not in dict(settings.LANGUAGES):
+        errors["language"] = [_("Choose one of the portal's languages.")]
     try:
         ssh_public_keys = clean_ssh_public_keys(ssh_public_keys)
     except ValidationError as error:
@@ -201,7 +205,11 @@ def user_update_profile(
     user.ssh_public_keys = ssh_public_keys
     user.default_image = default_image
     user.default_extra_command = default_extra_command
-    user.save(update_fields=["ssh_public_keys", "default_image", "default_extra_command"])
+    fields = ["ssh_public_keys", "default_image", "default_extra_command"]
+    if language is not None:
+        user.language = language
+        fields.append("language")
+    user.save(update_fields=fields)
     return user
 
 
@@ -240,3 +248,11 @@ def user_change_forward_port(*, user: User, port: int, ports_held: Collection[in
         # Another account took the port between the check and the save.
         raise ValidationError({"forward_port": FORWARD_PORT_DUPLICATED}, code="port_taken") from None
     return user
+
+
+def user_set_language(*, user: User, language: str) -> None:
+    """Stores the language a user chose (the header's switch); an unknown code is ignored,
+    as Django's own switch ignores it."""
+    if language in dict(settings.LANGUAGES) and user.language != language:
+        user.language = language
+        user.save(update_fields=["language"])

@@ -12,14 +12,15 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
+from django.views.i18n import set_language
 
 from accounts.channel_services import calendar_feed_reset, calendar_feed_token, email_kinds_set
 from accounts.forms import ApiTokenForm, EmailKindsForm, ForwardPortForm, LoginForm, ProfileForm
 from accounts.models import ApiToken
 from accounts.notification_selectors import email_kinds_for_user, notifications_for_user
 from accounts.notification_services import notifications_mark_read
-from accounts.services import user_change_password, user_update_profile
+from accounts.services import user_change_password, user_set_language, user_update_profile
 from accounts.token_services import api_token_create, api_token_revoke
 from bookings.services import as_id, forward_port_change
 
@@ -33,6 +34,16 @@ class LoginView(auth_views.LoginView):
             "directory_logins": bool(settings.LDAP_SERVER_URI),
             "directory_creates_accounts": not getattr(settings, "AUTH_LDAP_NO_NEW_USERS", True),
         }
+
+
+@require_POST
+def switch_language(request: HttpRequest) -> HttpResponse:
+    """Django's language switch, which also stores the choice of a signed-in user, so their
+    mails and notices follow it."""
+    response = set_language(request)
+    if request.user.is_authenticated:
+        user_set_language(user=request.user, language=request.POST.get("language", ""))
+    return response
 
 
 @login_required
