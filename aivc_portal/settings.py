@@ -61,7 +61,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 SITE_NAME = os.environ.get("SITE_NAME", "AIVC Portal")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # The admin, with the lab's tables before the libraries' (issue 22).
+    "aivc_portal.admin_site.LabAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
