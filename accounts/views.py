@@ -9,7 +9,7 @@ from django.contrib.auth.forms import PasswordChangeForm
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.urls import reverse, reverse_lazy
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
@@ -34,6 +34,18 @@ class LoginView(auth_views.LoginView):
             "directory_logins": bool(settings.LDAP_SERVER_URI),
             "directory_creates_accounts": not getattr(settings, "AUTH_LDAP_NO_NEW_USERS", True),
         }
+
+
+class SetPasswordView(auth_views.PasswordResetConfirmView):
+    """The one-time link mailed to an account made in bulk (user_send_set_password_link):
+    Django's reset-token check, then the login page."""
+
+    template_name = "accounts/set_password.html"
+    success_url = reverse_lazy("login")
+
+    def form_valid(self, form):
+        messages.success(self.request, _("Your password is set; log in with it."))
+        return super().form_valid(form)
 
 
 @require_POST

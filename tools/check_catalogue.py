@@ -2,19 +2,22 @@
 when a catalogue holds an untranslated or fuzzy entry (`make lint` runs it; docs/i18n.md).
 
 It runs makemessages on a copy of the tree (the working tree is never written), then
-compares the catalogues without their references (`#:` lines, which move with every edit)
-and their POT-Creation-Date. `make messages` is the fix: it regenerates the catalogues in
-place with the same options, then each new or fuzzy entry is translated by hand."""
+compares the catalogues entry by entry: msgid, context, plural, translations and flags,
+not their references (`#:` lines, which move with every edit), line wrapping (which
+differs between gettext versions) or POT-Creation-Date. `make messages` is the fix: it
+regenerates the catalogues in place with the same options, then each new or fuzzy entry
+is translated by hand."""
 
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,62 +32,88 @@ def catalogue(root: Path, language: str) -> Path:
     return root / "locale" / language / "LC_MESSAGES" / "django.po"
 
 
-def comparable(text: str) -> list[str]:
-    """The catalogue's entries as lines, less what changes without a message changing."""
-    return [
-        line
-        for line in text.splitlines()
-        if not line.startswith("#:") and not line.startswith('"POT-Creation-Date:')
-    ]
+ESCAPES = {"n": "\n", "t": "\t", '"': '"', "\\": "\\", "r": "\r"}
+ESCAPE = re.compile(r"\\(.)")
 
 
-def entries(text: str) -> list[list[str]]:
-    return [block.splitlines() for block in text.split("\n\n") if block.strip()]
+@dataclass(frozen=True)
+class Entry:
+    """One message as gettext means it, whatever the line wrapping of the file."""
+
+    context: str | None
+    msgid: str
+    plural: str | None
+    translations: tuple[str, ...]
+    flags: frozenset[str]
+    obsolete: bool
+
+    @property
+    def key(self) -> tuple:
+        return (self.context, self.msgid, self.plural)
 
 
-def unfinished(text: str) -> list[str]:
-    """The msgids (first line) of the entries that are fuzzy or have no translation."""
+def _unquote(text: str) -> str:
+    return ESCAPE.sub(lambda match: ESCAPES.get(match.group(1), match.group(1)), text.strip()[1:-1])
+
+
+def entries(text: str) -> list[Entry]:
+    """The entries of a catalogue, less its header, references and previous msgids."""
     found = []
-    for lines in entries(text):
-        if any(line.startswith("#~") for line in lines):
-            continue  # obsolete: kept by gettext for reuse, never shown
-        msgid = _msgid_text(lines)
-        if not msgid:
-            continue  # the header
-        fuzzy = any(line.startswith("#,") and "fuzzy" in line for line in lines)
-        translations = _msgstrs(lines)
-        if fuzzy or any(not value for value in translations):
-            found.append(msgid)
+    for block in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        flags: set[str] = set()
+        obsolete = False
+        current = None
+        for raw in block.splitlines():
+            line = raw
+            if line.startswith("#~"):
+                obsolete, line = True, line[2:].lstrip()
+            if line.startswith("#,"):
+                flags.update(flag.strip() for flag in line[2:].split(",") if flag.strip())
+                continue
+            if line.startswith("#") or not line.strip():
+                continue  # references, previous msgids (#|) and comments
+            if line.startswith('"') and current is not None:
+                fields[current] += _unquote(line)
+                continue
+            keyword, _, rest = line.partition(" ")
+            current = keyword
+            fields[current] = _unquote(rest)
+        if "msgid" not in fields or (not fields["msgid"] and "msgctxt" not in fields):
+            continue  # the header (its POT-Creation-Date changes at every run)
+        translations = tuple(value for key, value in sorted(fields.items()) if key.startswith("msgstr"))
+        found.append(
+            Entry(
+                context=fields.get("msgctxt"),
+                msgid=fields["msgid"],
+                plural=fields.get("msgid_plural"),
+                translations=translations,
+                flags=frozenset(flags),
+                obsolete=obsolete,
+            )
+        )
     return found
 
 
-def _msgstrs(lines: list[str]) -> list[str]:
-    values: list[str] = []
-    current: list[str] | None = None
-    for line in lines:
-        if line.startswith("msgstr"):
-            current = [line.split(" ", 1)[1].strip('"')]
-            values.append("")
-        elif line.startswith('"') and current is not None:
-            current.append(line.strip('"'))
-        else:
-            current = None
-            continue
-        values[-1] = "".join(current)
-    return values
+def changes(shipped: str, fresh: str) -> list[str]:
+    """What makemessages would add, drop or change, one line each."""
+    before = {entry.key: entry for entry in entries(shipped) if not entry.obsolete}
+    after = {entry.key: entry for entry in entries(fresh) if not entry.obsolete}
+    lines = [f"new entry: {key[1]!r}" for key in after if key not in before]
+    lines += [f"entry gone: {key[1]!r}" for key in before if key not in after]
+    lines += [
+        f"entry changed: {key[1]!r}" for key, entry in after.items() if key in before and before[key] != entry
+    ]
+    return lines
 
 
-def _msgid_text(lines: list[str]) -> str:
-    parts, on = [], False
-    for line in lines:
-        if line.startswith("msgid "):
-            on = True
-            parts.append(line[6:].strip('"'))
-        elif on and line.startswith('"'):
-            parts.append(line.strip('"'))
-        elif on:
-            break
-    return "".join(parts)
+def unfinished(text: str) -> list[str]:
+    """The msgids of the entries that are fuzzy or have no translation."""
+    return [
+        entry.msgid
+        for entry in entries(text)
+        if not entry.obsolete and ("fuzzy" in entry.flags or not all(entry.translations))
+    ]
 
 
 def _tree_files(root: Path) -> list[str]:
@@ -132,19 +161,8 @@ def check(root: Path = ROOT, languages: tuple[str, ...] = LANGUAGES) -> list[str
         for language in languages:
             shipped = catalogue(root, language).read_text(encoding="utf-8")
             fresh = catalogue(copy, language).read_text(encoding="utf-8")
-            diff = list(
-                difflib.unified_diff(
-                    comparable(shipped),
-                    comparable(fresh),
-                    f"shipped {language}",
-                    f"makemessages {language}",
-                    lineterm="",
-                    n=1,
-                )
-            )
-            if diff:
-                problems.append(f"{language}: makemessages would change the catalogue:")
-                problems.extend(diff[:80] + (["  ..."] if len(diff) > 80 else []))
+            for line in changes(shipped, fresh):
+                problems.append(f"{language}: makemessages would make a {line}")
             problems.extend(f"{language}: untranslated or fuzzy: {msgid!r}" for msgid in unfinished(fresh))
     return problems
 
