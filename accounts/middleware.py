@@ -28,7 +28,8 @@ class ForcePasswordChangeMiddleware:
 class UserLanguageMiddleware:
     """A signed-in user's stored language wins over the browser's and the cookie's, so the
     pages match the mails and notices written to them (accounts.User.language). Runs after
-    AuthenticationMiddleware; LocaleMiddleware, above it, still writes Content-Language."""
+    AuthenticationMiddleware. The language is overridden for this request only: the thread
+    (a worker, a test) goes back to its own language after the response."""
 
     def __init__(self, get_response) -> None:
         self.get_response = get_response
@@ -36,7 +37,11 @@ class UserLanguageMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         user = getattr(request, "user", None)
         language = getattr(user, "language", "") if user is not None and user.is_authenticated else ""
-        if language:
-            translation.activate(language)
+        if not language:
+            return self.get_response(request)
+        with translation.override(language):
             request.LANGUAGE_CODE = translation.get_language()
-        return self.get_response(request)
+            response = self.get_response(request)
+        # LocaleMiddleware, above, only fills the header when it is missing.
+        response.headers.setdefault("Content-Language", request.LANGUAGE_CODE)
+        return response
