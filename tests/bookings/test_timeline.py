@@ -51,10 +51,11 @@ def test_staff_see_whose_job_holds_the_cpus(cpu_host, student):
 
 def test_a_cpu_only_booking_on_a_gpu_host_is_drawn_too(host, student):
     gpus = list(host.gpus.all())
-    ReservationFactory(user=student, host=host, start=START, end=START + timedelta(hours=1), gpus=[gpus[0]])
+    other = UserFactory(username="someone")
+    ReservationFactory(user=other, host=host, start=START, end=START + timedelta(hours=1), gpus=[gpus[0]])
     ReservationFactory(user=student, host=host, start=START, end=START + timedelta(hours=1))
     (row,) = timeline(user_id=student.pk, now=NOW).hosts
-    assert len(row.gpu_rows[0].blocks) == 1
+    assert [b.username for b in row.gpu_rows[0].blocks] == ["someone"]
     assert [[b.own for b in lane] for lane in row.cpu_rows] == [[True]]
 
 
