@@ -16,6 +16,7 @@ from jobs.scheduling import run_pass
 from jobs.services import job_submit_upload
 from jobs.tasks import build_job_image
 from tests.factories import UserFactory
+from tests.jobs.conftest import builds_fenced
 from tests.jobs.dopq_zips import DOCKERFILE, dopq_zip
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
@@ -23,8 +24,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 
 @pytest.fixture(autouse=True)
 def builds_on(settings, tmp_path):
-    settings.JOB_BUILDS_ALLOWED = True
-    settings.JOB_LOG_ROOT = tmp_path / "job-logs"
+    builds_fenced(settings, tmp_path)
     settings.JOB_BUILD_TIMEOUT_S = 120
 
 

@@ -14,10 +14,12 @@ from bookings.services import resolve_image
 from containers.fake_runtime import FakeRuntime
 from containers.models import ContainerEvent, Image
 from jobs import logs, selectors
+from jobs.build_contexts import context_path
 from jobs.models import Job, JobBuild
 from jobs.services import builds_requeue, job_cancel, job_submit_upload
 from jobs.tasks import build_job_image
 from tests.factories import UserFactory, local
+from tests.jobs.conftest import builds_fenced
 from tests.jobs.dopq_zips import dopq_zip
 
 pytestmark = pytest.mark.django_db
@@ -34,8 +36,7 @@ def english():
 
 @pytest.fixture(autouse=True)
 def builds_on(settings, tmp_path):
-    settings.JOB_BUILDS_ALLOWED = True
-    settings.JOB_LOG_ROOT = tmp_path / "job-logs"
+    builds_fenced(settings, tmp_path)
 
 
 def upload(user, host, data=None, **kwargs):
@@ -59,11 +60,16 @@ def test_it_queues_the_job_with_a_per_user_image_and_waits_for_the_build(student
     assert [row.pk for row in selectors.queued_rows()] == []  # the scheduler passes it over
 
 
-def test_a_built_image_lets_the_scheduler_start_the_job_and_keeps_the_build_log(student, host, fake_runtime):
+def test_a_built_image_lets_the_scheduler_start_the_job_and_keeps_the_build_log(
+    student, host, fake_runtime, django_capture_on_commit_callbacks
+):
     job = upload(student, host)
-    assert build_job_image(job.pk, now=NOW).startswith("built aivc-build/m11007s05/mnist:")
+    stored = context_path(job.build.context_file)
+    assert stored.stat().st_size == job.build.context_size > 0 and stored.stat().st_mode & 0o777 == 0o600
+    with django_capture_on_commit_callbacks(execute=True):
+        assert build_job_image(job.pk, now=NOW).startswith("built aivc-build/m11007s05/mnist:")
     build = JobBuild.objects.get(job=job)
-    assert build.status == JobBuild.Status.BUILT and bytes(build.context) == b""
+    assert build.status == JobBuild.Status.BUILT and build.context_file == "" and not stored.exists()
     tag, context = FakeRuntime.engine_for(host).builds[0]
     assert tag == job.image.reference and context
     assert FakeRuntime.engine_for(host).build_memory == [job.memory_gb * 1024**3]

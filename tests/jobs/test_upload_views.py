@@ -6,6 +6,7 @@ from django.urls import reverse
 
 from jobs.models import Job
 from jobs.services import job_submit_upload
+from tests.jobs.conftest import builds_fenced
 from tests.jobs.dopq_zips import dopq_zip
 
 pytestmark = pytest.mark.django_db
@@ -13,8 +14,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def builds_on(settings, tmp_path):
-    settings.JOB_BUILDS_ALLOWED = True
-    settings.JOB_LOG_ROOT = tmp_path / "job-logs"
+    builds_fenced(settings, tmp_path)
 
 
 @pytest.fixture

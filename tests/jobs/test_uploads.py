@@ -25,8 +25,8 @@ def refusal(data: bytes) -> str:
     return " ".join(error.value.message_dict["upload"])
 
 
-def context_names(context: bytes) -> list[str]:
-    with tarfile.open(fileobj=io.BytesIO(context)) as tar:
+def context_names(upload) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(upload.context_file.getvalue())) as tar:
         return sorted(tar.getnames())
 
 
@@ -41,12 +41,12 @@ def test_it_reads_a_zip_with_its_files_at_the_root():
         1,
     )
     assert upload.command == "python t.py"
-    assert context_names(upload.context) == ["Dockerfile", "container_config.json", "train.py"]
+    assert context_names(upload) == ["Dockerfile", "container_config.json", "train.py"]
 
 
 def test_it_reads_a_zip_with_its_files_in_one_folder_and_builds_from_that_folder():
     upload = parse_upload(dopq_zip(folder="project"))
-    assert context_names(upload.context) == ["Dockerfile", "container_config.json", "train.py"]
+    assert context_names(upload) == ["Dockerfile", "container_config.json", "train.py"]
     assert upload.command == ""  # the image's own CMD
 
 
