@@ -155,7 +155,7 @@ def check_dockerfile(*, dockerfile: str, owner_prefix: str, bases: Iterable[str]
             stages.append(words[-1].lower() if len(words) >= 3 and words[-2].lower() == "as" else "")
 
 
-IMAGE_ID = re.compile(r"(sha256:)?[0-9a-f]{1,64}", flags=re.IGNORECASE)
+HEX = re.compile(r"[0-9a-f]{1,64}", flags=re.IGNORECASE)
 
 
 def image_reference_allowed(
@@ -179,7 +179,7 @@ def image_reference_allowed(
             % {"reference": reference},
             "image_variable",
         )
-    if IMAGE_ID.fullmatch(reference) or IMAGE_ID.fullmatch(reference.split("@")[-1].split(":")[0]):
+    if _looks_like_id(reference):
         raise refused(
             _("The Dockerfile names an image by its id (%(reference)s); use its name.")
             % {"reference": reference},
@@ -201,6 +201,16 @@ def image_reference_allowed(
             % {"reference": reference},
             "image_not_allowed",
         )
+
+
+def _looks_like_id(reference: str) -> bool:
+    """`sha256:...`, or a repository part (tag and digest aside) of 1-64 hex characters
+    with no registry or namespace before it: what the engine may take for an image id."""
+    if reference.lower().startswith("sha256:"):
+        return True
+    name = reference.split("@", 1)[0]
+    repository = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+    return "/" not in repository and HEX.fullmatch(repository) is not None
 
 
 def _normalized(reference: str) -> str:
