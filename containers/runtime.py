@@ -90,13 +90,13 @@ class BuildFence:
 
     def build_params(self) -> dict:
         """The engine's /build query parameters for the fence."""
-        params = {
-            "networkmode": self.network,
-            "memory": self.memory_bytes,
-            "memswap": self.memory_bytes,
-            "cpuperiod": self.CPU_PERIOD_US,
-            "cpuquota": max(1000, self.nano_cpus * self.CPU_PERIOD_US // 10**9),
-        }
+        params: dict = {"networkmode": self.network}
+        if self.memory_bytes:  # 0: no limit (only the benchmark's unfenced build)
+            params.update(memory=self.memory_bytes, memswap=self.memory_bytes)
+        if self.nano_cpus:
+            params.update(
+                cpuperiod=self.CPU_PERIOD_US, cpuquota=max(1000, self.nano_cpus * self.CPU_PERIOD_US // 10**9)
+            )
         if self.cgroup_parent:
             params["cgroupparent"] = self.cgroup_parent
         if self.proxy:

@@ -6,6 +6,7 @@ writes docs/benchmarks/build-fence.md."""
 
 import contextlib
 import io
+import os
 import statistics
 import tarfile
 import time
@@ -72,7 +73,8 @@ def test_the_build_fence_costs_little_beside_an_unfenced_build(
         "# The build fence: cost of a fenced build\n\n"
         f"`tests/bench/test_build_fence.py`, {ROUNDS} builds each, alternating, one run "
         f"({machine()}; engine {docker_client.version().get('Version')}, classic builder). A busybox "
-        "context with three RUN steps, never from the cache.\n\n"
+        "context with three RUN steps, never from the cache; load average "
+        f"{os.getloadavg()[0]:.1f} at the end.\n\n"
         "| build | median | min | max |\n|---|---|---|---|\n"
         f"| fenced (network none, 2 CPUs, 1 GiB, pids parent{'' if parent else ' NOT set'}) | "
         f"{on:.2f} s | {min(times['on']):.2f} s | {max(times['on']):.2f} s |\n"
