@@ -43,6 +43,7 @@ class FakeEngine:
         self.built: dict[str, BuiltImage] = {}  # the images builds made, by id
         self.in_use: set[str] = set()  # image ids a container uses (removal refused)
         self.free_bytes: int | None = None  # the engine's free disk; None: unknown
+        self.cgroup_driver = "cgroupfs"
 
     def kill(self, name: str) -> None:
         """What a container that died looks like: still there, exited."""
@@ -158,6 +159,10 @@ class FakeRuntime(ContainerRuntime):
     def build_space_free(self) -> int | None:
         self._check_reachable()
         return self.engine.free_bytes
+
+    def cgroup_driver(self) -> str:
+        self._check_reachable()
+        return self.engine.cgroup_driver
 
     def built_images(self, *, label: str) -> list[BuiltImage]:
         self._check_reachable()

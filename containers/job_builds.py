@@ -32,11 +32,16 @@ from jobs.models import Job, JobBuild
 from jobs.services import build_finish, build_mark_started
 
 
-def build_fence(*, memory_bytes: int) -> BuildFence:
+def build_fence(*, memory_bytes: int, cgroup_driver: str = "") -> BuildFence:
     """The fence of one build: the settings' network, proxy, CPUs and time, the job's memory,
     and the parent cgroup whose pids limit this host has (ensured here)."""
     parent = ""
     if settings.JOB_BUILD_PIDS_LIMIT:
+        if cgroup_driver == "systemd" and not settings.JOB_BUILD_CGROUP_PARENT.endswith(".slice"):
+            raise FenceMissing(
+                "the engine uses the systemd cgroup driver: set JOB_BUILD_CGROUP_PARENT to a slice "
+                "such as aivc-build.slice and run deploy/build-fence/setup.sh"
+            )
         ensure_pids_fence(parent=settings.JOB_BUILD_CGROUP_PARENT, limit=settings.JOB_BUILD_PIDS_LIMIT)
         parent = cgroup_parent_argument(settings.JOB_BUILD_CGROUP_PARENT)
     return BuildFence(
@@ -64,7 +69,7 @@ def build_job_image(*, job_id: int, now: datetime) -> str:
     try:
         _check_space(runtime=runtime, host=job.host, now=now)
         # A build's steps get no more memory than its job will.
-        fence = build_fence(memory_bytes=job.memory_gb * GIB)
+        fence = build_fence(memory_bytes=job.memory_gb * GIB, cgroup_driver=runtime.cgroup_driver())
         try:
             context = context_path(build.context_file).open("rb")
         except (OSError, ValueError):

@@ -183,6 +183,10 @@ class ContainerRuntime(ABC):
         """Free bytes on the filesystem of the engine's data root; None if unknown."""
         return None
 
+    def cgroup_driver(self) -> str:
+        """The engine's cgroup driver (`cgroupfs`, `systemd`); empty if unknown."""
+        return ""
+
     def built_images(self, *, label: str) -> list[BuiltImage]:
         """The engine's images that carry `label` (the portal's builds)."""
         return []
@@ -554,6 +558,12 @@ class DockerRuntime(ContainerRuntime):
             return shutil.disk_usage(root).free if root else None
         except OSError:
             return None  # the engine's disks are not this machine's
+
+    def cgroup_driver(self) -> str:
+        try:
+            return str(self.client.info().get("CgroupDriver") or "")
+        except Exception as error:
+            raise self._translate(error) from None
 
     def built_images(self, *, label: str) -> list[BuiltImage]:
         try:

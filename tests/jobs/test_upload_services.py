@@ -278,6 +278,16 @@ def test_a_build_without_its_pids_fence_fails_with_a_clear_message(student, host
     assert FakeRuntime.engine_for(host).builds == []
 
 
+def test_a_cgroupfs_parent_on_an_engine_with_the_systemd_driver_is_refused_saying_what_to_set(
+    student, host, fake_runtime, settings
+):
+    settings.JOB_BUILD_PIDS_LIMIT, settings.JOB_BUILD_CGROUP_PARENT = 256, "aivc-build"
+    FakeRuntime.engine_for(host).cgroup_driver = "systemd"
+    job = upload(student, host)
+    assert "set JOB_BUILD_CGROUP_PARENT to a slice" in build_job_image(job.pk, now=NOW)
+    assert FakeRuntime.engine_for(host).builds == []
+
+
 def test_a_build_is_refused_with_a_clear_message_when_the_engines_disk_is_short(
     student, host, fake_runtime, settings
 ):
