@@ -626,8 +626,14 @@ CONTEXT_SWEEP_AGE_S = 3600
 
 
 def build_contexts_sweep() -> int:
-    """Removes stored contexts no waiting build needs (a cancelled job's, a failed
-    submit's); returns how many."""
-    waiting = JobBuild.objects.filter(status=JobBuild.Status.BUILDING, job__status=Job.Status.QUEUED)
-    keep = waiting.exclude(context_file="").values_list("context_file", flat=True)
-    return contexts_sweep(keep=list(keep), older_than_s=CONTEXT_SWEEP_AGE_S)
+    """Removes stored contexts no waiting build needs: a cancelled job's (its row let go
+    of it, so it stops counting against the user's cap), and files no row names (a submit
+    that failed half-way). Returns how many files."""
+    stored = JobBuild.objects.filter(status=JobBuild.Status.BUILDING).exclude(context_file="")
+    dropped = stored.exclude(job__status=Job.Status.QUEUED)
+    names = list(dropped.values_list("context_file", flat=True))
+    dropped.update(context_file="")
+    for name in names:
+        context_remove(name)
+    keep = stored.values_list("context_file", flat=True)
+    return len(names) + contexts_sweep(keep=list(keep), older_than_s=CONTEXT_SWEEP_AGE_S)

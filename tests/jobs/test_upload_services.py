@@ -382,9 +382,11 @@ def test_the_contexts_of_cancelled_jobs_are_swept_and_waiting_ones_kept(
     kept, cancelled = upload(student, host), upload(student, host, dopq_zip(name="second"))
     job_cancel(job=cancelled, now=NOW)
     root = settings.JOB_BUILD_CONTEXT_ROOT
-    assert build_contexts_sweep() == 0  # too young: it may be a submit being written
-    for path in root.glob("*.tar"):
-        os.utime(path, (0, 0))
+    orphan = root / f"{'0' * 32}.tar"  # a submit that died between the file and the row
+    orphan.write_bytes(b"x")
+    assert build_contexts_sweep() == 1  # the cancelled job's; the orphan may be a submit being written
+    assert JobBuild.objects.get(job=cancelled).context_file == ""
+    os.utime(orphan, (0, 0))
     assert build_contexts_sweep() == 1
     assert [path.name for path in root.glob("*.tar")] == [kept.build.context_file]
 
