@@ -344,12 +344,9 @@ def _image_references(keyword: str, arguments: str) -> list[str]:
         return [word.split("=", 1)[1] for word in words if word.lower().startswith("--from=")]
     if keyword == "RUN":
         options = [word.split("=", 1)[1] for word in words if word.lower().startswith("--mount=")]
-        return [
-            field.split("=", 1)[1]
-            for option in options
-            for field in option.split(",")
-            if field.lower().startswith("from=")
-        ]
+        # BuildKit reads the option as CSV: a field may be quoted ("from=x").
+        fields = [field.strip("\"' ") for option in options for field in option.split(",")]
+        return [field.split("=", 1)[1] for field in fields if field.lower().startswith("from=")]
     return []
 
 

@@ -167,6 +167,7 @@ def dockerfile_refusal(dockerfile: str) -> str:
         "FROM aivc-test/busybox:latest\nADD --from=9b764e /etc/secret /s\n",
         "FROM aivc-test/busybox:latest\nRUN --mount=type=bind,from=9b764e,target=/m cat /m/secret\n",
         "FROM aivc-test/busybox:latest\nRUN --mount=type=cache,target=/c,FROM=9b764e true\n",
+        'FROM aivc-test/busybox:latest\nRUN --mount=type=bind,"from=9b764e",target=/m true\n',
         "FROM aivc-test/busybox:latest\nONBUILD COPY --from=9b764e /etc/secret /s\n",
         "FROM aivc-test/busybox:latest\nCOPY --from=1 /etc/secret /s\n",  # no stage 1: an id
         "FROM aivc-test/busybox:latest AS a\nFROM 0\n",
