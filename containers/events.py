@@ -392,6 +392,11 @@ def job_build_failed(*, username: str, job_id: int, cause: str) -> Event:
     )
 
 
+def built_images_removed(*, host_name: str, tags: list[str]) -> Event:
+    shown = ", ".join(tags[:10]) + (f" and {len(tags) - 10} more" if len(tags) > 10 else "")
+    return Event(INFO, f"Removed {len(tags)} built image(s) no job used lately on {host_name}: {shown}")
+
+
 # Messages of the image check ahead of a start ----------------------------------------------
 
 
