@@ -25,4 +25,6 @@ urlpatterns = [
     path("", include("bookings.urls")),
     path("", include("containers.telemetry.urls")),
     path("", include("jobs.urls")),
+    # JupyterLab through the portal: what the portal answers when its proxy refuses.
+    path("", include("containers.lab_urls")),
 ]

@@ -100,6 +100,12 @@ class Image(models.Model):
         help_text="How users log in. Legacy images that expect a PASSWORD variable cannot be "
         "entered: the portal never passes passwords, so they are refused at booking.",
     )
+    lab_modes = models.BooleanField(
+        "Lab modes",
+        default=False,
+        help_text="Built from deploy/images: the portal picks the mode (ssh, job, or JupyterLab "
+        "beside sshd for a booking).",
+    )
 
     class Meta:
         ordering = ["reference"]

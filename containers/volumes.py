@@ -31,6 +31,7 @@ from django.conf import settings
 
 from accounts.sshkeys import OTHER_LINE_BREAKS
 from accounts.validators import ACCOUNT_ID_PATTERN
+from containers.lab import lab_token
 from containers.specs import Mount
 
 if TYPE_CHECKING:
@@ -290,6 +291,19 @@ def prepare_mounts(reservation: Reservation) -> list[Mount]:
         for file in HOME_FILES:
             mounts.append(Mount(str(_empty_file(home, file, mode=0o600)), f"/root/{file}"))
         return mounts
+
+
+def prepare_lab_token(reservation: Reservation) -> Path:
+    """The folder holding the reservation's Jupyter token, in the portal's state folder
+    (0700 above it, so no other account on the host reads it); the container mounts the
+    folder read-only and JupyterLab reads the file. Rewritten whole at each launch."""
+    state = _ensure_state(reservation.host, _user_folder_name(reservation.user.username))
+    folder = state / "jupyter"
+    folder.mkdir(exist_ok=True)
+    # Readable inside the container whatever its root may do; the 0700 parent fences it in.
+    os.chmod(folder, 0o755)  # noqa: S103
+    _write_new_file(folder, "token", f"{lab_token(reservation.pk)}\n".encode(), mode=0o644)
+    return folder
 
 
 def prepare_job_mounts(reservation: Reservation, *, job_id: int) -> list[Mount]:
