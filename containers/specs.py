@@ -219,6 +219,12 @@ def lab_container_spec(spec: ContainerSpec, *, reservation: Reservation, token_f
     """A booking's container on a lab image (`Image.lab_modes`): JupyterLab beside sshd,
     served under the reservation's base URL. The token is only in the folder mounted
     read-only, never in the environment or the command line (so not in `docker inspect`)."""
-    environment = {**spec.environment, "AIVC_MODE": "lab", "AIVC_LAB_BASE_URL": lab_base_url(reservation.pk)}
+    environment = {
+        **spec.environment,
+        "AIVC_MODE": "lab",
+        "AIVC_LAB_BASE_URL": lab_base_url(reservation.pk),
+        # The portal's addition to the image's Jupyter configuration (containers/volumes.py).
+        "JUPYTER_CONFIG_PATH": LAB_TOKEN_FOLDER,
+    }
     mounts = [*spec.mounts, Mount(token_folder, LAB_TOKEN_FOLDER, read_only=True)]
     return replace(spec, environment=environment, mounts=mounts)

@@ -293,16 +293,31 @@ def prepare_mounts(reservation: Reservation) -> list[Mount]:
         return mounts
 
 
+# JupyterLab copies its token into every page it serves (and its pages then put it in
+# WebSocket URLs); the proxy adds the token to each request instead, so the page gets none.
+# Loaded beside the image's own configuration (JUPYTER_CONFIG_PATH, containers/specs.py).
+LAB_JUPYTER_CONFIG = b"""# Written by the AIVC portal (containers/volumes.py); read-only in the container.
+def _no_token_in_the_page(handler, page_config):
+    page_config["token"] = ""
+    return page_config
+
+
+c.ServerApp.tornado_settings = {"page_config_hook": _no_token_in_the_page}
+"""
+
+
 def prepare_lab_token(reservation: Reservation) -> Path:
-    """The folder holding the reservation's Jupyter token, in the portal's state folder
-    (0700 above it, so no other account on the host reads it); the container mounts the
-    folder read-only and JupyterLab reads the file. Rewritten whole at each launch."""
+    """The folder holding the reservation's Jupyter token (and the portal's addition to
+    JupyterLab's configuration), in the portal's state folder (0700 above it, so no other
+    account on the host reads it); the container mounts the folder read-only and
+    JupyterLab reads the file. Rewritten whole at each launch."""
     state = _ensure_state(reservation.host, _user_folder_name(reservation.user.username))
     folder = state / "jupyter"
     folder.mkdir(exist_ok=True)
     # Readable inside the container whatever its root may do; the 0700 parent fences it in.
     os.chmod(folder, 0o755)  # noqa: S103
     _write_new_file(folder, "token", f"{lab_token(reservation.pk)}\n".encode(), mode=0o644)
+    _write_new_file(folder, "jupyter_server_config.py", LAB_JUPYTER_CONFIG, mode=0o644)
     return folder
 
 
