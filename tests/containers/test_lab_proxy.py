@@ -1,8 +1,11 @@
-"""The lab proxy of `make run` (containers.lab_proxy) between a browser, the live portal
-and a stand-in JupyterLab: who is let through, what reaches the lab (the token, never the
-portal's cookies), what comes back (never a cookie), and WebSockets."""
+"""Both proxies a lab runs, between a client, the live portal and a stand-in JupyterLab:
+the lab proxy of `make run` (containers.lab_proxy) and nginx with deploy/nginx.conf's
+JupyterLab blocks (skipped without an nginx binary unless AIVC_REQUIRE_NGINX=1). Who is
+let through, what reaches the lab (the token, never the portal's cookies), what comes back
+(never a cookie), and WebSockets."""
 
 import asyncio
+import os
 
 import aiohttp
 import pytest
@@ -12,7 +15,7 @@ from django.utils import timezone
 from bookings.models import Reservation
 from containers.lab import lab_token
 from tests.factories import ImageFactory, ReservationFactory, UserFactory
-from tests.lab_servers import lab_proxy, serving
+from tests.lab_servers import lab_proxy, nginx_missing, nginx_proxy, serving
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -58,8 +61,21 @@ def stand_in(monkeypatch):
         yield seen
 
 
+@pytest.fixture(params=["make-run", "nginx"])
+def proxy_in_front(request, tmp_path):
+    """Starts the proxy named by the parameter in front of a portal URL."""
+    if request.param == "make-run":
+        return lab_proxy
+    missing = nginx_missing()
+    if missing:
+        if os.environ.get("AIVC_REQUIRE_NGINX") == "1":
+            pytest.fail(missing)
+        pytest.skip(missing)
+    return lambda portal: nginx_proxy(portal, prefix=tmp_path / "nginx")
+
+
 @pytest.fixture
-def lab(live_server, stand_in):
+def lab(live_server, stand_in, proxy_in_front):
     now = timezone.now()
     reservation = ReservationFactory(
         image=ImageFactory(lab_modes=True),
@@ -68,7 +84,7 @@ def lab(live_server, stand_in):
         start=now - timezone.timedelta(minutes=1),
         end=now + timezone.timedelta(hours=1),
     )
-    with lab_proxy(live_server.url) as proxy:
+    with proxy_in_front(live_server.url) as proxy:
         yield reservation, proxy
 
 
