@@ -101,7 +101,8 @@ http {{
 {http_block}
     server {{
         listen 127.0.0.1:{port};
-        proxy_set_header Host $host;
+        # Port included: the site is not on 443 here (Django's CSRF check compares origins).
+        proxy_set_header Host $http_host;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Forwarded-Proto $scheme;
         location / {{

@@ -1,10 +1,10 @@
-"""JupyterLab through the portal, as a student uses it: Chromium on the portal's lab proxy
-(the one `make run` starts; nginx plays its part in production), the real engine and the
-offline lab image `aivc/lab:cpu` (`make lab-image`). The owner opens JupyterLab from the
-reservation page, runs a notebook cell and a terminal (both over WebSockets); another
-student gets 404, an anonymous visitor the login page, and after the end the URL is 404.
-The token is never in a page, a URL, the container's environment or `docker inspect`.
-Screenshots go to artifacts/screenshots/jupyterlab-*."""
+"""JupyterLab through the portal, as a student uses it: Chromium through each proxy a lab
+runs (the lab proxy `make run` starts, and nginx with deploy/nginx.conf's JupyterLab
+blocks), the real engine and the offline lab image `aivc/lab:cpu` (`make lab-image`).
+The owner opens JupyterLab from the reservation page, runs a notebook cell and a terminal
+(both over WebSockets); another student gets 404, an anonymous visitor the login page,
+and after the end the URL is 404. The token is never in a page, a URL, the container's
+environment or `docker inspect`. Screenshots go to artifacts/screenshots/jupyterlab-*."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ from bookings.services import reservation_release
 from containers.lab import lab_token
 from containers.tasks import reconcile
 from tests.containers.conftest import docker_client, docker_scope  # noqa: F401 - fixtures
+from tests.containers.test_lab_proxy import proxy_in_front  # noqa: F401 - a fixture
 from tests.containers.test_ssh_login import _tick_until_running
 from tests.factories import ImageFactory, ReservationFactory, UserFactory, host_with_roots
-from tests.lab_servers import lab_proxy
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 
@@ -113,11 +113,14 @@ def test_a_student_opens_jupyterlab_runs_a_notebook_and_a_terminal(
     running_lab,
     docker_client,  # noqa: F811 - the imported fixture
     screenshot,
+    proxy_in_front,  # noqa: F811 - the imported fixture
+    request,
 ):
+    shot = lambda page, name: screenshot(page, f"jupyterlab-{request.node.callspec.id}-{name}")  # noqa: E731
     reservation = running_lab
     token = lab_token(reservation.pk)
     url = f"/r/{reservation.pk}/lab/"
-    with lab_proxy(live_server.url) as proxy, contextlib.ExitStack() as contexts:
+    with proxy_in_front(live_server.url) as proxy, contextlib.ExitStack() as contexts:
         # Closed before the proxy stops, so no WebSocket outlives it.
         new_context = lambda: contexts.enter_context(_closing(_new_context(browser, proxy)))  # noqa: E731
         context = new_context()
@@ -125,7 +128,7 @@ def test_a_student_opens_jupyterlab_runs_a_notebook_and_a_terminal(
         page.goto(f"/reservations/{reservation.pk}/")
         button = page.get_by_test_id("open-lab")
         expect(button).to_have_attribute("href", url)
-        screenshot(page, "jupyterlab-1-reservation-page")
+        shot(page, "1-reservation-page")
         with context.expect_page() as opened:
             button.click()
         lab = opened.value
@@ -134,7 +137,7 @@ def test_a_student_opens_jupyterlab_runs_a_notebook_and_a_terminal(
         _wait_for_lab(lab)
         lab.goto(url)
         expect(lab.locator(".jp-Launcher")).to_be_visible(timeout=60_000)
-        screenshot(lab, "jupyterlab-1b-launcher")
+        shot(lab, "1b-launcher")
 
         # A terminal, from the launcher: its WebSocket through the proxy; what it runs
         # lands in the student's Work folder on the host.
@@ -148,7 +151,7 @@ def test_a_student_opens_jupyterlab_runs_a_notebook_and_a_terminal(
             lab.keyboard.type("echo from-the-terminal > /root/Work/terminal-proof\n")
             time.sleep(2)
         assert proof.read_text().strip() == "from-the-terminal"
-        screenshot(lab, "jupyterlab-2-terminal")
+        shot(lab, "2-terminal")
 
         # A notebook, from a new launcher: the kernel's WebSocket through the proxy.
         lab.locator('[data-command="launcher:create"]').first.click()
@@ -163,7 +166,7 @@ def test_a_student_opens_jupyterlab_runs_a_notebook_and_a_terminal(
         # The booked count once the container's cpuset matches the booking (lab-home's
         # part of issue 19); until then any count the kernel reports.
         assert cpus >= 1
-        screenshot(lab, "jupyterlab-3-notebook")
+        shot(lab, "3-notebook")
 
         # The token is in no page, no URL; not in the container's environment or inspect.
         assert token not in lab.url and token not in page.url
@@ -180,7 +183,7 @@ def test_a_student_opens_jupyterlab_runs_a_notebook_and_a_terminal(
         stranger = UserFactory(username=f"m11{uuid.uuid4().hex[:6]}")
         other_page = _sign_in(other, stranger)
         assert other_page.goto(url).status == 404
-        screenshot(other_page, "jupyterlab-4-another-student-404")
+        shot(other_page, "4-another-student-404")
         anonymous = new_context()
         visitor = anonymous.new_page()
         visitor.goto(url)
@@ -192,4 +195,4 @@ def test_a_student_opens_jupyterlab_runs_a_notebook_and_a_terminal(
         reservation.refresh_from_db()
         assert reservation.status == Reservation.Status.ENDED
         assert lab.goto(url).status == 404
-        screenshot(lab, "jupyterlab-5-after-the-end-404")
+        shot(lab, "5-after-the-end-404")
