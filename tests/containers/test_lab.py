@@ -136,6 +136,9 @@ def test_the_token_is_only_in_a_file_of_the_portal_state_folder(lab_booking):
     assert stat.S_IMODE(folder.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert not (folder / "token").is_symlink()
+    # JupyterLab is told to leave the token out of its pages (and so out of WebSocket URLs).
+    assert spec.environment["JUPYTER_CONFIG_PATH"] == LAB_TOKEN_FOLDER
+    assert "page_config_hook" in (folder / "jupyter_server_config.py").read_text()
 
 
 def test_a_booking_on_another_image_runs_as_before(booking):
