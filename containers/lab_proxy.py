@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, WSMsgType, web
 from aiohttp.client_exceptions import ClientError, WSServerHandshakeError
 
+logger = logging.getLogger(__name__)
 LAB_PATH = re.compile(r"^/r/([0-9]+)/lab/")
 AUTH_PATH = re.compile(r"^/r/[0-9]+/lab-auth/")
 PROXY_HEADER = "X-Aivc-Lab-Proxy"  # the same names as containers.lab_views
@@ -124,7 +126,8 @@ class LabProxy:
         match = LAB_PATH.match(request.path)
         try:
             target = await self._ask(request, match.group(1)) if match else None
-        except (TimeoutError, ClientError, OSError, KeyError):
+        except (TimeoutError, ClientError, OSError, KeyError) as error:
+            logger.warning("Lab proxy: asking the portal about %s failed: %r", request.path, error)
             raise web.HTTPBadGateway(text="The portal did not answer.\n") from None
         if target is None:
             return await self._forward(
@@ -148,7 +151,8 @@ class LabProxy:
                 data=request.content if request.body_exists else None,
                 allow_redirects=False,
             )
-        except (TimeoutError, ClientError, OSError):
+        except (TimeoutError, ClientError, OSError) as error:
+            logger.warning("Lab proxy: %s %s to %s failed: %r", request.method, request.path, base, error)
             raise web.HTTPBadGateway(text="The lab or the portal did not answer.\n") from None
         async with upstream:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)

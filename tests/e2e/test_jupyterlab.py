@@ -88,6 +88,27 @@ def _new_context(browser, base_url: str):
     return context
 
 
+def wait_for_kernel_ready(lab) -> None:
+    """The notebook's kernel is connected and idle (the status bar says so): a cell run
+    before that is not sent."""
+    ready = lab.get_by_role("button", name=re.compile(r"Python 3 \(ipykernel\) \| Idle"))
+    expect(ready.first).to_be_visible(timeout=120_000)
+
+
+def _type_into_first_cell(lab, code: str) -> None:
+    """Types into the new notebook's first cell once its editor takes keys (a key typed while
+    the notebook is still being set up is lost)."""
+    cell = lab.locator(".jp-Notebook .jp-Cell .cm-content").first
+    deadline = time.monotonic() + 60
+    while True:
+        cell.click()
+        lab.keyboard.type(code)
+        if code in cell.inner_text() or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    expect(cell).to_contain_text(code)
+
+
 @contextlib.contextmanager
 def _closing(context):
     try:
@@ -156,9 +177,8 @@ def test_a_student_opens_jupyterlab_runs_a_notebook_and_a_terminal(
         # A notebook, from a new launcher: the kernel's WebSocket through the proxy.
         lab.locator('[data-command="launcher:create"]').first.click()
         lab.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
-        cell = lab.locator(".jp-Notebook .jp-Cell .cm-content").first
-        cell.click()
-        lab.keyboard.type("import os; print('cpus', os.cpu_count())")
+        wait_for_kernel_ready(lab)
+        _type_into_first_cell(lab, "import os; print('cpus', os.cpu_count())")
         lab.keyboard.press("Shift+Enter")
         output = lab.locator(".jp-OutputArea-output").first
         expect(output).to_contain_text(re.compile(r"cpus \d+"), timeout=60_000)
