@@ -158,10 +158,13 @@ class LabProxy:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for name, value in _response_headers(upstream.headers, from_lab=to_lab):
                 response.headers.add(name, value)
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_chunked(CHUNK):
-                await response.write(chunk)
-            await response.write_eof()
+            try:
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_chunked(CHUNK):
+                    await response.write(chunk)
+                await response.write_eof()
+            except ConnectionResetError:  # the browser left (a tab closed): nothing to answer
+                pass
         return response
 
     async def _websocket(self, request: web.Request, target: _Target) -> web.StreamResponse:
