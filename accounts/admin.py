@@ -25,7 +25,16 @@ from containers.models import Host
 
 @admin.register(CapabilityProfile)
 class CapabilityProfileAdmin(admin.ModelAdmin):
-    list_display = ("name", "is_default", "cpus", "memory_gb", "gpus", "work_space_gb", "backup_space_gb")
+    list_display = (
+        "name",
+        "is_default",
+        "cpus",
+        "memory_gb",
+        "gpus",
+        "work_space_gb",
+        "backup_space_gb",
+        "home_space_gb",
+    )
     list_filter = ("is_default",)
     search_fields = ("name",)
 
@@ -156,7 +165,8 @@ class UserAdmin(DjangoUserAdmin):
                 (
                     host.name,
                     f"cpus={limit.cpus:g} memory={limit.memory_gb} GB gpus={limit.gpus} "
-                    f"work={limit.work_space_gb} GB backup={limit.backup_space_gb} GB",
+                    f"work={limit.work_space_gb} GB backup={limit.backup_space_gb} GB "
+                    f"home={limit.home_space_gb} GB",
                 )
             )
         return format_html_join("", "<div><b>{}</b>: {}</div>", rows) or "No hosts yet."
@@ -201,11 +211,31 @@ class UserAdmin(DjangoUserAdmin):
 class ApiTokenAdmin(admin.ModelAdmin):
     """Maintainers see every token (never its secret, which is not stored) and revoke any."""
 
-    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
-    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "created_at")
+    list_display = (
+        "name",
+        "user",
+        "prefix",
+        "scope",
+        "created_at",
+        "last_used_at",
+        "last_used_from",
+        "expires_at",
+        "revoked_at",
+    )
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "scope", "created_at")
     search_fields = ("name", "user__username", "prefix")
     list_select_related = ("user",)
-    readonly_fields = ("user", "name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+    readonly_fields = (
+        "user",
+        "name",
+        "prefix",
+        "scope",
+        "created_at",
+        "last_used_at",
+        "last_used_from",
+        "expires_at",
+        "revoked_at",
+    )
     exclude = ("key_hash",)
     actions = ("revoke",)
 

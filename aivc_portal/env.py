@@ -25,6 +25,21 @@ def env_str(name: str, default: str) -> str:
     return _raw(name) or default
 
 
+def env_file_text(name: str) -> str:
+    """The stripped text of the file the variable names (a secret kept out of the
+    environment); empty when unset. An unreadable file stops start-up naming the variable and
+    the path, never the content."""
+    path = _raw(name)
+    if path is None:
+        return ""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or type(error).__name__
+        raise ImproperlyConfigured(f"Environment variable {name}: cannot read {path!r} ({reason}).") from None
+
+
 def env_bool(name: str, default: bool) -> bool:
     value = _raw(name)
     if value is None:

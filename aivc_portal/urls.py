@@ -24,6 +24,7 @@ urlpatterns = [
     re_path(r"^api/", api_not_found),
     path("", include("bookings.urls")),
     path("", include("containers.telemetry.urls")),
+    path("", include("containers.urls")),
     path("", include("jobs.urls")),
     # JupyterLab through the portal: what the portal answers when its proxy refuses.
     path("", include("containers.lab_urls")),

@@ -45,6 +45,7 @@ class HostAgentInline(admin.StackedInline):
         "version",
         "engine_version",
         "nvml_driver",
+        "cuda_driver_version",
         "disk_free_gb",
         "silent_since",
     )
@@ -72,7 +73,16 @@ class HostAdmin(admin.ModelAdmin):
         (None, {"fields": ("name", "address", "accepting_bookings", "served_by_agent")}),
         (
             "What it lends",
-            {"fields": ("cpus", "ram_gb", "swap_gb", "max_work_space_gb", "max_backup_space_gb")},
+            {
+                "fields": (
+                    "cpus",
+                    "ram_gb",
+                    "swap_gb",
+                    "max_work_space_gb",
+                    "max_backup_space_gb",
+                    "max_home_space_gb",
+                )
+            },
         ),
         (
             "Folders on this server",
@@ -183,8 +193,16 @@ class GpuAdmin(admin.ModelAdmin):
 
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
-    list_display = ("reference", "description", "cuda_version", "login", "is_default", "is_active")
-    list_filter = ("is_active", "is_default", "login")
+    list_display = (
+        "reference",
+        "description",
+        "cuda_version",
+        "login",
+        "lab_modes",
+        "is_default",
+        "is_active",
+    )
+    list_filter = ("is_active", "is_default", "login", "lab_modes")
     search_fields = ("reference", "description")
     actions = ["make_default"]
 
@@ -242,7 +260,16 @@ class ContainerEventAdmin(admin.ModelAdmin):
 
 @admin.register(SpaceAudit)
 class SpaceAuditAdmin(admin.ModelAdmin):
-    list_display = ("measured_at", "user", "host", "work_gb", "backup_gb", "complete", "over_quota")
+    list_display = (
+        "measured_at",
+        "user",
+        "host",
+        "work_gb",
+        "backup_gb",
+        "home_gb",
+        "complete",
+        "over_quota",
+    )
     list_filter = ("over_quota", "complete", "host")
     list_select_related = ("user", "host")
     search_fields = ("user__username",)
@@ -250,7 +277,16 @@ class SpaceAuditAdmin(admin.ModelAdmin):
 
 @admin.register(HostAgent)
 class HostAgentAdmin(admin.ModelAdmin):
-    list_display = ("host", "health", "last_seen_at", "holder", "version", "engine_version", "nvml_driver")
+    list_display = (
+        "host",
+        "health",
+        "last_seen_at",
+        "holder",
+        "version",
+        "engine_version",
+        "nvml_driver",
+        "cuda_driver_version",
+    )
     list_filter = ("host__served_by_agent",)
     list_select_related = ("host",)
     search_fields = ("host__name", "holder")

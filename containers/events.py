@@ -147,12 +147,20 @@ def started(
 
 
 def over_quota(
-    *, username: str, work_gb: float, work_quota: int, backup_gb: float, backup_quota: int
+    *,
+    username: str,
+    work_gb: float,
+    work_quota: int,
+    backup_gb: float,
+    backup_quota: int,
+    home_gb: float = 0.0,
+    home_quota: int | None = None,
 ) -> Event:
+    home = f", and home_dir {home_gb:.1f}GB of {home_quota}GB" if home_quota is not None else ""
     return Event(
         SPACE_WARNING,
         f"{username} is over-use the work_dir {work_gb:.1f}GB of {work_quota}GB, "
-        f"and backup_dir {backup_gb:.1f}GB of {backup_quota}GB",
+        f"and backup_dir {backup_gb:.1f}GB of {backup_quota}GB{home}",
     )
 
 

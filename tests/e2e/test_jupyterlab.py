@@ -53,7 +53,8 @@ def lab_image(db, docker_client):  # noqa: F811 - the imported fixture
 
 
 @pytest.fixture
-def running_lab(lab_image, docker_scope, tmp_path):  # noqa: F811 - the imported fixture
+def running_lab(lab_image, docker_scope, tmp_path, settings):  # noqa: F811 - the imported fixture
+    settings.CONTAINER_CPUSET = True  # the container sees the CPUs it booked
     host = host_with_roots(
         tmp_path, name=f"e2e-{uuid.uuid4().hex[:6]}", address="127.0.0.1", cpus=4, ram_gb=8
     )
@@ -63,7 +64,7 @@ def running_lab(lab_image, docker_scope, tmp_path):  # noqa: F811 - the imported
         user=student,
         host=host,
         image=lab_image,
-        cpus=Decimal("2"),
+        cpus=Decimal("1"),
         memory_gb=2,
         start=now - timedelta(minutes=1),
         end=now + timedelta(hours=1),
@@ -178,14 +179,11 @@ def test_a_student_opens_jupyterlab_runs_a_notebook_and_a_terminal(
         lab.locator('[data-command="launcher:create"]').first.click()
         lab.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
         wait_for_kernel_ready(lab)
-        _type_into_first_cell(lab, "import os; print('cpus', os.cpu_count())")
+        _type_into_first_cell(lab, "import os; print(os.cpu_count())")
         lab.keyboard.press("Shift+Enter")
         output = lab.locator(".jp-OutputArea-output").first
-        expect(output).to_contain_text(re.compile(r"cpus \d+"), timeout=60_000)
-        cpus = int(re.search(r"cpus (\d+)", output.inner_text()).group(1))
-        # The booked count once the container's cpuset matches the booking (lab-home's
-        # part of issue 19); until then any count the kernel reports.
-        assert cpus >= 1
+        # The booked count (1 of the host's CPUs), not the host's.
+        expect(output).to_have_text("1", timeout=60_000)
         shot(lab, "3-notebook")
 
         # The token is in no page, no URL; not in the container's environment or inspect.
