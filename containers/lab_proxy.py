@@ -50,6 +50,13 @@ WEBSOCKET_HANDSHAKE = frozenset(
     ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol")
 )
 CHUNK = 256 * 1024
+# What a lab that does not answer yet shows (JupyterLab takes seconds to start with its
+# container); the same page as deploy/nginx.conf's.
+STARTING_PAGE = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="3">'
+    "<title>JupyterLab is starting</title></head><body><p>JupyterLab is starting in your container. "
+    "This page tries again every few seconds.</p></body></html>\n"
+)
 
 
 @dataclass(frozen=True)
@@ -153,7 +160,11 @@ class LabProxy:
             )
         except (TimeoutError, ClientError, OSError) as error:
             logger.warning("Lab proxy: %s %s to %s failed: %r", request.method, request.path, base, error)
-            raise web.HTTPBadGateway(text="The lab or the portal did not answer.\n") from None
+            if to_lab:
+                return web.Response(
+                    status=503, text=STARTING_PAGE, content_type="text/html", headers={"Retry-After": "3"}
+                )
+            raise web.HTTPBadGateway(text="The portal did not answer.\n") from None
         async with upstream:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for name, value in _response_headers(upstream.headers, from_lab=to_lab):

@@ -6,6 +6,7 @@ let through, what reaches the lab (the token, never the portal's cookies), what 
 
 import asyncio
 import os
+import socket
 
 import aiohttp
 import pytest
@@ -35,7 +36,7 @@ def _stand_in_lab() -> tuple[web.Application, list[dict]]:
         seen.append(dict(request.headers))
         return web.Response(text=f"got {len(await request.read())} bytes")
 
-    async def socket(request: web.Request) -> web.WebSocketResponse:
+    async def kernel_channels(request: web.Request) -> web.WebSocketResponse:
         seen.append(dict(request.headers))
         ws = web.WebSocketResponse(protocols=["v1.kernel.websocket.jupyter.org"])
         await ws.prepare(request)
@@ -47,7 +48,7 @@ def _stand_in_lab() -> tuple[web.Application, list[dict]]:
         return ws
 
     app = web.Application(client_max_size=0)
-    app.router.add_get("/r/{pk}/lab/api/kernels/k1/channels", socket)
+    app.router.add_get("/r/{pk}/lab/api/kernels/k1/channels", kernel_channels)
     app.router.add_post("/r/{pk}/lab/api/contents/upload", upload)
     app.router.add_get("/{tail:.*}", page)
     return app, seen
@@ -215,3 +216,16 @@ def test_another_students_websocket_never_opens(client, lab, stand_in):
 
     assert asyncio.run(talk()) == 404
     assert stand_in == []
+
+
+def test_a_lab_that_does_not_answer_yet_gets_a_page_that_retries(client, lab, monkeypatch):
+    reservation, proxy = lab
+    cookies = _session_cookie(client, reservation.user)
+    with socket.socket() as probe:  # a port nothing listens on: JupyterLab still starting
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setattr("containers.lab.LAB_PORT", closed)
+    status, headers, body = asyncio.run(_get(f"{proxy}/r/{reservation.pk}/lab/", cookies))
+    assert status == 503
+    assert headers["Retry-After"] == "3"
+    assert b"JupyterLab is starting" in body and b'http-equiv="refresh"' in body
