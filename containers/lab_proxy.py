@@ -54,8 +54,8 @@ CHUNK = 256 * 1024
 # container); the same page as deploy/nginx.conf's.
 STARTING_PAGE = (
     '<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="3">'
-    "<title>JupyterLab is starting</title></head><body><p>JupyterLab is starting in your container. "
-    "This page tries again every few seconds.</p></body></html>\n"
+    "<title>JupyterLab is starting</title></head><body><p>JupyterLab is starting in your container "
+    "(or cannot be reached yet). This page tries again every few seconds.</p></body></html>\n"
 )
 
 
