@@ -11,14 +11,18 @@ from django.core.exceptions import ImproperlyConfigured
 from aivc_portal.clusters import SCHEDULER_CLUSTER, agent_cluster
 from aivc_portal.env import (
     env_bool,
+    env_cache,
+    env_choice,
     env_dotted_path,
     env_file_text,
     env_float,
     env_int,
     env_list,
+    env_networks,
     env_range,
     env_str,
 )
+from aivc_portal.logs import LOG_FORMATS, formatter_for
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -83,6 +87,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every later line of a request's log, and its access-log line, has its id.
+    "aivc_portal.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -247,6 +253,15 @@ SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 
+# Monitoring (docs/monitoring.md): /healthz answers anyone; /metrics answers loopback, the
+# networks listed here, and requests bearing the token. A probe on the server itself asks
+# gunicorn over plain HTTP, so neither path is redirected to HTTPS.
+METRICS_ALLOWED_ADDRESSES = env_networks("METRICS_ALLOWED_ADDRESSES", "")
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip()
+if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("METRICS_TOKEN is too short: use 32 or more random characters, or unset it.")
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+
 # Portal settings
 PORT_RANGE = env_range("PORT_RANGE", "10001-11000")
 CONTAINER_RUNTIME = os.environ.get("CONTAINER_RUNTIME", "containers.runtime.DockerRuntime")
@@ -354,16 +369,23 @@ if os.environ.get("Q_REDIS_URL"):
     Q_CLUSTER.pop("orm")
     Q_CLUSTER["redis"] = os.environ["Q_REDIS_URL"]
 
+# Logs (docs/monitoring.md): every line starts with its UTC time (ISO 8601); LOG_FORMAT=json
+# writes one JSON object per line. gunicorn's lines use the same format (its config reads
+# LOG_FORMAT too).
+LOG_FORMAT = env_choice("LOG_FORMAT", "plain", LOG_FORMATS)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "filters": {"forbidden_without_traceback": {"()": "aivc_portal.log_filters.ForbiddenWithoutTraceback"}},
+    "formatters": {"portal": formatter_for(LOG_FORMAT)},
+    "filters": {
+        "forbidden_without_traceback": {"()": "aivc_portal.log_filters.ForbiddenWithoutTraceback"},
+        "request_context": {"()": "aivc_portal.logs.RequestContext"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
-            "filters": ["forbidden_without_traceback"],
+            "formatter": "portal",
+            "filters": ["forbidden_without_traceback", "request_context"],
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
@@ -374,6 +396,11 @@ LOGGING = {
         "django": {"handlers": [], "level": "INFO"},
     },
 }
+
+# The cache (docs/monitoring.md): API throttle counts live here, so every gunicorn worker
+# must see the same one. The database table by default; Redis when CACHE_URL (or REDIS_URL)
+# names one.
+CACHES = {"default": env_cache("CACHE_URL", "REDIS_URL")}
 
 # JSON API (docs/api.md): session auth for the browser, personal access tokens for scripts.
 REST_FRAMEWORK = {

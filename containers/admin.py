@@ -4,9 +4,14 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from aivc_portal.admin_actions import action_form_page
+from aivc_portal.admin_actions import action_form_page, log_each, tell_owner
 from bookings.capacity import availability
-from bookings.maintenance import host_drain, host_set_accepting_bookings, reservations_to_drain
+from bookings.maintenance import (
+    DrainResult,
+    host_drain,
+    host_set_accepting_bookings,
+    reservations_to_drain,
+)
 from bookings.models import HostAccess
 from bookings.timeslots import MAX_AHEAD, MAX_LENGTH
 from containers.agent_selectors import host_health
@@ -140,6 +145,7 @@ class HostAdmin(admin.ModelAdmin):
     def lock(self, request, queryset) -> None:
         for host in queryset:
             host_set_accepting_bookings(host=host, accepting=False)
+        log_each(self, request, queryset, "Maintenance lock on (no new bookings).")
         self.message_user(
             request, f"Locked {len(queryset)} host(s): new bookings are refused.", messages.SUCCESS
         )
@@ -148,6 +154,7 @@ class HostAdmin(admin.ModelAdmin):
     def unlock(self, request, queryset) -> None:
         for host in queryset:
             host_set_accepting_bookings(host=host, accepting=True)
+        log_each(self, request, queryset, "Maintenance lock lifted.")
         self.message_user(request, f"{len(queryset)} host(s) accept bookings again.", messages.SUCCESS)
 
     @admin.action(
@@ -173,6 +180,7 @@ class HostAdmin(admin.ModelAdmin):
             )
         for host in queryset:
             result = host_drain(host=host, now=now)
+            self._record_drain(request, host, result)
             for error in result.errors:
                 self.message_user(request, f"{host}: {error}", messages.ERROR)
             self.message_user(
@@ -181,6 +189,27 @@ class HostAdmin(admin.ModelAdmin):
                 messages.SUCCESS,
             )
         return None
+
+    def _record_drain(self, request: HttpRequest, host: Host, result: DrainResult) -> None:
+        self.log_change(
+            request,
+            host,
+            f"Drained: locked, {len(result.released)} stopped, {len(result.cancelled)} cancelled.",
+        )
+        for reservations, action, audit in (
+            (result.released, f"was stopped (draining {host.name})", "Stopped (host drained)."),
+            (result.cancelled, f"was cancelled (draining {host.name})", "Cancelled (host drained)."),
+        ):
+            for reservation in reservations:
+                self.log_change(request, reservation, audit)
+                tell_owner(
+                    request,
+                    reservation=reservation,
+                    user=reservation.user,
+                    subject=f"Reservation #{reservation.pk}",
+                    action=action,
+                    takes_time=True,
+                )
 
 
 @admin.register(Gpu)
@@ -219,6 +248,7 @@ class ImageAdmin(admin.ModelAdmin):
             self.message_user(request, " ".join(error.messages), messages.ERROR)
             return
         replaced = f" instead of {previous.reference}" if previous else ""
+        self.log_change(request, image, f"Made the default image{replaced}.")
         self.message_user(request, f"{image.reference} is now the default image{replaced}.", messages.SUCCESS)
 
 

@@ -66,8 +66,11 @@ def student(db, default_profile, image):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
-    # API throttling counts in the cache; ids repeat between tests, counts must not.
+def _fresh_cache(settings):
+    # API throttling counts in the cache; ids repeat between tests, counts must not. One
+    # process here, so the memory cache; the shared database cache and Redis have their own
+    # tests with real gunicorn workers (tests/deploy/test_shared_throttle.py).
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     from django.core.cache import cache
 
     cache.clear()

@@ -23,15 +23,17 @@ HARNESS_VARIABLES = frozenset(
 )
 HARNESS_PREFIXES = ("AIVC_REQUIRE_", "AIVC_TEST_", "AIVC_SSHD_")
 
-# A quoted upper-case name passed to an environment reader: os.environ.get("X", ...),
-# env_int("X", ...), env_list("X") and the like.
-_READ = re.compile(r"""(?:environ\.get|getenv|env_[a-z_]+)\(\s*["']([A-Z][A-Z0-9_]*)["']""")
+# The arguments of an environment reader: os.environ.get("X", ...), env_int("X", ...),
+# env_cache("X", "Y") and the like; every quoted upper-case name in them is a variable.
+_READER_CALL = re.compile(r"(?:environ\.get|getenv|env_[a-z_]+)\(([^()]*)\)")
+_NAME = re.compile(r"""["']([A-Z][A-Z0-9_]*)["']""")
 
 
 def portal_variables(root: Path) -> set[str]:
     names: set[str] = set()
     for source in SETTINGS_SOURCES:
-        names.update(_READ.findall((root / source).read_text(encoding="utf-8")))
+        for arguments in _READER_CALL.findall((root / source).read_text(encoding="utf-8")):
+            names.update(_NAME.findall(arguments))
     return names
 
 

@@ -245,7 +245,7 @@ def test_a_tick_killed_mid_way_is_finished_by_the_next_without_a_duplicate(
     reservation = ReservationFactory(host=engine_host, image=test_image, **window)
     environment = {
         **os.environ,
-        "DATABASE_URL": _test_database_url(),
+        "DATABASE_URL": _url_of_the_test_database(),
         "CONTAINER_RUNTIME": "tests.containers.slow_runtime.SlowAfterStartRuntime",
         "CONTAINER_SCOPE": django_settings.CONTAINER_SCOPE,
         "CONTAINER_NETWORK": django_settings.CONTAINER_NETWORK,  # the scope's own, removed after
@@ -280,7 +280,7 @@ def test_a_tick_killed_mid_way_is_finished_by_the_next_without_a_duplicate(
     assert reservation.container_id == containers[0].id
 
 
-def _test_database_url() -> str:
+def _url_of_the_test_database() -> str:
     database = connection.settings_dict
     if connection.vendor == "sqlite":
         return f"sqlite:///{database['NAME']}"
