@@ -30,6 +30,7 @@ run: demo
 	@echo "Portal on http://$(HOST):$(PORT)/ (Ctrl-C stops the web server and the scheduler)"
 	@# The scheduler runs in its own session so Ctrl-C reaches it once, through the trap.
 	setsid $(BIN)/python manage.py qcluster & QPID=$$!; \
+	export LAB_PROXY_PORT=$${LAB_PROXY_PORT:-$$(($(PORT) + 1))}; $(BIN)/python manage.py lab_proxy --listen $(HOST):$$LAB_PROXY_PORT --portal http://$(if $(filter 0.0.0.0,$(HOST)),127.0.0.1,$(HOST)):$(PORT) --exit-with-parent & \
 	trap 'kill -TERM $$QPID 2>/dev/null; wait $$QPID' EXIT INT TERM; \
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 

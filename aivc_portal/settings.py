@@ -290,6 +290,10 @@ CONTAINER_LOG_MAX_SIZE = os.environ.get("CONTAINER_LOG_MAX_SIZE", "10m")
 CONTAINER_LOG_MAX_FILES = env_int("CONTAINER_LOG_MAX_FILES", 3)
 # A bridge network with inter-container traffic off; blank: Docker's default bridge.
 CONTAINER_NETWORK = os.environ.get("CONTAINER_NETWORK", "aivc-isolated")
+# JupyterLab through the portal (docs/jupyter.md): in production nginx serves /r/<pk>/lab/;
+# `make run` starts `manage.py lab_proxy` on this port and the portal sends the lab's owner
+# there (0: no such proxy, the portal itself never serves JupyterLab).
+LAB_PROXY_PORT = env_int("LAB_PROXY_PORT", 0, minimum=0)
 SPACE_AUDIT_MINUTES = env_int("SPACE_AUDIT_MINUTES", 15)
 SPACE_AUDIT_TIMEOUT = env_int("SPACE_AUDIT_TIMEOUT", 600)
 # The student's environment (docs/containers.md): where the persistent homes live (blank:

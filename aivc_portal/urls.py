@@ -33,4 +33,6 @@ urlpatterns = [
     path("", include("containers.telemetry.urls")),
     path("", include("containers.urls")),
     path("", include("jobs.urls")),
+    # JupyterLab through the portal: what the portal answers when its proxy refuses.
+    path("", include("containers.lab_urls")),
 ]

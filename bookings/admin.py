@@ -61,6 +61,7 @@ class ReservationAdmin(admin.ModelAdmin):
         "status",
         "status_message",
         "container_id",
+        "container_address",
         "started_at",
         "ended_at",
         "cancelled_at",

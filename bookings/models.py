@@ -62,6 +62,12 @@ class Reservation(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SCHEDULED, db_index=True)
     status_message = models.CharField(max_length=500, blank=True)
     container_id = models.CharField(max_length=80, blank=True)
+    container_address = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The container's address on the portal's bridge network, recorded by the "
+        "host's agent at launch: where the JupyterLab proxy reaches it.",
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)

@@ -37,6 +37,7 @@ from bookings.services import (
 from bookings.timeline import timeline as build_timeline
 from bookings.timeslots import MAX_AHEAD, SLOT, needed_from, parse_time_input, slot_floor
 from containers.agent_selectors import host_health
+from containers.lab import lab_url
 from containers.models import ImagePresence
 from containers.selectors import image_presence, image_presences_for
 from containers.telemetry.selectors import gpu_table, idle_reservations_for_user, reservation_gpu_usage
@@ -58,12 +59,14 @@ def _live_panels(reservations: list[Reservation]) -> list[dict]:
     """What `_live_status.html` shows for each reservation; it keeps polling while the
     status may still change on its own."""
     presences = image_presences_for(reservations=reservations)
+    now = timezone.now()
     return [
         {
             "r": reservation,
             "ssh_command": ssh_command(reservation),
             "presence": presences.get(reservation.pk),
             "polling": reservation.is_live,
+            "lab_url": lab_url(reservation, now=now),
         }
         for reservation in reservations
     ]

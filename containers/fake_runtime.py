@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import BinaryIO
 
 from containers.models import Host
@@ -50,7 +51,7 @@ class FakeEngine:
         for container_id, (state, spec) in list(self.containers.items()):
             if state.name == name:
                 self.containers[container_id] = (
-                    ContainerState(id=state.id, name=state.name, status="exited", labels=state.labels),
+                    replace(state, status="exited", address=""),
                     spec,
                 )
 
@@ -103,8 +104,13 @@ class FakeRuntime(ContainerRuntime):
                 raise ImageMissing(f"No such image: {spec.image}")
             if any(state.name == spec.name for state, _ in engine.containers.values()):
                 raise NameInUse(f'The container name "/{spec.name}" is already in use.')
+            number = next(engine.ids)
             state = ContainerState(
-                id=f"fake{next(engine.ids):060d}", name=spec.name, status="running", labels=spec.labels
+                id=f"fake{number:060d}",
+                name=spec.name,
+                status="running",
+                labels=spec.labels,
+                address=f"10.88.{number // 250}.{number % 250 + 2}",
             )
             if spec.security.network:
                 engine.networks.add(spec.security.network)

@@ -29,8 +29,8 @@ from containers.locks import exclusive
 from containers.models import Host, SpaceAudit
 from containers.pool import in_parallel
 from containers.runtime import ContainerRuntime, EngineUnavailable, ImageMissing, RuntimeProblem, get_runtime
-from containers.specs import ContainerSpec, ContainerState, container_name, container_spec
-from containers.volumes import FolderProblem, prepare_mounts
+from containers.specs import ContainerSpec, ContainerState, container_name, container_spec, lab_container_spec
+from containers.volumes import FolderProblem, prepare_lab_token, prepare_mounts
 
 logger = logging.getLogger(__name__)
 Status = Reservation.Status
@@ -302,7 +302,9 @@ def _converge(
     if container is not None and container.is_running:
         if reservation.status != Status.RUNNING or reservation.container_id != container.id:
             # A tick that died after starting the container: adopt what runs.
-            services.reservation_mark_running(reservation=reservation, container_id=container.id, now=now)
+            services.reservation_mark_running(
+                reservation=reservation, container_id=container.id, now=now, address=container.address
+            )
         return False
     if container is not None:
         runtime.remove(container.id)
@@ -425,7 +427,9 @@ def _record_started(launched: list[_Launched], *, host: Host, now: datetime, rep
     if not launched:
         return
     moved = services.reservations_mark_running(
-        containers=[(item.reservation, item.state.id) for item in launched], now=now
+        containers=[(item.reservation, item.state.id) for item in launched],
+        now=now,
+        addresses={item.reservation.pk: item.state.address for item in launched},
     )
     specs = {item.reservation.pk: item.spec for item in launched}
     records = []
@@ -471,6 +475,10 @@ def _launch(
         if not image:
             raise ImageMissing("the reservation names no image")
         spec = container_spec(reservation=reservation, image=image, mounts=prepare_mounts(reservation))
+        if reservation.image.lab_modes:
+            spec = lab_container_spec(
+                spec, reservation=reservation, token_folder=str(prepare_lab_token(reservation))
+            )
         state = runtime.run(spec)
     except EngineUnavailable:
         raise

@@ -366,7 +366,13 @@ class DockerRuntime(ContainerRuntime):
         except Exception as error:
             raise self._translate(error) from None
         return [
-            ContainerState(id=c.id, name=c.name, status=c.status, labels=dict(c.labels))
+            ContainerState(
+                id=c.id,
+                name=c.name,
+                status=c.status,
+                labels=dict(c.labels),
+                address=_network_address(c.attrs),
+            )
             for c in containers
             if belongs_to(c.labels, self.host)
         ]
@@ -425,7 +431,11 @@ class DockerRuntime(ContainerRuntime):
                     self.remove(container.id)
             raise problem from None
         return ContainerState(
-            id=container.id, name=container.name, status=container.status, labels=dict(container.labels)
+            id=container.id,
+            name=container.name,
+            status=container.status,
+            labels=dict(container.labels),
+            address=_network_address(container.attrs),
         )
 
     def remove(self, container_id: str) -> None:
@@ -627,6 +637,14 @@ class DockerRuntime(ContainerRuntime):
             return
         except Exception as error:
             raise self._translate(error) from None
+
+
+def _network_address(attrs: dict) -> str:
+    """The container's address on the portal's network (Docker's default bridge when
+    CONTAINER_NETWORK is blank), as the engine reports it; "" when it has none."""
+    networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    found = networks.get(settings.CONTAINER_NETWORK or "bridge") or {}
+    return found.get("IPAddress") or found.get("GlobalIPv6Address") or ""
 
 
 def get_runtime(host: Host) -> ContainerRuntime:

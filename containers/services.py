@@ -207,23 +207,34 @@ def reservation_mark_starting(*, reservation: Reservation) -> bool:
 
 
 def reservations_mark_running(
-    *, containers: Sequence[tuple[Reservation, str]], now: datetime
+    *, containers: Sequence[tuple[Reservation, str]], now: datetime, addresses: dict[int, str] | None = None
 ) -> list[Reservation]:
     """Each (reservation, container id) whose reservation is still due or launched moves to
-    running with its container (one UPDATE), keeping a first start time; returns the
-    reservations that moved."""
+    running with its container (one UPDATE) and the container's network address (by
+    reservation id; "" when unknown), keeping a first start time; returns the reservations
+    that moved."""
+    addresses = addresses or {}
     return _move_all(
         [reservation for reservation, _ in containers],
         allowed=(*STARTS_PENDING, *LAUNCHED),
         status=Status.RUNNING,
         container_id={reservation.pk: container_id for reservation, container_id in containers},
+        container_address={
+            reservation.pk: addresses.get(reservation.pk, "") for reservation, _ in containers
+        },
         started_at={reservation.pk: reservation.started_at or now for reservation, _ in containers},
         status_message="",
     )
 
 
-def reservation_mark_running(*, reservation: Reservation, container_id: str, now: datetime) -> bool:
-    return bool(reservations_mark_running(containers=[(reservation, container_id)], now=now))
+def reservation_mark_running(
+    *, reservation: Reservation, container_id: str, now: datetime, address: str = ""
+) -> bool:
+    return bool(
+        reservations_mark_running(
+            containers=[(reservation, container_id)], now=now, addresses={reservation.pk: address}
+        )
+    )
 
 
 def reservation_mark_ended(

@@ -43,6 +43,10 @@ THREAD_VARIABLES = (
     "VECLIB_MAXIMUM_THREADS",
     "PYTHON_CPU_COUNT",
 )
+# JupyterLab in a lab image's booking (docs/jupyter.md): its port inside the container,
+# never published on the host, and the folder where it reads the token the portal mounts.
+LAB_PORT = 8888
+LAB_TOKEN_FOLDER = "/run/aivc/jupyter"  # noqa: S105 (a path)
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,8 @@ class ContainerState:
     name: str
     status: str
     labels: dict[str, str] = field(default_factory=dict)
+    # On the portal's bridge network ("" when unknown): where the lab proxy reaches it.
+    address: str = ""
 
     @property
     def is_running(self) -> bool:
@@ -285,3 +291,23 @@ def job_container_spec(
         },
         labels={**spec.labels, LABEL_JOB: str(job_id)},
     )
+
+
+def lab_base_url(reservation_id: int) -> str:
+    """Where a reservation's JupyterLab is served, on the portal and inside the container."""
+    return f"/r/{int(reservation_id)}/lab/"
+
+
+def lab_container_spec(spec: ContainerSpec, *, reservation: Reservation, token_folder: str) -> ContainerSpec:
+    """A booking's container on a lab image (`Image.lab_modes`): JupyterLab beside sshd,
+    served under the reservation's base URL. The token is only in the folder mounted
+    read-only, never in the environment or the command line (so not in `docker inspect`)."""
+    environment = {
+        **spec.environment,
+        MODE_VARIABLE: "lab",
+        "AIVC_LAB_BASE_URL": lab_base_url(reservation.pk),
+        # The portal's addition to the image's Jupyter configuration (containers/volumes.py).
+        "JUPYTER_CONFIG_PATH": LAB_TOKEN_FOLDER,
+    }
+    mounts = [*spec.mounts, Mount(token_folder, LAB_TOKEN_FOLDER, read_only=True)]
+    return replace(spec, environment=environment, mounts=mounts)

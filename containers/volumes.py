@@ -31,6 +31,7 @@ from django.conf import settings
 
 from accounts.sshkeys import OTHER_LINE_BREAKS
 from accounts.validators import ACCOUNT_ID_PATTERN
+from containers.lab import lab_token
 from containers.specs import Mount, cpu_count
 
 if TYPE_CHECKING:
@@ -381,6 +382,34 @@ def _cpu_mounts(reservation: Reservation) -> list[Mount]:
     if not settings.CONTAINER_CPUSET:
         return []
     return [cpus_online_mount(reservation.host, cpu_count=cpu_count(reservation.cpus))]
+
+
+# JupyterLab copies its token into every page it serves (and its pages then put it in
+# WebSocket URLs); the proxy adds the token to each request instead, so the page gets none.
+# Loaded beside the image's own configuration (JUPYTER_CONFIG_PATH, containers/specs.py).
+LAB_JUPYTER_CONFIG = b"""# Written by the AIVC portal (containers/volumes.py); read-only in the container.
+def _no_token_in_the_page(handler, page_config):
+    page_config["token"] = ""
+    return page_config
+
+
+c.ServerApp.tornado_settings = {"page_config_hook": _no_token_in_the_page}
+"""
+
+
+def prepare_lab_token(reservation: Reservation) -> Path:
+    """The folder holding the reservation's Jupyter token (and the portal's addition to
+    JupyterLab's configuration), in the portal's state folder (0700 above it, so no other
+    account on the host reads it); the container mounts the folder read-only and
+    JupyterLab reads the file. Rewritten whole at each launch."""
+    state = _ensure_state(reservation.host, _user_folder_name(reservation.user.username))
+    folder = state / "jupyter"
+    folder.mkdir(exist_ok=True)
+    # Readable inside the container whatever its root may do; the 0700 parent fences it in.
+    os.chmod(folder, 0o755)  # noqa: S103
+    _write_new_file(folder, "token", f"{lab_token(reservation.pk)}\n".encode(), mode=0o644)
+    _write_new_file(folder, "jupyter_server_config.py", LAB_JUPYTER_CONFIG, mode=0o644)
+    return folder
 
 
 def prepare_job_mounts(reservation: Reservation, *, job_id: int) -> list[Mount]:

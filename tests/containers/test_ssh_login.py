@@ -187,11 +187,11 @@ def test_the_extra_command_runs_beside_sshd(engine_host, docker_scope, sshd_imag
     assert inside.stdout.strip() == "from-extra"
 
 
-def test_a_booking_on_the_lab_image_is_entered_by_ssh_without_jupyterlab(
+def test_a_booking_on_the_lab_image_is_entered_by_ssh_with_jupyterlab_beside(
     engine_host, docker_scope, lab_image, default_profile, tmp_path
 ):
-    # A booking leaves the mode to the entrypoint's default: sshd only, JupyterLab
-    # installed but not started.
+    # A booking on a lab image runs in the entrypoint's lab mode: sshd as in ssh mode, and
+    # JupyterLab beside it for the browser (docs/jupyter.md).
     key, public = _key_pair(tmp_path, "student")
     port = _free_port()
     student = UserFactory(ssh_public_keys=public, forward_port=port)
@@ -202,7 +202,8 @@ def test_a_booking_on_the_lab_image_is_entered_by_ssh_without_jupyterlab(
         port=port,
         key=key,
         known_hosts=known_hosts,
-        command="id -u && test -x /opt/jupyter/bin/jupyter-lab && ! pgrep -f 'jupyter-lab$' && echo ssh-only",
+        command="id -u && for i in $(seq 60); do pgrep -f jupyter-lab >/dev/null && break; sleep 0.5; done; "
+        "pgrep -f jupyter-lab >/dev/null && echo lab-beside",
     )
     assert inside.returncode == 0, inside.stderr
-    assert inside.stdout.split() == ["0", "ssh-only"]
+    assert inside.stdout.split() == ["0", "lab-beside"]
