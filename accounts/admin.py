@@ -1,5 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.core.exceptions import ValidationError
@@ -8,7 +10,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html_join
 
-from accounts.models import ApiToken, CapabilityProfile, Notification, User
+from accounts.grant_services import limit_grant_end_now, limit_request_approve, limit_request_deny
+from accounts.models import ApiToken, CapabilityProfile, LimitGrant, LimitRequest, Notification, User
 from accounts.selectors import capability_for, first_free_forward_port
 from accounts.services import (
     normalise_username,
@@ -19,7 +22,7 @@ from accounts.services import (
 )
 from accounts.sshkeys import clean_ssh_public_keys
 from accounts.token_services import api_token_revoke
-from aivc_portal.admin_actions import action_form_page
+from aivc_portal.admin_actions import action_form_page, apply_to_each, log_each
 from bookings.limits import usage_for
 from containers.models import Host
 
@@ -34,6 +37,7 @@ class CapabilityProfileAdmin(admin.ModelAdmin):
         "gpus",
         "work_space_gb",
         "backup_space_gb",
+        "home_space_gb",
         "gpus_at_once",
         "gpu_hours_per_week",
     )
@@ -122,6 +126,7 @@ class UserAdmin(DjangoUserAdmin):
     @admin.action(description="Unlock login (clear failed login attempts)", permissions=["change"])
     def unlock_login(self, request, queryset) -> None:
         cleared = sum(user_unlock_login(user=user) for user in queryset)
+        log_each(self, request, queryset, "Unlocked login (failed attempts cleared).")
         self.message_user(
             request, f"Unlocked {queryset.count()} account(s); {cleared} failed attempt record(s) cleared."
         )
@@ -130,6 +135,7 @@ class UserAdmin(DjangoUserAdmin):
     def reset_password(self, request, queryset) -> None:
         for user in queryset:
             password = user_reset_password(user=user)
+            self.log_change(request, user, "Reset the password (one-time, must change at login).")
             # Shown once to the maintainer, never logged; the user must change it at login.
             self.message_user(
                 request,
@@ -143,6 +149,7 @@ class UserAdmin(DjangoUserAdmin):
         if form.is_valid():
             profile = form.cleaned_data["capability_profile"]
             changed = users_assign_profile(users=queryset, profile=profile)
+            log_each(self, request, queryset, f"Assigned the profile {profile or 'default'}.")
             self.message_user(
                 request, f"{changed} account(s) now use {profile or 'the default profile'}.", messages.SUCCESS
             )
@@ -168,7 +175,8 @@ class UserAdmin(DjangoUserAdmin):
                 (
                     host.name,
                     f"cpus={limit.cpus:g} memory={limit.memory_gb} GB gpus={limit.gpus} "
-                    f"work={limit.work_space_gb} GB backup={limit.backup_space_gb} GB",
+                    f"work={limit.work_space_gb} GB backup={limit.backup_space_gb} GB "
+                    f"home={limit.home_space_gb} GB",
                 )
             )
         return format_html_join("", "<div><b>{}</b>: {}</div>", rows) or "No hosts yet."
@@ -214,6 +222,8 @@ class UserAdmin(DjangoUserAdmin):
             except ValidationError as error:
                 form.add_error("usernames", error)
             else:
+                for user, _password in created:
+                    self.log_addition(request, user, "Created in bulk.")
                 messages.success(request, f"Created {len(created)} account(s).")
         context = {
             **self.admin_site.each_context(request),
@@ -230,11 +240,31 @@ class UserAdmin(DjangoUserAdmin):
 class ApiTokenAdmin(admin.ModelAdmin):
     """Maintainers see every token (never its secret, which is not stored) and revoke any."""
 
-    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
-    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "created_at")
+    list_display = (
+        "name",
+        "user",
+        "prefix",
+        "scope",
+        "created_at",
+        "last_used_at",
+        "last_used_from",
+        "expires_at",
+        "revoked_at",
+    )
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "scope", "created_at")
     search_fields = ("name", "user__username", "prefix")
     list_select_related = ("user",)
-    readonly_fields = ("user", "name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+    readonly_fields = (
+        "user",
+        "name",
+        "prefix",
+        "scope",
+        "created_at",
+        "last_used_at",
+        "last_used_from",
+        "expires_at",
+        "revoked_at",
+    )
     exclude = ("key_hash",)
     actions = ("revoke",)
 
@@ -246,6 +276,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         tokens = list(queryset.filter(revoked_at__isnull=True))
         for token in tokens:
             api_token_revoke(token=token)
+            self.log_change(request, token, "Revoked.")
         self.message_user(request, f"Revoked {len(tokens)} token(s).", messages.SUCCESS)
 
 
@@ -263,5 +294,153 @@ class NotificationAdmin(admin.ModelAdmin):
 
     @admin.action(description="Mark the selected notifications read", permissions=["change"])
     def mark_read(self, request, queryset) -> None:
-        count = queryset.filter(read_at__isnull=True).update(read_at=timezone.now())
+        unread = list(queryset.filter(read_at__isnull=True))
+        count = queryset.filter(pk__in=[note.pk for note in unread]).update(read_at=timezone.now())
+        log_each(self, request, unread, "Marked read.")
         self.message_user(request, f"Marked {count} notification(s) read.", messages.SUCCESS)
+
+
+@admin.register(LogEntry)
+class LogEntryAdmin(admin.ModelAdmin):
+    """The admin history across every object: who did what, when (docs/monitoring.md). Read
+    only; superusers, or staff given "Can view log entry", see it."""
+
+    list_display = ("action_time", "user", "content_type", "object_repr", "action_flag", "change_message")
+    list_filter = ("action_flag", "content_type", ("user", admin.RelatedOnlyFieldListFilter))
+    list_select_related = ("user", "content_type")
+    search_fields = ("object_repr", "change_message", "user__username")
+    date_hierarchy = "action_time"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class AnswerActionForm(ActionForm):
+    """The action bar of requests for more carries the note the student reads."""
+
+    note = forms.CharField(
+        required=False, label="Note to the student", widget=forms.TextInput(attrs={"size": 60})
+    )
+
+
+@admin.register(LimitRequest)
+class LimitRequestAdmin(admin.ModelAdmin):
+    """Maintainers answer requests for more in one step: tick them, type a note, choose
+    approve or deny; or open one, write the note, press Approve or Deny. Answered requests
+    stay here, read-only, as the history."""
+
+    list_display = ("created_at", "user", "kind", "summary", "ends_at", "status", "decided_by", "decided_at")
+    list_filter = ("status", "kind", "created_at")
+    search_fields = ("user__username", "reason", "note")
+    list_select_related = ("user", "profile", "decided_by")
+    action_form = AnswerActionForm
+    actions = ("approve", "deny")
+    change_form_template = "admin/accounts/limitrequest/change_form.html"
+    fields = (
+        "user",
+        "kind",
+        "gpu_hours_per_week",
+        "gpus_at_once",
+        "cpus_at_once",
+        "memory_gb_at_once",
+        "profile",
+        "ends_at",
+        "reason",
+        "created_at",
+        "status",
+        "decided_by",
+        "decided_at",
+        "note",
+    )
+
+    def has_add_permission(self, request) -> bool:
+        return False  # students ask on their requests page
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.status == LimitRequest.Status.PENDING:
+            return [field for field in self.fields if field != "note"]
+        return self.fields
+
+    @admin.display(description="Asked for")
+    def summary(self, obj: LimitRequest) -> str:
+        return obj.summary()
+
+    def _answer(self, request, queryset, *, service, done: str) -> None:
+        note = request.POST.get("note", "")
+        answered = 0
+        for limit_request in queryset:
+            try:
+                service(request=limit_request, by=request.user, note=note, now=timezone.now())
+            except ValidationError as error:
+                self.message_user(request, f"{limit_request}: {' '.join(error.messages)}", messages.ERROR)
+            else:
+                answered += 1
+                self.log_change(request, limit_request, f"{done} with note: {note}" if note else done)
+        if answered:
+            self.message_user(request, f"{done}: {answered}; the students are told.", messages.SUCCESS)
+
+    @admin.action(description="Approve the selected requests (with the note)", permissions=["change"])
+    def approve(self, request, queryset) -> None:
+        self._answer(request, queryset, service=limit_request_approve, done="Approved")
+
+    @admin.action(description="Deny the selected requests (with the note)", permissions=["change"])
+    def deny(self, request, queryset) -> None:
+        self._answer(request, queryset, service=limit_request_deny, done="Denied")
+
+    def response_change(self, request, obj: LimitRequest):
+        """The change form's Approve and Deny buttons: the note just saved goes with it."""
+        for button, service, done in (
+            ("_approve", limit_request_approve, "Approved"),
+            ("_deny", limit_request_deny, "Denied"),
+        ):
+            if button in request.POST and self.has_change_permission(request, obj):
+                try:
+                    service(request=obj, by=request.user, note=obj.note, now=timezone.now())
+                except ValidationError as error:
+                    self.message_user(request, " ".join(error.messages), messages.ERROR)
+                    return redirect(request.path)
+                self.log_change(request, obj, done)
+                self.message_user(request, f"{done}: {obj}; the student is told.", messages.SUCCESS)
+                return redirect("admin:accounts_limitrequest_changelist")
+        return super().response_change(request, obj)
+
+
+@admin.register(LimitGrant)
+class LimitGrantAdmin(admin.ModelAdmin):
+    """What is granted to whom until when. A grant stops applying at its end by itself."""
+
+    list_display = (
+        "user",
+        "kind",
+        "summary",
+        "usage_factor",
+        "starts_at",
+        "ends_at",
+        "ended_at",
+        "granted_by",
+    )
+    list_filter = ("kind", ("ended_at", admin.EmptyFieldListFilter), "ends_at")
+    search_fields = ("user__username",)
+    list_select_related = ("user", "profile", "granted_by")
+    readonly_fields = ("user", "request", "kind", "starts_at", "granted_by", "created_at", "ended_at")
+    actions = ("end_now",)
+
+    def has_add_permission(self, request) -> bool:
+        return False  # a grant comes from approving a request
+
+    @admin.display(description="Granted")
+    def summary(self, obj: LimitGrant) -> str:
+        return obj.summary()
+
+    @admin.action(description="End the selected grants now", permissions=["change"])
+    def end_now(self, request, queryset) -> None:
+        def end(grant: LimitGrant) -> None:
+            limit_grant_end_now(grant=grant, now=timezone.now())
+
+        apply_to_each(self, request, queryset, end, "Ended", audit="Ended the grant now")

@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from accounts.models import ApiToken, Notification, User
+from accounts.models import ApiToken, LimitKind, LimitRequest, Notification, User
 
 
 class ProfileSerializer(serializers.ModelSerializer):
@@ -40,13 +40,37 @@ class ProfileUpdateSerializer(serializers.Serializer):
 class ApiTokenSerializer(serializers.ModelSerializer):
     class Meta:
         model = ApiToken
-        fields = ("id", "name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+        fields = (
+            "id",
+            "name",
+            "prefix",
+            "scope",
+            "created_at",
+            "last_used_at",
+            "last_used_from",
+            "expires_at",
+            "revoked_at",
+        )
         read_only_fields = fields
+
+
+SCOPE_HELP = (
+    "read: only reads; book (the default): also books and runs jobs. "
+    "No token manages tokens or SSH keys: that needs a logged-in browser session."
+)
+EXPIRY_HELP = "Empty: API_TOKEN_DEFAULT_DAYS (90) from now; at most API_TOKEN_MAX_DAYS."
+
+
+def scope_field() -> serializers.ChoiceField:
+    return serializers.ChoiceField(
+        choices=ApiToken.Scope.choices, default=ApiToken.Scope.BOOK, help_text=SCOPE_HELP
+    )
 
 
 class ApiTokenCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, help_text=EXPIRY_HELP)
+    scope = scope_field()
 
 
 class NewApiTokenSerializer(ApiTokenSerializer):
@@ -61,7 +85,8 @@ class PasswordLoginSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=4096, trim_whitespace=False)
     name = serializers.CharField(max_length=100, default="aivc command line")
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, help_text=EXPIRY_HELP)
+    scope = scope_field()
 
 
 class NotificationSerializer(serializers.ModelSerializer):
@@ -82,3 +107,46 @@ class NotificationReadSerializer(serializers.Serializer):
 
 class MarkedSerializer(serializers.Serializer):
     marked = serializers.IntegerField()
+
+
+class LimitRequestSerializer(serializers.ModelSerializer):
+    profile = serializers.CharField(source="profile.name", allow_null=True, default=None)
+    summary = serializers.CharField()
+    granted = serializers.SerializerMethodField()
+
+    class Meta:
+        model = LimitRequest
+        fields = (
+            "id",
+            "kind",
+            "summary",
+            "gpu_hours_per_week",
+            "gpus_at_once",
+            "cpus_at_once",
+            "memory_gb_at_once",
+            "profile",
+            "ends_at",
+            "reason",
+            "status",
+            "note",
+            "created_at",
+            "decided_at",
+            "granted",
+        )
+        read_only_fields = fields
+
+    def get_granted(self, request: LimitRequest) -> bool:
+        return request.status == LimitRequest.Status.APPROVED
+
+
+class LimitRequestCreateSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=LimitKind.choices)
+    until = serializers.DateField(help_text="The last day it applies, YYYY-MM-DD (at most 120 days ahead).")
+    reason = serializers.CharField(max_length=2000)
+    gpu_hours_per_week = serializers.CharField(required=False, allow_null=True, max_length=32)
+    gpus_at_once = serializers.CharField(required=False, allow_null=True, max_length=32)
+    cpus_at_once = serializers.CharField(required=False, allow_null=True, max_length=32)
+    memory_gb_at_once = serializers.CharField(required=False, allow_null=True, max_length=32)
+    profile = serializers.CharField(
+        required=False, allow_null=True, max_length=64, help_text="Profile name or id."
+    )

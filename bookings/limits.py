@@ -22,7 +22,9 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from accounts.grant_selectors import grants_by_user, raised_usage_limits
 from accounts.models import CapabilityProfile, User
+from accounts.selectors import profile_ids_for
 from bookings.models import Reservation
 from bookings.timeslots import SLOT
 
@@ -76,13 +78,17 @@ def limits_for_users(*, users: Iterable[User], now: datetime) -> dict[int, Limit
     """`limits_for` of many users from one read of the profiles (the scheduler's pass).
     On a profile a null limit inherits the default profile's; null there: no limit."""
     users = list(users)
-    wanted = {user.capability_profile_id for user in users if user.capability_profile_id}
+    # A profile granted for now stands in for the user's own; a granted budget or cap
+    # raises the profile's (accounts.grant_selectors).
+    grants = grants_by_user(user_ids=[user.pk for user in users], now=now)
+    profile_ids = profile_ids_for(users=users, now=now, grants=grants)
+    wanted = {profile_id for profile_id in profile_ids.values() if profile_id}
     profiles = {p.pk: p for p in CapabilityProfile.objects.filter(Q(is_default=True) | Q(pk__in=wanted))}
     default = next((p for p in profiles.values() if p.is_default), None)
     hold = continuous_hold_setting()
     result = {}
     for user in users:
-        own = profiles.get(user.capability_profile_id)
+        own = profiles.get(profile_ids[user.pk])
         values = {
             field: next(
                 (
@@ -94,6 +100,7 @@ def limits_for_users(*, users: Iterable[User], now: datetime) -> dict[int, Limit
             )
             for field in CapabilityProfile.USAGE_LIMIT_FIELDS
         }
+        values = raised_usage_limits(values, grants.get(user.pk, ()))
         result[user.pk] = Limits(**values, continuous_gpu_hold=hold)
     return result
 

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 
 from accounts.selectors import capability_for
 from bookings.capacity import availability, earliest_fit
-from bookings.forms import END_AT, BookingForm, ExtendForm
+from bookings.forms import END_AT, BookingForm, ExtendForm, WaitlistForm
 from bookings.limits import usage_for
 from bookings.models import Reservation
 from bookings.selectors import (
@@ -37,6 +37,7 @@ from bookings.services import (
 from bookings.timeline import timeline as build_timeline
 from bookings.timeslots import MAX_AHEAD, SLOT, needed_from, parse_time_input, slot_floor
 from containers.agent_selectors import host_health
+from containers.models import ImagePresence
 from containers.selectors import image_presence, image_presences_for
 from containers.telemetry.selectors import gpu_table, idle_reservations_for_user, reservation_gpu_usage
 
@@ -159,6 +160,7 @@ def _suggestion(form: BookingForm, *, user, now: datetime) -> dict | None:
 def reservation_new(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     suggestion = None
+    waitlist_offer = False  # a booking refused for capacity may wait instead
     if request.method == "POST":
         # The host labels (what each host has free now) cost a capacity read per host; they
         # are read below only when the form is shown again.
@@ -182,8 +184,9 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
                 form.add_service_error(error)
                 if NOT_ENOUGH_CAPACITY in error.messages:
                     suggestion = _suggestion(form, user=request.user, now=now)
+                    waitlist_offer = True
             else:
-                messages.success(request, _("Booking successful!"))
+                _tell_booked(request, reservation)
                 return redirect("reservation-detail", pk=reservation.pk)
         form.label_hosts(host_choice_labels(user=request.user, now=now))
     else:
@@ -193,8 +196,33 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
             user=request.user,
             host_labels=host_choice_labels(user=request.user, now=now),
         )
-    context = {"form": form, "suggestion": suggestion, "today": timezone.localdate(now)}
+    context = {
+        "form": form,
+        "suggestion": suggestion,
+        "waitlist_offer": waitlist_offer,
+        "waitlist_form": WaitlistForm(user=request.user) if waitlist_offer else None,
+        "today": timezone.localdate(now),
+    }
     return render(request, "bookings/reservation_form.html", context)
+
+
+def _tell_booked(request: HttpRequest, reservation: Reservation) -> None:
+    """Says "successful" only when the host's agent last found the image in its engine (the
+    service read the image through `with_known_presence`); otherwise the container waits
+    for the host's check or pull, and the reservation page shows its state and reason."""
+    image = reservation.image
+    state = getattr(image, "presence_state", ImagePresence.State.PRESENT)
+    if image is None or state == ImagePresence.State.PRESENT:
+        messages.success(request, _("Booking successful!"))
+        return
+    messages.info(
+        request,
+        _(
+            "Booked. %(host)s is checking that it holds the image %(image)s; the container starts "
+            "once it does, and this page shows why if it cannot."
+        )
+        % {"host": reservation.host.name, "image": image.reference},
+    )
 
 
 def _initial(now: datetime) -> dict:

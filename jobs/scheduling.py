@@ -117,7 +117,7 @@ class Planner:
         self.until = now + horizon
         self.hosts = {host.pk: host for host in hosts}
         self.loads = {host.pk: HostLoad.load(host, now, self.until + horizon) for host in hosts}
-        self.capabilities = capabilities_for(users=users, hosts=hosts)
+        self.capabilities = capabilities_for(users=users, hosts=hosts, now=now)
         # Caps at once and budgets: each limited user's reservations, read once; the jobs
         # this pass starts or plans are added as it goes (a planned job counts at its
         # time limit).

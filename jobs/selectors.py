@@ -11,8 +11,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet
 
+from accounts.grant_selectors import priority_factors
 from bookings.models import Reservation
 from jobs.models import HostDrain, Job, JobBuild, QueueState
 
@@ -112,9 +113,17 @@ def priority_key(job: Job | QueuedJob, usage: dict[int, float]) -> tuple[float, 
     return (usage.get(job.user_id, 0.0), job.submitted_at, job.pk)
 
 
+def priority_usage(*, now: datetime, user_ids: Iterable[int] | None = None) -> dict[int, float]:
+    """Fair-share usage as the queues order by it (jobs, and the bookings' waitlist): the
+    decayed usage, times the factor of a priority boost granted for now (accounts grants)."""
+    usage = decayed_usage(now=now, user_ids=user_ids)
+    factors = priority_factors(now=now, user_ids=user_ids)
+    return {user_id: hours * factors.get(user_id, 1.0) for user_id, hours in usage.items()}
+
+
 def fair_share_order(jobs: list[QueuedJob], now: datetime) -> list[QueuedJob]:
-    """The queue as the lab runs it: lower decayed usage first, then submit time."""
-    usage = decayed_usage(now=now, user_ids={job.user_id for job in jobs})
+    """The queue as the lab runs it: lower (boosted) decayed usage first, then submit time."""
+    usage = priority_usage(now=now, user_ids={job.user_id for job in jobs})
     return sorted(jobs, key=lambda job: priority_key(job, usage))
 
 
@@ -199,15 +208,21 @@ class QueueStats:
     longest_wait_now: timedelta | None
 
 
+def job_waits(*, since: datetime) -> list[timedelta]:
+    """How long each job started since `since` waited, from its submission to its start."""
+    wait = ExpressionWrapper(F("started_at") - F("submitted_at"), output_field=DurationField())
+    return list(Job.objects.filter(started_at__gte=since).values_list(wait, flat=True))
+
+
+def job_counts_by_status() -> dict[str, int]:
+    rows = Job.objects.order_by().values_list("status").annotate(count=Count("pk"))
+    return {status: 0 for status in Job.Status.values} | dict(rows)
+
+
 def queue_statistics(*, now: datetime, since: datetime) -> QueueStats:
     """Queue length now and waits: the median wait of jobs started since `since`, and how
     long the oldest queued job has waited."""
-    waits = sorted(
-        started - submitted
-        for submitted, started in Job.objects.filter(started_at__gte=since).values_list(
-            "submitted_at", "started_at"
-        )
-    )
+    waits = sorted(job_waits(since=since))
     oldest = Job.objects.queued().order_by("submitted_at").values_list("submitted_at", flat=True).first()
     return QueueStats(
         queued=Job.objects.queued().count(),

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("accounts", "0006_notification_kind_stopped"),
+        ("accounts", "0010_shared_cache_table"),
     ]
 
     operations = [
