@@ -14,6 +14,7 @@ some job waited: while any job waited, and while a job its owner's limits let ru
 
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -38,7 +39,7 @@ DAYS = 14
 HOSTS, GPUS_PER_HOST = 2, 4
 OTHER_BOOKINGS = 12
 HOARD_BOOKING = timedelta(days=3)
-HOARD_JOB_EVERY = timedelta(hours=2)
+HOARD_JOB_EVERY = timedelta(hours=3)
 LIGHT_USERS = 3
 LIGHT_EVERY = timedelta(hours=8)
 STOP_AT = T0 + timedelta(days=DAYS + 7)
@@ -75,6 +76,7 @@ class Outcome:
     used_runnable: float = 0.0  # the same two while a job its limits let run waited
     free_runnable: float = 0.0
     light_waits: list[float] = field(default_factory=list)
+    waiting_by_reason: Counter = field(default_factory=Counter)  # job-hours waited, by reason
     hoarder_share: float = 0.0
     refused_bookings: int = 0
     passes: int = 0
@@ -210,6 +212,8 @@ def simulate(attempts: list[BookingAttempt], arrivals: list[Arrival]) -> Outcome
             free = (total_gpus - booked_gpus(now)) * span
             outcome.used += running * span
             outcome.free += free
+            for reason in queued.values_list("wait_reason", flat=True):
+                outcome.waiting_by_reason[reason or "not yet planned"] += span
             if queued.exclude(wait_reason__in=LIMIT_REASONS).exists():
                 outcome.used_runnable += running * span
                 outcome.free_runnable += free
@@ -232,7 +236,13 @@ def simulate(attempts: list[BookingAttempt], arrivals: list[Arrival]) -> Outcome
 def test_a_hoarder_with_and_without_limits(write_figures, settings):
     attempts, arrivals = build_trace(random.Random(11))
     results = {}
-    for name, limits, hold in (("limits off (today)", {}, 0), ("limits on", LIMITS, HOLD_HOURS)):
+    caps_only = {"gpus_at_once": LIMITS["gpus_at_once"]}
+    runs = (
+        ("limits off (today)", {}, 0),
+        ("caps at once and the hold limit", caps_only, HOLD_HOURS),
+        ("limits on: caps, hold and budget", LIMITS, HOLD_HOURS),
+    )
+    for name, limits, hold in runs:
         settings.MAX_CONTINUOUS_GPU_HOLD_HOURS = hold
         with transaction.atomic():
             CapabilityProfile.objects.filter(is_default=True).update(**limits)
@@ -261,7 +271,13 @@ def test_a_hoarder_with_and_without_limits(write_figures, settings):
             f"| {outcome.hoarder_share:.1%} | {outcome.refused_bookings} | {used:.1%} | {runnable:.1%} "
             f"| {outcome.passes} | {outcome.seconds:.0f} |"
         )
+    lines += ["", "Job-hours waited, by what held the job (the pass's stored reason):", ""]
+    for name, outcome in results.items():
+        reasons = ", ".join(
+            f"{reason} {hours:.0f}" for reason, hours in outcome.waiting_by_reason.most_common()
+        )
+        lines.append(f"- {name}: {reasons or 'none'}")
     write_figures("limits-simulation.md", "\n".join(lines) + "\n")
-    off, on = results["limits off (today)"], results["limits on"]
+    off, on = results["limits off (today)"], results["limits on: caps, hold and budget"]
     assert percentile(on.light_waits, 0.95) <= percentile(off.light_waits, 0.95)
     assert on.hoarder_share < off.hoarder_share
