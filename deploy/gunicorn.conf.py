@@ -2,6 +2,15 @@
 
 import multiprocessing
 import os
+import sys
+from pathlib import Path
+
+# The service's env file (AIVC_ENV_FILE, default /etc/aivc-portal/env) before any setting
+# below reads the environment: GUNICORN_BIND and the rest may live there.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from aivc_portal.envfile import load_env_file
+
+load_env_file()
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # A request is mostly Python (CPU), so processes, not threads, serve requests side by side:
@@ -24,3 +33,6 @@ errorlog = "-"
 # a form might carry should end up in a log file.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicornc's control socket: under the web unit's RuntimeDirectory (/run/aivc-portal).
+if os.environ.get("GUNICORN_CONTROL_SOCKET"):
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]

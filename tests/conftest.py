@@ -1,6 +1,10 @@
 import os
 import secrets
 
+# The machine's own /etc/aivc-portal/env (a maintainer's) must never reach the processes the
+# tests start (manage.py, gunicorn); a test of the file names its own.
+os.environ["AIVC_ENV_FILE"] = ""
+
 # A real-looking key: without DEBUG the settings refuse short or placeholder keys.
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
 os.environ.setdefault("STATICFILES_STORAGE", "django.contrib.staticfiles.storage.StaticFilesStorage")

@@ -27,6 +27,7 @@ def production_environment(tmp_path: Path, **overrides: str) -> dict[str, str]:
         SECRET_KEY=secrets.token_urlsafe(50),
         DATABASE_URL=f"sqlite:///{tmp_path / 'deploy.sqlite3'}",
         SECRET_KEY_FILE=str(tmp_path / "secret_key"),
+        AIVC_ENV_FILE="",
     )
     environment.update(overrides)
     return environment
