@@ -122,6 +122,10 @@ if [[ ! -x $PREFIX/.venv/bin/python || $(cat "$PREFIX/.venv/.requirements" 2>/de
   echo "$requirements_hash" >"$PREFIX/.venv/.requirements"
   code_changed=1
 fi
+if ((code_changed)); then
+  # The service's user may not write under $PREFIX: compiled once here, not on every start.
+  "$PREFIX/.venv/bin/python" -m compileall -q -x '/(\.venv|node_modules)/' "$PREFIX" >/dev/null
+fi
 
 # --- State and configuration ---------------------------------------------------------------
 install -d -o "$SERVICE_USER" -g "$SERVICE_USER" -m 0750 "$STATE" "$STATE/static" "$STATE/job-logs"
@@ -185,6 +189,7 @@ if [[ $mode == portal ]] && local_database; then
     systemctl enable --now --quiet postgresql
   else
     # No systemd (a container or a chroot): start the clusters that are down.
+    install -d -o postgres -g postgres -m 2775 /run/postgresql
     pg_lsclusters --no-header | while read -r version cluster _port status _rest; do
       [[ $status == online* ]] || pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" start
     done
