@@ -39,11 +39,11 @@ def test_nginx_takes_an_upload_at_the_portals_limit():
     assert megabytes * 1024 * 1024 > settings.JOB_UPLOAD_MAX_BYTES
 
 
-def test_scheduler_and_agent_may_read_locked_folders_for_the_space_audit():
+def test_scheduler_and_agent_may_read_locked_folders_and_give_keys_to_root_and_no_more():
     for name in ("aivc-scheduler.service", "aivc-agent@.service"):
         service = unit(name)
-        assert service["AmbientCapabilities"] == ["CAP_DAC_READ_SEARCH"], name
-        assert service["CapabilityBoundingSet"] == ["CAP_DAC_READ_SEARCH"], name
+        assert service["AmbientCapabilities"] == ["CAP_DAC_READ_SEARCH CAP_CHOWN"], name
+        assert service["CapabilityBoundingSet"] == ["CAP_DAC_READ_SEARCH CAP_CHOWN"], name
         # NVML needs the GPUs' device nodes; the duplicate-use check other processes' cgroups.
         assert "PrivateDevices" not in service and "ProtectProc" not in service, name
 
