@@ -18,7 +18,8 @@ WRITE_KEYS = (
     "import django; django.setup();"
     "from pathlib import Path; from containers.volumes import _write_new_file, FolderProblem\n"
     "try:\n"
-    "    _write_new_file(Path(sys.argv[1]), 'authorized_keys', b'ssh-ed25519 AAAA a@b\\n', mode=0o644, root_owned=True)\n"
+    "    _write_new_file(Path(sys.argv[1]), 'authorized_keys', b'ssh-ed25519 AAAA a@b\\n',\n"
+    "                    mode=0o644, root_owned=True)\n"
     "except FolderProblem as problem:\n"
     "    print(problem)\n"
 )
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.skipif(
 def state_parent() -> Iterator[Path]:
     # Outside pytest's own 0700 temporary folders, which another user cannot enter.
     parent = Path(tempfile.mkdtemp(prefix="aivc-state-"))
-    os.chmod(parent, 0o755)
+    os.chmod(parent, 0o755)  # noqa: S103 (another user must reach the folder inside)
     yield parent
     shutil.rmtree(parent)
 

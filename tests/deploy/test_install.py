@@ -17,7 +17,9 @@ DRILL = Path(__file__).with_name("install_drill.sh")
 
 pytestmark = [
     pytest.mark.install,
-    pytest.mark.skipif(os.environ.get("AIVC_INSTALL_TEST") != "1", reason="AIVC_INSTALL_TEST=1 runs the install"),
+    pytest.mark.skipif(
+        os.environ.get("AIVC_INSTALL_TEST") != "1", reason="AIVC_INSTALL_TEST=1 runs the install"
+    ),
 ]
 
 
