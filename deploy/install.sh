@@ -195,6 +195,7 @@ if [[ $mode == portal ]] && local_database; then
     done
   fi
   for _ in $(seq 1 30); do runuser -u postgres -- pg_isready -q && break; sleep 1; done
+  runuser -u postgres -- pg_isready -q || fail "PostgreSQL does not answer on its local socket (pg_lsclusters)."
   psql_postgres() { runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -tAc "$1"; }
   if [[ -z $(psql_postgres "SELECT 1 FROM pg_roles WHERE rolname = '$SERVICE_USER'") ]]; then
     say "Creating the PostgreSQL role $SERVICE_USER"
@@ -217,6 +218,22 @@ else
 fi
 manage bootstrap_host --name "$host_name" | sed 's/^/   /'
 manage setup_schedules >/dev/null
+
+# The host's folder roots (admin: Folders on this server): the scheduler, as aivc, makes the
+# users' folders in the work and backup roots. Missing ones are made here; existing ones
+# are the lab's storage, left as they are with a word if aivc cannot write them.
+read -r work_root backup_root dataset_root < <(runuser -u "$SERVICE_USER" -- env AIVC_ENV_FILE="$ENV_FILE" \
+  AIVC_INSTALL_HOST="$host_name" "$PREFIX/.venv/bin/python" "$PREFIX/manage.py" shell --no-imports -c \
+  "import os; from containers.models import Host; h = Host.objects.get(name=os.environ['AIVC_INSTALL_HOST']); print(h.work_root, h.backup_root, h.dataset_root)")
+for folder in "$work_root" "$backup_root"; do
+  if [[ ! -e $folder ]]; then
+    say "Creating the folder root $folder (owned by $SERVICE_USER)"
+    install -d -o "$SERVICE_USER" -g "$SERVICE_USER" -m 0755 "$folder"
+  elif ! runuser -u "$SERVICE_USER" -- test -w "$folder"; then
+    say "Warning: $SERVICE_USER cannot write $folder; the scheduler makes users' folders there: chown $SERVICE_USER: $folder"
+  fi
+done
+[[ -e $dataset_root ]] || install -d -m 0755 "$dataset_root"
 
 # --- systemd units -------------------------------------------------------------------------
 if [[ $mode == portal ]]; then
@@ -249,13 +266,13 @@ fi
 # --- Optional: the lab image, on the engine that runs here ---------------------------------
 if ((lab_image)); then
   builder=$PREFIX/deploy/images/build-lab-image.sh
-  if [[ ! -x $builder ]]; then
+  if [[ ! -f $builder ]]; then
     say "No $builder in this checkout: lab image skipped."
   elif ! command -v docker >/dev/null || ! docker info >/dev/null 2>&1; then
     say "No Docker engine answers here: lab image skipped."
   else
     say "Building the lab image (deploy/images/build-lab-image.sh)"
-    reference=$("$builder" | tail -n 1)
+    reference=$(bash "$builder" | tail -n 1)
     say "Lab image $reference built: register it in admin (Images) if it is new."
   fi
 fi

@@ -35,6 +35,7 @@ if [[ ! -f $tarball ]]; then
 fi
 started=$(date +%s.%N)
 tar --numeric-owner -C "$root" -xf "$tarball"
+chmod 0755 "$root"  # the cached root was made in a 0700 temporary folder
 
 # The checkout as git sees it (tracked and new files, not what .gitignore keeps out).
 mkdir -p "$root/root/aivc-portal"
@@ -58,6 +59,12 @@ for file in /etc/pip.conf /etc/xdg/pip/pip.conf /etc/xdg/pip/constraints.txt "$H
   cp "$file" "$target"
 done
 export -p | grep -E '^declare -x PIP_[A-Z_]+=' >"$root/root/pip.env" || true
+# This machine's certificate authorities too (a proxy's own may be among them): the root's
+# ca-certificates package, installed by install.sh, knows only Debian's.
+if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
+  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/aivc-drill-ca.crt"
+  echo 'declare -x PIP_CERT="/etc/aivc-drill-ca.crt"' >>"$root/root/pip.env"
+fi
 
 cat >"$root/root/drill.sh" <<'DRILL'
 #!/bin/bash
@@ -152,6 +159,11 @@ tar -C /var/lib/aivc-portal -xzpf /root/backup/state.tar.gz
 aivc-manage migrate --check >/dev/null && echo "DRILL restored schema is current"
 echo "DRILL restored superusers: $(aivc-manage shell --no-imports -c "from accounts.models import User; print(*User.objects.filter(is_superuser=True).values_list('username', flat=True))")"
 echo "DRILL restored state: $(cat /var/lib/aivc-portal/container-state/marker) $(stat -c '%U' /var/lib/aivc-portal/container-state)"
+echo "DRILL systemd-analyze"
+apt-get install -y -qq --no-install-recommends systemd >/dev/null 2>&1
+cp /opt/aivc-portal/deploy/systemd/*.service /etc/systemd/system/
+verified=$(systemd-analyze verify --man=no aivc-web.service aivc-scheduler.service aivc-agent@gpu1.service 2>&1) || true
+if [[ -z $verified ]]; then echo "DRILL systemd-analyze verify: clean"; else printf 'DRILL systemd-analyze verify said:\n%s\n' "$verified"; fi
 echo "DRILL done"
 DRILL
 
