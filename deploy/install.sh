@@ -58,7 +58,7 @@ systemd_runs=0
 
 # Whether the env file (new or existing) names the local socket: then this machine's
 # PostgreSQL holds the portal's database and the install creates it.
-local_database() { [[ $(env_value DATABASE_URL) =~ ^postgres(ql)?:///[A-Za-z0-9_]+$ ]]; }
+local_database() { [[ $(env_value DATABASE_URL) =~ ^postgres(ql)?://(:[0-9]+)?/[A-Za-z0-9_]+$ ]]; }
 env_value() { sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1; }
 
 # --- Debian packages -----------------------------------------------------------------------
@@ -127,6 +127,23 @@ if ((code_changed)); then
   "$PREFIX/.venv/bin/python" -m compileall -q -x '/(\.venv|node_modules)/' "$PREFIX" >/dev/null
 fi
 
+# --- PostgreSQL runs (the portal machine) ----------------------------------------------------
+# Debian's package made a cluster; its port (5432 unless another PostgreSQL held it) goes
+# into a new env file's DATABASE_URL.
+pg_port=5432
+if [[ $mode == portal ]]; then
+  if ((systemd_runs)); then
+    systemctl enable --now --quiet postgresql
+  else
+    # No systemd (a container or a chroot): start the clusters that are down.
+    install -d -o postgres -g postgres -m 2775 /run/postgresql
+    pg_lsclusters --no-header | while read -r version cluster _port status _rest; do
+      [[ $status == online* ]] || pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" start
+    done
+  fi
+  pg_port=$(pg_lsclusters --no-header | sort -V | tail -n 1 | awk '{print $3}')
+fi
+
 # --- State and configuration ---------------------------------------------------------------
 install -d -o "$SERVICE_USER" -g "$SERVICE_USER" -m 0750 "$STATE" "$STATE/static" "$STATE/job-logs"
 install -d -o "$SERVICE_USER" -g "$SERVICE_USER" -m 0700 "$STATE/container-state"
@@ -150,7 +167,13 @@ if [[ ! -e $ENV_FILE ]]; then
       SECRET_KEY=*) line="SECRET_KEY=$secret_key" ;;
       ALLOWED_HOSTS=*) line="ALLOWED_HOSTS=$server_name,localhost,127.0.0.1" ;;
       CSRF_TRUSTED_ORIGINS=*) line="CSRF_TRUSTED_ORIGINS=https://$server_name" ;;
-      DATABASE_URL=*) [[ -n $database_url ]] && line="DATABASE_URL=$database_url" ;;
+      DATABASE_URL=*)
+        if [[ -n $database_url ]]; then
+          line="DATABASE_URL=$database_url"
+        elif [[ $pg_port != 5432 ]]; then
+          line="DATABASE_URL=postgres://:$pg_port/aivc"
+        fi
+        ;;
     esac
     printf '%s\n' "$line"
   done <"$PREFIX/deploy/env.example" >"$written"
@@ -184,26 +207,21 @@ rm -f "$wrapper"
 # --- PostgreSQL: the role and the database, peer authentication over the local socket ----------
 cd /
 if [[ $mode == portal ]] && local_database; then
-  database=$(env_value DATABASE_URL | sed 's|^.*:///||')
-  if ((systemd_runs)); then
-    systemctl enable --now --quiet postgresql
-  else
-    # No systemd (a container or a chroot): start the clusters that are down.
-    install -d -o postgres -g postgres -m 2775 /run/postgresql
-    pg_lsclusters --no-header | while read -r version cluster _port status _rest; do
-      [[ $status == online* ]] || pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" start
-    done
-  fi
-  for _ in $(seq 1 30); do runuser -u postgres -- pg_isready -q && break; sleep 1; done
-  runuser -u postgres -- pg_isready -q || fail "PostgreSQL does not answer on its local socket (pg_lsclusters)."
-  psql_postgres() { runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -tAc "$1"; }
+  database_url_now=$(env_value DATABASE_URL)
+  database=${database_url_now##*/}
+  port=5432
+  [[ $database_url_now =~ ^postgres(ql)?://:([0-9]+)/ ]] && port=${BASH_REMATCH[2]}
+  for _ in $(seq 1 30); do runuser -u postgres -- pg_isready -q -p "$port" && break; sleep 1; done
+  runuser -u postgres -- pg_isready -q -p "$port" \
+    || fail "PostgreSQL does not answer on its local socket, port $port (pg_lsclusters; DATABASE_URL in $ENV_FILE)."
+  psql_postgres() { runuser -u postgres -- psql -X -q -p "$port" -v ON_ERROR_STOP=1 -tAc "$1"; }
   if [[ -z $(psql_postgres "SELECT 1 FROM pg_roles WHERE rolname = '$SERVICE_USER'") ]]; then
     say "Creating the PostgreSQL role $SERVICE_USER"
-    runuser -u postgres -- createuser "$SERVICE_USER"
+    runuser -u postgres -- createuser -p "$port" "$SERVICE_USER"
   fi
   if [[ -z $(psql_postgres "SELECT 1 FROM pg_database WHERE datname = '$database'") ]]; then
     say "Creating the PostgreSQL database $database"
-    runuser -u postgres -- createdb --owner "$SERVICE_USER" "$database"
+    runuser -u postgres -- createdb -p "$port" --owner "$SERVICE_USER" "$database"
   fi
 fi
 
