@@ -230,7 +230,12 @@ manage() { runuser -u "$SERVICE_USER" -- env AIVC_ENV_FILE="$ENV_FILE" "$PREFIX/
 cd "$PREFIX"
 if [[ $mode == portal ]]; then
   manage migrate --noinput
-  manage collectstatic --noinput --verbosity 0
+  # collectstatic rewrites every compressed file even when nothing changed: only for new
+  # code or a missing manifest (the web unit's start collects them too).
+  static_root=$(env_value STATIC_ROOT)
+  if ((code_changed)) || [[ ! -f ${static_root:-$PREFIX/staticfiles}/staticfiles.json ]]; then
+    manage collectstatic --noinput --verbosity 0
+  fi
 else
   manage migrate --check >/dev/null || fail "the portal's database is behind this code: upgrade the portal first."
 fi

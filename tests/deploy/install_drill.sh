@@ -121,7 +121,7 @@ grep -q "running" /root/qcluster.log && echo "DRILL qcluster ran"
 echo "DRILL createsuperuser"
 DJANGO_SUPERUSER_PASSWORD=drill-Password-1942 DJANGO_SUPERUSER_EMAIL=maint@drill.example \
   aivc-manage createsuperuser --noinput --username maint
-echo "DRILL superusers in PostgreSQL: $(runuser -u postgres -- psql -X -tA -d aivc -c "SELECT username FROM accounts_user WHERE is_superuser")"
+echo "DRILL superusers in PostgreSQL: $(cd / && runuser -u postgres -- psql -X -tA -d aivc -c "SELECT username FROM accounts_user WHERE is_superuser")"
 echo "DRILL no sqlite file: $(find /opt/aivc-portal /var/lib/aivc-portal -name '*.sqlite3*' | wc -l)"
 
 echo "DRILL second install"
@@ -131,9 +131,10 @@ touch /root/second-install.mark
 sleep 1
 deploy/install.sh --host-name gpu1 --server-name portal.drill.example >/root/second-install.log
 [[ $(sha256sum "${watched[@]}") == "$before" ]] && echo "DRILL second install kept the checksums"
-changed=$(find /opt/aivc-portal /etc/aivc-portal /usr/local/bin/aivc-manage /var/lib/aivc-portal -newer /root/second-install.mark \
-  -not -path '/var/lib/aivc-portal/job-logs*' | wc -l)
-echo "DRILL second install changed $changed files"
+find /opt/aivc-portal /etc/aivc-portal /usr/local/bin/aivc-manage /var/lib/aivc-portal -newer /root/second-install.mark \
+  -not -path '/var/lib/aivc-portal/job-logs*' >/root/second-install.changed
+echo "DRILL second install changed $(wc -l </root/second-install.changed) files"
+head -n 5 /root/second-install.changed
 grep -E "^== (Installing|Writing|Creating)" /root/second-install.log || echo "DRILL second install installed nothing"
 stat -c 'DRILL env file %a %U:%G' /etc/aivc-portal/env
 
@@ -146,6 +147,7 @@ grep -q "^== Installing the code" /root/upgrade.log && tail -n 1 /opt/aivc-porta
 echo "DRILL restore"
 echo "kept" >/var/lib/aivc-portal/container-state/marker
 mkdir -p /root/backup
+# As docs/operations.md: root's shell holds the files, postgres reads and writes a pipe.
 runuser -u postgres -- pg_dump --format=custom aivc >/root/backup/aivc.dump
 tar -C /var/lib/aivc-portal -czf /root/backup/state.tar.gz .
 # The services stop first (systemctl stop aivc-web aivc-scheduler on a real server; here
@@ -154,7 +156,7 @@ runuser -u aivc -- kill -TERM -1 || true
 for _ in $(seq 1 40); do runuser -u postgres -- dropdb aivc 2>/dev/null && break; sleep 0.5; done
 find /var/lib/aivc-portal -mindepth 1 -delete
 runuser -u postgres -- createdb --owner aivc aivc
-runuser -u postgres -- pg_restore --no-owner --role=aivc --dbname=aivc /root/backup/aivc.dump
+runuser -u postgres -- pg_restore --no-owner --role=aivc --dbname=aivc </root/backup/aivc.dump
 tar -C /var/lib/aivc-portal -xzpf /root/backup/state.tar.gz
 aivc-manage migrate --check >/dev/null && echo "DRILL restored schema is current"
 echo "DRILL restored superusers: $(aivc-manage shell --no-imports -c "from accounts.models import User; print(*User.objects.filter(is_superuser=True).values_list('username', flat=True))")"
