@@ -164,6 +164,9 @@ echo "DRILL restored state: $(cat /var/lib/aivc-portal/container-state/marker) $
 echo "DRILL systemd-analyze"
 apt-get install -y -qq --no-install-recommends systemd >/dev/null 2>&1
 cp /opt/aivc-portal/deploy/systemd/*.service /etc/systemd/system/
+# The agent requires Docker's unit, which a GPU server has and this root (no engine) lacks.
+[[ -e /lib/systemd/system/docker.service ]] \
+  || printf '[Unit]\nDescription=stand-in for Docker\n[Service]\nExecStart=/bin/true\n' >/etc/systemd/system/docker.service
 verified=$(systemd-analyze verify --man=no aivc-web.service aivc-scheduler.service aivc-agent@gpu1.service 2>&1) || true
 if [[ -z $verified ]]; then echo "DRILL systemd-analyze verify: clean"; else printf 'DRILL systemd-analyze verify said:\n%s\n' "$verified"; fi
 echo "DRILL done"
