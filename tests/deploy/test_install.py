@@ -42,6 +42,8 @@ def drill(tmp_path_factory) -> str:
     )
     output = result.stdout + result.stderr
     (work / "drill.log").write_text(output)
+    # The timings (docs/benchmarks.md) in the test's report: pytest -rA shows them.
+    print(*(line for line in output.splitlines() if re.match(r"DRILL .* after [\d.]+ s$", line)), sep="\n")
     assert result.returncode == 0, output[-6000:]
     yield output
     # The root's mounts lived in the drill's own mount namespace; nothing is mounted here.
