@@ -25,7 +25,7 @@ fail() {
   exit 1
 }
 usage() {
-  sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit "${1:-0}"
 }
 
@@ -237,7 +237,8 @@ if [[ $mode == portal ]]; then
     manage collectstatic --noinput --verbosity 0
   fi
 else
-  manage migrate --check >/dev/null || fail "the portal's database is behind this code: upgrade the portal first."
+  manage migrate --check >/dev/null \
+    || fail "the portal's database ($ENV_FILE) cannot be reached or is behind this code: check DATABASE_URL, upgrade the portal first."
 fi
 manage bootstrap_host --name "$host_name" | sed 's/^/   /'
 manage setup_schedules >/dev/null

@@ -169,6 +169,19 @@ cp /opt/aivc-portal/deploy/systemd/*.service /etc/systemd/system/
   || printf '[Unit]\nDescription=stand-in for Docker\n[Service]\nExecStart=/bin/true\n' >/etc/systemd/system/docker.service
 verified=$(systemd-analyze verify --man=no aivc-web.service aivc-scheduler.service aivc-agent@gpu1.service 2>&1) || true
 if [[ -z $verified ]]; then echo "DRILL systemd-analyze verify: clean"; else printf 'DRILL systemd-analyze verify said:\n%s\n' "$verified"; fi
+echo "DRILL agent-only install"
+# A second GPU server, played by this root: its own env file from the portal's key and a
+# database URL (the local socket here; another machine names the portal's).
+sed -n 's/^SECRET_KEY=//p' /etc/aivc-portal/env >/root/portal-secret-key
+mv /etc/aivc-portal/env /root/portal-env
+if deploy/install.sh --agent gpu2 --database-url postgres:///aivc >/root/agent-refused.log 2>&1; then
+  echo "DRILL agent install without the portal's key went on"
+else
+  grep -q "secret-key-file" /root/agent-refused.log && echo "DRILL agent install asks for the portal's key"
+fi
+deploy/install.sh --agent gpu2 --database-url postgres:///aivc --secret-key-file /root/portal-secret-key >/root/agent.log
+[[ $(sed -n 's/^SECRET_KEY=//p' /etc/aivc-portal/env) == "$(cat /root/portal-secret-key)" ]] && echo "DRILL agent env has the portal's key"
+echo "DRILL hosts: $(aivc-manage shell --no-imports -c "from containers.models import Host; print(*Host.objects.order_by('name').values_list('name', flat=True))")"
 echo "DRILL done"
 DRILL
 

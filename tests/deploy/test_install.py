@@ -82,5 +82,11 @@ def test_a_backup_restores_the_database_and_the_state_folder(drill):
     assert "DRILL restored state: kept aivc" in drill
 
 
+def test_the_agent_only_install_takes_the_portals_key_and_registers_its_host(drill):
+    assert "DRILL agent install asks for the portal's key" in drill
+    assert "DRILL agent env has the portal's key" in drill
+    assert "DRILL hosts: gpu1 gpu2" in drill
+
+
 def test_the_installed_units_verify(drill):
     assert re.search(r"DRILL systemd-analyze verify: clean", drill), drill[-3000:]
