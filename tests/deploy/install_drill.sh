@@ -179,7 +179,8 @@ if deploy/install.sh --agent gpu2 --database-url postgres:///aivc >/root/agent-r
 else
   grep -q "secret-key-file" /root/agent-refused.log && echo "DRILL agent install asks for the portal's key"
 fi
-deploy/install.sh --agent gpu2 --database-url postgres:///aivc --secret-key-file /root/portal-secret-key >/root/agent.log
+deploy/install.sh --agent gpu2 --database-url "$(sed -n 's/^DATABASE_URL=//p' /root/portal-env)" \
+  --secret-key-file /root/portal-secret-key >/root/agent.log
 [[ $(sed -n 's/^SECRET_KEY=//p' /etc/aivc-portal/env) == "$(cat /root/portal-secret-key)" ]] && echo "DRILL agent env has the portal's key"
 echo "DRILL hosts: $(aivc-manage shell --no-imports -c "from containers.models import Host; print(*Host.objects.order_by('name').values_list('name', flat=True))")"
 echo "DRILL done"
