@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DEBUG ?= 1
 
-.PHONY: run test bench lint format install migrate demo clean
+.PHONY: run test bench lint format install migrate demo clean lab-image
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,9 @@ install: $(BIN)/.installed
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
+# The first run on a machine whose engine holds no lab image builds one (make lab-image).
 demo: migrate
-	$(BIN)/python manage.py seed_demo
+	$(BIN)/python manage.py seed_demo --build-lab-image
 	$(BIN)/python manage.py setup_schedules
 
 run: demo
@@ -31,6 +32,11 @@ run: demo
 	setsid $(BIN)/python manage.py qcluster & QPID=$$!; \
 	trap 'kill -TERM $$QPID 2>/dev/null; wait $$QPID' EXIT INT TERM; \
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+# The CPU lab image aivc/lab:cpu on the Docker engine that runs (never starts one), offline:
+# Debian packages and JupyterLab's wheels, no registry. Its last line is the reference.
+lab-image: install
+	@PYTHON=$(BIN)/python deploy/images/build-lab-image.sh
 
 test: install
 	DEBUG=0 $(BIN)/pytest $(PYTEST_ARGS)

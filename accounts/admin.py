@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.core.exceptions import ValidationError
@@ -19,13 +20,22 @@ from accounts.services import (
 )
 from accounts.sshkeys import clean_ssh_public_keys
 from accounts.token_services import api_token_revoke
-from aivc_portal.admin_actions import action_form_page
+from aivc_portal.admin_actions import action_form_page, log_each
 from containers.models import Host
 
 
 @admin.register(CapabilityProfile)
 class CapabilityProfileAdmin(admin.ModelAdmin):
-    list_display = ("name", "is_default", "cpus", "memory_gb", "gpus", "work_space_gb", "backup_space_gb")
+    list_display = (
+        "name",
+        "is_default",
+        "cpus",
+        "memory_gb",
+        "gpus",
+        "work_space_gb",
+        "backup_space_gb",
+        "home_space_gb",
+    )
     list_filter = ("is_default",)
     search_fields = ("name",)
 
@@ -110,6 +120,7 @@ class UserAdmin(DjangoUserAdmin):
     @admin.action(description="Unlock login (clear failed login attempts)", permissions=["change"])
     def unlock_login(self, request, queryset) -> None:
         cleared = sum(user_unlock_login(user=user) for user in queryset)
+        log_each(self, request, queryset, "Unlocked login (failed attempts cleared).")
         self.message_user(
             request, f"Unlocked {queryset.count()} account(s); {cleared} failed attempt record(s) cleared."
         )
@@ -118,6 +129,7 @@ class UserAdmin(DjangoUserAdmin):
     def reset_password(self, request, queryset) -> None:
         for user in queryset:
             password = user_reset_password(user=user)
+            self.log_change(request, user, "Reset the password (one-time, must change at login).")
             # Shown once to the maintainer, never logged; the user must change it at login.
             self.message_user(
                 request,
@@ -131,6 +143,7 @@ class UserAdmin(DjangoUserAdmin):
         if form.is_valid():
             profile = form.cleaned_data["capability_profile"]
             changed = users_assign_profile(users=queryset, profile=profile)
+            log_each(self, request, queryset, f"Assigned the profile {profile or 'default'}.")
             self.message_user(
                 request, f"{changed} account(s) now use {profile or 'the default profile'}.", messages.SUCCESS
             )
@@ -156,7 +169,8 @@ class UserAdmin(DjangoUserAdmin):
                 (
                     host.name,
                     f"cpus={limit.cpus:g} memory={limit.memory_gb} GB gpus={limit.gpus} "
-                    f"work={limit.work_space_gb} GB backup={limit.backup_space_gb} GB",
+                    f"work={limit.work_space_gb} GB backup={limit.backup_space_gb} GB "
+                    f"home={limit.home_space_gb} GB",
                 )
             )
         return format_html_join("", "<div><b>{}</b>: {}</div>", rows) or "No hosts yet."
@@ -185,6 +199,8 @@ class UserAdmin(DjangoUserAdmin):
             except ValidationError as error:
                 form.add_error("usernames", error)
             else:
+                for user, _password in created:
+                    self.log_addition(request, user, "Created in bulk.")
                 messages.success(request, f"Created {len(created)} account(s).")
         context = {
             **self.admin_site.each_context(request),
@@ -201,11 +217,31 @@ class UserAdmin(DjangoUserAdmin):
 class ApiTokenAdmin(admin.ModelAdmin):
     """Maintainers see every token (never its secret, which is not stored) and revoke any."""
 
-    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
-    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "created_at")
+    list_display = (
+        "name",
+        "user",
+        "prefix",
+        "scope",
+        "created_at",
+        "last_used_at",
+        "last_used_from",
+        "expires_at",
+        "revoked_at",
+    )
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "scope", "created_at")
     search_fields = ("name", "user__username", "prefix")
     list_select_related = ("user",)
-    readonly_fields = ("user", "name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+    readonly_fields = (
+        "user",
+        "name",
+        "prefix",
+        "scope",
+        "created_at",
+        "last_used_at",
+        "last_used_from",
+        "expires_at",
+        "revoked_at",
+    )
     exclude = ("key_hash",)
     actions = ("revoke",)
 
@@ -217,6 +253,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         tokens = list(queryset.filter(revoked_at__isnull=True))
         for token in tokens:
             api_token_revoke(token=token)
+            self.log_change(request, token, "Revoked.")
         self.message_user(request, f"Revoked {len(tokens)} token(s).", messages.SUCCESS)
 
 
@@ -234,5 +271,28 @@ class NotificationAdmin(admin.ModelAdmin):
 
     @admin.action(description="Mark the selected notifications read", permissions=["change"])
     def mark_read(self, request, queryset) -> None:
-        count = queryset.filter(read_at__isnull=True).update(read_at=timezone.now())
+        unread = list(queryset.filter(read_at__isnull=True))
+        count = queryset.filter(pk__in=[note.pk for note in unread]).update(read_at=timezone.now())
+        log_each(self, request, unread, "Marked read.")
         self.message_user(request, f"Marked {count} notification(s) read.", messages.SUCCESS)
+
+
+@admin.register(LogEntry)
+class LogEntryAdmin(admin.ModelAdmin):
+    """The admin history across every object: who did what, when (docs/monitoring.md). Read
+    only; superusers, or staff given "Can view log entry", see it."""
+
+    list_display = ("action_time", "user", "content_type", "object_repr", "action_flag", "change_message")
+    list_filter = ("action_flag", "content_type", ("user", admin.RelatedOnlyFieldListFilter))
+    list_select_related = ("user", "content_type")
+    search_fields = ("object_repr", "change_message", "user__username")
+    date_hierarchy = "action_time"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

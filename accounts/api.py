@@ -6,6 +6,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.urls import path
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, permissions, status, viewsets
 from rest_framework.decorators import action
@@ -15,6 +16,8 @@ from rest_framework.routers import SimpleRouter
 from rest_framework.views import APIView
 
 from accounts import serializers as s
+from accounts.authentication import came_with_a_token, refuse_a_token
+from accounts.backends import DIRECTORY_DOWN_MESSAGE, directory_was_down
 from accounts.models import ApiToken, Notification, User
 from accounts.notification_selectors import notifications_for_user
 from accounts.notification_services import notifications_mark_read
@@ -55,6 +58,8 @@ class ProfileView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         user: User = request.user
+        if "ssh_public_keys" in data:
+            refuse_a_token(request, what=_("Changing your SSH keys"))
         with transaction.atomic():
             if "forward_port" in data:
                 user = forward_port_change(user=user, port=data["forward_port"])
@@ -84,7 +89,12 @@ class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def get_queryset(self) -> QuerySet[ApiToken]:
         return ApiToken.objects.filter(user=self.request.user).order_by("-created_at", "-id")
 
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        refuse_a_token(request, what=_("Managing tokens"))
+        return super().list(request, *args, **kwargs)
+
     def create(self, request: Request) -> Response:
+        refuse_a_token(request, what=_("Managing tokens"))
         serializer = s.ApiTokenCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         token, raw = api_token_create(user=request.user, now=timezone.now(), **serializer.validated_data)
@@ -92,8 +102,18 @@ class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return Response(s.NewApiTokenSerializer(token).data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request: Request, pk: str) -> Response:
-        api_token_revoke(token=self.get_object(), now=timezone.now())
+        token = self.get_object()
+        # A token may end itself (`aivc logout`), which only ever shortens what a leak gives.
+        if not (came_with_a_token(request) and request.auth.pk == token.pk):
+            refuse_a_token(request, what=_("Managing tokens"))
+        api_token_revoke(token=token, now=timezone.now())
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DirectoryUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = DIRECTORY_DOWN_MESSAGE
+    default_code = "directory_unavailable"
 
 
 class PasswordLoginView(APIView):
@@ -115,12 +135,18 @@ class PasswordLoginView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         user = authenticate(request._request, username=data["username"], password=data["password"])
+        if user is None and directory_was_down(request._request):
+            raise DirectoryUnavailable()
         if user is None:
             raise exceptions.AuthenticationFailed("Wrong account id or password.")
         if user.must_change_password:
             raise exceptions.PermissionDenied("Change your password on the portal first, then log in.")
         token, raw = api_token_create(
-            user=user, name=data["name"], expires_at=data.get("expires_at"), now=timezone.now()
+            user=user,
+            name=data["name"],
+            expires_at=data.get("expires_at"),
+            scope=data["scope"],
+            now=timezone.now(),
         )
         token.token = raw
         return Response(s.NewApiTokenSerializer(token).data, status=status.HTTP_201_CREATED)

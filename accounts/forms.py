@@ -1,8 +1,24 @@
 from django import forms
+from django.conf import settings
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import NotificationKind, User
+from accounts.backends import DIRECTORY_DOWN_MESSAGE, directory_was_down
+from accounts.models import ApiToken, NotificationKind, User
 from containers.models import Image
+
+
+class LoginForm(AuthenticationForm):
+    """Django's login form, which tells an unreachable directory apart from a wrong password."""
+
+    def clean(self):
+        try:
+            return super().clean()
+        except ValidationError as error:
+            if error.code == "invalid_login" and directory_was_down(self.request):
+                raise ValidationError(DIRECTORY_DOWN_MESSAGE, code="directory_unavailable") from None
+            raise
 
 
 class ProfileForm(forms.Form):
@@ -51,15 +67,32 @@ class ApiTokenForm(forms.Form):
     )
     expires_in_days = forms.TypedChoiceField(
         coerce=int,
-        empty_value=None,
-        required=False,
         label=_("Expires"),
-        choices=[("", _("Never")), (30, _("In 30 days")), (90, _("In 90 days")), (365, _("In a year"))],
+        choices=[(7, _("In 7 days")), (30, _("In 30 days")), (90, _("In 90 days")), (365, _("In a year"))],
+        help_text=_("Every token expires; make a new one when it does."),
+    )
+    scope = forms.ChoiceField(
+        label=_("It may"),
+        choices=[
+            (ApiToken.Scope.BOOK, _("read, book and run jobs")),
+            (ApiToken.Scope.READ, _("only read")),
+        ],
+        help_text=_("No token can make tokens or change your SSH keys: that needs this page."),
     )
 
     @classmethod
     def for_user(cls, data=None) -> "ApiTokenForm":
-        return cls(data, prefix="token")
+        initial = {"expires_in_days": min(settings.API_TOKEN_DEFAULT_DAYS, 365), "scope": ApiToken.Scope.BOOK}
+        form = cls(data, prefix="token", initial=initial)
+        # Choices within the lab's longest expiry; the default is always offered.
+        days = {settings.API_TOKEN_DEFAULT_DAYS, *(d for d, _l in form.fields["expires_in_days"].choices)}
+        labels = dict(form.fields["expires_in_days"].choices)
+        form.fields["expires_in_days"].choices = [
+            (d, labels.get(d, _("In %(days)d days") % {"days": d}))
+            for d in sorted(days)
+            if d <= settings.API_TOKEN_MAX_DAYS
+        ]
+        return form
 
 
 class EmailKindsForm(forms.Form):

@@ -19,6 +19,12 @@ class CapabilityProfile(models.Model):
     gpus = models.PositiveSmallIntegerField("GPUs", null=True, blank=True)
     work_space_gb = models.PositiveIntegerField("Work space (GiB)", null=True, blank=True)
     backup_space_gb = models.PositiveIntegerField("Backup space (GiB)", null=True, blank=True)
+    home_space_gb = models.PositiveIntegerField(
+        "Home space (GiB)",
+        null=True,
+        blank=True,
+        help_text="The persistent home (/root in the container: dotfiles, virtualenvs, conda).",
+    )
     job_time_limit_minutes = models.PositiveIntegerField(
         null=True,
         blank=True,
@@ -36,6 +42,7 @@ class CapabilityProfile(models.Model):
         "gpus",
         "work_space_gb",
         "backup_space_gb",
+        "home_space_gb",
         "job_time_limit_minutes",
         "queued_jobs",
     )
@@ -122,7 +129,14 @@ class ApiToken(models.Model):
 
     PREFIX_LENGTH = 12
 
+    class Scope(models.TextChoices):
+        # Neither scope manages tokens or SSH keys: that needs a logged-in browser session.
+        READ = "read", "Read only"
+        BOOK = "book", "Read, book and run jobs"
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.BOOK)
+    last_used_from = models.GenericIPAddressField(null=True, blank=True)
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=PREFIX_LENGTH, unique=True)
     key_hash = models.CharField(max_length=64)
@@ -152,6 +166,7 @@ class NotificationKind(models.TextChoices):
     JOB_FINISHED = "job_finished", "Job finished"
     ENGINE_DOWN = "engine_down", "Engine or agent down (maintainers)"
     GPU_DUPLICATE = "gpu_duplicate", "GPU used by someone else (maintainers)"
+    LOGIN_FLOOD = "login_flood", "Flood of failed logins (maintainers)"
 
 
 class Notification(models.Model):
@@ -194,6 +209,7 @@ def default_email_kinds() -> list[str]:
         NotificationKind.JOB_FINISHED,
         NotificationKind.ENGINE_DOWN,
         NotificationKind.GPU_DUPLICATE,
+        NotificationKind.LOGIN_FLOOD,
     ]
 
 

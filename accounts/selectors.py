@@ -18,6 +18,7 @@ class Capability:
     gpus: int
     work_space_gb: int
     backup_space_gb: int
+    home_space_gb: int
     job_time_limit_minutes: int
     queued_jobs: int
 
@@ -35,6 +36,7 @@ def _host_limit(host: Host, field: str) -> Decimal | int:
         "memory_gb": host.memory_gb,
         "work_space_gb": host.max_work_space_gb,
         "backup_space_gb": host.max_backup_space_gb,
+        "home_space_gb": host.max_home_space_gb,
         "job_time_limit_minutes": settings.JOB_MAX_TIME_LIMIT_MINUTES,
         "queued_jobs": settings.JOB_MAX_QUEUED,
     }

@@ -40,13 +40,37 @@ class ProfileUpdateSerializer(serializers.Serializer):
 class ApiTokenSerializer(serializers.ModelSerializer):
     class Meta:
         model = ApiToken
-        fields = ("id", "name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+        fields = (
+            "id",
+            "name",
+            "prefix",
+            "scope",
+            "created_at",
+            "last_used_at",
+            "last_used_from",
+            "expires_at",
+            "revoked_at",
+        )
         read_only_fields = fields
+
+
+SCOPE_HELP = (
+    "read: only reads; book (the default): also books and runs jobs. "
+    "No token manages tokens or SSH keys: that needs a logged-in browser session."
+)
+EXPIRY_HELP = "Empty: API_TOKEN_DEFAULT_DAYS (90) from now; at most API_TOKEN_MAX_DAYS."
+
+
+def scope_field() -> serializers.ChoiceField:
+    return serializers.ChoiceField(
+        choices=ApiToken.Scope.choices, default=ApiToken.Scope.BOOK, help_text=SCOPE_HELP
+    )
 
 
 class ApiTokenCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, help_text=EXPIRY_HELP)
+    scope = scope_field()
 
 
 class NewApiTokenSerializer(ApiTokenSerializer):
@@ -61,7 +85,8 @@ class PasswordLoginSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=4096, trim_whitespace=False)
     name = serializers.CharField(max_length=100, default="aivc command line")
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, help_text=EXPIRY_HELP)
+    scope = scope_field()
 
 
 class NotificationSerializer(serializers.ModelSerializer):

@@ -3,6 +3,7 @@
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from datetime import datetime, timedelta
 
@@ -23,22 +24,30 @@ def _digest(raw: str) -> str:
 
 
 def api_token_create(
-    *, user: User, name: str, expires_at: datetime | None = None, now: datetime | None = None
+    *,
+    user: User,
+    name: str,
+    expires_at: datetime | None = None,
+    scope: str = ApiToken.Scope.BOOK,
+    now: datetime | None = None,
 ) -> tuple[ApiToken, str]:
     """Makes a token for `user`; returns the row and the token text, which is never
-    stored and so can be shown only now."""
+    stored and so can be shown only now. Without an expiry it lives API_TOKEN_DEFAULT_DAYS."""
     now = now or timezone.now()
     name = (name or "").strip()
+    if expires_at is None:
+        expires_at = now + timedelta(days=settings.API_TOKEN_DEFAULT_DAYS)
     errors = {}
     if not name:
         errors["name"] = "Give the token a name, e.g. the machine it is for."
     elif len(name) > 100:
         errors["name"] = "A token name is at most 100 characters."
-    if expires_at is not None:
-        if expires_at <= now:
-            errors["expires_at"] = "The expiry must be in the future."
-        elif expires_at > now + timedelta(days=settings.API_TOKEN_MAX_DAYS):
-            errors["expires_at"] = f"A token lives at most {settings.API_TOKEN_MAX_DAYS} days."
+    if expires_at <= now:
+        errors["expires_at"] = "The expiry must be in the future."
+    elif expires_at > now + timedelta(days=settings.API_TOKEN_MAX_DAYS):
+        errors["expires_at"] = f"A token lives at most {settings.API_TOKEN_MAX_DAYS} days."
+    if scope not in ApiToken.Scope.values:
+        errors["scope"] = "Choose what the token may do: " + ", ".join(ApiToken.Scope.values) + "."
     if errors:
         raise ValidationError(errors, code="invalid")
     usable = ApiToken.objects.filter(user=user, revoked_at__isnull=True)
@@ -54,12 +63,16 @@ def api_token_create(
         prefix=body[: ApiToken.PREFIX_LENGTH],
         key_hash=_digest(raw),
         expires_at=expires_at,
+        scope=scope,
     )
     return token, raw
 
 
-def api_token_authenticate(*, raw: str, now: datetime | None = None) -> ApiToken | None:
-    """The usable token this text is, with its user, or None. Notes when it was used."""
+def api_token_authenticate(
+    *, raw: str, now: datetime | None = None, address: str | None = None
+) -> ApiToken | None:
+    """The usable token this text is, with its user, or None. Notes when, and from which
+    address, it was last used (shown on the owner's profile page)."""
     now = now or timezone.now()
     if not raw.startswith(TOKEN_PREFIX) or len(raw) > 100:
         return None
@@ -69,10 +82,29 @@ def api_token_authenticate(*, raw: str, now: datetime | None = None) -> ApiToken
         return None
     if not token.is_usable(now) or not token.user.is_active:
         return None
-    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    address = _valid_address(address)
+    stale = token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION
+    if stale or (address and address != token.last_used_from):
         token.last_used_at = now
+        token.last_used_from = address or token.last_used_from
+        ApiToken.objects.filter(pk=token.pk).update(
+            last_used_at=token.last_used_at, last_used_from=token.last_used_from
+        )
     return token
+
+
+def _valid_address(address: str | None) -> str | None:
+    try:
+        return str(ipaddress.ip_address((address or "").strip()))
+    except ValueError:
+        return None
+
+
+def api_tokens_revoke_all(*, user: User, now: datetime | None = None) -> int:
+    """Revokes every token of the account: its password changed or it was deactivated, so a
+    token that leaked earlier must not outlive that (accounts/signals.py calls this)."""
+    usable = ApiToken.objects.filter(user=user, revoked_at__isnull=True)
+    return usable.update(revoked_at=now or timezone.now())
 
 
 def api_token_revoke(*, token: ApiToken, now: datetime | None = None) -> ApiToken:

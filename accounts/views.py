@@ -3,6 +3,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import update_session_auth_hash
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import PasswordChangeForm
 from django.core.exceptions import ValidationError
@@ -14,13 +15,24 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from accounts.channel_services import calendar_feed_reset, calendar_feed_token, email_kinds_set
-from accounts.forms import ApiTokenForm, EmailKindsForm, ForwardPortForm, ProfileForm
+from accounts.forms import ApiTokenForm, EmailKindsForm, ForwardPortForm, LoginForm, ProfileForm
 from accounts.models import ApiToken
 from accounts.notification_selectors import email_kinds_for_user, notifications_for_user
 from accounts.notification_services import notifications_mark_read
 from accounts.services import user_change_password, user_update_profile
 from accounts.token_services import api_token_create, api_token_revoke
 from bookings.services import as_id, forward_port_change
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "accounts/login.html"
+    authentication_form = LoginForm
+
+    def get_context_data(self, **kwargs) -> dict:
+        return super().get_context_data(**kwargs) | {
+            "directory_logins": bool(settings.LDAP_SERVER_URI),
+            "directory_creates_accounts": not getattr(settings, "AUTH_LDAP_NO_NEW_USERS", True),
+        }
 
 
 @login_required
@@ -41,6 +53,11 @@ def password_change(request: HttpRequest) -> HttpResponse:
 
 
 def _show_errors(form, error: ValidationError) -> None:
+    """A service's error on the form: per field when it names fields, else above the form
+    (a plain ValidationError has no `message_dict`: reading it was a 500)."""
+    if not hasattr(error, "error_dict"):
+        form.add_error(None, error)
+        return
     for field, field_messages in error.message_dict.items():
         for message in field_messages:
             form.add_error(field if field in form.fields else None, message)
@@ -105,13 +122,13 @@ def _create_token(request: HttpRequest) -> HttpResponse:
     form = ApiTokenForm.for_user(request.POST)
     new_token = None
     if form.is_valid():
-        days = form.cleaned_data["expires_in_days"]
         now = timezone.now()
         try:
             _token, new_token = api_token_create(
                 user=request.user,
                 name=form.cleaned_data["name"],
-                expires_at=now + timedelta(days=days) if days else None,
+                expires_at=now + timedelta(days=form.cleaned_data["expires_in_days"]),
+                scope=form.cleaned_data["scope"],
                 now=now,
             )
         except ValidationError as error:

@@ -1,6 +1,7 @@
 """What every app's API shares: one error body, pagination, per-token throttling, the
 time-input field and the staff permission. Each app keeps its own endpoints in `api.py`."""
 
+import hashlib
 from datetime import datetime
 
 from django.core.exceptions import PermissionDenied
@@ -143,9 +144,18 @@ class PerTokenThrottle(throttling.UserRateThrottle):
 
 
 class LoginThrottle(PerTokenThrottle):
-    """Password logins that create a token: few per address, against guessing."""
+    """Password logins that create a token: few per account and address, against guessing.
+    Counted per pair like the login pause (accounts/throttling.py), so a flood from a shared
+    address (a campus NAT) never uses up a classmate's tries."""
 
     scope = "token_login"
+
+    def get_cache_key(self, request, view) -> str:
+        data = request.data if isinstance(request.data, dict) else {}
+        username = str(data.get("username") or "").strip().lower()
+        account = hashlib.sha256(username.encode(errors="replace")).hexdigest()[:32]
+        ident = f"anon-{self.get_ident(request)}-{account}"
+        return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
 class IsStaff(permissions.BasePermission):

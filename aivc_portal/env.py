@@ -3,6 +3,8 @@ setting needs stops start-up with ImproperlyConfigured naming the variable, inst
 quietly becoming a default (`DEBUG=ture` used to mean False). An unset or empty variable
 takes the default."""
 
+import importlib.util
+import ipaddress
 import os
 import re
 
@@ -23,6 +25,21 @@ def _wrong(name: str, value: str, expected: str) -> ImproperlyConfigured:
 
 def env_str(name: str, default: str) -> str:
     return _raw(name) or default
+
+
+def env_file_text(name: str) -> str:
+    """The stripped text of the file the variable names (a secret kept out of the
+    environment); empty when unset. An unreadable file stops start-up naming the variable and
+    the path, never the content."""
+    path = _raw(name)
+    if path is None:
+        return ""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or type(error).__name__
+        raise ImproperlyConfigured(f"Environment variable {name}: cannot read {path!r} ({reason}).") from None
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -67,6 +84,13 @@ def env_float(name: str, default: float, *, minimum: float | None = None) -> flo
 _DOTTED_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (_raw(name) or default).lower()
+    if value not in choices:
+        raise _wrong(name, value, f"one of {', '.join(choices)}")
+    return value
+
+
 def env_dotted_path(name: str, default: str) -> str:
     """A dotted Python path (`package.module.Name`); whether it imports is checked where
     it is used, since importing here would load the app modules before Django is set up."""
@@ -96,3 +120,46 @@ def env_range(name: str, default: str) -> range:
     if bounds[0] > bounds[1] or bounds[0] < 0:
         raise _wrong(name, value, "a range with 0 <= low <= high")
     return range(bounds[0], bounds[1] + 1)
+
+
+def env_networks(name: str, default: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated addresses or CIDR networks (`10.0.0.5, 192.168.1.0/24, fd00::/8`)."""
+    networks = []
+    for item in env_list(name, default):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise _wrong(name, item, "an IP address or network like 192.168.1.0/24") from None
+    return tuple(networks)
+
+
+# The database cache's table: made by a migration (accounts 0007), named in CACHES.
+DATABASE_CACHE_TABLE = "aivc_cache"
+_CACHE_BACKENDS = {
+    "locmem": "django.core.cache.backends.locmem.LocMemCache",
+    "dummy": "django.core.cache.backends.dummy.DummyCache",
+}
+
+
+def env_cache(*names: str) -> dict[str, object]:
+    """The default cache from the first of `names` that is set: `redis://` or `rediss://`
+    (Django's Redis backend), `db://` or unset (the database table), `locmem://` or
+    `dummy://` (one process only: tests and development)."""
+    name, value = next(((name, _raw(name)) for name in names if _raw(name)), (names[0], None))
+    scheme = (value or "db://").partition("://")[0].lower()
+    if scheme == "db":
+        # Throttle counts are a few rows per client; the default of 300 entries would cull
+        # (forget) counts on a busy portal.
+        return {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": DATABASE_CACHE_TABLE,
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
+    if scheme in ("redis", "rediss", "unix"):
+        if importlib.util.find_spec("redis") is None:
+            raise ImproperlyConfigured(f"{name} names Redis, but the redis package is not installed.")
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": value}
+    if scheme in _CACHE_BACKENDS:
+        return {"BACKEND": _CACHE_BACKENDS[scheme]}
+    shown = value.split("@")[-1]  # never print a password written into the URL
+    raise _wrong(name, shown, "a cache URL: redis://host:6379/0, db://, locmem:// or dummy://")

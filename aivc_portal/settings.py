@@ -9,7 +9,20 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from aivc_portal.clusters import SCHEDULER_CLUSTER, agent_cluster
-from aivc_portal.env import env_bool, env_dotted_path, env_float, env_int, env_list, env_range
+from aivc_portal.env import (
+    env_bool,
+    env_cache,
+    env_choice,
+    env_dotted_path,
+    env_file_text,
+    env_float,
+    env_int,
+    env_list,
+    env_networks,
+    env_range,
+    env_str,
+)
+from aivc_portal.logs import LOG_FORMATS, formatter_for
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -77,11 +90,14 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every later line of a request's log, and its access-log line, has its id.
+    "aivc_portal.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "aivc_portal.middleware.RefuseNulCharacters",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -145,15 +161,22 @@ AUTHENTICATION_BACKENDS = [
     "accounts.backends.LoginThrottleBackend",  # first: refuses locked-out logins before hashing
     "django.contrib.auth.backends.ModelBackend",
 ]
-# Login throttling (django-axes): LOGIN_FAILURE_LIMIT wrong passwords for one account, or
-# from one client address, pause logins for it for LOGIN_LOCKOUT_MINUTES; a maintainer
-# unlocks earlier from admin. Counts are kept in the database, shared by every worker.
-LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
-LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15)
+# Login throttling (django-axes, accounts/throttling.py, docs/security.md "Logins"):
+# LOGIN_FAILURE_LIMIT wrong passwords for one account from one address pause that pair for
+# LOGIN_LOCKOUT_MINUTES (the owner still logs in from elsewhere); an address with
+# LOGIN_ADDRESS_SLOW_AFTER failures is slowed (up to LOGIN_SLOW_MAX_SECONDS between an
+# account's tries), never locked; LOGIN_FLOOD_THRESHOLD failures from one address or at one
+# account tell the maintainers. Counts are kept in the database, shared by every worker.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1)
+LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1)
+LOGIN_ADDRESS_SLOW_AFTER = env_int("LOGIN_ADDRESS_SLOW_AFTER", 10, minimum=1)
+LOGIN_SLOW_MAX_SECONDS = env_int("LOGIN_SLOW_MAX_SECONDS", 60, minimum=1)
+LOGIN_FLOOD_THRESHOLD = env_int("LOGIN_FLOOD_THRESHOLD", 30, minimum=1)
 AXES_ENABLED = env_bool("LOGIN_THROTTLING", True)
+AXES_HANDLER = "accounts.throttling.LabLoginHandler"
 AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_USERNAME_CALLABLE = "accounts.throttling.login_username"
 AXES_CLIENT_IP_CALLABLE = "accounts.throttling.client_ip"
 AXES_LOCKOUT_CALLABLE = "accounts.throttling.lockout_response"
@@ -163,6 +186,28 @@ AXES_RESET_ON_SUCCESS = False
 # Attempts refused while locked are not recorded: each would otherwise lock and update one
 # row (a flood queues on it), and an attacker could keep a student locked out for ever.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+
+# Directory logins (django-auth-ldap, docs/ldap.md): off while LDAP_SERVER_URI is empty.
+# python-ldap compiles against libldap, so it is in requirements-ldap.txt and imported only
+# when a directory is named; the directory is asked after the throttle, before local passwords.
+LDAP_SERVER_URI = env_str("LDAP_SERVER_URI", "")
+if LDAP_SERVER_URI:
+    from aivc_portal.directory_settings import directory_settings
+
+    globals().update(
+        directory_settings(
+            server_uri=LDAP_SERVER_URI,
+            bind_dn=env_str("LDAP_BIND_DN", ""),
+            # A file keeps the password out of the process environment.
+            bind_password=env_str("LDAP_BIND_PASSWORD", "") or env_file_text("LDAP_BIND_PASSWORD_FILE"),
+            search_base=env_str("LDAP_USER_SEARCH_BASE", ""),
+            user_filter=env_str("LDAP_USER_FILTER", "(uid=%(user)s)"),
+            create_users=env_bool("LDAP_CREATE_USERS", False),
+            start_tls=env_bool("LDAP_START_TLS", False),
+            timeout=env_int("LDAP_TIMEOUT", 5, minimum=1),
+        )
+    )
+    AUTHENTICATION_BACKENDS.insert(1, "accounts.directory.DirectoryBackend")
 
 PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
@@ -213,6 +258,15 @@ SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 
+# Monitoring (docs/monitoring.md): /healthz answers anyone; /metrics answers loopback, the
+# networks listed here, and requests bearing the token. A probe on the server itself asks
+# gunicorn over plain HTTP, so neither path is redirected to HTTPS.
+METRICS_ALLOWED_ADDRESSES = env_networks("METRICS_ALLOWED_ADDRESSES", "")
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip()
+if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("METRICS_TOKEN is too short: use 32 or more random characters, or unset it.")
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+
 # Portal settings
 PORT_RANGE = env_range("PORT_RANGE", "10001-11000")
 CONTAINER_RUNTIME = os.environ.get("CONTAINER_RUNTIME", "containers.runtime.DockerRuntime")
@@ -240,6 +294,15 @@ CONTAINER_LOG_MAX_FILES = env_int("CONTAINER_LOG_MAX_FILES", 3)
 CONTAINER_NETWORK = os.environ.get("CONTAINER_NETWORK", "aivc-isolated")
 SPACE_AUDIT_MINUTES = env_int("SPACE_AUDIT_MINUTES", 15)
 SPACE_AUDIT_TIMEOUT = env_int("SPACE_AUDIT_TIMEOUT", 600)
+# The student's environment (docs/containers.md): where the persistent homes live (blank:
+# <backup_root>/.aivc-home), whether containers are pinned to their booked number of CPUs
+# (off: only the thread-count variables), and the largest file uploaded from the browser.
+CONTAINER_HOME_ROOT = os.environ.get("CONTAINER_HOME_ROOT", "")
+CONTAINER_CPUSET = env_bool("CONTAINER_CPUSET", True)
+FILES_UPLOAD_MAX_MB = env_int("FILES_UPLOAD_MAX_MB", 100, minimum=1)
+# On: the hosts' work roots are one shared storage mounted at the same path on the portal's
+# machine, so the web process serves files of hosts that run their own agent too.
+FILES_SHARED_WORK_ROOT = env_bool("FILES_SHARED_WORK_ROOT", False)
 # GPU telemetry: the Host whose GPUs NVML sees here (blank: the one named like this machine,
 # or the only one), where host processes are listed, and the idle rules.
 GPU_HOST_NAME = os.environ.get("GPU_HOST_NAME", "")
@@ -280,6 +343,10 @@ AGENT_HEARTBEAT_SECONDS = env_int("AGENT_HEARTBEAT_SECONDS", 30)
 # Threads one agent launches containers with at once.
 AGENT_LAUNCH_WORKERS = env_int("AGENT_LAUNCH_WORKERS", 8)
 
+# The lab image (issue 19, deploy/images): what `make lab-image` builds and `make run`
+# registers as the default image on a machine whose engine holds no lab image yet.
+LAB_IMAGE = os.environ.get("AIVC_LAB_IMAGE", "aivc/lab:cpu").strip()
+
 Q_CLUSTER = {
     "name": SCHEDULER_CLUSTER,
     "orm": "default",
@@ -303,16 +370,23 @@ if os.environ.get("Q_REDIS_URL"):
     Q_CLUSTER.pop("orm")
     Q_CLUSTER["redis"] = os.environ["Q_REDIS_URL"]
 
+# Logs (docs/monitoring.md): every line starts with its UTC time (ISO 8601); LOG_FORMAT=json
+# writes one JSON object per line. gunicorn's lines use the same format (its config reads
+# LOG_FORMAT too).
+LOG_FORMAT = env_choice("LOG_FORMAT", "plain", LOG_FORMATS)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "filters": {"forbidden_without_traceback": {"()": "aivc_portal.log_filters.ForbiddenWithoutTraceback"}},
+    "formatters": {"portal": formatter_for(LOG_FORMAT)},
+    "filters": {
+        "forbidden_without_traceback": {"()": "aivc_portal.log_filters.ForbiddenWithoutTraceback"},
+        "request_context": {"()": "aivc_portal.logs.RequestContext"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
-            "filters": ["forbidden_without_traceback"],
+            "formatter": "portal",
+            "filters": ["forbidden_without_traceback", "request_context"],
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
@@ -323,6 +397,11 @@ LOGGING = {
         "django": {"handlers": [], "level": "INFO"},
     },
 }
+
+# The cache (docs/monitoring.md): API throttle counts live here, so every gunicorn worker
+# must see the same one. The database table by default; Redis when CACHE_URL (or REDIS_URL)
+# names one.
+CACHES = {"default": env_cache("CACHE_URL", "REDIS_URL")}
 
 # JSON API (docs/api.md): session auth for the browser, personal access tokens for scripts.
 REST_FRAMEWORK = {
@@ -354,7 +433,9 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/v1",
 }
-API_TOKEN_MAX_DAYS = env_int("API_TOKEN_MAX_DAYS", 365)
+API_TOKEN_MAX_DAYS = env_int("API_TOKEN_MAX_DAYS", 365, minimum=1)
+# A token made without an expiry (the profile page, `aivc login`) expires after this many days.
+API_TOKEN_DEFAULT_DAYS = min(env_int("API_TOKEN_DEFAULT_DAYS", 90, minimum=1), API_TOKEN_MAX_DAYS)
 
 # Notifications (accounts/notifications.py): e-mail through Django's backend, console by default.
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

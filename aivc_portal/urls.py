@@ -6,12 +6,16 @@ from django.utils.translation import gettext_lazy as _
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from aivc_portal.api import api_not_found
+from aivc_portal.health import healthz
+from aivc_portal.metrics import metrics
 
 admin.site.site_header = format_lazy(_("{site} administration"), site=settings.SITE_NAME)
 admin.site.site_title = format_lazy(_("{site} admin"), site=settings.SITE_NAME)
 admin.site.index_title = _("Hosts, bookings and accounts")
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
@@ -24,5 +28,6 @@ urlpatterns = [
     re_path(r"^api/", api_not_found),
     path("", include("bookings.urls")),
     path("", include("containers.telemetry.urls")),
+    path("", include("containers.urls")),
     path("", include("jobs.urls")),
 ]

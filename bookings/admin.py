@@ -2,8 +2,9 @@ from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 
-from aivc_portal.admin_actions import action_form_page, apply_to_each
+from aivc_portal.admin_actions import action_form_page, apply_to_each, tell_owner
 from bookings.models import GpuAllocation, Reservation
 from bookings.services import (
     CANCELLED_BY_MAINTAINER,
@@ -81,46 +82,64 @@ class ReservationAdmin(admin.ModelAdmin):
     def gpus(self, reservation: Reservation) -> str:
         return ", ".join(str(index) for index in reservation.gpu_indices()) or "-"
 
+    def _changed(
+        self, request: HttpRequest, reservation: Reservation, action: str, *, takes_time: bool = False
+    ) -> None:
+        tell_owner(
+            request,
+            reservation=reservation,
+            user=reservation.user,
+            subject=f"Reservation #{reservation.pk}",
+            action=action,
+            takes_time=takes_time,
+        )
+
     @admin.action(description="Start now (move the start to the current slot)", permissions=["change"])
     def start_now(self, request: HttpRequest, queryset: QuerySet) -> None:
-        apply_to_each(
-            self, request, queryset, lambda r: reservation_start_now(reservation=r), "Moved to start now"
-        )
+        def start_now(reservation: Reservation) -> None:
+            reservation = reservation_start_now(reservation=reservation)
+            self._changed(request, reservation, "was moved to start now")
+
+        apply_to_each(self, request, queryset, start_now, "Moved to start now", audit="Started now.")
 
     @admin.action(description="Stop now (release the rest of the window)", permissions=["change"])
     def stop_now(self, request: HttpRequest, queryset: QuerySet) -> None:
-        apply_to_each(
-            self,
-            request,
-            queryset,
-            lambda r: reservation_release(reservation=r, reason=STOPPED_BY_MAINTAINER),
-            "Stopped",
-        )
+        def stop(reservation: Reservation) -> None:
+            reservation = reservation_release(reservation=reservation, reason=STOPPED_BY_MAINTAINER)
+            self._changed(request, reservation, "was stopped", takes_time=True)
+
+        apply_to_each(self, request, queryset, stop, "Stopped", audit="Stopped now (released).")
 
     @admin.action(description="Restart the container", permissions=["change"])
     def restart(self, request: HttpRequest, queryset: QuerySet) -> None:
+        def restart(reservation: Reservation) -> None:
+            reservation = reservation_request_restart(reservation=reservation)
+            self._changed(request, reservation, "had its container restarted")
+
         apply_to_each(
-            self, request, queryset, lambda r: reservation_request_restart(reservation=r), "Restart queued"
+            self, request, queryset, restart, "Restart queued", audit="Container restart requested."
         )
 
     @admin.action(description="Cancel (not started yet)", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet) -> None:
-        apply_to_each(
-            self,
-            request,
-            queryset,
-            lambda r: reservation_cancel(reservation=r, reason=CANCELLED_BY_MAINTAINER),
-            "Cancelled",
-        )
+        def cancel(reservation: Reservation) -> None:
+            reservation = reservation_cancel(reservation=reservation, reason=CANCELLED_BY_MAINTAINER)
+            self._changed(request, reservation, "was cancelled", takes_time=True)
+
+        apply_to_each(self, request, queryset, cancel, "Cancelled", audit="Cancelled.")
 
     @admin.action(description="Extend to a new end…", permissions=["change"])
     def extend(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         form = ExtendForm(request.POST if "apply" in request.POST else None)
         if form.is_valid():
             end = form.cleaned_data["end"]
-            apply_to_each(
-                self, request, queryset, lambda r: reservation_extend(reservation=r, end=end), "Extended"
-            )
+
+            def extend(reservation: Reservation) -> None:
+                reservation = reservation_extend(reservation=reservation, end=end)
+                ends = timezone.localtime(reservation.end)
+                self._changed(request, reservation, f"was extended to {ends:%Y-%m-%d %H:%M}")
+
+            apply_to_each(self, request, queryset, extend, "Extended", audit=f"Extended (new end: {end}).")
             return None
         return action_form_page(
             self,

@@ -1,8 +1,9 @@
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, DurationField, ExpressionWrapper, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Greatest
 from django.utils.translation import gettext as _
 
 from accounts.models import CapabilityProfile, User
@@ -183,3 +184,22 @@ def host_choice_labels(*, user: User, now: datetime) -> dict[int, str]:
             label += " — " + _("its agent is not answering")
         labels[host.pk] = label
     return labels
+
+
+def booking_counts_by_status() -> dict[str, int]:
+    """Bookings (not jobs' reservations) in each status, every status listed."""
+    rows = Reservation.objects.bookings().order_by().values_list("status").annotate(count=Count("pk"))
+    return {status: 0 for status in Reservation.Status.values} | dict(rows)
+
+
+def booking_start_delays(*, since: datetime) -> list[timedelta]:
+    """For each booking whose container started since `since`: how long after its window
+    opened it started. A booking made for "now" (or moved to start now) opens when it was
+    made, not at the slot it was put on (up to 29 minutes earlier)."""
+    opened = Greatest("start", "created_at")
+    delays = (
+        Reservation.objects.bookings()
+        .filter(started_at__gte=since)
+        .values_list(ExpressionWrapper(F("started_at") - opened, output_field=DurationField()), flat=True)
+    )
+    return [max(delay, timedelta(0)) for delay in delays]

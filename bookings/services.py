@@ -21,7 +21,8 @@ from bookings.models import GpuAllocation, Reservation
 from bookings.selectors import forward_ports_held, host_open_to
 from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, needed_from, parse_time_input, slot_floor, wrong_input
 from containers.commands import command_arguments
-from containers.models import Host, Image
+from containers.gpus import cuda_version_tuple
+from containers.models import Host, HostAgent, Image
 from containers.selectors import with_known_presence
 
 # The seed's messages: services raise them in English (tests and the API rely on them);
@@ -32,6 +33,15 @@ NOT_AVAILABLE_IMAGE = gettext_noop("Not the available image!")
 KEYLESS_IMAGE = gettext_noop(
     "This image needs a password login, which the portal no longer passes; "
     "choose an image that takes SSH keys."
+)
+IMAGE_NOT_ON_HOST = gettext_noop(
+    "The image %(image)s is not on %(host)s and could not be fetched (%(reason)s); "
+    "choose another image, or ask a maintainer to build it there."
+)
+CUDA_TOO_NEW = gettext_noop(
+    "The image %(image)s is built for CUDA %(needed)s, but the NVIDIA driver on %(host)s supports "
+    "CUDA %(supported)s at most; choose an image built for CUDA %(supported)s or older, another "
+    "host, or book without GPUs."
 )
 OWN_OVERLAP = gettext_noop("The time you are booking overlaps with your previous booking.")
 MAX_EXTRA_COMMAND = 1000
@@ -200,6 +210,45 @@ def _resolve_image(image: object, *, user: User, images: QuerySet[Image] | None 
     return chosen
 
 
+def _check_image_on_host(*, image: Image, host: Host) -> None:
+    """The host's agent found the image absent and unpullable within the last hour (see
+    `with_known_presence`, which `image` was read through): its container could not start,
+    so the booking is refused with the engine's reason. An older finding is not trusted:
+    the booking is taken and queues a fresh check."""
+    reason = getattr(image, "missing_reason", None)
+    if reason is not None:
+        message = IMAGE_NOT_ON_HOST % {
+            "image": image.reference,
+            "host": host.name,
+            "reason": reason or "no reason given",
+        }
+        raise ValidationError({"image": message}, code="image_not_on_host")
+
+
+def _check_cuda(*, image: Image, host: Host, gpu_count: int) -> None:
+    """A GPU booking on an image built for a newer CUDA than the host's driver supports
+    (from its agent's heartbeat) is refused, both versions named: CUDA programs in it would
+    fail at their first GPU call, long after the start, and nothing the student can do
+    inside the container fixes the host's driver. A refusal rather than a warning to accept
+    for that reason. Not checked: bookings without GPUs (they never call the driver), an
+    image without a CUDA version, a host whose agent reported no driver."""
+    needed = cuda_version_tuple(image.cuda_version)
+    if not gpu_count or needed is None:
+        return
+    supported_text = (
+        HostAgent.objects.filter(host_id=host.pk).values_list("cuda_driver_version", flat=True).first() or ""
+    )
+    supported = cuda_version_tuple(supported_text)
+    if supported is not None and needed > supported:
+        message = CUDA_TOO_NEW % {
+            "image": image.reference,
+            "needed": ".".join(map(str, needed)),
+            "host": host.name,
+            "supported": ".".join(map(str, supported)),
+        }
+        raise ValidationError({"image": message}, code="cuda_too_new")
+
+
 # Services ----------------------------------------------------------------------------
 
 
@@ -253,6 +302,8 @@ def reservation_create(
             image = _resolve_image(
                 image, user=user, images=with_known_presence(Image.objects.all(), host_id=host.pk, now=now)
             )
+            _check_image_on_host(image=image, host=host)
+            _check_cuda(image=image, host=host, gpu_count=gpu_count)
             command = _extra_command(extra_command, user=user)
             held_from = needed_from(start=start, is_now=is_now, now=now)
             free = availability(host=host, start=held_from, end=end, booking_user_id=user.pk)

@@ -36,6 +36,7 @@ from bookings.services import (
 from bookings.timeline import timeline as build_timeline
 from bookings.timeslots import MAX_AHEAD, SLOT, needed_from, parse_time_input, slot_floor
 from containers.agent_selectors import host_health
+from containers.models import ImagePresence
 from containers.selectors import image_presence, image_presences_for
 from containers.telemetry.selectors import gpu_table, idle_reservations_for_user, reservation_gpu_usage
 
@@ -181,7 +182,7 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
                 if NOT_ENOUGH_CAPACITY in error.messages:
                     suggestion = _suggestion(form, user=request.user, now=now)
             else:
-                messages.success(request, _("Booking successful!"))
+                _tell_booked(request, reservation)
                 return redirect("reservation-detail", pk=reservation.pk)
         form.label_hosts(host_choice_labels(user=request.user, now=now))
     else:
@@ -193,6 +194,25 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
         )
     context = {"form": form, "suggestion": suggestion, "today": timezone.localdate(now)}
     return render(request, "bookings/reservation_form.html", context)
+
+
+def _tell_booked(request: HttpRequest, reservation: Reservation) -> None:
+    """Says "successful" only when the host's agent last found the image in its engine (the
+    service read the image through `with_known_presence`); otherwise the container waits
+    for the host's check or pull, and the reservation page shows its state and reason."""
+    image = reservation.image
+    state = getattr(image, "presence_state", ImagePresence.State.PRESENT)
+    if image is None or state == ImagePresence.State.PRESENT:
+        messages.success(request, _("Booking successful!"))
+        return
+    messages.info(
+        request,
+        _(
+            "Booked. %(host)s is checking that it holds the image %(image)s; the container starts "
+            "once it does, and this page shows why if it cannot."
+        )
+        % {"host": reservation.host.name, "image": image.reference},
+    )
 
 
 def _initial(now: datetime) -> dict:

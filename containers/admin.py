@@ -4,9 +4,14 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from aivc_portal.admin_actions import action_form_page
+from aivc_portal.admin_actions import action_form_page, log_each, tell_owner
 from bookings.capacity import availability
-from bookings.maintenance import host_drain, host_set_accepting_bookings, reservations_to_drain
+from bookings.maintenance import (
+    DrainResult,
+    host_drain,
+    host_set_accepting_bookings,
+    reservations_to_drain,
+)
 from bookings.models import HostAccess
 from bookings.timeslots import MAX_AHEAD, MAX_LENGTH
 from containers.agent_selectors import host_health
@@ -45,6 +50,7 @@ class HostAgentInline(admin.StackedInline):
         "version",
         "engine_version",
         "nvml_driver",
+        "cuda_driver_version",
         "disk_free_gb",
         "silent_since",
     )
@@ -72,7 +78,16 @@ class HostAdmin(admin.ModelAdmin):
         (None, {"fields": ("name", "address", "accepting_bookings", "served_by_agent")}),
         (
             "What it lends",
-            {"fields": ("cpus", "ram_gb", "swap_gb", "max_work_space_gb", "max_backup_space_gb")},
+            {
+                "fields": (
+                    "cpus",
+                    "ram_gb",
+                    "swap_gb",
+                    "max_work_space_gb",
+                    "max_backup_space_gb",
+                    "max_home_space_gb",
+                )
+            },
         ),
         (
             "Folders on this server",
@@ -130,6 +145,7 @@ class HostAdmin(admin.ModelAdmin):
     def lock(self, request, queryset) -> None:
         for host in queryset:
             host_set_accepting_bookings(host=host, accepting=False)
+        log_each(self, request, queryset, "Maintenance lock on (no new bookings).")
         self.message_user(
             request, f"Locked {len(queryset)} host(s): new bookings are refused.", messages.SUCCESS
         )
@@ -138,6 +154,7 @@ class HostAdmin(admin.ModelAdmin):
     def unlock(self, request, queryset) -> None:
         for host in queryset:
             host_set_accepting_bookings(host=host, accepting=True)
+        log_each(self, request, queryset, "Maintenance lock lifted.")
         self.message_user(request, f"{len(queryset)} host(s) accept bookings again.", messages.SUCCESS)
 
     @admin.action(
@@ -163,6 +180,7 @@ class HostAdmin(admin.ModelAdmin):
             )
         for host in queryset:
             result = host_drain(host=host, now=now)
+            self._record_drain(request, host, result)
             for error in result.errors:
                 self.message_user(request, f"{host}: {error}", messages.ERROR)
             self.message_user(
@@ -171,6 +189,27 @@ class HostAdmin(admin.ModelAdmin):
                 messages.SUCCESS,
             )
         return None
+
+    def _record_drain(self, request: HttpRequest, host: Host, result: DrainResult) -> None:
+        self.log_change(
+            request,
+            host,
+            f"Drained: locked, {len(result.released)} stopped, {len(result.cancelled)} cancelled.",
+        )
+        for reservations, action, audit in (
+            (result.released, f"was stopped (draining {host.name})", "Stopped (host drained)."),
+            (result.cancelled, f"was cancelled (draining {host.name})", "Cancelled (host drained)."),
+        ):
+            for reservation in reservations:
+                self.log_change(request, reservation, audit)
+                tell_owner(
+                    request,
+                    reservation=reservation,
+                    user=reservation.user,
+                    subject=f"Reservation #{reservation.pk}",
+                    action=action,
+                    takes_time=True,
+                )
 
 
 @admin.register(Gpu)
@@ -183,8 +222,16 @@ class GpuAdmin(admin.ModelAdmin):
 
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
-    list_display = ("reference", "description", "cuda_version", "login", "is_default", "is_active")
-    list_filter = ("is_active", "is_default", "login")
+    list_display = (
+        "reference",
+        "description",
+        "cuda_version",
+        "login",
+        "lab_modes",
+        "is_default",
+        "is_active",
+    )
+    list_filter = ("is_active", "is_default", "login", "lab_modes")
     search_fields = ("reference", "description")
     actions = ["make_default"]
 
@@ -201,6 +248,7 @@ class ImageAdmin(admin.ModelAdmin):
             self.message_user(request, " ".join(error.messages), messages.ERROR)
             return
         replaced = f" instead of {previous.reference}" if previous else ""
+        self.log_change(request, image, f"Made the default image{replaced}.")
         self.message_user(request, f"{image.reference} is now the default image{replaced}.", messages.SUCCESS)
 
 
@@ -242,7 +290,16 @@ class ContainerEventAdmin(admin.ModelAdmin):
 
 @admin.register(SpaceAudit)
 class SpaceAuditAdmin(admin.ModelAdmin):
-    list_display = ("measured_at", "user", "host", "work_gb", "backup_gb", "complete", "over_quota")
+    list_display = (
+        "measured_at",
+        "user",
+        "host",
+        "work_gb",
+        "backup_gb",
+        "home_gb",
+        "complete",
+        "over_quota",
+    )
     list_filter = ("over_quota", "complete", "host")
     list_select_related = ("user", "host")
     search_fields = ("user__username",)
@@ -250,7 +307,16 @@ class SpaceAuditAdmin(admin.ModelAdmin):
 
 @admin.register(HostAgent)
 class HostAgentAdmin(admin.ModelAdmin):
-    list_display = ("host", "health", "last_seen_at", "holder", "version", "engine_version", "nvml_driver")
+    list_display = (
+        "host",
+        "health",
+        "last_seen_at",
+        "holder",
+        "version",
+        "engine_version",
+        "nvml_driver",
+        "cuda_driver_version",
+    )
     list_filter = ("host__served_by_agent",)
     list_select_related = ("host",)
     search_fields = ("host__name", "holder")

@@ -63,6 +63,7 @@ def read_facts(host: Host) -> AgentFacts:
         version=portal_version(),
         engine_version=engine,
         nvml_driver=reading.driver_version if reading.available else "",
+        cuda_driver_version=reading.cuda_driver_version if reading.available else "",
         disk_free_gb={root: _free_gb(root) for root in (host.work_root, host.backup_root, host.dataset_root)},
     )
 

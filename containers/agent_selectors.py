@@ -6,10 +6,12 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 from django.utils.translation import gettext_lazy as _
+from django_q.models import Task
 
 from containers.models import Host, HostAgent
+from containers.schedules import RECONCILE_SCHEDULE
 
 # Three missed heartbeats make an agent stale; ten minutes of silence, offline.
 STALE_AFTER_BEATS = 3
@@ -36,13 +38,18 @@ def served_hosts() -> QuerySet[Host]:
     return Host.objects.filter(served_by_agent=False)
 
 
-def agent_health(*, agent: HostAgent | None, now: datetime) -> Health:
-    if agent is None or agent.last_seen_at is None:
+def health_since(*, last_seen: datetime | None, now: datetime) -> Health:
+    """How alive something is that last gave a sign of life at `last_seen`."""
+    if last_seen is None:
         return Health.OFFLINE
-    silence = now - agent.last_seen_at
+    silence = now - last_seen
     if silence <= stale_after():
         return Health.ONLINE
     return Health.STALE if silence <= OFFLINE_AFTER else Health.OFFLINE
+
+
+def agent_health(*, agent: HostAgent | None, now: datetime) -> Health:
+    return health_since(last_seen=agent.last_seen_at if agent else None, now=now)
 
 
 def host_health(*, host: Host, now: datetime) -> Health:
@@ -54,6 +61,29 @@ def host_health(*, host: Host, now: datetime) -> Health:
     except HostAgent.DoesNotExist:
         agent = None
     return agent_health(agent=agent, now=now)
+
+
+def central_scheduler_health(*, now: datetime) -> Health:
+    """The central scheduler writes no heartbeat of its own; what shows it alive is its
+    minutely reconcile (the schedule's name is its tasks' group; a host agent's are
+    "<name> @ <host>") finishing. Its last finished run (success or failure: both mean the
+    cluster works) counts as its heartbeat, with the agents' thresholds."""
+    last_run = Task.objects.filter(group=RECONCILE_SCHEDULE).aggregate(last=Max("stopped"))["last"]
+    return health_since(last_seen=last_run, now=now)
+
+
+def serving_health(*, now: datetime) -> dict[str, Health]:
+    """Host name -> the health of whatever serves it: its agent, or for a host without one
+    the central scheduler (read once)."""
+    pairs = hosts_with_health(now=now, hosts=Host.objects.order_by("name"))
+    central = None
+    result = {}
+    for host, health in pairs:
+        if health == Health.CENTRAL:
+            central = central or central_scheduler_health(now=now)
+            health = central
+        result[host.name] = health
+    return result
 
 
 def hosts_with_health(*, now: datetime, hosts: QuerySet[Host] | None = None) -> list[tuple[Host, Health]]:

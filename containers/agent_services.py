@@ -31,6 +31,7 @@ class AgentFacts:
     version: str = ""
     engine_version: str = ""
     nvml_driver: str = ""
+    cuda_driver_version: str = ""
     disk_free_gb: dict[str, float | None] = field(default_factory=dict)
 
 
@@ -77,6 +78,7 @@ def agent_heartbeat(*, host: Host, holder: str, facts: AgentFacts, now: datetime
             version=facts.version,
             engine_version=facts.engine_version,
             nvml_driver=facts.nvml_driver,
+            cuda_driver_version=facts.cuda_driver_version,
             disk_free_gb=facts.disk_free_gb,
         )
         if not beat:

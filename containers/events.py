@@ -147,12 +147,20 @@ def started(
 
 
 def over_quota(
-    *, username: str, work_gb: float, work_quota: int, backup_gb: float, backup_quota: int
+    *,
+    username: str,
+    work_gb: float,
+    work_quota: int,
+    backup_gb: float,
+    backup_quota: int,
+    home_gb: float = 0.0,
+    home_quota: int | None = None,
 ) -> Event:
+    home = f", and home_dir {home_gb:.1f}GB of {home_quota}GB" if home_quota is not None else ""
     return Event(
         SPACE_WARNING,
         f"{username} is over-use the work_dir {work_gb:.1f}GB of {work_quota}GB, "
-        f"and backup_dir {backup_gb:.1f}GB of {backup_quota}GB",
+        f"and backup_dir {backup_gb:.1f}GB of {backup_quota}GB{home}",
     )
 
 
@@ -227,3 +235,20 @@ def image_pull_failed(*, reference: str, host_name: str, error: Exception) -> Ev
         f"The image {reference} is not on {host_name} and pulling it failed ({error}); "
         "build or pull it there, or deactivate the image",
     )
+
+
+# What a maintainer did to a user's reservation or job (admin actions) ----------------------
+# The owner sees who: maintainers are people a student can ask, and "who cancelled my
+# booking" must have an answer. A change that takes time away is a warning.
+
+CHANGED_BY_STAFF = Kind(Level.WARNING, "ChangedByMaintainer")
+
+
+def staff_role(*, is_superuser: bool) -> str:
+    return "an administrator" if is_superuser else "a maintainer"
+
+
+def changed_by_staff(*, subject: str, action: str, actor: str, is_superuser: bool, takes_time: bool) -> Event:
+    """E.g. "Reservation #12 was cancelled by a maintainer (alice)"."""
+    role = staff_role(is_superuser=is_superuser)
+    return Event(CHANGED_BY_STAFF if takes_time else INFO, f"{subject} {action} by {role} ({actor})")

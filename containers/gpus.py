@@ -4,6 +4,7 @@ driver: `probe()` then answers "unavailable" with the reason instead of raising.
 class is `settings.GPU_PROBE` (NvmlProbe), so tests can give an agent process a stand-in."""
 
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ class ProbeResult:
     gpus: tuple[GpuReading, ...] = ()
     unavailable_reason: str = ""
     driver_version: str = ""
+    # The newest CUDA the driver supports, "major.minor" (e.g. "12.4"); "" where unknown.
+    cuda_driver_version: str = ""
 
     @property
     def available(self) -> bool:
@@ -66,6 +69,18 @@ def _text(value: str | bytes) -> str:
 
 def _mib(value: int | None) -> int | None:
     return None if value is None else int(value) // MIB
+
+
+def cuda_version_text(version: int) -> str:
+    """NVML's (and the CUDA runtime's) integer form, 1000 * major + 10 * minor, as text."""
+    return f"{version // 1000}.{version % 1000 // 10}" if version > 0 else ""
+
+
+def cuda_version_tuple(text: str) -> tuple[int, int] | None:
+    """(major, minor) of a CUDA version as people write it ("12.4", "cuda12.4.1", "11.8");
+    None when it names none."""
+    found = re.search(r"(\d+)\.(\d+)", text or "")
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 class NvmlProbe:
@@ -96,6 +111,7 @@ class NvmlProbe:
             return ProbeResult(
                 gpus=tuple(self._read_device(nvml, index) for index in range(count)),
                 driver_version=self._driver_version(nvml),
+                cuda_driver_version=self._cuda_driver_version(nvml),
             )
         except nvml.NVMLError as error:
             return ProbeResult(unavailable_reason=f"NVML failed while reading the GPUs: {error}")
@@ -126,6 +142,15 @@ class NvmlProbe:
             return ""
 
     @staticmethod
+    def _cuda_driver_version(nvml: ModuleType) -> str:
+        """NVML answers e.g. 12040 for CUDA 12.4; an old binding or driver lacks the call."""
+        try:
+            version = int(nvml.nvmlSystemGetCudaDriverVersion())
+        except (nvml.NVMLError, AttributeError, TypeError, ValueError):
+            return ""
+        return cuda_version_text(version)
+
+    @staticmethod
     def _utilisation(nvml: ModuleType, handle: object) -> int | None:
         try:
             return int(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
@@ -153,8 +178,19 @@ class NvmlProbe:
 class FakeProbe:
     """Answers what it was given: for tests and demos without a GPU."""
 
-    def __init__(self, gpus: list[GpuReading] | tuple[GpuReading, ...] = (), unavailable_reason: str = ""):
-        self.result = ProbeResult(gpus=tuple(gpus), unavailable_reason=unavailable_reason)
+    def __init__(
+        self,
+        gpus: list[GpuReading] | tuple[GpuReading, ...] = (),
+        unavailable_reason: str = "",
+        driver_version: str = "",
+        cuda_driver_version: str = "",
+    ):
+        self.result = ProbeResult(
+            gpus=tuple(gpus),
+            unavailable_reason=unavailable_reason,
+            driver_version=driver_version,
+            cuda_driver_version=cuda_driver_version,
+        )
 
     def read(self) -> ProbeResult:
         return self.result

@@ -16,6 +16,7 @@ HOST_FIELDS = frozenset(
         "swap_gb",
         "max_work_space_gb",
         "max_backup_space_gb",
+        "max_home_space_gb",
         "work_root",
         "dataset_root",
         "backup_root",

@@ -204,6 +204,7 @@ def _launch_job(job: Job, *, runtime: ContainerRuntime, now: datetime, report) -
             command=command_arguments(job.command) or None,
             image=job.image.reference,
             mounts=prepare_job_mounts(reservation, job_id=job.pk),
+            lab_modes=job.image.lab_modes,
         )
         state = runtime.run(spec)
     except EngineUnavailable:

@@ -350,7 +350,8 @@ def _space_block_message(reservation: Reservation, *, audit: SpaceAudit) -> str:
     capability = capability_for(user=reservation.user, host=reservation.host)
     return (
         f"Over the space quota: work folder {audit.work_gb:g} GB of {capability.work_space_gb} GB, "
-        f"backup folder {audit.backup_gb:g} GB of {capability.backup_space_gb} GB. "
+        f"backup folder {audit.backup_gb:g} GB of {capability.backup_space_gb} GB, "
+        f"home {audit.home_gb or 0:g} GB of {capability.home_space_gb} GB. "
         "Free some space; the container starts once a check finds you under quota."
     )
 

@@ -26,6 +26,9 @@ class Host(models.Model):
     max_backup_space_gb = models.PositiveIntegerField(
         default=200, help_text="Backup folder quota a 'host maximum' profile resolves to, GiB."
     )
+    max_home_space_gb = models.PositiveIntegerField(
+        default=50, help_text="Persistent home quota a 'host maximum' profile resolves to, GiB."
+    )
     work_root = models.CharField(max_length=255, default="/mnt/Users")
     dataset_root = models.CharField(max_length=255, default="/mnt/Dataset")
     backup_root = models.CharField(max_length=255, default="/mnt/Backup")
@@ -89,7 +92,19 @@ class Image(models.Model):
 
     reference = models.CharField(max_length=255, unique=True, help_text='"repo:tag"')
     description = models.CharField(max_length=255, blank=True)
-    cuda_version = models.CharField(max_length=32, blank=True)
+    cuda_version = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text='The CUDA version the image is built for, e.g. "12.4"; a GPU booking on a host '
+        "whose driver supports an older CUDA is refused. Empty: not checked.",
+    )
+    lab_modes = models.BooleanField(
+        "Lab modes",
+        default=False,
+        help_text="Built from deploy/images: the portal picks the mode (a booking's sshd, a job's "
+        "command as the main process, JupyterLab). Off: the image runs as it is, and a job's "
+        "command is run as the image's command.",
+    )
     is_default = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
     start_command = models.CharField(max_length=1000, blank=True, help_text="Empty: the image's own command.")
@@ -200,6 +215,7 @@ class SpaceAudit(models.Model):
     host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="space_audits")
     work_gb = models.FloatField(null=True, blank=True)
     backup_gb = models.FloatField(null=True, blank=True)
+    home_gb = models.FloatField(null=True, blank=True)
     measured_at = models.DateTimeField(default=timezone.now)
     complete = models.BooleanField(
         default=True, help_text="Off: the measurement timed out; the size is unknown."
@@ -238,6 +254,12 @@ class HostAgent(models.Model):
     version = models.CharField(max_length=64, blank=True, help_text="Portal version the agent runs.")
     engine_version = models.CharField(max_length=64, blank=True, help_text="Docker engine version.")
     nvml_driver = models.CharField(max_length=64, blank=True, help_text="NVIDIA driver version.")
+    cuda_driver_version = models.CharField(
+        "CUDA driver version",
+        max_length=16,
+        blank=True,
+        help_text='The newest CUDA the NVIDIA driver supports, e.g. "12.4"; empty: no driver.',
+    )
     disk_free_gb = models.JSONField(
         default=dict, blank=True, help_text="Free GiB of each folder root (null: unreadable)."
     )

@@ -6,9 +6,12 @@ against a real engine."""
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -20,6 +23,9 @@ from containers.specs import (
     ContainerState,
     SecurityOptions,
     belongs_to,
+    choose_cpus,
+    format_cpuset,
+    parse_cpuset,
 )
 
 SSH_PORT = "22/tcp"
@@ -31,6 +37,8 @@ LAB_ENTRYPOINT = "/usr/local/sbin/aivc-entrypoint"
 
 # Launch threads of one process take turns making the isolated network.
 _NETWORK_LOCK = threading.Lock()
+# ... and choosing CPUs, so two launches of one tick never pick the same free ones.
+_CPUSET_LOCK = threading.Lock()
 
 
 class RuntimeProblem(Exception):
@@ -65,6 +73,19 @@ class BuildFailed(RuntimeProblem):
 
 class LaunchFailed(RuntimeProblem):
     """The engine refused the container for another reason (its message says why)."""
+
+
+class PortInUse(LaunchFailed):
+    """Something on the server already listens on the container's forward port: the engine
+    answered, so this is the launch's problem, not the engine's."""
+
+
+# What dockerd says when a published port is taken: by another container ("port is already
+# allocated") or by a process on the server ("address already in use"). Both answers also
+# contain "external connectivity", which must not read as an engine that does not answer.
+_PORT_TAKEN = re.compile(
+    r"(?:Bind for|listen tcp[46]?) [^ ]*?:(\d+)[: ].*(?:already allocated|already in use)"
+)
 
 
 class ContainerRuntime(ABC):
@@ -138,6 +159,10 @@ class DockerRuntime(ContainerRuntime):
         self._client = None
         # The isolated network's id, checked once per runtime (a tick's launches share it).
         self._networks: dict[str, str] = {}
+        # How much of each host CPU the engine's running containers are booked for, read at
+        # the runtime's first launch and kept up to date by its own picks.
+        self._cpu_load: Counter[int] | None = None
+        self._cpus: list[int] = []
 
     @property
     def client(self):
@@ -166,6 +191,9 @@ class DockerRuntime(ContainerRuntime):
         if isinstance(error, docker.errors.APIError):
             if error.status_code == 409:
                 return NameInUse(str(error.explanation or error))
+            taken = _PORT_TAKEN.search(str(error.explanation or error))
+            if taken:
+                return PortInUse(f"port {taken.group(1)} of {self.host.name} is in use by another program")
             if error.status_code and error.status_code >= 500 and "connect" in str(error).lower():
                 return EngineUnavailable(str(error.explanation or error))
             return LaunchFailed(str(error.explanation or error))
@@ -239,6 +267,36 @@ class DockerRuntime(ContainerRuntime):
             options["network"] = security.network
         return options
 
+    def _read_cpu_load(self) -> Counter[int]:
+        """CPUs booked on each host CPU by every running container of the engine (the
+        portal's and any other): a pinned container's CPUs spread over its cpuset."""
+        load: Counter[int] = Counter()
+        for container in self.client.containers.list(filters={"status": "running"}, ignore_removed=True):
+            host_config = container.attrs.get("HostConfig") or {}
+            pinned = parse_cpuset(host_config.get("CpusetCpus") or "")
+            if pinned:
+                booked = (host_config.get("NanoCpus") or 0) / 1e9 or len(pinned)
+                for cpu in pinned:
+                    load[cpu] += booked / len(pinned)
+        return load
+
+    def with_cpuset(self, spec: ContainerSpec) -> ContainerSpec:
+        """The spec pinned to its `cpu_count` least-loaded host CPUs (docs/containers.md),
+        so `nproc` and thread pools see the booking's size; the CFS quota stays the limit.
+        Unchanged when pinning is off, already chosen, or the host has too few CPUs."""
+        if not settings.CONTAINER_CPUSET or spec.cpuset or not spec.cpu_count:
+            return spec
+        with _CPUSET_LOCK:
+            if self._cpu_load is None:
+                self._cpus = list(range(int(self.client.info().get("NCPU") or 0)))
+                self._cpu_load = self._read_cpu_load()
+            chosen = choose_cpus(count=spec.cpu_count, cpus=self._cpus, load=self._cpu_load)
+            if chosen is None:
+                return spec
+            for cpu in chosen:
+                self._cpu_load[cpu] += spec.nano_cpus / 1e9 / len(chosen)
+        return replace(spec, cpuset=format_cpuset(chosen))
+
     def list_managed(self) -> list[ContainerState]:
         # The engine filters by this portal's scope; which host a container is on is
         # decided here, since old containers carry the host's name instead of its id.
@@ -285,12 +343,14 @@ class DockerRuntime(ContainerRuntime):
         }
         if spec.shm_bytes:
             options["shm_size"] = spec.shm_bytes
+        if spec.cpuset:
+            options["cpuset_cpus"] = spec.cpuset
         return options
 
     def run(self, spec: ContainerSpec) -> ContainerState:
-        options = self.create_options(spec)
         container = None
         try:
+            options = self.create_options(self.with_cpuset(spec))
             if spec.security.network:
                 options["network"] = self._ensure_network(spec.security.network)
             container = self.client.containers.create(**options)

@@ -14,13 +14,16 @@ from containers.models import Host
 
 # A per-host schedule is named "<name> @ <host>" and queued to that host's agent.
 HOST_SEPARATOR = " @ "
+# Its tasks carry this name as their group: the central scheduler's sign of life
+# (containers.agent_selectors.central_scheduler_health).
+RECONCILE_SCHEDULE = "reconcile containers"
 
 
 def host_local_schedules() -> list[dict]:
     """Work that must run on the server itself: its engine, folders, disks and GPUs."""
     return [
         {
-            "name": "reconcile containers",
+            "name": RECONCILE_SCHEDULE,
             "func": "containers.tasks.reconcile",
             "schedule_type": Schedule.MINUTES,
             "minutes": 1,

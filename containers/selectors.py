@@ -3,7 +3,9 @@
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from django.db.models import Exists, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, IntegerField, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from bookings.models import Reservation
 from containers.agent_selectors import served_hosts
@@ -106,22 +108,43 @@ def image_presences_for(*, reservations: Iterable[Reservation]) -> dict[int, Ima
     return {pk: found[(host_id, image_id)] for pk, host_id, image_id in pairs if (host_id, image_id) in found}
 
 
-def bookable_images() -> QuerySet[Image]:
-    """The images a booking may choose: active, and entered with the portal's keys (a legacy
-    password image would start a container nobody can log in to)."""
-    return Image.objects.filter(is_active=True, login=Image.Login.KEYS).order_by("reference")
+def bookable_images(*, now: datetime | None = None) -> QuerySet[Image]:
+    """The images a booking may choose: active, entered with the portal's keys (a legacy
+    password image would start a container nobody can log in to), and not known to be
+    missing on every host (each host's agent found it absent and unpullable within
+    PRESENCE_TRUSTED_FOR): a container of it could start nowhere."""
+    now = now or timezone.now()
+    images = Image.objects.filter(is_active=True, login=Image.Login.KEYS).order_by("reference")
+    missing_on = (
+        ImagePresence.objects.filter(
+            image=OuterRef("pk"),
+            state=ImagePresence.State.FAILED,
+            checked_at__gte=now - PRESENCE_TRUSTED_FOR,
+        )
+        .values("image")
+        .annotate(hosts=Count("host", distinct=True))
+        .values("hosts")
+    )
+    hosts = Host.objects.count()
+    if not hosts:
+        return images
+    missing_hosts = Coalesce(Subquery(missing_on, output_field=IntegerField()), 0)
+    return images.annotate(missing_hosts=missing_hosts).exclude(missing_hosts__gte=hosts)
 
 
 def with_known_presence(images: QuerySet[Image], *, host_id: int, now: datetime) -> QuerySet[Image]:
-    """Each image with `known_present`: the host's agent found it in its engine within
-    PRESENCE_TRUSTED_FOR, so a booking need not queue another check."""
-    recent = ImagePresence.objects.filter(
-        host_id=host_id,
-        image=OuterRef("pk"),
-        state=ImagePresence.State.PRESENT,
-        checked_at__gte=now - PRESENCE_TRUSTED_FOR,
+    """Each image with what the host's agent found within PRESENCE_TRUSTED_FOR:
+    `known_present`, it is in the engine, so a booking need not queue another check;
+    `missing_reason`, not None when it is absent and could not be pulled (the engine's
+    words), so a container of it cannot start there; and `presence_state`, the agent's last
+    finding whenever it was made (None: never checked on this host)."""
+    found = ImagePresence.objects.filter(host_id=host_id, image=OuterRef("pk"))
+    recent = found.filter(checked_at__gte=now - PRESENCE_TRUSTED_FOR)
+    return images.annotate(
+        known_present=Exists(recent.filter(state=ImagePresence.State.PRESENT)),
+        missing_reason=Subquery(recent.filter(state=ImagePresence.State.FAILED).values("message")[:1]),
+        presence_state=Subquery(found.values("state")[:1]),
     )
-    return images.annotate(known_present=Exists(recent))
 
 
 def image_presence(*, host: Host, image: Image) -> ImagePresence | None:

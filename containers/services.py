@@ -262,12 +262,14 @@ def space_audit_record(
     over_quota: bool,
     now: datetime,
     unreadable: str = "",
+    home_gb: float = 0.0,
 ) -> SpaceAudit:
     return SpaceAudit.objects.create(
         user_id=user_id,
         host=host,
         work_gb=round(work_gb, 3),
         backup_gb=round(backup_gb, 3),
+        home_gb=round(home_gb, 3),
         complete=complete,
         over_quota=over_quota,
         unreadable=unreadable,

@@ -1,6 +1,6 @@
-"""The space audit: how much a user keeps in their work and backup folders on a host,
-against their quota. Its verdict (`selectors.space_verdicts`) decides whether the lifecycle
-may launch their container."""
+"""The space audit: how much a user keeps in their work and backup folders and their
+persistent home on a host, each against its own quota. Its verdict
+(`selectors.space_verdicts`) decides whether the lifecycle may launch their container."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from aivc_portal.scheduler import queue_task
 from aivc_portal.task_names import RECONCILE_TASK, USER_AUDIT_TASK
 from containers import events, selectors, services
 from containers.models import Host
+from containers.volumes import home_folder
 
 SPACE_AUDIT_AHEAD = timedelta(hours=1)
 GIB = 1024**3
@@ -73,26 +74,37 @@ def _shown_path(path: Path, *, folders: dict[str, Path]) -> str:
 
 
 def audit_user_space(*, user_id: int, host: Host, now: datetime, timeout_s: float) -> bool:
-    """Measures one user's work and backup folders on a host and records the result.
+    """Measures one user's work and backup folders and home on a host and records the result.
     A timed-out measurement is over quota only if what it counted already is; otherwise
     it is unknown and does not lift a block. Returns whether the user is over quota."""
     user = User.objects.get(pk=user_id)
     capability = capability_for(user=user, host=host)
     deadline = time.monotonic() + timeout_s
-    folders = {"Work": Path(host.work_root) / user.username, "Backup": Path(host.backup_root) / user.username}
+    folders = {
+        "Work": Path(host.work_root) / user.username,
+        "Backup": Path(host.backup_root) / user.username,
+        "~": home_folder(host, user.username),  # the home as the student sees it: /root
+    }
     work = folder_size(folders["Work"], deadline=deadline)
     backup = folder_size(folders["Backup"], deadline=deadline)
-    work_gb, backup_gb = work.bytes / GIB, backup.bytes / GIB
-    unreadable_path = work.unreadable or backup.unreadable
+    home = folder_size(folders["~"], deadline=deadline)
+    work_gb, backup_gb, home_gb = work.bytes / GIB, backup.bytes / GIB, home.bytes / GIB
+    unreadable_path = work.unreadable or backup.unreadable or home.unreadable
     unreadable = _shown_path(unreadable_path, folders=folders) if unreadable_path else ""
     # What cannot be read cannot be shown to be small: it counts as over quota.
-    over = bool(unreadable) or work_gb > capability.work_space_gb or backup_gb > capability.backup_space_gb
-    complete = work.complete and backup.complete
+    over = (
+        bool(unreadable)
+        or work_gb > capability.work_space_gb
+        or backup_gb > capability.backup_space_gb
+        or home_gb > capability.home_space_gb
+    )
+    complete = work.complete and backup.complete and home.complete
     services.space_audit_record(
         user_id=user_id,
         host=host,
         work_gb=work_gb,
         backup_gb=backup_gb,
+        home_gb=home_gb,
         complete=complete,
         over_quota=over,
         unreadable=unreadable,
@@ -108,6 +120,8 @@ def audit_user_space(*, user_id: int, host: Host, now: datetime, timeout_s: floa
             work_quota=capability.work_space_gb,
             backup_gb=backup_gb,
             backup_quota=capability.backup_space_gb,
+            home_gb=home_gb,
+            home_quota=capability.home_space_gb,
         )
         services.event_record(event=event, user=user, host=host, now=now)
     elif not complete:

@@ -6,7 +6,9 @@ state."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from fractions import Fraction
 from math import ceil
 from typing import TYPE_CHECKING
@@ -26,6 +28,19 @@ LABEL_HOST_ID = "aivc.host-id"  # the host's primary key: what the portal finds 
 LABEL_RESERVATION = "aivc.reservation"
 LABEL_USER = "aivc.user"
 LABEL_JOB = "aivc.job"
+# Read by the entrypoint of the lab images (deploy/images): ssh, job or lab. Set by the
+# portal only, never by the student, and only for images marked `lab_modes`.
+MODE_VARIABLE = "AIVC_MODE"
+# What common libraries read for their thread pools (torch reads OMP's and MKL's; GNU
+# `nproc` honours OMP_NUM_THREADS; Python 3.13 reads PYTHON_CPU_COUNT for os.cpu_count()).
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "PYTHON_CPU_COUNT",
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,8 @@ class ContainerSpec:
     ssh_port: int | None  # None: no port published (batch jobs)
     mounts: list[Mount]
     labels: dict[str, str]
+    cpu_count: int = 0  # the booked CPUs rounded up: the size the container is shown
+    cpuset: str = ""  # host CPUs it is pinned to ("0-1,3"); "": chosen at launch, or none
     # Read when the spec is made, so every container, whoever builds its spec, is fenced in.
     security: SecurityOptions = field(default_factory=SecurityOptions.from_settings)
 
@@ -117,6 +134,46 @@ def memory_split(*, memory_gb: int, host: Host) -> MemorySplit:
     ram_share = Fraction(host.ram_gb, total) if total else Fraction(1)
     ram = ceil(memory_gb * ram_share)
     return MemorySplit(memory_gb=ram, memory_swap_gb=memory_gb, shm_gb=memory_gb - ram)
+
+
+def cpu_count(cpus: Decimal | float | int) -> int:
+    """How many CPUs a booking of `cpus` sees: the booking rounded up (1.5 -> 2), at least 1.
+    The CFS quota (`nano_cpus`) stays the real limit."""
+    return max(1, ceil(Decimal(str(cpus))))
+
+
+def thread_environment(count: int) -> dict[str, str]:
+    """The thread-count variables for a container of `count` CPUs."""
+    return {name: str(count) for name in THREAD_VARIABLES}
+
+
+def parse_cpuset(text: str) -> list[int]:
+    """`0-2,5` -> [0, 1, 2, 5] (the kernel's and Docker's list format); "" -> []."""
+    cpus: set[int] = set()
+    for part in filter(None, (piece.strip() for piece in (text or "").split(","))):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return sorted(cpus)
+
+
+def format_cpuset(cpus: Iterable[int]) -> str:
+    """[0, 1, 2, 5] -> `0-2,5`."""
+    ordered, parts = sorted(set(cpus)), []
+    for cpu in ordered:
+        if parts and parts[-1][1] == cpu - 1:
+            parts[-1][1] = cpu
+        else:
+            parts.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in parts)
+
+
+def choose_cpus(*, count: int, cpus: Iterable[int], load: Mapping[int, float]) -> list[int] | None:
+    """The `count` least-loaded of the host's `cpus` (ties: the lowest number), given how
+    much of each the running containers are booked for; None when the host has fewer."""
+    candidates = sorted(cpus, key=lambda cpu: (load.get(cpu, 0.0), cpu))
+    if count < 1 or count > len(candidates):
+        return None
+    return sorted(candidates[:count])
 
 
 def container_name(username: str) -> str:
@@ -166,6 +223,7 @@ def container_spec(*, reservation: Reservation, image: str, mounts: list[Mount])
     host = reservation.host
     split = memory_split(memory_gb=reservation.memory_gb, host=host)
     gpu_ids = gpu_device_ids(reservation)
+    count = cpu_count(reservation.cpus)
     return ContainerSpec(
         name=container_name(reservation.user.username),
         image=image,
@@ -176,7 +234,11 @@ def container_spec(*, reservation: Reservation, image: str, mounts: list[Mount])
         shm_bytes=split.shm_gb * GIB,
         gpu_ids=gpu_ids,
         # Never "all": a container without GPUs must not see the host's GPUs.
-        environment={"NVIDIA_VISIBLE_DEVICES": ",".join(gpu_ids) or "none", "TZ": settings.TIME_ZONE},
+        environment={
+            "NVIDIA_VISIBLE_DEVICES": ",".join(gpu_ids) or "none",
+            "TZ": settings.TIME_ZONE,
+            **thread_environment(count),
+        },
         ssh_port=reservation.forward_port,
         mounts=mounts,
         labels={
@@ -184,21 +246,40 @@ def container_spec(*, reservation: Reservation, image: str, mounts: list[Mount])
             LABEL_RESERVATION: str(reservation.pk),
             LABEL_USER: reservation.user.username,
         },
+        cpu_count=count,
     )
 
 
+def job_mode_environment(*, lab_modes: bool) -> dict[str, str]:
+    """A lab image's entrypoint runs sshd unless told otherwise; in job mode it runs the
+    command as the container's main process, so the command's exit code is the job's. Any
+    other image runs the command as its own command, with nothing added."""
+    return {MODE_VARIABLE: "job"} if lab_modes else {}
+
+
 def job_container_spec(
-    *, reservation: Reservation, job_id: int, command: list[str] | None, image: str, mounts: list[Mount]
+    *,
+    reservation: Reservation,
+    job_id: int,
+    command: list[str] | None,
+    image: str,
+    mounts: list[Mount],
+    lab_modes: bool = False,
 ) -> ContainerSpec:
     """A batch job's container: the reservation's resources and GPUs exactly as held, the
     job's command as an argument list (never a shell), no SSH port, its output folder named
-    in JOB_OUTPUT."""
+    in JOB_OUTPUT; on a lab image (`lab_modes`), in the entrypoint's job mode."""
     spec = container_spec(reservation=reservation, image=image, mounts=mounts)
     return replace(
         spec,
         name=job_container_name(reservation.user.username, job_id),
         command=command,
         ssh_port=None,
-        environment={**spec.environment, "JOB_ID": str(job_id), "JOB_OUTPUT": f"/root/Work/jobs/{job_id}"},
+        environment={
+            **spec.environment,
+            **job_mode_environment(lab_modes=lab_modes),
+            "JOB_ID": str(job_id),
+            "JOB_OUTPUT": f"/root/Work/jobs/{job_id}",
+        },
         labels={**spec.labels, LABEL_JOB: str(job_id)},
     )

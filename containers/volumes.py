@@ -1,6 +1,6 @@
-"""Host folders a container mounts: the user's work and backup folders, the shared dataset,
-the SSH keys file and host keys the portal writes, and the dotfiles that persist in the
-backup folder. The portal runs on the GPU server, so these are local paths.
+"""Host folders a container mounts: the user's persistent home (mounted at /root), their
+work and backup folders inside it, the shared dataset, and the SSH keys file and host keys
+the portal writes. The portal runs on the GPU server, so these are local paths.
 
 Users are root inside their containers and control everything under their own folders, so
 no name under them is trusted: any of them may be a symbolic link to another user's file,
@@ -31,7 +31,7 @@ from django.conf import settings
 
 from accounts.sshkeys import OTHER_LINE_BREAKS
 from accounts.validators import ACCOUNT_ID_PATTERN
-from containers.specs import Mount
+from containers.specs import Mount, cpu_count
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -41,11 +41,18 @@ if TYPE_CHECKING:
 # Folder names come from account ids; only ids the account validator accepts are used.
 SAFE_FOLDER_NAME = re.compile(ACCOUNT_ID_PATTERN)
 PORTAL_DIR = ".aivc-portal"  # the default state folder, beside (not inside) the users' backup folders
-PERSISTED_DIR = ".aivc"  # under the user's backup folder: dotfiles kept across reservations
+HOMES_DIR = ".aivc-home"  # the default root of the persistent homes, beside the users' backup folders
+PERSISTED_DIR = ".aivc"  # under the user's backup folder: where an older portal kept dotfiles
 HOST_KEYS_DIR = "ssh_host_keys"
 HOST_KEY_TYPES = ("ed25519", "ecdsa")
-HOME_DIRECTORIES = (".config", ".local", ".vscode-server")
-HOME_FILES = (".bash_history", ".zsh_history", ".gitconfig")
+# What the older portal mounted one by one from Backup/<user>/.aivc/home; moved into the
+# persistent home the first time it is missing there.
+OLD_HOME_ENTRIES = (".config", ".local", ".vscode-server", ".bash_history", ".zsh_history", ".gitconfig")
+# Mount points inside the home: made by the portal as real folders (a student's symlink
+# there is refused), so the engine never has to create them through the student's files.
+HOME_MOUNT_POINTS = ("Work", "Backup", "Dataset")
+JOB_HOME_MOUNT_POINTS = ("Work", "Dataset")
+CPU_ONLINE_DIR = "cpus-online"
 # A private host key is a few hundred bytes; anything larger in a user's folder is not one.
 MAX_LEGACY_KEY_BYTES = 16 * 1024
 KEYGEN_TIMEOUT_S = 30
@@ -270,8 +277,89 @@ def _ensure_state(host: Host, username: str) -> Path:
     return folder
 
 
+def home_root(host: Host) -> Path:
+    """Where the persistent homes live (`CONTAINER_HOME_ROOT`; by default
+    `<backup_root>/.aivc-home`, beside the users' backup folders, so on the storage a lab
+    shares between servers, and inside no user's folder)."""
+    return Path(settings.CONTAINER_HOME_ROOT or Path(host.backup_root) / HOMES_DIR)
+
+
+def home_folder(host: Host, username: str) -> Path:
+    """A user's persistent home on the host (what their containers see as /root)."""
+    return home_root(host) / _user_folder_name(username)
+
+
+def _adopt_old_home(backup: _Folder, home: _Folder) -> None:
+    """Moves what an older portal kept in `Backup/<user>/.aivc/home` into the home, one
+    entry at a time by a rename between open folders (never a copy, never through a link:
+    a link is moved as a link and only ever resolved inside the container). An entry the
+    home already has, or one on another file system, stays where it is."""
+    with contextlib.ExitStack() as stack:
+        try:
+            persisted = _subfolder(backup, PERSISTED_DIR, create=False)
+            stack.callback(os.close, persisted.fd)
+            old = _subfolder(persisted, "home", create=False)
+            stack.callback(os.close, old.fd)
+        except FolderProblem:
+            return
+        for name in OLD_HOME_ENTRIES:
+            try:
+                os.stat(name, dir_fd=home.fd, follow_symlinks=False)
+                continue
+            except FileNotFoundError:
+                pass
+            with contextlib.suppress(OSError):
+                os.rename(name, name, src_dir_fd=old.fd, dst_dir_fd=home.fd)
+
+
+def _user_folder(root: Path, name: str) -> _Folder:
+    """`root/<name>`, a user's folder: made if missing, opened without following links,
+    0700 (also one an older version made 0755). The caller closes it."""
+    parent = _open_root(root, mode=0o755)
+    try:
+        folder = _subfolder(parent, name, mode=0o700)
+    finally:
+        os.close(parent.fd)
+    os.fchmod(folder.fd, 0o700)
+    return folder
+
+
+def _home_mount(home: _Folder, *, points: tuple[str, ...], opened) -> Mount:
+    """The home's mount, with every mount point inside it made by the portal as a real
+    folder: a student's link or file at `Work`, `Backup`, `Dataset` or `.ssh` is refused
+    here, before the engine mounts anything onto it (docs/security.md)."""
+    for point in points:
+        opened(_subfolder(home, point))
+    return Mount(str(home.path), "/root")
+
+
+def _ssh_mount_point(home: _Folder, *, opened) -> None:
+    """`/root/.ssh/authorized_keys` inside the home, a real folder and an empty plain file,
+    so the engine mounts the portal's keys onto exactly that file."""
+    ssh = opened(_subfolder(home, ".ssh", mode=0o700))
+    # sshd refuses keys under a group- or world-writable ~/.ssh (or ~, which _user_folder
+    # resets): a student's chmod there would lock her out of every later booking.
+    os.fchmod(ssh.fd, 0o700)
+    _empty_file(ssh, "authorized_keys", mode=0o600)
+
+
+def cpus_online_mount(host: Host, *, cpu_count: int) -> Mount:
+    """A file reading `0-<n-1>` over the container's /sys/devices/system/cpu/online, so
+    `sysconf(_SC_NPROCESSORS_ONLN)` (Python's `os.cpu_count()`, `getconf`, OpenBLAS) counts
+    the booked CPUs instead of the host's. Written once per count in the portal's state
+    folder, read-only in the container."""
+    folder = state_root(host) / CPU_ONLINE_DIR
+    folder.mkdir(parents=True, exist_ok=True, mode=0o755)
+    name = str(int(cpu_count))
+    if not (folder / name).is_file():
+        content = "0\n" if cpu_count == 1 else f"0-{cpu_count - 1}\n"
+        _write_new_file(folder, name, content.encode(), mode=0o644)
+    return Mount(str(folder / name), "/sys/devices/system/cpu/online", read_only=True)
+
+
 def prepare_mounts(reservation: Reservation) -> list[Mount]:
-    """Creates what is missing and returns the container's mounts."""
+    """Creates what is missing and returns the container's mounts: the persistent home at
+    /root, the work, backup and dataset folders inside it, the portal's SSH files."""
     host, user = reservation.host, reservation.user
     name = _user_folder_name(user.username)
     with contextlib.ExitStack() as stack:
@@ -280,11 +368,10 @@ def prepare_mounts(reservation: Reservation) -> list[Mount]:
             stack.callback(os.close, folder.fd)
             return folder
 
-        work = opened(_subfolder(opened(_open_root(Path(host.work_root), mode=0o755)), name, mode=0o700))
-        backup = opened(_subfolder(opened(_open_root(Path(host.backup_root), mode=0o755)), name, mode=0o700))
-        # User folders are private: 0755 would let every host account read them.
-        os.fchmod(work.fd, 0o700)
-        os.fchmod(backup.fd, 0o700)
+        work = opened(_user_folder(Path(host.work_root), name))
+        backup = opened(_user_folder(Path(host.backup_root), name))
+        home = opened(_user_folder(home_root(host), name))
+        _adopt_old_home(backup, home)
         dataset = Path(os.path.realpath(host.dataset_root))
         dataset.mkdir(parents=True, exist_ok=True)
 
@@ -294,8 +381,9 @@ def prepare_mounts(reservation: Reservation) -> list[Mount]:
         )
         host_keys = _ensure_host_keys(state, backup)
 
-        home = opened(_subfolder(opened(_subfolder(backup, PERSISTED_DIR)), "home"))
-        mounts = [
+        mounts = [_home_mount(home, points=HOME_MOUNT_POINTS, opened=opened)]
+        _ssh_mount_point(home, opened=opened)
+        mounts += [
             Mount(str(work.path), "/root/Work"),
             Mount(str(backup.path), "/root/Backup"),
             Mount(str(dataset), "/root/Dataset", read_only=True),
@@ -304,17 +392,21 @@ def prepare_mounts(reservation: Reservation) -> list[Mount]:
         for key_type in HOST_KEY_TYPES:
             for key in (f"ssh_host_{key_type}_key", f"ssh_host_{key_type}_key.pub"):
                 mounts.append(Mount(str(host_keys / key), f"/etc/ssh/{key}", read_only=True))
-        for directory in HOME_DIRECTORIES:
-            mounts.append(Mount(str(opened(_subfolder(home, directory)).path), f"/root/{directory}"))
-        for file in HOME_FILES:
-            mounts.append(Mount(str(_empty_file(home, file, mode=0o600)), f"/root/{file}"))
-        return mounts
+        return mounts + _cpu_mounts(reservation)
+
+
+def _cpu_mounts(reservation: Reservation) -> list[Mount]:
+    """The online-CPU file of the booking's size, where containers are pinned."""
+    if not settings.CONTAINER_CPUSET:
+        return []
+    return [cpus_online_mount(reservation.host, cpu_count=cpu_count(reservation.cpus))]
 
 
 def prepare_job_mounts(reservation: Reservation, *, job_id: int) -> list[Mount]:
-    """A batch job's mounts: the user's work folder, with the job's output folder jobs/<id>
-    made inside it (step by step from open folders, never through a symlink), and the
-    shared datasets read-only. No SSH keys, no home dotfiles: nobody logs in."""
+    """A batch job's mounts: the persistent home at /root (its virtualenvs and dotfiles),
+    the user's work folder inside it with the job's output folder jobs/<id> made inside
+    (step by step from open folders, never through a symlink), and the shared datasets
+    read-only. No SSH keys, no backup folder: nobody logs in."""
     host, user = reservation.host, reservation.user
     name = _user_folder_name(user.username)
     with contextlib.ExitStack() as stack:
@@ -323,9 +415,14 @@ def prepare_job_mounts(reservation: Reservation, *, job_id: int) -> list[Mount]:
             stack.callback(os.close, folder.fd)
             return folder
 
-        work = opened(_subfolder(opened(_open_root(Path(host.work_root), mode=0o755)), name, mode=0o700))
-        os.fchmod(work.fd, 0o700)
+        work = opened(_user_folder(Path(host.work_root), name))
         opened(_subfolder(opened(_subfolder(work, "jobs")), str(int(job_id))))
+        home = opened(_user_folder(home_root(host), name))
         dataset = Path(os.path.realpath(host.dataset_root))
         dataset.mkdir(parents=True, exist_ok=True)
-        return [Mount(str(work.path), "/root/Work"), Mount(str(dataset), "/root/Dataset", read_only=True)]
+        return [
+            _home_mount(home, points=JOB_HOME_MOUNT_POINTS, opened=opened),
+            Mount(str(work.path), "/root/Work"),
+            Mount(str(dataset), "/root/Dataset", read_only=True),
+            *_cpu_mounts(reservation),
+        ]

@@ -5,11 +5,13 @@ import os
 import sys
 from pathlib import Path
 
-# The service's env file (AIVC_ENV_FILE, default /etc/aivc-portal/env) before any setting
-# below reads the environment: GUNICORN_BIND and the rest may live there.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The config is read before gunicorn puts the working directory on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aivc_portal.envfile import load_env_file
+from aivc_portal.logs import LOG_FORMATS, gunicorn_logging
 
+# The service's env file (AIVC_ENV_FILE, default /etc/aivc-portal/env) before any setting
+# below reads the environment: GUNICORN_BIND, LOG_FORMAT and the rest may live there.
 load_env_file()
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
@@ -27,11 +29,20 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
 graceful_timeout = 30
 max_requests = 2000
 max_requests_jitter = 200
-accesslog = "-"
-errorlog = "-"
-# Query strings are left out of the access log: report ranges are harmless, but nothing that
-# a form might carry should end up in a log file.
-access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
+# Both logs in the portal's format (aivc_portal/logs.py): UTC ISO 8601 times, or JSON with
+# LOG_FORMAT=json; access lines on stdout, the rest on stderr.
+_log_format = os.environ.get("LOG_FORMAT", "").strip().lower() or "plain"
+if _log_format not in LOG_FORMATS:
+    raise SystemExit(f"LOG_FORMAT={_log_format!r} is not one of {', '.join(LOG_FORMATS)}.")
+logconfig_dict = gunicorn_logging(_log_format)
+# The client is the portal's own answer (behind nginx, the address nginx saw, as the login
+# throttle takes it) and the user once authenticated; the portal's middleware puts both
+# into the request's environ. A request that never reached the portal shows "-".
+# Query strings are left out: report ranges are harmless, but nothing that a form might
+# carry should end up in a log file.
+access_log_format = (
+    '%({aivc.client}e)s %({aivc.user}e)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss %({aivc.request_id}e)s'
+)
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # gunicornc's control socket: under the web unit's RuntimeDirectory (/run/aivc-portal).
 if os.environ.get("GUNICORN_CONTROL_SOCKET"):

@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.views.decorators import staff_member_required
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -10,9 +11,9 @@ from django.urls import path
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from aivc_portal.admin_actions import apply_to_each
+from aivc_portal.admin_actions import apply_to_each, log_each, tell_owner
 from jobs import selectors
-from jobs.models import HostDrain, Job, JobBuild
+from jobs.models import HostDrain, Job, JobBuild, QueueState
 from jobs.services import builds_requeue, host_drain, host_undrain, job_cancel, queue_pause, queue_resume
 
 STATISTICS_DAYS = 14
@@ -56,7 +57,18 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel (queued: leave the queue; running: stop)", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet) -> None:
-        apply_to_each(self, request, queryset, lambda job: job_cancel(job=job), "Cancelled")
+        def cancel(job: Job) -> None:
+            job = job_cancel(job=job)
+            tell_owner(
+                request,
+                reservation=job.reservation,
+                user=job.user,
+                subject=f"Job #{job.pk}",
+                action="was cancelled",
+                takes_time=True,
+            )
+
+        apply_to_each(self, request, queryset, cancel, "Cancelled", audit="Cancelled.")
 
     def get_urls(self):
         view = self.admin_site.admin_view
@@ -96,12 +108,24 @@ def _queue_switch(request: HttpRequest, *, pause: bool) -> HttpResponse:
     if not request.user.has_perm("jobs.change_job"):
         messages.error(request, "You may not pause or resume the queue.")
     elif pause:
-        queue_pause(by=request.user, reason=request.POST.get("reason", ""))
+        state = queue_pause(by=request.user, reason=request.POST.get("reason", ""))
+        _log_queue_switch(request, state, "Paused the queue.")
         messages.success(request, "The queue is paused: running jobs go on, no new job starts.")
     else:
-        queue_resume(by=request.user)
+        state = queue_resume(by=request.user)
+        _log_queue_switch(request, state, "Resumed the queue.")
         messages.success(request, "The queue runs again.")
     return redirect("admin:jobs_job_statistics")
+
+
+def _log_queue_switch(request: HttpRequest, state: QueueState, message: str) -> None:
+    LogEntry.objects.log_actions(
+        user_id=request.user.pk,
+        queryset=[state],
+        action_flag=CHANGE,
+        change_message=message,
+        single_object=True,
+    )
 
 
 @admin.register(HostDrain)
@@ -132,6 +156,7 @@ class HostDrainAdmin(admin.ModelAdmin):
 
     @admin.action(description="Undrain: jobs may start there again", permissions=["delete"])
     def undrain(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self.log_deletions(request, queryset)
         self.delete_queryset(request, queryset)
 
 
@@ -179,4 +204,5 @@ class JobBuildAdmin(admin.ModelAdmin):
     )
     def ask_again(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = builds_requeue(now=timezone.now())
+        log_each(self, request, queryset, "Asked the hosts again for every waiting build.")
         self.message_user(request, f"{count} waiting build(s) asked for again.", messages.INFO)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet
 
 from bookings.models import Reservation
 from jobs.models import HostDrain, Job, JobBuild, QueueState
@@ -199,15 +199,21 @@ class QueueStats:
     longest_wait_now: timedelta | None
 
 
+def job_waits(*, since: datetime) -> list[timedelta]:
+    """How long each job started since `since` waited, from its submission to its start."""
+    wait = ExpressionWrapper(F("started_at") - F("submitted_at"), output_field=DurationField())
+    return list(Job.objects.filter(started_at__gte=since).values_list(wait, flat=True))
+
+
+def job_counts_by_status() -> dict[str, int]:
+    rows = Job.objects.order_by().values_list("status").annotate(count=Count("pk"))
+    return {status: 0 for status in Job.Status.values} | dict(rows)
+
+
 def queue_statistics(*, now: datetime, since: datetime) -> QueueStats:
     """Queue length now and waits: the median wait of jobs started since `since`, and how
     long the oldest queued job has waited."""
-    waits = sorted(
-        started - submitted
-        for submitted, started in Job.objects.filter(started_at__gte=since).values_list(
-            "submitted_at", "started_at"
-        )
-    )
+    waits = sorted(job_waits(since=since))
     oldest = Job.objects.queued().order_by("submitted_at").values_list("submitted_at", flat=True).first()
     return QueueStats(
         queued=Job.objects.queued().count(),

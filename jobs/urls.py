@@ -9,5 +9,6 @@ urlpatterns = [
     path("jobs/<int:pk>/", views.job_detail, name="job-detail"),
     path("jobs/<int:pk>/log/", views.job_log_tail, name="job-log-tail"),
     path("jobs/<int:pk>/log/download/", views.job_log_download, name="job-log-download"),
+    path("jobs/<int:pk>/outputs.zip", views.job_outputs_zip, name="job-outputs-zip"),
     path("jobs/<int:pk>/cancel/", views.job_cancel_view, name="job-cancel"),
 ]

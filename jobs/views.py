@@ -8,6 +8,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_safe
 
+from containers import files
+from containers.file_views import browse_url, zip_response
 from jobs import logs, selectors
 from jobs.forms import JobForm, JobUploadForm
 from jobs.models import Job
@@ -110,8 +112,36 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "build": getattr(job, "build", None),
         "build_log": logs.log_tail(job_id=job.pk, lines=_tail_lines(request), build=True),
         "events": job.reservation.events.order_by("-created_at", "-id")[:50] if job.reservation else [],
+        **_outputs(job),
     }
     return render(request, "jobs/job_detail.html", context)
+
+
+def _outputs(job: Job) -> dict:
+    """Where the job's outputs (Work/jobs/<id>, its $JOB_OUTPUT) can be fetched from here."""
+    host = job.reservation.host if job.reservation else None
+    if host is None or not job.started_at:
+        return {"outputs_host": None}
+    reachable = files.work_reachable(host)
+    return {
+        "outputs_host": host,
+        "outputs_reachable": reachable,
+        "outputs_browse": browse_url(host, files.job_output_path(job.pk)) if reachable else "",
+    }
+
+
+@login_required
+@require_safe
+def job_outputs_zip(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _owned_job(request, pk)
+    if job.reservation is None:
+        raise Http404
+    return zip_response(
+        host=job.reservation.host,
+        username=request.user.username,
+        path=files.job_output_path(job.pk),
+        filename=f"job-{job.pk}-outputs.zip",
+    )
 
 
 def _tail_lines(request: HttpRequest) -> int:

@@ -1,13 +1,5 @@
 import os
-import secrets
-
-# The machine's own /etc/aivc-portal/env (a maintainer's) must never reach the processes the
-# tests start (manage.py, gunicorn); a test of the file names its own.
-os.environ["AIVC_ENV_FILE"] = ""
-
-# A real-looking key: without DEBUG the settings refuse short or placeholder keys.
-os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
-os.environ.setdefault("STATICFILES_STORAGE", "django.contrib.staticfiles.storage.StaticFilesStorage")
+from pathlib import Path
 
 import pytest
 
@@ -74,10 +66,25 @@ def student(db, default_profile, image):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
-    # API throttling counts in the cache; ids repeat between tests, counts must not.
+def _fresh_cache(settings):
+    # API throttling counts in the cache; ids repeat between tests, counts must not. One
+    # process here, so the memory cache; the shared database cache and Redis have their own
+    # tests with real gunicorn workers (tests/deploy/test_shared_throttle.py).
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     from django.core.cache import cache
 
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    # Two runs in one checkout (a maintainer's and an editor's) each get their own SQLite
+    # test file instead of deleting the other's halfway through.
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        name = Path(database["TEST"]["NAME"])
+        database["TEST"]["NAME"] = str(name.with_name(f"{name.stem}-{os.getpid()}{name.suffix}"))

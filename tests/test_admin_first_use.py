@@ -66,6 +66,7 @@ def test_shrinking_a_host_below_what_is_booked_warns_and_the_timeline_shows_it(a
         "swap_gb": 16,
         "max_work_space_gb": 500,
         "max_backup_space_gb": 200,
+        "max_home_space_gb": 50,
         "work_root": host.work_root,
         "dataset_root": host.dataset_root,
         "backup_root": host.backup_root,

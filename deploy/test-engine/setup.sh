@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Installs and starts a Docker engine for the container tests, and builds the offline test
-# images. Run as root on Debian 12; idempotent, so CI may run it on every build. Needs only
-# the Debian mirror: the busybox image is made with `docker import` from Debian's static
-# busybox, the sshd image from a debootstrap rootfs with openssh-server and the lab images'
-# own entrypoint and sshd_config (deploy/images/), so the tests log in as students do.
+# TEST-ONLY TOOL: for CI and developers' test machines, never for a lab's GPU server. It
+# installs Docker, STARTS ITS OWN dockerd (and a second one on another socket, for the
+# multi-server tests) and builds the offline test images. A lab builds its lab image with
+# `make lab-image` instead, which uses the engine already running and starts none.
+#
+# Run as root on Debian 12; idempotent, so CI may run it on every build. Needs only the
+# Debian mirror and the Python package index: the busybox image is made with `docker import`
+# from Debian's static busybox; the sshd test image is the lab image's own recipe without
+# JupyterLab (deploy/images/build-lab-image.sh --without-jupyter), so the tests log in as
+# students do.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 TEST_IMAGE="${AIVC_TEST_IMAGE:-aivc-test/busybox:latest}"
 SSHD_IMAGE="${AIVC_SSHD_IMAGE:-aivc-test/sshd:latest}"
-DEBIAN_SUITE="${AIVC_DEBIAN_SUITE:-bookworm}"
-DEBIAN_MIRROR="${AIVC_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 IMAGES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../images" && pwd)"
 STATE_DIR="${AIVC_ENGINE_STATE:-/var/lib/aivc-test-engine}"
 HOOK_DIR="$STATE_DIR/bin"
@@ -115,25 +118,9 @@ if ! "$DOCKER" image inspect "$TEST_IMAGE" >/dev/null 2>&1; then
     --change 'ENV PATH=/bin' \
     - "$TEST_IMAGE" >/dev/null
 fi
-if ! "$DOCKER" image inspect "$SSHD_IMAGE" >/dev/null 2>&1; then
-  echo "Building $SSHD_IMAGE from a $DEBIAN_SUITE rootfs (debootstrap, a few minutes)"
-  sshd_rootfs=$(mktemp -d)
-  trap 'rm -rf "${rootfs:-}" "$sshd_rootfs"' EXIT
-  debootstrap --variant=minbase --include=openssh-server "$DEBIAN_SUITE" "$sshd_rootfs" "$DEBIAN_MIRROR" \
-    >/dev/null
-  install -d "$sshd_rootfs/tmp/aivc-image"
-  install -m 0644 "$IMAGES_DIR/sshd_config" "$IMAGES_DIR/entrypoint.sh" "$IMAGES_DIR/install.sh" \
-    "$sshd_rootfs/tmp/aivc-image/"
-  chroot "$sshd_rootfs" /bin/sh /tmp/aivc-image/install.sh
-  rm -rf "$sshd_rootfs/tmp/aivc-image"
-  rm -rf "$sshd_rootfs"/var/cache/apt/archives/*.deb "$sshd_rootfs"/var/lib/apt/lists/*
-  tar --numeric-owner -C "$sshd_rootfs" -cf - . | "$DOCKER" import \
-    --change 'ENTRYPOINT ["/usr/local/sbin/aivc-entrypoint"]' \
-    --change 'CMD []' \
-    --change 'EXPOSE 22' \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    - "$SSHD_IMAGE" >/dev/null
-fi
+# The same recipe as the lab image (a cached debootstrap root, then deploy/images/Dockerfile),
+# without JupyterLab; rebuilt only when the recipe changed.
+DOCKER_HOST="$FIRST_ENGINE" "$IMAGES_DIR/build-lab-image.sh" --tag "$SSHD_IMAGE" --without-jupyter >/dev/null
 echo "Docker engine ready; test images $TEST_IMAGE and $SSHD_IMAGE present."
 
 # A second engine on the same machine, for the tests of several GPU servers (one agent per
@@ -174,7 +161,8 @@ start_engine "unix://$ENGINE2_SOCKET" "$ENGINE2_LOG" "the second dockerd" "$ENGI
   --default-address-pool "base=$ENGINE2_POOL,size=24" \
   --iptables=false --ip6tables=false --ip-masq=false
 for image in "$TEST_IMAGE" "$SSHD_IMAGE"; do
-  if ! "$DOCKER" -H "unix://$ENGINE2_SOCKET" image inspect "$image" >/dev/null 2>&1; then
+  if [[ "$("$DOCKER" -H "unix://$ENGINE2_SOCKET" image inspect --format '{{.Id}}' "$image" 2>/dev/null)" \
+    != "$("$DOCKER" image inspect --format '{{.Id}}' "$image")" ]]; then
     echo "Copying $image to the second engine"
     "$DOCKER" save "$image" | "$DOCKER" -H "unix://$ENGINE2_SOCKET" load >/dev/null
   fi

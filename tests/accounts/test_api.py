@@ -57,9 +57,16 @@ def test_a_token_notes_when_it_was_last_used(student):
     assert ApiToken.objects.get(user=student).last_used_at is not None
 
 
+def session_client(user) -> APIClient:
+    # SSH keys and tokens are managed from a logged-in session, never with a token.
+    client = APIClient()
+    client.force_login(user)
+    return client
+
+
 def test_the_profile_reads_and_changes_keys_image_and_command(student):
     other_image = ImageFactory(reference="lab/other:1")
-    client = token_client(student)
+    client = session_client(student)
     response = client.patch(
         "/api/v1/profile/",
         {"ssh_public_keys": ED25519, "default_image": "lab/other:1", "default_extra_command": "--x 1"},
@@ -72,7 +79,7 @@ def test_the_profile_reads_and_changes_keys_image_and_command(student):
 
 
 def test_the_profile_refuses_a_bad_key_with_the_pages_message(student):
-    response = token_client(student).patch("/api/v1/profile/", {"ssh_public_keys": "hello"}, format="json")
+    response = session_client(student).patch("/api/v1/profile/", {"ssh_public_keys": "hello"}, format="json")
     assert response.status_code == 400
     body = response.json()
     assert_error_shape(body)
@@ -89,13 +96,13 @@ def test_the_profile_refuses_an_inactive_image(student):
 
 
 def test_tokens_are_listed_without_secrets_and_revoked_by_their_owner_only(student):
-    client = token_client(student)
+    client = session_client(student)
     made = client.post("/api/v1/tokens/", {"name": "cluster"}, format="json")
     assert made.status_code == 201
     raw = made.json()["token"]
     listed = client.get("/api/v1/tokens/").json()
     assert raw not in str(listed)
-    other = token_client(UserFactory(username="intruder"))
+    other = session_client(UserFactory(username="intruder"))
     assert other.delete(f"/api/v1/tokens/{made.json()['id']}/").status_code == 404
     assert client.delete(f"/api/v1/tokens/{made.json()['id']}/").status_code == 204
     assert ApiToken.objects.get(pk=made.json()["id"]).revoked_at is not None

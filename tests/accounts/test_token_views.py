@@ -12,7 +12,13 @@ pytestmark = pytest.mark.django_db
 def test_a_token_made_on_the_profile_page_is_shown_once_and_works(client, student):
     client.force_login(student)
     response = client.post(
-        reverse("profile"), {"action": "token-create", "token-name": "laptop", "token-expires_in_days": "30"}
+        reverse("profile"),
+        {
+            "action": "token-create",
+            "token-name": "laptop",
+            "token-expires_in_days": "30",
+            "token-scope": "book",
+        },
     )
     assert response.status_code == 200
     raw = response.context["new_token"]

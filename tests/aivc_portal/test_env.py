@@ -7,7 +7,18 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from aivc_portal.env import env_bool, env_dotted_path, env_float, env_int, env_list, env_range
+from aivc_portal.env import (
+    DATABASE_CACHE_TABLE,
+    env_bool,
+    env_cache,
+    env_choice,
+    env_dotted_path,
+    env_float,
+    env_int,
+    env_list,
+    env_networks,
+    env_range,
+)
 
 
 @pytest.mark.parametrize("value", ["1", "true", "True", " yes ", "ON"])
@@ -103,3 +114,60 @@ def test_a_value_that_is_no_dotted_path_is_an_error_naming_the_variable(monkeypa
 
     with pytest.raises(ImproperlyConfigured, match="GPU_PROBE"):
         env_dotted_path("GPU_PROBE", "containers.gpus.NvmlProbe")
+
+
+# The cache, the log format and the metrics networks (docs/monitoring.md) ------------------
+
+
+def test_the_cache_is_the_database_table_unless_a_url_names_another(monkeypatch):
+    monkeypatch.delenv("CACHE_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    cache = env_cache("CACHE_URL", "REDIS_URL")
+    assert cache["BACKEND"] == "django.core.cache.backends.db.DatabaseCache"
+    assert cache["LOCATION"] == DATABASE_CACHE_TABLE
+
+
+def test_redis_is_named_by_cache_url_or_else_redis_url(monkeypatch):
+    monkeypatch.delenv("CACHE_URL", raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/1")
+    assert env_cache("CACHE_URL", "REDIS_URL") == {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:6379/1",
+    }
+    monkeypatch.setenv("CACHE_URL", "locmem://")
+    assert env_cache("CACHE_URL", "REDIS_URL")["BACKEND"].endswith("LocMemCache")
+
+
+def test_an_unknown_cache_url_names_the_variable_and_hides_its_password(monkeypatch):
+    monkeypatch.setenv("CACHE_URL", "memcached://user:s3cret@cache:11211")
+    with pytest.raises(ImproperlyConfigured, match="CACHE_URL='cache:11211' is not a cache URL") as error:
+        env_cache("CACHE_URL")
+    assert "s3cret" not in str(error.value)
+
+
+def test_redis_without_its_package_is_a_clear_error(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setenv("CACHE_URL", "redis://cache:6379/0")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ImproperlyConfigured, match="CACHE_URL names Redis, but the redis package"):
+        env_cache("CACHE_URL")
+
+
+def test_the_log_format_is_plain_or_json(monkeypatch):
+    monkeypatch.setenv("LOG_FORMAT", "JSON")
+    assert env_choice("LOG_FORMAT", "plain", ("plain", "json")) == "json"
+    monkeypatch.setenv("LOG_FORMAT", "xml")
+    with pytest.raises(ImproperlyConfigured, match="LOG_FORMAT='xml' is not one of plain, json"):
+        env_choice("LOG_FORMAT", "plain", ("plain", "json"))
+
+
+def test_metrics_networks_take_addresses_and_cidrs(monkeypatch):
+    import ipaddress
+
+    monkeypatch.setenv("METRICS_ALLOWED_ADDRESSES", "10.1.2.3, 192.168.0.0/16,fd00::/8")
+    assert env_networks("METRICS_ALLOWED_ADDRESSES", "") == (
+        ipaddress.ip_network("10.1.2.3/32"),
+        ipaddress.ip_network("192.168.0.0/16"),
+        ipaddress.ip_network("fd00::/8"),
+    )

@@ -174,10 +174,11 @@ Argon2 and PostgreSQL. `make bench`; {machine()}.
 
 Target: flood p95 <= {TARGET_P95_MS} ms with throttling on (the test asserts only that
 throttling at least halves the flood's p95, which holds on any machine). Once an account or address
-is locked, the authentication backend refuses before any hash is computed, so a locked
+is paused from an address, the authentication backend refuses before any hash is computed, so a locked
 attempt costs a few queries instead of an Argon2 hash (~0.36 s of a core and 100 MiB).
 Spraying many accounts from many addresses is bounded only after {django_settings.LOGIN_FAILURE_LIMIT}
-tries per account and per address; docs/security.md says what the proxy adds in front.
+tries per account and address pair (a busy address is slowed, never locked); docs/security.md
+says why and what the proxy adds in front.
 """,
     )
     # The absolute target depends on the machine (docs/benchmarks.md); what must hold

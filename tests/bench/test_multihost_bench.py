@@ -34,7 +34,7 @@ from containers.fake_runtime import FakeRuntime
 from containers.models import ContainerEvent
 from containers.specs import LABEL_MANAGED
 from tests.bench.conftest import machine, percentile
-from tests.containers.test_runtime_docker import _test_database_url
+from tests.containers.test_runtime_docker import _url_of_the_test_database
 from tests.factories import HostFactory, ImageFactory, ReservationFactory, UserFactory
 
 pytestmark = [pytest.mark.bench, pytest.mark.django_db(transaction=True)]
@@ -87,7 +87,7 @@ class Schedulers:
         self.tmp_path, self.processes = tmp_path, []
         self.environment = {
             **os.environ,
-            "DATABASE_URL": _test_database_url(),
+            "DATABASE_URL": _url_of_the_test_database(),
             "CONTAINER_RUNTIME": "containers.runtime.DockerRuntime",
             "CONTAINER_SCOPE": django_settings.CONTAINER_SCOPE,
             "CONTAINER_NETWORK": django_settings.CONTAINER_NETWORK,

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from bookings.models import Reservation
 from containers.models import ImagePresence
-from tests.factories import ReservationFactory, UserFactory
+from tests.factories import HostFactory, ReservationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 Status = Reservation.Status
@@ -190,6 +190,9 @@ def test_the_restart_button_arrives_with_the_running_status(client, student, upc
 
 
 def test_the_booking_form_warns_about_an_image_the_host_cannot_get(client, student, host, image):
+    # Another host may hold it, so the form still offers it (an image every host lacks is
+    # not offered at all).
+    HostFactory(name="gpu-02")
     ImagePresence.objects.create(host=host, image=image, state=ImagePresence.State.FAILED)
     client.force_login(student)
     panel = client.get(reverse("reservation-capacity"), {"host": host.pk, "image": image.pk}).content.decode()

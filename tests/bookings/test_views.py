@@ -7,7 +7,7 @@ from django.utils import timezone
 from bookings.models import Reservation
 from bookings.services import NOT_ENOUGH_CAPACITY, OVER_MAXIMUM
 from bookings.timeslots import SLOT, slot_floor
-from containers.models import SpaceAudit
+from containers.models import ImagePresence, SpaceAudit
 from tests.factories import ContainerEventFactory, HostFactory, ReservationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -100,6 +100,7 @@ def test_a_wrong_method_is_refused_on_reservation_pages(client_for, student, upc
 
 
 def test_booking_creates_a_reservation_and_shows_it(client_for, student, host, image):
+    ImagePresence.objects.create(host=host, image=image, state=ImagePresence.State.PRESENT)
     response = client_for(student).post(reverse("reservation-new"), booking_data(host, image))
     reservation = Reservation.objects.get(user=student)
     assert response.status_code == 302

@@ -18,7 +18,7 @@ from django.db import connection
 from bookings.models import Reservation
 from bookings.services import reservation_create
 from containers.models import Host, HostAgent
-from tests.containers.test_runtime_docker import _test_database_url
+from tests.containers.test_runtime_docker import _url_of_the_test_database
 from tests.factories import UserFactory
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,7 +45,7 @@ def agent_environment(settings, **extra: str) -> dict[str, str]:
     settings.AGENT_HEARTBEAT_SECONDS = 1
     return {
         **os.environ,
-        "DATABASE_URL": _test_database_url(),
+        "DATABASE_URL": _url_of_the_test_database(),
         "CONTAINER_RUNTIME": "containers.runtime.DockerRuntime",
         "CONTAINER_SCOPE": settings.CONTAINER_SCOPE,
         "CONTAINER_NETWORK": settings.CONTAINER_NETWORK,

@@ -9,8 +9,7 @@ from django.utils import timezone
 from containers.fake_runtime import FakeRuntime
 from containers.specs import LABEL_MANAGED
 from tests.factories import ImageFactory, ReservationFactory, UserFactory, host_with_roots
-
-TEST_IMAGE = os.environ.get("AIVC_TEST_IMAGE", "aivc-test/busybox:latest")
+from tests.images import TEST_IMAGE
 
 
 @pytest.fixture
@@ -98,6 +97,24 @@ def docker_scope(settings, docker_client):
 @pytest.fixture
 def test_image(db):
     return ImageFactory(reference=TEST_IMAGE, is_default=True)
+
+
+@pytest.fixture
+def lab_image(db, docker_client, settings):
+    """The lab image `make lab-image` builds (settings.LAB_IMAGE), registered with its modes.
+    Missing: the test skips with the command that builds it, and fails under
+    AIVC_REQUIRE_DOCKER=1 (CI builds it)."""
+    try:
+        docker_client.images.get(settings.LAB_IMAGE)
+    except Exception:
+        message = (
+            f"The engine answers but the lab image {settings.LAB_IMAGE} is missing; "
+            "build it with `make lab-image` (as root the first time, a few minutes)."
+        )
+        if os.environ.get("AIVC_REQUIRE_DOCKER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return ImageFactory(reference=settings.LAB_IMAGE, lab_modes=True)
 
 
 @pytest.fixture

@@ -65,4 +65,5 @@ class JsonFileProbe:
                 for gpu in data.get("gpus", ())
             ),
             driver_version=data.get("driver_version", ""),
+            cuda_driver_version=data.get("cuda_driver_version", ""),
         )

@@ -18,7 +18,13 @@ from containers.models import ContainerEvent, HostAgent
 from tests.factories import HostFactory
 
 pytestmark = pytest.mark.django_db
-FACTS = AgentFacts(version="0.1.0", engine_version="24.0", nvml_driver="550.54", disk_free_gb={"/mnt": 12.5})
+FACTS = AgentFacts(
+    version="0.1.0",
+    engine_version="24.0",
+    nvml_driver="550.54",
+    cuda_driver_version="12.4",
+    disk_free_gb={"/mnt": 12.5},
+)
 
 
 def test_an_agent_claims_its_host_and_the_host_is_then_served_by_it(host, now):
@@ -64,6 +70,7 @@ def test_the_heartbeat_renews_the_lease_and_stores_what_the_agent_sees(host, now
     assert agent.last_seen_at == later
     assert agent.lease_expires_at > later
     assert (agent.engine_version, agent.nvml_driver, agent.disk_free_gb) == ("24.0", "550.54", {"/mnt": 12.5})
+    assert agent.cuda_driver_version == "12.4"
 
 
 def test_an_agent_that_lost_its_host_to_another_is_told_to_stop(host, now):
@@ -113,11 +120,17 @@ def test_the_central_scheduler_serves_hosts_without_an_agent_and_an_agent_only_i
 def test_the_heartbeat_reports_the_engine_the_driver_and_the_free_disk_of_each_root(
     engine_host, fake_runtime, monkeypatch
 ):
-    monkeypatch.setattr(gpus, "probe", lambda: ProbeResult(driver_version="550.54.15"))
+    monkeypatch.setattr(
+        gpus, "probe", lambda: ProbeResult(driver_version="550.54.15", cuda_driver_version="12.4")
+    )
 
     facts = read_facts(engine_host)
 
-    assert (facts.engine_version, facts.nvml_driver) == ("fake", "550.54.15")
+    assert (facts.engine_version, facts.nvml_driver, facts.cuda_driver_version) == (
+        "fake",
+        "550.54.15",
+        "12.4",
+    )
     assert set(facts.disk_free_gb) == {
         engine_host.work_root,
         engine_host.backup_root,

@@ -161,6 +161,20 @@ def test_it_reads_the_driver_version_for_the_agents_heartbeat():
     assert NvmlProbe(nvml=fake_nvml()).read().driver_version == "550.54.15"
 
 
+@pytest.mark.parametrize(("answer", "version"), [(12040, "12.4"), (11080, "11.8"), (12000, "12.0")])
+def test_it_reads_the_newest_cuda_the_driver_supports(answer, version):
+    nvml = fake_nvml(nvmlSystemGetCudaDriverVersion=lambda: answer)
+    assert NvmlProbe(nvml=nvml).read().cuda_driver_version == version
+
+
+def test_a_binding_or_driver_without_the_cuda_call_reports_no_cuda_version():
+    assert NvmlProbe(nvml=fake_nvml()).read().cuda_driver_version == ""
+    failing = fake_nvml(nvmlSystemGetCudaDriverVersion=raises(NotSupported("Not Supported")))
+    result = NvmlProbe(nvml=failing).read()
+    assert result.available
+    assert result.cuda_driver_version == ""
+
+
 def test_the_probe_is_the_class_gpu_probe_names(settings, tmp_path, monkeypatch):
     nvml = tmp_path / "nvml.json"
     write_nvml(nvml, gpus=[{"index": 0, "uuid": "GPU-a0", "utilisation_percent": 40}], driver_version="1.2")

@@ -19,9 +19,9 @@ from containers.models import ContainerEvent
 from containers.runtime import DockerRuntime
 from containers.tasks import reconcile
 from tests.factories import ImageFactory, ReservationFactory, UserFactory
+from tests.images import SSHD_IMAGE
 
 pytestmark = pytest.mark.docker
-SSHD_IMAGE = os.environ.get("AIVC_SSHD_IMAGE", "aivc-test/sshd:latest")
 WEB_PORT = 8888
 
 

@@ -167,7 +167,9 @@ def test_a_booking_skips_the_check_of_an_image_the_agent_found_minutes_ago(
     "state, age",
     [
         (ImagePresence.State.PRESENT, timedelta(hours=2)),  # too long ago to trust
-        (ImagePresence.State.FAILED, timedelta(0)),
+        # A recent failure refuses the booking (tests/bookings/test_image_checks.py); an old
+        # one is checked again.
+        (ImagePresence.State.FAILED, timedelta(hours=2)),
         (ImagePresence.State.PULLING, timedelta(0)),
         (ImagePresence.State.MISSING, timedelta(0)),
     ],

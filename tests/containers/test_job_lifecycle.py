@@ -77,9 +77,25 @@ def test_it_runs_the_job_command_as_arguments_with_what_was_held(started_job, en
     assert spec.nano_cpus == 2 * 10**9
     assert spec.environment["JOB_OUTPUT"] == f"/root/Work/jobs/{job.pk}"
     assert spec.labels[LABEL_JOB] == str(job.pk)
-    assert {(m.target, m.read_only) for m in spec.mounts} == {("/root/Work", False), ("/root/Dataset", True)}
+    assert {(m.target, m.read_only) for m in spec.mounts} >= {
+        ("/root", False),  # the persistent home: its virtualenvs
+        ("/root/Work", False),
+        ("/root/Dataset", True),
+    }
+    assert "/root/Backup" not in {m.target for m in spec.mounts}
+    assert spec.cpu_count == 2 and spec.environment["OMP_NUM_THREADS"] == "2"
+    assert "AIVC_MODE" not in spec.environment  # not a lab image: its command runs as is
     assert (roots["work"] / "m11007s05" / "jobs" / str(job.pk)).is_dir()
     assert job.status == JobStatus.RUNNING and job.reservation.status == Reservation.Status.RUNNING
+
+
+def test_a_job_on_a_lab_image_runs_in_the_entrypoints_job_mode(started_job, roots):
+    started_job.image.lab_modes = True
+    started_job.image.save(update_fields=["lab_modes"])
+    reconcile()
+    spec = only_spec(fresh(started_job))
+    assert spec.environment["AIVC_MODE"] == "job"
+    assert spec.command == ["python", "-c", "print(42)", "--out", "$JOB_OUTPUT"]
 
 
 def test_exit_zero_succeeds_keeps_the_output_and_frees_the_capacity(started_job):

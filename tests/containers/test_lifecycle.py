@@ -453,14 +453,14 @@ def test_a_full_disk_during_one_launch_is_retried_a_bounded_number_of_times(
     assert not booking.allocations.filter(active=True).exists()
 
 
-def test_a_backup_folder_turned_into_a_file_stops_only_its_reservation(
+def test_a_mount_point_turned_into_a_file_stops_only_its_reservation(
     booking, neighbour, released_on_second_host, roots
 ):
-    # What a student can do from inside their own container: replace the folder the
-    # portal keeps their SSH host keys in by a plain file.
-    folder = roots["backup"] / booking.user.username
-    folder.mkdir()
-    (folder / ".aivc").write_text("not a folder")
+    # What a student can do from inside their own container: replace the mount point of
+    # their Work folder inside their home by a plain file.
+    folder = roots["backup"] / ".aivc-home" / booking.user.username
+    folder.mkdir(parents=True)
+    (folder / "Work").write_text("not a folder")
 
     reconcile()
 

@@ -3,7 +3,7 @@ from decimal import Decimal
 import pytest
 
 from containers.fake_runtime import FakeRuntime
-from containers.runtime import DockerRuntime, get_runtime
+from containers.runtime import DockerRuntime, PortInUse, get_runtime
 from containers.specs import SecurityOptions, container_command, container_spec, memory_split
 from tests.factories import HostFactory, ImageFactory, ReservationFactory
 
@@ -77,3 +77,26 @@ def test_every_spec_is_fenced_in_as_the_settings_say(db, default_profile, settin
     engine = fake_runtime.engine_for(reservation.host)
     assert engine.runs[-1].security.network == "lab-isolated"
     assert engine.networks == {"lab-isolated"}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "driver failed programming external connectivity on endpoint aivc-ann (3f2a): "
+        "Bind for 0.0.0.0:10007 failed: port is already allocated",
+        "driver failed programming external connectivity on endpoint aivc-ann (3f2a): "
+        "Error starting userland proxy: listen tcp4 0.0.0.0:10007: bind: address already in use",
+    ],
+)
+def test_a_port_in_use_is_the_launch_s_problem_not_an_engine_that_does_not_answer(db, answer):
+    import docker
+    import requests
+
+    response = requests.Response()
+    response.status_code = 500
+    error = docker.errors.APIError("500 Server Error", response=response, explanation=answer)
+
+    problem = DockerRuntime(HostFactory(name="gpu-07"))._translate(error)
+
+    assert isinstance(problem, PortInUse)
+    assert str(problem) == "port 10007 of gpu-07 is in use by another program"

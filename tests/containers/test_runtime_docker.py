@@ -3,6 +3,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from containers.specs import GIB, LABEL_MANAGED, LABEL_RESERVATION
 from containers.tasks import prepare_image, reconcile
 from tests.containers.helpers import SETUP_ENGINES, destructive_engine_test
 from tests.factories import ReservationFactory, UserFactory
+from tests.images import TEST_IMAGE
 
 pytestmark = pytest.mark.docker
 Status = Reservation.Status
@@ -138,7 +140,7 @@ def test_renaming_the_host_never_orphans_its_container(booking, docker_client, d
 
 def test_an_orphan_container_is_removed(booking, docker_client, docker_scope):
     docker_client.containers.run(
-        "aivc-test/busybox:latest",
+        TEST_IMAGE,
         name=f"{django_settings.CONTAINER_PREFIX}orphan",
         detach=True,
         labels={LABEL_MANAGED: docker_scope, "aivc.host": booking.host.name, LABEL_RESERVATION: "987654"},
@@ -182,6 +184,31 @@ def test_an_engine_that_does_not_answer_keeps_the_reservation_due(booking, tmp_p
     assert ContainerEvent.objects.filter(level="ERROR", sign="EngineUnavailable").count() == 1
 
 
+def test_a_port_taken_on_the_server_is_a_launch_error_naming_the_port_retried_then_failed(
+    booking, docker_client, docker_scope, settings
+):
+    settings.CONTAINER_MAX_RESTARTS = 1
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("0.0.0.0", booking.forward_port))  # noqa: S104 - as dockerd binds it
+    squatter.listen()
+    try:
+        reconcile(wake=False)
+        booking.refresh_from_db()
+        assert booking.status != Status.FAILED and booking.restart_count == 1
+        retry = ContainerEvent.objects.get(reservation=booking, sign="LaunchError")
+        assert f"port {booking.forward_port} of {booking.host.name} is in use" in retry.message
+        assert not ContainerEvent.objects.filter(sign="EngineUnavailable").exists()
+
+        reconcile(wake=False)
+        booking.refresh_from_db()
+        assert booking.status == Status.FAILED
+        assert f"port {booking.forward_port}" in booking.status_message
+        assert managed(docker_client, docker_scope) == []
+    finally:
+        squatter.close()
+
+
 def _dockerd_pid() -> int | None:
     try:
         return int(Path("/var/run/docker.pid").read_text().strip())
@@ -218,7 +245,7 @@ def test_a_tick_killed_mid_way_is_finished_by_the_next_without_a_duplicate(
     reservation = ReservationFactory(host=engine_host, image=test_image, **window)
     environment = {
         **os.environ,
-        "DATABASE_URL": _test_database_url(),
+        "DATABASE_URL": _url_of_the_test_database(),
         "CONTAINER_RUNTIME": "tests.containers.slow_runtime.SlowAfterStartRuntime",
         "CONTAINER_SCOPE": django_settings.CONTAINER_SCOPE,
         "CONTAINER_NETWORK": django_settings.CONTAINER_NETWORK,  # the scope's own, removed after
@@ -253,7 +280,7 @@ def test_a_tick_killed_mid_way_is_finished_by_the_next_without_a_duplicate(
     assert reservation.container_id == containers[0].id
 
 
-def _test_database_url() -> str:
+def _url_of_the_test_database() -> str:
     database = connection.settings_dict
     if connection.vendor == "sqlite":
         return f"sqlite:///{database['NAME']}"

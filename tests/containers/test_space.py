@@ -41,6 +41,22 @@ def test_the_audit_records_over_quota_and_warns(booking, roots):
     assert events(booking, sign="SpaceWarning")
 
 
+def test_the_home_is_measured_against_its_own_quota(booking, roots):
+    home = roots["backup"] / ".aivc-home" / booking.user.username
+    (home / "venv" / "lib").mkdir(parents=True)
+    (home / "venv" / "lib" / "torch.so").write_bytes(b"x" * 300_000)
+    CapabilityProfile.objects.filter(is_default=True).update(
+        work_space_gb=1, backup_space_gb=1, home_space_gb=0
+    )
+    assert audit_user_space(user_id=booking.user_id, host=booking.host, now=timezone.now(), timeout_s=30)
+    audit = SpaceAudit.objects.get(user=booking.user)
+    assert audit.over_quota and audit.home_gb is not None
+    [warning] = events(booking, sign="SpaceWarning")
+    assert "home_dir" in warning.message
+    CapabilityProfile.objects.filter(is_default=True).update(home_space_gb=1)
+    assert not audit_user_space(user_id=booking.user_id, host=booking.host, now=timezone.now(), timeout_s=30)
+
+
 def test_a_timed_out_measurement_is_incomplete(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "file").write_bytes(b"x" * 10_000)
@@ -117,6 +133,17 @@ def test_the_measurement_names_a_folder_it_cannot_read(open_roots, booking, how)
 
     assert measured.complete is False
     assert measured.unreadable is not None and locked in (measured.unreadable, *measured.unreadable.parents)
+
+
+def test_a_locked_folder_in_the_home_is_named_as_the_student_sees_it(open_roots, booking):
+    home = open_roots / "backup" / ".aivc-home" / booking.user.username
+    home.mkdir(parents=True)
+    for folder in (home.parent, home):
+        folder.chmod(0o755)
+    (home / "private").mkdir(mode=0o000)
+    with as_an_unprivileged_scheduler():
+        assert audit_user_space(user_id=booking.user_id, host=booking.host, now=timezone.now(), timeout_s=30)
+    assert SpaceAudit.objects.get(user=booking.user).unreadable == "~/private"
 
 
 @pytest.mark.parametrize("how", LOCKS)

@@ -17,9 +17,9 @@ from bookings.services import reservation_create, reservation_release
 from containers.models import ContainerEvent
 from containers.tasks import reconcile
 from tests.factories import ImageFactory, UserFactory
+from tests.images import SSHD_IMAGE
 
 pytestmark = pytest.mark.docker
-SSHD_IMAGE = os.environ.get("AIVC_SSHD_IMAGE", "aivc-test/sshd:latest")
 SSH_READY_S = 30
 
 
@@ -185,3 +185,24 @@ def test_the_extra_command_runs_beside_sshd(engine_host, docker_scope, sshd_imag
     inside = _ssh(port=port, key=key, known_hosts=known_hosts, command="cat /root/Work/extra.txt")
     assert inside.returncode == 0, inside.stderr
     assert inside.stdout.strip() == "from-extra"
+
+
+def test_a_booking_on_the_lab_image_is_entered_by_ssh_without_jupyterlab(
+    engine_host, docker_scope, lab_image, default_profile, tmp_path
+):
+    # A booking leaves the mode to the entrypoint's default: sshd only, JupyterLab
+    # installed but not started.
+    key, public = _key_pair(tmp_path, "student")
+    port = _free_port()
+    student = UserFactory(ssh_public_keys=public, forward_port=port)
+    _book_now_and_start(user=student, host=engine_host, image=lab_image)
+    known_hosts = tmp_path / "known_hosts"
+    _learn_host_key(port=port, known_hosts=known_hosts)
+    inside = _ssh(
+        port=port,
+        key=key,
+        known_hosts=known_hosts,
+        command="id -u && test -x /opt/jupyter/bin/jupyter-lab && ! pgrep -f 'jupyter-lab$' && echo ssh-only",
+    )
+    assert inside.returncode == 0, inside.stderr
+    assert inside.stdout.split() == ["0", "ssh-only"]

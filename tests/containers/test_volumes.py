@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from containers.volumes import FolderProblem, prepare_mounts, state_root
+from containers.volumes import FolderProblem, home_folder, prepare_job_mounts, prepare_mounts, state_root
 from tests.factories import ReservationFactory, UserFactory
 
 
@@ -38,14 +38,93 @@ def test_host_keys_are_made_once_and_kept(reservation):
     assert oct(os.stat(key).st_mode & 0o777) == "0o600"
 
 
-def test_a_symlink_planted_in_the_backup_folder_is_never_mounted(reservation, roots, tmp_path):
-    persisted = roots["backup"] / "m11007s05" / ".aivc" / "home"
-    persisted.mkdir(parents=True)
+def test_the_home_is_mounted_at_root_with_the_users_folders_inside_it(reservation, roots):
+    mounts = {mount.target: mount for mount in prepare_mounts(reservation)}
+    home = roots["backup"] / ".aivc-home" / "m11007s05"
+    assert mounts["/root"].source == str(home) and not mounts["/root"].read_only
+    assert mounts["/root/Work"].source == str(roots["work"] / "m11007s05")
+    assert mounts["/root/Backup"].source == str(roots["backup"] / "m11007s05")
+    # The engine finds every mount point inside the home made already, as real folders.
+    for point in ("Work", "Backup", "Dataset", ".ssh"):
+        assert (home / point).is_dir() and not (home / point).is_symlink()
+    assert (home / ".ssh" / "authorized_keys").is_file()
+    assert stat.S_IMODE(os.stat(home).st_mode) == 0o700
+
+
+def test_a_home_and_ssh_folder_opened_to_everyone_are_made_private_again(reservation, roots):
+    prepare_mounts(reservation)
+    home = roots["backup"] / ".aivc-home" / "m11007s05"
+    home.chmod(0o777)
+    (home / ".ssh").chmod(0o777)
+    prepare_mounts(reservation)
+    assert stat.S_IMODE(os.stat(home).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(home / ".ssh").st_mode) == 0o700
+
+
+def test_the_home_root_is_a_setting(reservation, tmp_path, settings):
+    settings.CONTAINER_HOME_ROOT = str(tmp_path / "homes")
+    mounts = {mount.target: mount for mount in prepare_mounts(reservation)}
+    assert mounts["/root"].source == str(tmp_path / "homes" / "m11007s05")
+    assert home_folder(reservation.host, "m11007s05") == tmp_path / "homes" / "m11007s05"
+
+
+def test_a_jobs_container_gets_the_same_home(reservation, roots):
+    mounts = {mount.target: mount for mount in prepare_job_mounts(reservation, job_id=7)}
+    assert mounts["/root"].source == str(roots["backup"] / ".aivc-home" / "m11007s05")
+    assert (roots["work"] / "m11007s05" / "jobs" / "7").is_dir()
+    assert "/root/.ssh/authorized_keys" not in mounts
+
+
+def test_dotfiles_the_old_portal_kept_move_into_the_home_once(reservation, roots):
+    old = roots["backup"] / "m11007s05" / ".aivc" / "home"
+    (old / ".config" / "fish").mkdir(parents=True)
+    (old / ".gitconfig").write_text("[user]\n  name = student\n")
+    home = roots["backup"] / ".aivc-home" / "m11007s05"
+    home.mkdir(parents=True)
+    (home / ".local").mkdir()
+    (home / ".local" / "kept").write_text("newer")
+    (old / ".local").mkdir()
+    prepare_mounts(reservation)
+    assert (home / ".config" / "fish").is_dir()
+    assert (home / ".gitconfig").read_text().startswith("[user]")
+    assert (home / ".local" / "kept").read_text() == "newer"  # the home's own copy wins
+    assert (old / ".local").is_dir()
+
+
+def test_a_link_planted_among_the_old_dotfiles_is_moved_as_a_link_never_followed(
+    reservation, roots, tmp_path
+):
+    old = roots["backup"] / "m11007s05" / ".aivc" / "home"
+    old.mkdir(parents=True)
     secret = tmp_path / "host-secret"
     secret.write_text("host only")
-    (persisted / ".gitconfig").symlink_to(secret)
+    (old / ".gitconfig").symlink_to(secret)
+    mounts = prepare_mounts(reservation)
+    assert secret.read_text() == "host only"
+    assert all(not os.path.realpath(m.source).startswith(str(secret)) for m in mounts)
+    assert (roots["backup"] / ".aivc-home" / "m11007s05" / ".gitconfig").is_symlink()
+
+
+@pytest.mark.parametrize("point", ["Work", "Backup", "Dataset", ".ssh"])
+def test_a_link_at_a_mount_point_inside_the_home_is_refused(reservation, roots, outside, point):
+    home = roots["backup"] / ".aivc-home" / "m11007s05"
+    home.mkdir(parents=True)
+    (home / point).symlink_to(outside)
     with pytest.raises(FolderProblem, match="symbolic link"):
         prepare_mounts(reservation)
+
+
+def test_the_online_cpu_file_shows_the_booked_cpus_rounded_up(reservation, settings):
+    settings.CONTAINER_CPUSET = True
+    reservation.cpus = "1.5"
+    online = {m.target: m for m in prepare_mounts(reservation)}["/sys/devices/system/cpu/online"]
+    assert online.read_only and Path(online.source).read_text() == "0-1\n"
+    assert Path(online.source).is_relative_to(state_root(reservation.host))
+
+
+def test_without_pinning_no_online_cpu_file_is_mounted(reservation, settings):
+    settings.CONTAINER_CPUSET = False
+    assert "/sys/devices/system/cpu/online" not in {m.target for m in prepare_mounts(reservation)}
 
 
 def test_a_username_that_is_not_a_plain_folder_name_is_refused(reservation):
@@ -57,21 +136,31 @@ def test_a_username_that_is_not_a_plain_folder_name_is_refused(reservation):
 # --- A student is root in her container and controls every name under her folders. ---
 
 USER = "m11007s05"
-HOME = f"backup/{USER}/.aivc/home"
+OLD_HOME = f"backup/{USER}/.aivc/home"
+HOME = f"backup/.aivc-home/{USER}"
 LEGACY_KEYS = f"backup/{USER}/.aivc/ssh_host_keys"
 FOLDERS_THE_PORTAL_TOUCHES = [
     f"work/{USER}",
+    f"work/{USER}/jobs",
     f"backup/{USER}",
     f"backup/{USER}/.aivc",
+    OLD_HOME,
+    f"{OLD_HOME}/.config",
+    f"{OLD_HOME}/.local",
+    f"{OLD_HOME}/.vscode-server",
     HOME,
+    f"{HOME}/Work",
+    f"{HOME}/Backup",
+    f"{HOME}/Dataset",
+    f"{HOME}/.ssh",
     f"{HOME}/.config",
-    f"{HOME}/.local",
-    f"{HOME}/.vscode-server",
     LEGACY_KEYS,
 ]
 FILES_THE_PORTAL_TOUCHES = [
-    f"{HOME}/.bash_history",
-    f"{HOME}/.zsh_history",
+    f"{OLD_HOME}/.bash_history",
+    f"{OLD_HOME}/.zsh_history",
+    f"{OLD_HOME}/.gitconfig",
+    f"{HOME}/.ssh/authorized_keys",
     f"{HOME}/.gitconfig",
     f"{LEGACY_KEYS}/ssh_host_ed25519_key",
     f"{LEGACY_KEYS}/ssh_host_ed25519_key.pub",
@@ -155,7 +244,7 @@ def test_nothing_planted_in_a_users_folders_makes_the_portal_write_outside_them(
     before = snapshot(outside)
 
     try:
-        mounts = prepare_mounts(reservation)
+        mounts = prepare_mounts(reservation) + prepare_job_mounts(reservation, job_id=1)
     except FolderProblem as problem:
         assert "symbolic link or not what the portal expects" in str(problem)
     else:

@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 
 from bookings.models import Reservation
 from bookings.timeslots import SLOT, slot_floor
+from containers.models import ImagePresence
 from tests.factories import ReservationFactory, UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -17,6 +18,8 @@ OWN_PASSWORD = "a-much-better-passphrase-42"
 
 @pytest.fixture
 def first_login_student(default_profile, image, host):
+    # The host's agent found the image in its engine: a booking of it is "successful".
+    ImagePresence.objects.create(host=host, image=image, state=ImagePresence.State.PRESENT)
     user = UserFactory(username="m11007s05", must_change_password=True)
     user.set_password(FIRST_PASSWORD)
     user.save()

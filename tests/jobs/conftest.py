@@ -4,6 +4,7 @@ from tests.containers.conftest import (  # noqa: F401
     docker_scope,
     engine_host,
     fake_runtime,
+    lab_image,
     roots,
     test_image,
     window,

@@ -7,8 +7,10 @@ import json
 import stat
 import zipfile
 
+from tests.images import TEST_IMAGE
+
 DOCKERFILE = (
-    "FROM aivc-test/busybox:latest\n"
+    f"FROM {TEST_IMAGE}\n"
     "RUN echo built in the image > /built.txt\n"
     'CMD ["sh", "-c", "cat /built.txt; echo hello from dopq"]\n'
 )

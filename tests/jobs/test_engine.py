@@ -1,5 +1,6 @@
 """Batch jobs on the real Docker engine (deploy/test-engine/setup.sh): a job that prints and
-exits 0, one that exits 3, and one that outlives its time limit and ignores SIGTERM."""
+exits 0, one that exits 3, and one that outlives its time limit and ignores SIGTERM; the
+same on the lab image (`make lab-image`), whose entrypoint runs them in its job mode."""
 
 import time
 from datetime import timedelta
@@ -28,6 +29,16 @@ def job_logs(settings, tmp_path):
 
 @pytest.fixture
 def run_job(engine_host, docker_scope, test_image, default_profile):
+    return job_runner(host=engine_host, image=test_image)
+
+
+@pytest.fixture
+def run_lab_job(engine_host, docker_scope, lab_image, default_profile):
+    return job_runner(host=engine_host, image=lab_image)
+
+
+def job_runner(*, host, image):
+    """Submits a job and runs the scheduler's pass and one reconcile tick."""
     user = UserFactory(username="m11007s05")
 
     def run(command: str, *, minutes: int = 5) -> Job:
@@ -38,8 +49,8 @@ def run_job(engine_host, docker_scope, test_image, default_profile):
             memory_gb=1,
             gpu_count=0,
             time_limit_minutes=minutes,
-            host=engine_host,
-            image=test_image,
+            host=host,
+            image=image,
         )
         run_pass(now=timezone.now())
         reconcile(wake=False)
@@ -81,6 +92,10 @@ def test_a_job_that_exits_3_fails_with_its_code(run_job):
 
 def test_a_job_that_outlives_its_limit_is_stopped_as_timed_out(run_job, docker_client):
     job = run_job("sh -c 'trap \"\" TERM; echo working; while true; do sleep 1; done'")
+    assert_stopped_at_its_limit(job, docker_client=docker_client)
+
+
+def assert_stopped_at_its_limit(job: Job, *, docker_client) -> None:
     assert job.status == JobStatus.RUNNING, job.status_message
     container_id = job.reservation.container_id
     # Its time limit passes now: the window is moved back rather than waited out.
@@ -97,6 +112,34 @@ def test_a_job_that_outlives_its_limit_is_stopped_as_timed_out(run_job, docker_c
     assert 2 <= stopped_in < 20
     assert "working" in logs.log_tail(job_id=job.pk, lines=10)
     assert not docker_client.containers.list(all=True, filters={"id": container_id})
+
+
+# The lab image: its entrypoint would run sshd (and stop without host keys) unless the
+# portal sets its job mode; the command is then the container's main process.
+
+
+def test_a_job_on_the_lab_image_prints_and_exits_0(run_lab_job, engine_host):
+    job = until_finished(
+        run_lab_job(
+            'sh -c \'echo hello from the lab image; python3 -c "print(6 * 7)" > "$JOB_OUTPUT/out.txt"\''
+        )
+    )
+    assert (job.status, job.exit_code) == (JobStatus.SUCCEEDED, 0), job.status_message
+    assert "hello from the lab image" in logs.log_tail(job_id=job.pk, lines=10)
+    assert (
+        Path(engine_host.work_root) / "m11007s05" / "jobs" / str(job.pk) / "out.txt"
+    ).read_text() == "42\n"
+
+
+def test_a_job_on_the_lab_image_that_exits_3_fails_with_its_code(run_lab_job):
+    job = until_finished(run_lab_job("sh -c 'echo oops >&2; exit 3'"))
+    assert (job.status, job.exit_code) == (JobStatus.FAILED, 3)
+    assert "oops" in logs.log_tail(job_id=job.pk, lines=10)
+
+
+def test_a_job_on_the_lab_image_that_outlives_its_limit_is_timed_out(run_lab_job, docker_client):
+    job = run_lab_job("sh -c 'trap \"\" TERM; echo working; while true; do sleep 1; done'")
+    assert_stopped_at_its_limit(job, docker_client=docker_client)
 
 
 @pytest.mark.django_db(transaction=True)
