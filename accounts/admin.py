@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
@@ -9,7 +10,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html_join
 
-from accounts.models import ApiToken, CapabilityProfile, Notification, User
+from accounts.grant_services import limit_grant_end_now, limit_request_approve, limit_request_deny
+from accounts.models import ApiToken, CapabilityProfile, LimitGrant, LimitRequest, Notification, User
 from accounts.selectors import capability_for, first_free_forward_port
 from accounts.services import (
     normalise_username,
@@ -20,7 +22,8 @@ from accounts.services import (
 )
 from accounts.sshkeys import clean_ssh_public_keys
 from accounts.token_services import api_token_revoke
-from aivc_portal.admin_actions import action_form_page, log_each
+from aivc_portal.admin_actions import action_form_page, apply_to_each, log_each
+from bookings.limits import usage_for
 from containers.models import Host
 
 
@@ -35,6 +38,8 @@ class CapabilityProfileAdmin(admin.ModelAdmin):
         "work_space_gb",
         "backup_space_gb",
         "home_space_gb",
+        "gpus_at_once",
+        "gpu_hours_per_week",
     )
     list_filter = ("is_default",)
     search_fields = ("name",)
@@ -96,7 +101,7 @@ class UserAdmin(DjangoUserAdmin):
     list_filter = ("is_staff", "is_active", "capability_profile", "must_change_password")
     list_select_related = ("capability_profile",)
     search_fields = ("username", "email", "first_name", "last_name")
-    readonly_fields = ("effective_limits",)
+    readonly_fields = ("effective_limits", "usage_this_week")
     fieldsets = (
         *DjangoUserAdmin.fieldsets,
         (
@@ -106,6 +111,7 @@ class UserAdmin(DjangoUserAdmin):
                     "forward_port",
                     "capability_profile",
                     "effective_limits",
+                    "usage_this_week",
                     "default_image",
                     "default_extra_command",
                     "ssh_public_keys",
@@ -174,6 +180,23 @@ class UserAdmin(DjangoUserAdmin):
                 )
             )
         return format_html_join("", "<div><b>{}</b>: {}</div>", rows) or "No hosts yet."
+
+    @admin.display(description="Usage this week")
+    def usage_this_week(self, user: User) -> str:
+        if not user.pk:
+            return "-"
+        usage = usage_for(user=user, now=timezone.now())
+        limits = usage.limits
+
+        def cap(value) -> str:
+            return "none" if value is None else f"{value:g}"
+
+        return (
+            f"GPU-hours, last 7 days: {usage.gpu_hours_week:g} / budget {cap(usage.gpu_hours_budget)}; "
+            f"next 7 days: {usage.gpu_hours_ahead:g}. Held now: {usage.gpus_now} GPUs "
+            f"(cap {cap(limits.gpus_at_once)}), {usage.cpus_now:g} CPUs (cap {cap(limits.cpus_at_once)}), "
+            f"{usage.memory_gb_now} GiB (cap {cap(limits.memory_gb_at_once)})."
+        )
 
     def get_urls(self):
         extra = [
@@ -296,3 +319,128 @@ class LogEntryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class AnswerActionForm(ActionForm):
+    """The action bar of requests for more carries the note the student reads."""
+
+    note = forms.CharField(
+        required=False, label="Note to the student", widget=forms.TextInput(attrs={"size": 60})
+    )
+
+
+@admin.register(LimitRequest)
+class LimitRequestAdmin(admin.ModelAdmin):
+    """Maintainers answer requests for more in one step: tick them, type a note, choose
+    approve or deny; or open one, write the note, press Approve or Deny. Answered requests
+    stay here, read-only, as the history."""
+
+    list_display = ("created_at", "user", "kind", "summary", "ends_at", "status", "decided_by", "decided_at")
+    list_filter = ("status", "kind", "created_at")
+    search_fields = ("user__username", "reason", "note")
+    list_select_related = ("user", "profile", "decided_by")
+    action_form = AnswerActionForm
+    actions = ("approve", "deny")
+    change_form_template = "admin/accounts/limitrequest/change_form.html"
+    fields = (
+        "user",
+        "kind",
+        "gpu_hours_per_week",
+        "gpus_at_once",
+        "cpus_at_once",
+        "memory_gb_at_once",
+        "profile",
+        "ends_at",
+        "reason",
+        "created_at",
+        "status",
+        "decided_by",
+        "decided_at",
+        "note",
+    )
+
+    def has_add_permission(self, request) -> bool:
+        return False  # students ask on their requests page
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.status == LimitRequest.Status.PENDING:
+            return [field for field in self.fields if field != "note"]
+        return self.fields
+
+    @admin.display(description="Asked for")
+    def summary(self, obj: LimitRequest) -> str:
+        return obj.summary()
+
+    def _answer(self, request, queryset, *, service, done: str) -> None:
+        note = request.POST.get("note", "")
+        answered = 0
+        for limit_request in queryset:
+            try:
+                service(request=limit_request, by=request.user, note=note, now=timezone.now())
+            except ValidationError as error:
+                self.message_user(request, f"{limit_request}: {' '.join(error.messages)}", messages.ERROR)
+            else:
+                answered += 1
+                self.log_change(request, limit_request, f"{done} with note: {note}" if note else done)
+        if answered:
+            self.message_user(request, f"{done}: {answered}; the students are told.", messages.SUCCESS)
+
+    @admin.action(description="Approve the selected requests (with the note)", permissions=["change"])
+    def approve(self, request, queryset) -> None:
+        self._answer(request, queryset, service=limit_request_approve, done="Approved")
+
+    @admin.action(description="Deny the selected requests (with the note)", permissions=["change"])
+    def deny(self, request, queryset) -> None:
+        self._answer(request, queryset, service=limit_request_deny, done="Denied")
+
+    def response_change(self, request, obj: LimitRequest):
+        """The change form's Approve and Deny buttons: the note just saved goes with it."""
+        for button, service, done in (
+            ("_approve", limit_request_approve, "Approved"),
+            ("_deny", limit_request_deny, "Denied"),
+        ):
+            if button in request.POST and self.has_change_permission(request, obj):
+                try:
+                    service(request=obj, by=request.user, note=obj.note, now=timezone.now())
+                except ValidationError as error:
+                    self.message_user(request, " ".join(error.messages), messages.ERROR)
+                    return redirect(request.path)
+                self.log_change(request, obj, done)
+                self.message_user(request, f"{done}: {obj}; the student is told.", messages.SUCCESS)
+                return redirect("admin:accounts_limitrequest_changelist")
+        return super().response_change(request, obj)
+
+
+@admin.register(LimitGrant)
+class LimitGrantAdmin(admin.ModelAdmin):
+    """What is granted to whom until when. A grant stops applying at its end by itself."""
+
+    list_display = (
+        "user",
+        "kind",
+        "summary",
+        "usage_factor",
+        "starts_at",
+        "ends_at",
+        "ended_at",
+        "granted_by",
+    )
+    list_filter = ("kind", ("ended_at", admin.EmptyFieldListFilter), "ends_at")
+    search_fields = ("user__username",)
+    list_select_related = ("user", "profile", "granted_by")
+    readonly_fields = ("user", "request", "kind", "starts_at", "granted_by", "created_at", "ended_at")
+    actions = ("end_now",)
+
+    def has_add_permission(self, request) -> bool:
+        return False  # a grant comes from approving a request
+
+    @admin.display(description="Granted")
+    def summary(self, obj: LimitGrant) -> str:
+        return obj.summary()
+
+    @admin.action(description="End the selected grants now", permissions=["change"])
+    def end_now(self, request, queryset) -> None:
+        def end(grant: LimitGrant) -> None:
+            limit_grant_end_now(grant=grant, now=timezone.now())
+
+        apply_to_each(self, request, queryset, end, "Ended", audit="Ended the grant now")

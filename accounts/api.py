@@ -18,7 +18,9 @@ from rest_framework.views import APIView
 from accounts import serializers as s
 from accounts.authentication import came_with_a_token, refuse_a_token
 from accounts.backends import DIRECTORY_DOWN_MESSAGE, directory_was_down
-from accounts.models import ApiToken, Notification, User
+from accounts.grant_selectors import limit_requests_for_user
+from accounts.grant_services import limit_request_create
+from accounts.models import ApiToken, LimitRequest, Notification, User
 from accounts.notification_selectors import notifications_for_user
 from accounts.notification_services import notifications_mark_read
 from accounts.services import user_update_profile
@@ -175,9 +177,35 @@ class NotificationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return Response({"marked": marked})
 
 
+@extend_schema_view(
+    list=extend_schema(summary="Your requests for more, newest first, with their answers"),
+    retrieve=extend_schema(summary="One of your requests for more"),
+    create=extend_schema(
+        summary="Ask for more until a day: a budget, caps at once, another profile or a priority boost",
+        request=s.LimitRequestCreateSerializer,
+        responses={201: s.LimitRequestSerializer},
+    ),
+)
+class LimitRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Only the signed-in user's requests exist here: another user's id answers 404."""
+
+    serializer_class = s.LimitRequestSerializer
+    lookup_value_regex = r"[0-9]{1,18}"
+
+    def get_queryset(self) -> QuerySet[LimitRequest]:
+        return limit_requests_for_user(user_id=self.request.user.pk)
+
+    def create(self, request: Request) -> Response:
+        serializer = s.LimitRequestCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        made = limit_request_create(user=request.user, now=timezone.now(), **serializer.validated_data)
+        return Response(self.get_serializer(made).data, status=status.HTTP_201_CREATED)
+
+
 router = SimpleRouter()
 router.register("tokens", ApiTokenViewSet, basename="api-token")
 router.register("notifications", NotificationViewSet, basename="api-notification")
+router.register("limit-requests", LimitRequestViewSet, basename="api-limit-request")
 
 urlpatterns = [
     path("profile/", ProfileView.as_view(), name="api-profile"),

@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from accounts.backends import DIRECTORY_DOWN_MESSAGE, directory_was_down
-from accounts.models import ApiToken, NotificationKind, User
+from accounts.models import ApiToken, CapabilityProfile, LimitKind, NotificationKind, User
 from containers.models import Image
 
 
@@ -106,3 +106,37 @@ class EmailKindsForm(forms.Form):
     @classmethod
     def for_user(cls, kinds: list[str], data=None) -> "EmailKindsForm":
         return cls(data, initial={"email_kinds": kinds}, prefix="email")
+
+
+class LimitRequestForm(forms.Form):
+    """Asking for more: the kind, its values, until when and why. Shape only; the rules are
+    in accounts.grant_services."""
+
+    kind = forms.ChoiceField(choices=LimitKind.choices, label=_("What you need"))
+    gpu_hours_per_week = forms.DecimalField(
+        required=False,
+        max_digits=8,
+        decimal_places=1,
+        label=_("GPU-hours per week"),
+        help_text=_("For a budget."),
+    )
+    gpus_at_once = forms.IntegerField(
+        required=False, label=_("GPUs at once"), help_text=_("For caps at once.")
+    )
+    cpus_at_once = forms.DecimalField(required=False, max_digits=6, decimal_places=2, label=_("CPUs at once"))
+    memory_gb_at_once = forms.IntegerField(required=False, label=_("Memory at once (GiB)"))
+    profile = forms.ModelChoiceField(
+        queryset=CapabilityProfile.objects.order_by("name"),
+        required=False,
+        label=_("Profile"),
+        help_text=_("For another capability profile."),
+    )
+    until = forms.DateField(
+        label=_("Last day"), widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+    )
+    reason = forms.CharField(
+        max_length=2000,
+        label=_("Why"),
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text=_("E.g. your thesis deadline and the experiment it needs."),
+    )

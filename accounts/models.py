@@ -1,7 +1,12 @@
+from datetime import timedelta
+from decimal import Decimal
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, UserManager
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import IntegrityError, models, transaction
+from django.utils import timezone
 
 PORT_ATTEMPTS = 5
 
@@ -35,6 +40,44 @@ class CapabilityProfile(models.Model):
         blank=True,
         help_text="Most batch jobs waiting at once (default profile: empty = the lab's).",
     )
+
+    # What one user holds at any instant across bookings and jobs, and a rolling GPU-hour
+    # budget; read through bookings.limits.limits_for (not per host, so not in LIMIT_FIELDS).
+    gpus_at_once = models.PositiveSmallIntegerField(
+        "GPUs at once",
+        null=True,
+        blank=True,
+        help_text="Most GPUs one user holds at any moment, bookings and jobs together "
+        "(default profile: empty = no cap beyond the per-request maximum).",
+    )
+    cpus_at_once = models.DecimalField(
+        "CPUs at once",
+        max_digits=6,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Most CPUs one user holds at any moment, bookings and jobs together.",
+    )
+    memory_gb_at_once = models.PositiveIntegerField(
+        "Memory at once (GiB)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Most memory one user holds at any moment, bookings and jobs together.",
+    )
+    gpu_hours_per_week = models.DecimalField(
+        "GPU-hours per week",
+        max_digits=8,
+        decimal_places=1,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="GPU-hours of one user's bookings and jobs in any 7-day window "
+        "(default profile: empty = no budget).",
+    )
+
+    USAGE_LIMIT_FIELDS = ("gpus_at_once", "cpus_at_once", "memory_gb_at_once", "gpu_hours_per_week")
 
     LIMIT_FIELDS = (
         "cpus",
@@ -167,6 +210,10 @@ class NotificationKind(models.TextChoices):
     ENGINE_DOWN = "engine_down", "Engine or agent down (maintainers)"
     GPU_DUPLICATE = "gpu_duplicate", "GPU used by someone else (maintainers)"
     LOGIN_FLOOD = "login_flood", "Flood of failed logins (maintainers)"
+    WAITLIST_BOOKED = "waitlist_booked", "Waiting booking request booked"
+    WAITLIST_EXPIRED = "waitlist_expired", "Waiting booking request expired"
+    LIMIT_ANSWERED = "limit_answered", "Request for more answered"
+    GRANT_EXPIRED = "grant_expired", "Granted limit ended"
 
 
 class Notification(models.Model):
@@ -210,6 +257,10 @@ def default_email_kinds() -> list[str]:
         NotificationKind.ENGINE_DOWN,
         NotificationKind.GPU_DUPLICATE,
         NotificationKind.LOGIN_FLOOD,
+        NotificationKind.WAITLIST_BOOKED,
+        NotificationKind.WAITLIST_EXPIRED,
+        NotificationKind.LIMIT_ANSWERED,
+        NotificationKind.GRANT_EXPIRED,
     ]
 
 
@@ -223,3 +274,131 @@ class UserChannels(models.Model):
 
     def __str__(self) -> str:
         return f"Channels of {self.user}"
+
+
+class LimitKind(models.TextChoices):
+    BUDGET = "budget", "A bigger weekly GPU-hour budget"
+    CAPS = "caps", "Bigger caps at once"
+    PROFILE = "profile", "Another capability profile"
+    BOOST = "boost", "A fair-share priority boost"
+
+
+class LimitAsk(models.Model):
+    """What a request asks for, and what a grant gives: one kind, its values, until when."""
+
+    kind = models.CharField(max_length=8, choices=LimitKind.choices)
+    gpu_hours_per_week = models.DecimalField(
+        "GPU-hours per week", max_digits=8, decimal_places=1, null=True, blank=True, help_text="Budget only."
+    )
+    gpus_at_once = models.PositiveSmallIntegerField("GPUs at once", null=True, blank=True)
+    cpus_at_once = models.DecimalField("CPUs at once", max_digits=6, decimal_places=2, null=True, blank=True)
+    memory_gb_at_once = models.PositiveIntegerField("Memory at once (GiB)", null=True, blank=True)
+    profile = models.ForeignKey(
+        CapabilityProfile,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Another profile only.",
+    )
+    ends_at = models.DateTimeField(help_text="The grant ends by itself at this moment.")
+
+    class Meta:
+        abstract = True
+
+    @property
+    def last_day(self):
+        """The last day it applies, in the lab's time zone (it ends at the next midnight)."""
+        return timezone.localtime(self.ends_at - timedelta(microseconds=1)).date()
+
+    def summary(self) -> str:
+        """What is asked or given, in a few words (admin lists, notices)."""
+        if self.kind == LimitKind.BUDGET:
+            return f"{self.gpu_hours_per_week} GPU-hours per week"
+        if self.kind == LimitKind.CAPS:
+            parts = [
+                f"{value} {name}"
+                for value, name in (
+                    (self.gpus_at_once, "GPUs"),
+                    (self.cpus_at_once, "CPUs"),
+                    (self.memory_gb_at_once, "GiB"),
+                )
+                if value is not None
+            ]
+            return "at once: " + ", ".join(parts)
+        if self.kind == LimitKind.PROFILE:
+            return f"profile {self.profile.name if self.profile_id else '?'}"
+        return "priority boost"
+
+
+class LimitRequest(LimitAsk):
+    """A student's request for more, with a reason; a maintainer approves (which makes a
+    time-limited LimitGrant) or denies it, with a note the student reads. Rows are kept:
+    the history stays in admin."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        DENIED = "denied"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="limit_requests"
+    )
+    reason = models.TextField()
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING, db_index=True)
+    created_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.TextField(blank=True, help_text="The maintainer's answer; the student reads it.")
+
+    class Meta:
+        verbose_name = "request for more"
+        verbose_name_plural = "requests for more"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.user}: {self.summary()} ({self.status})"
+
+
+class LimitGrant(LimitAsk):
+    """A time-limited raise for one user, made by approving a request. Active while
+    starts_at <= now < ends_at: the effective limits read only active grants, so it ends by
+    itself; `ended_at` records that the expiry task saw it end and told the student."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="limit_grants")
+    request = models.OneToOneField(
+        LimitRequest, null=True, blank=True, on_delete=models.SET_NULL, related_name="grant"
+    )
+    starts_at = models.DateTimeField()
+    usage_factor = models.DecimalField(
+        max_digits=4,
+        decimal_places=2,
+        default=Decimal("0.5"),
+        help_text="Boost only: the user's fair-share usage counts this much (0.5: half, 0: first in line).",
+    )
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True, help_text="When the expiry task saw it end.")
+
+    class Meta:
+        ordering = ["-starts_at", "-id"]
+        indexes = [models.Index(fields=["user", "ends_at"], name="limitgrant_user_end")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(ends_at__gt=models.F("starts_at")), name="limitgrant_ends_after_start"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(usage_factor__gte=0, usage_factor__lte=1),
+                name="limitgrant_usage_factor_0_1",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.summary()} until {self.ends_at:%Y-%m-%d}"
+
+    def is_active(self, now) -> bool:
+        return self.starts_at <= now < self.ends_at

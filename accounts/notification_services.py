@@ -4,6 +4,7 @@ crash or a second worker never sends one twice (at most once, by design)."""
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
@@ -51,6 +52,25 @@ def notifications_record(*, notices: Iterable, now: datetime) -> int:
     # A second tick racing this one inserts the same keys; the unique index drops them.
     Notification.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One thing to tell one user, from a service that decided it (a waiting booking was
+    booked, a request was answered); the lifecycle's notices are read by containers.notices."""
+
+    user_id: int
+    kind: str
+    key: str
+    title: str
+    body: str = ""
+    link: str = ""
+
+
+def notify(*, notice: Notice, now: datetime) -> bool:
+    """Records one notice, in the caller's transaction (so it exists only if what it tells
+    happened); the notify tick e-mails it. False when its key was recorded before."""
+    return notifications_record(notices=[notice], now=now) == 1
 
 
 def _message(notification: Notification, *, connection) -> EmailMessage:

@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from accounts.models import ApiToken, Notification, User
+from accounts.models import ApiToken, LimitKind, LimitRequest, Notification, User
 
 
 class ProfileSerializer(serializers.ModelSerializer):
@@ -107,3 +107,46 @@ class NotificationReadSerializer(serializers.Serializer):
 
 class MarkedSerializer(serializers.Serializer):
     marked = serializers.IntegerField()
+
+
+class LimitRequestSerializer(serializers.ModelSerializer):
+    profile = serializers.CharField(source="profile.name", allow_null=True, default=None)
+    summary = serializers.CharField()
+    granted = serializers.SerializerMethodField()
+
+    class Meta:
+        model = LimitRequest
+        fields = (
+            "id",
+            "kind",
+            "summary",
+            "gpu_hours_per_week",
+            "gpus_at_once",
+            "cpus_at_once",
+            "memory_gb_at_once",
+            "profile",
+            "ends_at",
+            "reason",
+            "status",
+            "note",
+            "created_at",
+            "decided_at",
+            "granted",
+        )
+        read_only_fields = fields
+
+    def get_granted(self, request: LimitRequest) -> bool:
+        return request.status == LimitRequest.Status.APPROVED
+
+
+class LimitRequestCreateSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=LimitKind.choices)
+    until = serializers.DateField(help_text="The last day it applies, YYYY-MM-DD (at most 120 days ahead).")
+    reason = serializers.CharField(max_length=2000)
+    gpu_hours_per_week = serializers.CharField(required=False, allow_null=True, max_length=32)
+    gpus_at_once = serializers.CharField(required=False, allow_null=True, max_length=32)
+    cpus_at_once = serializers.CharField(required=False, allow_null=True, max_length=32)
+    memory_gb_at_once = serializers.CharField(required=False, allow_null=True, max_length=32)
+    profile = serializers.CharField(
+        required=False, allow_null=True, max_length=64, help_text="Profile name or id."
+    )

@@ -86,7 +86,7 @@ def user_update_lab_settings(*, user: User, **values) -> list[str]:
 
 # Capability profiles ---------------------------------------------------------------------
 
-PROFILE_LIMITS = frozenset(CapabilityProfile.LIMIT_FIELDS)
+PROFILE_LIMITS = frozenset(CapabilityProfile.LIMIT_FIELDS + CapabilityProfile.USAGE_LIMIT_FIELDS)
 
 
 @transaction.atomic

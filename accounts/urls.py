@@ -13,4 +13,5 @@ urlpatterns = [
     path("password/", views.password_change, name="password_change"),
     path("profile/", views.profile, name="profile"),
     path("notifications/", views.notifications, name="notifications"),
+    path("requests/", views.limit_requests, name="limit-requests"),
 ]

@@ -15,7 +15,16 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from accounts.channel_services import calendar_feed_reset, calendar_feed_token, email_kinds_set
-from accounts.forms import ApiTokenForm, EmailKindsForm, ForwardPortForm, LoginForm, ProfileForm
+from accounts.forms import (
+    ApiTokenForm,
+    EmailKindsForm,
+    ForwardPortForm,
+    LimitRequestForm,
+    LoginForm,
+    ProfileForm,
+)
+from accounts.grant_selectors import active_grants_for_user, limit_requests_for_user
+from accounts.grant_services import limit_request_create
 from accounts.models import ApiToken
 from accounts.notification_selectors import email_kinds_for_user, notifications_for_user
 from accounts.notification_services import notifications_mark_read
@@ -185,3 +194,25 @@ def notifications(request: HttpRequest) -> HttpResponse:
         return redirect("notifications")
     rows = notifications_for_user(user_id=request.user.pk)[:100]
     return render(request, "accounts/notifications.html", {"notifications": rows})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def limit_requests(request: HttpRequest) -> HttpResponse:
+    """Ask for more (a bigger budget or caps, another profile, a priority boost) until a day;
+    the requests asked before, with their answers, and what is granted now."""
+    form = LimitRequestForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            limit_request_create(user=request.user, now=timezone.now(), **form.cleaned_data)
+        except ValidationError as error:
+            _show_errors(form, error)
+        else:
+            messages.success(request, _("Your request was sent; you are told when a maintainer answers."))
+            return redirect("limit-requests")
+    context = {
+        "form": form,
+        "requests": limit_requests_for_user(user_id=request.user.pk)[:50],
+        "grants": active_grants_for_user(user_id=request.user.pk, now=timezone.now()),
+    }
+    return render(request, "accounts/limit_requests.html", context)

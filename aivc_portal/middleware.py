@@ -12,10 +12,11 @@ from collections.abc import Callable
 
 from django.core.signals import request_finished
 from django.dispatch import receiver
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.utils.translation import gettext as _
 
 from accounts.throttling import client_ip
+from aivc_portal.api import error_body
 from aivc_portal.logs import current_request, known_username
 
 
@@ -59,10 +60,12 @@ class RefuseNulCharacters:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        form = request.POST if request.content_type in FORM_TYPES else {}
+        # Only a urlencoded body: parsing a multipart one here would fix its upload handlers
+        # before the view that sets them (its fields go through forms, which refuse a NUL).
+        form = request.POST if request.content_type == "application/x-www-form-urlencoded" else {}
         if _carries_nul(request.GET) or (form and _carries_nul(form)):
-            return HttpResponseBadRequest(_("The request contains a NUL character, which no field accepts."))
+            message = _("The request contains a NUL character, which no field accepts.")
+            if request.path.startswith("/api/"):
+                return JsonResponse(error_body(detail=message, code="nul_character"), status=400)
+            return HttpResponseBadRequest(message)
         return self.get_response(request)
-
-
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")

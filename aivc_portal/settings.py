@@ -331,6 +331,9 @@ JOB_UPLOAD_MAX_BYTES = env_int("JOB_UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
 JOB_UPLOAD_MAX_UNPACKED_BYTES = env_int("JOB_UPLOAD_MAX_UNPACKED_BYTES", 100 * 1024 * 1024)
 JOB_UPLOAD_MAX_FILES = env_int("JOB_UPLOAD_MAX_FILES", 1000)
 JOB_BUILD_TIMEOUT_S = env_int("JOB_BUILD_TIMEOUT_S", 15 * 60)
+# Usage limits (bookings/limits.py): the longest unbroken hold on a GPU by one user, bookings
+# back to back counted as one (0: no limit). Caps at once and budgets are per profile.
+MAX_CONTINUOUS_GPU_HOLD_HOURS = env_int("MAX_CONTINUOUS_GPU_HOLD_HOURS", 14 * 24, minimum=0)
 FAIR_SHARE_HALF_LIFE_DAYS = env_float("FAIR_SHARE_HALF_LIFE_DAYS", 7)
 # 0-GPU work is charged in CPU-hours; this many CPU-hours weigh as much as one GPU-hour.
 FAIR_SHARE_CPU_HOURS_PER_GPU_HOUR = env_float("FAIR_SHARE_CPU_HOURS_PER_GPU_HOUR", 8)
@@ -432,6 +435,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    # Requests for more (docs/limits.md): their `kind` is not the reservations' `kind`.
+    "ENUM_NAME_OVERRIDES": {"LimitKindEnum": "accounts.models.LimitKind"},
 }
 API_TOKEN_MAX_DAYS = env_int("API_TOKEN_MAX_DAYS", 365, minimum=1)
 # A token made without an expiry (the profile page, `aivc login`) expires after this many days.

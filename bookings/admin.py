@@ -5,7 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from aivc_portal.admin_actions import action_form_page, apply_to_each, tell_owner
-from bookings.models import GpuAllocation, Reservation
+from bookings.models import GpuAllocation, Reservation, WaitlistEntry
 from bookings.services import (
     CANCELLED_BY_MAINTAINER,
     STOPPED_BY_MAINTAINER,
@@ -15,6 +15,7 @@ from bookings.services import (
     reservation_request_restart,
     reservation_start_now,
 )
+from bookings.waitlist_services import waitlist_withdraw
 
 
 class GpuAllocationInline(admin.TabularInline):
@@ -161,3 +162,34 @@ class GpuAllocationAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # GPUs are allocated by the booking rules, never by hand
+
+
+@admin.register(WaitlistEntry)
+class WaitlistEntryAdmin(admin.ModelAdmin):
+    """Bookings waiting for capacity. They hold nothing; the waitlist tick books them
+    through the booking rules. Maintainers see who waits for what, and may withdraw one."""
+
+    list_display = (
+        "id",
+        "user",
+        "host",
+        "mode",
+        "earliest_start",
+        "latest_start",
+        "duration_minutes",
+        "gpu_count",
+        "status",
+        "reservation",
+    )
+    list_filter = ("status", "mode", "host")
+    search_fields = ("user__username",)
+    list_select_related = ("user", "host", "reservation")
+    readonly_fields = [field.name for field in WaitlistEntry._meta.fields]
+    actions = ("withdraw",)
+
+    def has_add_permission(self, request) -> bool:
+        return False  # a request waits from the booking form, the API or aivc
+
+    @admin.action(description="Withdraw the selected waiting requests", permissions=["change"])
+    def withdraw(self, request: HttpRequest, queryset: QuerySet) -> None:
+        apply_to_each(self, request, queryset, lambda entry: waitlist_withdraw(entry=entry), "Withdrawn")

@@ -22,10 +22,11 @@ from accounts.selectors import capability_for
 from aivc_portal.api import IsStaff
 from bookings import serializers as s
 from bookings.capacity import availability, earliest_fit
+from bookings.limits import usage_for
 from bookings.models import Reservation
 from bookings.report_views import ReportRangeForm, csv_download, usage_csv_bytes
 from bookings.reports import reservations_csv_bytes
-from bookings.selectors import hosts_open_to, reservations_for_user
+from bookings.selectors import hosts_open_to, reservations_for_user, waitlist_for_user
 
 # The booking rules' own readings, reused so each rule and its message exist once: a
 # host given as a name or an id, and a window's end (after the start, at most 2 weeks).
@@ -41,6 +42,7 @@ from bookings.services import (
 )
 from bookings.timeline import timeline as build_timeline
 from bookings.timeslots import MAX_AHEAD, SLOT, parse_time_input, slot_floor
+from bookings.waitlist_services import waitlist_join, waitlist_withdraw
 from containers.models import Host
 from containers.selectors import bookable_images
 
@@ -191,6 +193,15 @@ class TimelineView(APIView):
         return Response(s.TimelineSerializer(body).data)
 
 
+class UsageView(APIView):
+    @extend_schema(
+        summary="Your usage against your limits: GPU-hours this week and your budget, what you hold now",
+        responses={200: s.UsageSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(s.UsageSerializer(usage_for(user=request.user, now=timezone.now())).data)
+
+
 class ImageListView(APIView):
     @extend_schema(
         summary="Images a reservation may use",
@@ -284,6 +295,45 @@ class ReservationViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         return self._answer(reservation_request_restart(reservation=self.get_object()))
 
 
+@extend_schema_view(
+    list=extend_schema(
+        summary="Your waiting booking requests: waiting ones first, then the newest",
+        responses={200: s.WaitlistEntrySerializer(many=True)},
+    ),
+    retrieve=extend_schema(
+        summary="One of your waiting booking requests", responses={200: s.WaitlistEntrySerializer}
+    ),
+    create=extend_schema(
+        summary="Wait for a booking that does not fit: it holds nothing and is booked when it fits",
+        request=s.WaitlistCreateSerializer,
+        responses={201: s.WaitlistEntrySerializer},
+    ),
+)
+class WaitlistViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Only the signed-in user's requests exist here: another user's id answers 404."""
+
+    serializer_class = s.WaitlistEntrySerializer
+    lookup_value_regex = ID
+
+    def get_queryset(self):
+        return waitlist_for_user(user_id=self.request.user.pk)
+
+    def create(self, request: Request) -> Response:
+        data = _validated(s.WaitlistCreateSerializer, request.data)
+        entry = waitlist_join(user=request.user, now=timezone.now(), **data)
+        return Response(
+            self.get_serializer(self.get_queryset().get(pk=entry.pk)).data, status=status.HTTP_201_CREATED
+        )
+
+    @extend_schema(
+        summary="Withdraw a waiting request", request=None, responses={200: s.WaitlistEntrySerializer}
+    )
+    @action(detail=True, methods=["post"])
+    def withdraw(self, request: Request, pk: str) -> Response:
+        entry = waitlist_withdraw(entry=self.get_object(), now=timezone.now())
+        return Response(self.get_serializer(self.get_queryset().get(pk=entry.pk)).data)
+
+
 REPORT_PARAMETERS = [
     OpenApiParameter("from", OpenApiTypes.DATE, required=True, description="First day, YYYY-MM-DD."),
     OpenApiParameter("to", OpenApiTypes.DATE, required=True, description="Last day (included)."),
@@ -338,6 +388,7 @@ class UsageReportView(ReportView):
 
 router = SimpleRouter()
 router.register("reservations", ReservationViewSet, basename="api-reservation")
+router.register("waitlist", WaitlistViewSet, basename="api-waitlist")
 
 urlpatterns = [
     *router.urls,
@@ -345,6 +396,7 @@ urlpatterns = [
     path("earliest-fit/", EarliestFitView.as_view(), name="api-earliest-fit"),
     path("timeline/", TimelineView.as_view(), name="api-timeline"),
     path("images/", ImageListView.as_view(), name="api-images"),
+    path("me/usage/", UsageView.as_view(), name="api-usage"),
     path("reports/reservations.csv", ReservationReportView.as_view(), name="api-report-reservations"),
     path("reports/usage.csv", UsageReportView.as_view(), name="api-report-usage"),
 ]

@@ -14,7 +14,7 @@ The rules:
 Two ways in: `availability` / `earliest_fit` read the database for one question, and a
 `HostLoad` snapshot answers many questions from memory (and takes tentative `hold`s)."""
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -512,15 +512,21 @@ def earliest_fit(
     not_after: datetime,
     grid: timedelta = SLOT,
     user_id: int | None = None,
+    loads: Mapping[int, HostLoad] | None = None,
 ) -> Fit | None:
     """The earliest fitting window over the hosts (ties: the first host given); given
-    `user_id`, it also overlaps none of that user's live bookings."""
+    `user_id`, it also overlaps none of that user's live bookings. `loads`: snapshots by
+    host id to answer from (many searches in a row: the waitlist tick), where they cover
+    the search; other hosts are read."""
     horizon_end = not_after + duration
     own = own_bookings_overlapping(user_id=user_id, start=not_before, end=horizon_end) if user_id else None
     avoid = list(own.values_list("start", "end")) if own is not None else []
     best: Fit | None = None
     for host in hosts:
-        found = HostLoad.load(host, not_before, horizon_end).earliest_fit(
+        load = (loads or {}).get(host.pk)
+        if load is None or load.start > not_before or load.end < horizon_end:
+            load = HostLoad.load(host, not_before, horizon_end)
+        found = load.earliest_fit(
             cpus=cpus,
             memory_gb=memory_gb,
             gpu_count=gpu_count,

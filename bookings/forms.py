@@ -163,6 +163,8 @@ class BookingForm(forms.Form):
         help_text=_("Run when the container starts, as arguments to the image; leave empty for none."),
     )
 
+    service_fields = SERVICE_FIELD_TO_FORM_FIELD
+
     def __init__(self, *args, user: User, host_labels: dict[int, str] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # Only the hosts the user may book; each named with what it has free now.
@@ -182,6 +184,10 @@ class BookingForm(forms.Form):
                 self.fields["gpu_count"].initial = 0  # a lab (or demo) without GPUs
         for name in ("cpus", "memory_gb", "gpu_count"):
             self.fields[name].widget.attrs["inputmode"] = "decimal" if name == "cpus" else "numeric"
+
+    def booking_fields(self) -> list[forms.BoundField]:
+        """The fields of the booking itself, which the waitlist offer posts on unchanged."""
+        return [self[name] for name in BookingForm.base_fields]
 
     def label_hosts(self, host_labels: dict[int, str]) -> None:
         """Names each host choice, e.g. with what it has free now. Only a form that is shown
@@ -213,7 +219,7 @@ class BookingForm(forms.Form):
         if hasattr(error, "error_dict"):
             end_field = "duration" if self.cleaned_data.get("end_kind") == END_AFTER else "end_date"
             for name, messages in error.message_dict.items():
-                field = end_field if name == "end" else SERVICE_FIELD_TO_FORM_FIELD.get(name, name)
+                field = end_field if name == "end" else self.service_fields.get(name, name)
                 for message in messages:
                     self.add_error(
                         field if field in self.fields else None, translate_service_message(message)
@@ -243,4 +249,30 @@ class ExtendForm(forms.Form):
             data["end"] = self.current_end + timedelta(minutes=int(data["extend_by"]))
         else:
             raise ValidationError(_("Wrong Input! Choose how long to extend."))
+        return data
+
+
+class WaitlistForm(BookingForm):
+    """A refused booking's fields, and how it should wait: for this window, or for the first
+    window of its length from its start, up to a latest start (empty: as late as a booking
+    may start)."""
+
+    mode = forms.ChoiceField(
+        choices=[
+            ("window", _("Wait for this window")),
+            ("first_after", _("Wait for the first window after")),
+        ],
+        label=_("How to wait"),
+    )
+    latest_date = forms.DateField(required=False, label=_("Latest start date"), widget=IsoDateInput())
+    latest_time = forms.ChoiceField(
+        choices=[("", "—"), *SLOT_TIMES], required=False, label=_("Latest start time")
+    )
+    service_fields = {**SERVICE_FIELD_TO_FORM_FIELD, "latest_start": "latest_date"}
+
+    def clean(self) -> dict:
+        data = super().clean()
+        data["latest_start"] = _local_datetime(data.get("latest_date"), data.get("latest_time"))
+        if data.get("latest_date") and data["latest_start"] is None:
+            self.add_error("latest_time", _("Wrong Input! Choose a latest start time."))
         return data

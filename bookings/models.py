@@ -1,4 +1,4 @@
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -178,3 +178,84 @@ class HostAccess(models.Model):
 
     def __str__(self) -> str:
         return f"who may book {self.host.name}"
+
+
+class WaitlistEntry(models.Model):
+    """A booking that did not fit, waiting for capacity to free up. It holds nothing: no
+    reservation, no GPU allocation, no capacity row; the waitlist tick books it through the
+    one booking service (`reservation_create`) when a window fits, so every rule applies.
+
+    Either the window asked for (earliest start = latest start) or the first window of its
+    length starting in [earliest start, latest start]; it expires at its latest start."""
+
+    class Status(models.TextChoices):
+        WAITING = "waiting"
+        BOOKED = "booked"
+        EXPIRED = "expired"
+        WITHDRAWN = "withdrawn"
+
+    class Mode(models.TextChoices):
+        WINDOW = "window", "this window when it frees up"
+        FIRST_AFTER = "first_after", "the first window of this length after the start"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="waitlist_entries"
+    )
+    host = models.ForeignKey(
+        Host,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="waitlist_entries",
+        help_text="Empty: any host open to the user.",
+    )
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.WINDOW)
+    earliest_start = models.DateTimeField()
+    latest_start = models.DateTimeField(help_text="The entry expires at this moment if it is still waiting.")
+    duration_minutes = models.PositiveIntegerField()
+    cpus = models.DecimalField("CPUs", max_digits=6, decimal_places=2)
+    memory_gb = models.PositiveIntegerField("Memory (GiB)")
+    gpu_count = models.PositiveSmallIntegerField("GPUs", default=0)
+    image = models.ForeignKey(Image, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    extra_command = models.CharField(max_length=1000, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.WAITING, db_index=True)
+    status_message = models.CharField(
+        max_length=500, blank=True, help_text="Why the last try did not book it, or how it ended."
+    )
+    reservation = models.OneToOneField(
+        Reservation, null=True, blank=True, on_delete=models.SET_NULL, related_name="waitlist_entry"
+    )
+    created_at = models.DateTimeField()
+    decided_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it was booked, expired or withdrawn."
+    )
+
+    class Meta:
+        verbose_name = "waiting booking request"
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "latest_start"], name="waitlist_status_latest")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(latest_start__gte=F("earliest_start")), name="waitlist_latest_after_earliest"
+            ),
+            models.CheckConstraint(condition=Q(duration_minutes__gt=0), name="waitlist_duration_positive"),
+            models.CheckConstraint(condition=Q(cpus__gt=0), name="waitlist_cpus_positive"),
+        ]
+
+    def __str__(self) -> str:
+        where = self.host.name if self.host_id else "any host"
+        start = timezone.localtime(self.earliest_start)
+        return f"waiting #{self.pk} {self.user} on {where} from {start:%Y-%m-%d %H:%M}"
+
+    @property
+    def duration(self) -> timedelta:
+        return timedelta(minutes=self.duration_minutes)
+
+    @property
+    def duration_hours(self) -> str:
+        """The length as people write it: 24, 1.5."""
+        return f"{self.duration_minutes / 60:g}"
+
+    @property
+    def is_waiting(self) -> bool:
+        return self.status == self.Status.WAITING

@@ -12,6 +12,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
+from bookings.limits import usage_of_active_users
 from bookings.reports import USAGE_COLUMNS, ReportRange, csv_bytes, reservations_csv_bytes, usage_rows
 from bookings.timeslots import MAX_AHEAD, YEARS
 from containers.telemetry.selectors import gpu_hours_busy_by_user
@@ -64,7 +65,8 @@ class ReportRangeForm(forms.Form):
 
 def _page(request: HttpRequest, form: ReportRangeForm, *, status: int = 200) -> HttpResponse:
     report_range = form.report_range() if form.is_bound and form.is_valid() else None
-    return render(request, "bookings/reports.html", {"form": form, "range": report_range}, status=status)
+    context = {"form": form, "range": report_range, "week_usage": usage_of_active_users(now=timezone.now())}
+    return render(request, "bookings/reports.html", context, status=status)
 
 
 @staff_required
@@ -77,11 +79,12 @@ def reports(request: HttpRequest) -> HttpResponse:
     # This month so far and every booking ahead (a start is at most MAX_AHEAD away).
     initial = {"from": today.replace(day=1), "to": today + MAX_AHEAD}
     form = ReportRangeForm(initial=initial)
-    return render(
-        request,
-        "bookings/reports.html",
-        {"form": form, "range": ReportRange(first=initial["from"], last=initial["to"])},
-    )
+    context = {
+        "form": form,
+        "range": ReportRange(first=initial["from"], last=initial["to"]),
+        "week_usage": usage_of_active_users(now=timezone.now()),
+    }
+    return render(request, "bookings/reports.html", context)
 
 
 def usage_csv_bytes(*, report_range: ReportRange, now: datetime, bom: bool = False) -> Iterator[bytes]:

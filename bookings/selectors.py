@@ -1,15 +1,28 @@
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, DurationField, ExpressionWrapper, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import (
+    Case,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Greatest
 from django.utils.translation import gettext as _
 
 from accounts.models import CapabilityProfile, User
 from accounts.selectors import Capability, capability_for
 from bookings.capacity import Availability, availability
-from bookings.models import HostAccess, Reservation
+from bookings.models import HostAccess, Reservation, WaitlistEntry
 from bookings.timeslots import SLOT, slot_floor
 from containers.agent_selectors import Health, hosts_with_health
 from containers.models import ContainerEvent, Host, SpaceAudit
@@ -203,3 +216,37 @@ def booking_start_delays(*, since: datetime) -> list[timedelta]:
         .values_list(ExpressionWrapper(F("started_at") - opened, output_field=DurationField()), flat=True)
     )
     return [max(delay, timedelta(0)) for delay in delays]
+
+
+# The waitlist ------------------------------------------------------------------------------
+
+
+def waitlist_for_user(*, user_id: int) -> QuerySet[WaitlistEntry]:
+    """The user's waiting booking requests, waiting ones first, then the newest."""
+    return (
+        WaitlistEntry.objects.filter(user_id=user_id)
+        .select_related("host", "image", "reservation")
+        .annotate(
+            not_waiting=Case(
+                When(status=WaitlistEntry.Status.WAITING, then=Value(0)),
+                default=Value(1),
+                output_field=IntegerField(),
+            )
+        )
+        .order_by("not_waiting", "-created_at", "-id")
+    )
+
+
+def waitlist_entry_for_owner(*, user_id: int, pk: int) -> WaitlistEntry | None:
+    """One of the user's waiting requests; None for anyone else's (the views answer 404)."""
+    return waitlist_for_user(user_id=user_id).filter(pk=pk).first()
+
+
+def waiting_in_priority_order(*, usage: Mapping[int, float]) -> list[WaitlistEntry]:
+    """The waiting requests in the order the waitlist tick tries them: lower fair-share
+    usage first (the job queue's order), then the oldest request."""
+    # A deactivated account's requests wait untried (and expire): it could not use a booking.
+    waiting = WaitlistEntry.objects.filter(
+        status=WaitlistEntry.Status.WAITING, user__is_active=True
+    ).select_related("user", "host", "image")
+    return sorted(waiting, key=lambda entry: (usage.get(entry.user_id, 0.0), entry.created_at, entry.pk))

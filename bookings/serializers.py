@@ -5,7 +5,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from aivc_portal.api import TimeInputField
-from bookings.models import Reservation
+from bookings.models import Reservation, WaitlistEntry
 
 
 def ssh_command(reservation: Reservation) -> str:
@@ -194,3 +194,82 @@ class ImageSerializer(serializers.Serializer):
     description = serializers.CharField()
     cuda_version = serializers.CharField()
     is_default = serializers.BooleanField()
+
+
+class WaitlistEntrySerializer(serializers.ModelSerializer):
+    host = serializers.CharField(source="host.name", allow_null=True, default=None)
+    image = serializers.CharField(source="image.reference", allow_null=True, default=None)
+    cpus = serializers.DecimalField(max_digits=6, decimal_places=2, coerce_to_string=False)
+    reservation_id = serializers.IntegerField(allow_null=True)
+
+    class Meta:
+        model = WaitlistEntry
+        fields = (
+            "id",
+            "host",
+            "mode",
+            "earliest_start",
+            "latest_start",
+            "duration_minutes",
+            "cpus",
+            "memory_gb",
+            "gpu_count",
+            "image",
+            "extra_command",
+            "status",
+            "status_message",
+            "reservation_id",
+            "created_at",
+            "decided_at",
+        )
+        read_only_fields = fields
+
+
+class WaitlistCreateSerializer(ReservationCreateSerializer):
+    host = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        help_text="Host name or id; default: any.",
+    )
+    mode = serializers.ChoiceField(
+        choices=WaitlistEntry.Mode.choices,
+        default=WaitlistEntry.Mode.WINDOW,
+        help_text="`window`: this window when it frees up; `first_after`: the first window of this "
+        "length starting between `start` and `latest_start`.",
+    )
+    latest_start = TimeInputField(
+        required=False,
+        allow_null=True,
+        help_text="first_after only: `N-day` from the start, `YYYY MM DD hh mm` or ISO 8601; "
+        "default: as late as a booking may start (two weeks).",
+    )
+
+
+class UsageSerializer(serializers.Serializer):
+    """A user's usage against their limits (bookings.limits.Usage); null: no limit."""
+
+    gpu_hours_week = serializers.FloatField(
+        help_text="GPU-hours of bookings and jobs in the 7 days up to now."
+    )
+    gpu_hours_ahead = serializers.FloatField(help_text="GPU-hours booked or held by jobs in the next 7 days.")
+    gpu_hours_per_week = serializers.DecimalField(
+        source="gpu_hours_budget", max_digits=8, decimal_places=1, coerce_to_string=False, allow_null=True
+    )
+    gpu_hours_left = serializers.FloatField(
+        allow_null=True, help_text="The budget less the fullest 7-day window that holds now."
+    )
+    gpus_now = serializers.IntegerField()
+    cpus_now = serializers.DecimalField(max_digits=8, decimal_places=2, coerce_to_string=False)
+    memory_gb_now = serializers.IntegerField()
+    gpus_at_once = serializers.IntegerField(source="limits.gpus_at_once", allow_null=True)
+    cpus_at_once = serializers.DecimalField(
+        source="limits.cpus_at_once", max_digits=6, decimal_places=2, coerce_to_string=False, allow_null=True
+    )
+    memory_gb_at_once = serializers.IntegerField(source="limits.memory_gb_at_once", allow_null=True)
+    max_continuous_gpu_hold_hours = serializers.SerializerMethodField()
+
+    def get_max_continuous_gpu_hold_hours(self, usage) -> float | None:
+        hold = usage.limits.continuous_gpu_hold
+        return hold.total_seconds() / 3600 if hold else None

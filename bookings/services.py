@@ -15,8 +15,9 @@ from accounts.models import User
 from accounts.selectors import capability_for
 from accounts.services import user_change_forward_port
 from aivc_portal.scheduler import queue_host_task, queue_task
-from aivc_portal.task_names import PREPARE_IMAGE_TASK, RECONCILE_TASK, SCHEDULE_JOBS_TASK
+from aivc_portal.task_names import PREPARE_IMAGE_TASK, RECONCILE_TASK, SCHEDULE_JOBS_TASK, WAITLIST_TASK
 from bookings.capacity import Availability, availability, gpus_free
+from bookings.limits import check_usage
 from bookings.models import GpuAllocation, Reservation
 from bookings.selectors import forward_ports_held, host_open_to
 from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, needed_from, parse_time_input, slot_floor, wrong_input
@@ -306,6 +307,15 @@ def reservation_create(
             _check_cuda(image=image, host=host, gpu_count=gpu_count)
             command = _extra_command(extra_command, user=user)
             held_from = needed_from(start=start, is_now=is_now, now=now)
+            check_usage(
+                user=user,
+                start=held_from,
+                end=end,
+                cpus=cpus,
+                memory_gb=memory_gb,
+                gpu_count=gpu_count,
+                now=now,
+            )
             free = availability(host=host, start=held_from, end=end, booking_user_id=user.pk)
             _check_no_own_overlap(free=free)
             _check_fits(free=free, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
@@ -371,6 +381,8 @@ def reservation_cancel(
     reservation.allocations.update(active=False)
     queue_host_task(RECONCILE_TASK, host=reservation.host)
     queue_task(SCHEDULE_JOBS_TASK)
+    # What it gave back may be what a waiting booking request waits for.
+    queue_task(WAITLIST_TASK)
     return reservation
 
 
@@ -397,6 +409,8 @@ def reservation_release(
     reservation.allocations.filter(start__lt=now, end__gt=now).update(end=now)
     queue_host_task(RECONCILE_TASK, host=reservation.host)
     queue_task(SCHEDULE_JOBS_TASK)
+    # What it gave back may be what a waiting booking request waits for.
+    queue_task(WAITLIST_TASK)
     return reservation
 
 
@@ -418,6 +432,19 @@ def _check_added_window(*, reservation: Reservation, host: Host, start: datetime
         gpu_ids=gpu_ids, start=start, end=end, exclude_reservation_id=reservation.pk
     ):
         raise ValidationError(NOT_ENOUGH_CAPACITY, code="no_capacity")
+
+
+def _check_usage_of(reservation: Reservation, *, start: datetime, end: datetime, now: datetime) -> None:
+    """The usage limits on time added to a reservation, [start, end), next to itself."""
+    check_usage(
+        user=reservation.user,
+        start=start,
+        end=end,
+        cpus=reservation.cpus,
+        memory_gb=reservation.memory_gb,
+        gpu_count=reservation.gpu_count,
+        now=now,
+    )
 
 
 def reservation_extend(
@@ -454,6 +481,7 @@ def reservation_extend(
                 gpu_count=reservation.gpu_count,
             )
             _resolve_image(reservation.image, user=user)
+            _check_usage_of(reservation, start=reservation.end, end=new_end, now=now)
             _check_added_window(reservation=reservation, host=host, start=reservation.end, end=new_end)
             reservation.end = reservation.booked_end = new_end
             reservation.save(update_fields=["end", "booked_end", "updated_at"])
@@ -484,6 +512,7 @@ def reservation_start_now(*, reservation: Reservation, now: datetime | None = No
                     "This reservation's start has passed; the scheduler launches it.", code="already_started"
                 )
             _check_end(start=new_start, end=reservation.end)
+            _check_usage_of(reservation, start=now, end=reservation.start, now=now)
             _check_added_window(reservation=reservation, host=host, start=now, end=reservation.start)
             reservation.start = new_start
             reservation.save(update_fields=["start", "updated_at"])
@@ -545,3 +574,7 @@ resolve_image = _resolve_image
 lock_host = _lock_host
 check_no_own_overlap = _check_no_own_overlap
 refused_by_database = _refused_by_database
+# bookings.waitlist_services reads a waiting request's window and command as a booking does.
+check_start = _check_start
+check_end = _check_end
+extra_command_for = _extra_command

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from bookings import calendar_views, report_views, views
+from bookings import calendar_views, report_views, views, waitlist_views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -13,6 +13,9 @@ urlpatterns = [
     path("reservations/<int:pk>/restart/", views.reservation_restart_view, name="reservation-restart"),
     path("reservations/<int:pk>/status/", views.reservation_status, name="reservation-status"),
     path("timeline/", views.timeline, name="timeline"),
+    path("waitlist/", waitlist_views.waitlist, name="waitlist"),
+    path("waitlist/new/", waitlist_views.waitlist_join_view, name="waitlist-join"),
+    path("waitlist/<int:pk>/withdraw/", waitlist_views.waitlist_withdraw_view, name="waitlist-withdraw"),
     path("reports/", report_views.reports, name="reports"),
     path("reports/reservations.csv", report_views.reservations_csv, name="report-reservations-csv"),
     path("reports/usage.csv", report_views.usage_csv, name="report-usage-csv"),

@@ -13,7 +13,8 @@ from django.views.decorators.http import require_http_methods, require_safe
 
 from accounts.selectors import capability_for
 from bookings.capacity import availability, earliest_fit
-from bookings.forms import END_AT, BookingForm, ExtendForm
+from bookings.forms import END_AT, BookingForm, ExtendForm, WaitlistForm
+from bookings.limits import usage_for
 from bookings.models import Reservation
 from bookings.selectors import (
     host_choice_labels,
@@ -85,6 +86,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "events": recent_events_for_user(user_id=user.pk),
         "gpu_table": gpu_table(now=now),
         "idle_reservations": list(idle_reservations_for_user(user_id=user.pk)),
+        "limits_usage": usage_for(user=user, now=now),
     }
     return render(request, "bookings/dashboard.html", context)
 
@@ -158,6 +160,7 @@ def _suggestion(form: BookingForm, *, user, now: datetime) -> dict | None:
 def reservation_new(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     suggestion = None
+    waitlist_offer = False  # a booking refused for capacity may wait instead
     if request.method == "POST":
         # The host labels (what each host has free now) cost a capacity read per host; they
         # are read below only when the form is shown again.
@@ -181,6 +184,7 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
                 form.add_service_error(error)
                 if NOT_ENOUGH_CAPACITY in error.messages:
                     suggestion = _suggestion(form, user=request.user, now=now)
+                    waitlist_offer = True
             else:
                 _tell_booked(request, reservation)
                 return redirect("reservation-detail", pk=reservation.pk)
@@ -192,7 +196,13 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
             user=request.user,
             host_labels=host_choice_labels(user=request.user, now=now),
         )
-    context = {"form": form, "suggestion": suggestion, "today": timezone.localdate(now)}
+    context = {
+        "form": form,
+        "suggestion": suggestion,
+        "waitlist_offer": waitlist_offer,
+        "waitlist_form": WaitlistForm(user=request.user) if waitlist_offer else None,
+        "today": timezone.localdate(now),
+    }
     return render(request, "bookings/reservation_form.html", context)
 
 

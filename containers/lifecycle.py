@@ -116,7 +116,7 @@ def _reconcile_host(*, host: Host, runtime: ContainerRuntime, now: datetime, rep
         for reservation in selectors.reservations_in_window(host=host, now=now).bookings()
     }
 
-    for reservation in selectors.reservations_past_window(host=host, now=now).bookings():
+    for reservation in selectors.reservations_past_window(host=host, now=now):
         with _contained(reservation, host=host, now=now, report=report):
             _close_window(reservation, now=now, report=report)
 
@@ -210,8 +210,9 @@ def _contain_failure(
 
 def _close_window(reservation: Reservation, *, now: datetime, report: TickReport) -> None:
     """A window that is over: a running reservation ended; one whose container was never
-    confirmed running (still scheduled, blocked or starting) failed."""
-    if reservation.status == Status.RUNNING:
+    confirmed running (still scheduled, blocked or starting) failed. A job's reservation
+    whose job has finished only stops holding its capacity: the job told its own end."""
+    if reservation.status == Status.RUNNING or reservation.kind == Reservation.Kind.JOB:
         if services.reservation_mark_ended(reservation=reservation, now=now, only_if_over=True):
             report.ended.append(reservation.pk)
         return

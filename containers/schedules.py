@@ -64,6 +64,19 @@ def central_schedules() -> list[dict]:
             "minutes": 1,
         },
         {
+            # Also queued right after a cancel or a release (bookings.services).
+            "name": "book waiting requests",
+            "func": "bookings.tasks.book_waiting_requests",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+        },
+        {
+            "name": "end limit grants",
+            "func": "accounts.tasks.expire_limit_grants",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 10,
+        },
+        {
             "name": "check agents",
             "func": "containers.tasks.check_agents",
             "schedule_type": Schedule.MINUTES,

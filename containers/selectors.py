@@ -16,6 +16,8 @@ from containers.models import ContainerEvent, Host, Image, ImagePresence, SpaceA
 PRESENCE_TRUSTED_FOR = timedelta(hours=1)
 STARTS_PENDING = (Reservation.Status.SCHEDULED, Reservation.Status.BLOCKED)
 LAUNCHED = (Reservation.Status.STARTING, Reservation.Status.RUNNING)
+# jobs.models.Job.ACTIVE_STATUSES, by value: this module sits below the jobs app.
+JOB_ACTIVE_STATUSES = ("starting", "running")
 
 
 def hosts_to_reconcile(*, host_id: int | None = None) -> QuerySet[Host]:
@@ -45,8 +47,13 @@ def reservations_starting(*, host: Host, after: datetime, until: datetime) -> Qu
 
 
 def reservations_past_window(*, host: Host, now: datetime) -> QuerySet[Reservation]:
-    """Live reservations whose window is over: what must stop (or never started)."""
-    return Reservation.objects.live().filter(host=host, end__lte=now).select_related("user").order_by("end")
+    """Live reservations whose window is over, of every kind: what must stop (or never
+    started). Those of jobs still starting or running are left to the job lifecycle,
+    which stops their container first; a job reservation whose job has finished (say a
+    cancel that raced its start) is closed here like any booking."""
+    running_job = Q(kind=Reservation.Kind.JOB, job__status__in=JOB_ACTIVE_STATUSES)
+    past = Reservation.objects.live().filter(host=host, end__lte=now).exclude(running_job)
+    return past.select_related("user").order_by("end")
 
 
 def reservations_by_ids(*, ids: set[int]) -> dict[int, Reservation]:

@@ -24,6 +24,20 @@ class JobQuerySet(models.QuerySet):
         return self.filter(status__in=Job.ACTIVE_STATUSES)
 
 
+class WaitReason(models.TextChoices):
+    """What holds a queued job, as the last scheduling pass found it (shown as "waiting:
+    <label>", with a detail the pass wrote)."""
+
+    NONE = "", _("nothing")
+    CAPACITY = "capacity", _("free capacity (reservations hold what it needs)")
+    QUEUE = "queue", _("the head of the queue")
+    GPUS_AT_ONCE = "gpus_at_once", _("your GPUs at once")
+    CPUS_AT_ONCE = "cpus_at_once", _("your CPUs at once")
+    MEMORY_AT_ONCE = "memory_gb_at_once", _("your memory at once")
+    BUDGET = "budget", _("your GPU-hour budget")
+    NO_HOST = "no_host", _("no host can run it now")
+
+
 class Job(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", _("Queued")
@@ -70,6 +84,14 @@ class Job(models.Model):
         null=True, blank=True, help_text="The scheduler's estimate of when a queued job starts."
     )
     planned_host = models.ForeignKey(Host, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    wait_reason = models.CharField(
+        max_length=32,
+        choices=WaitReason.choices,
+        blank=True,
+        default=WaitReason.NONE,
+        help_text="What held the job at the last scheduling pass.",
+    )
+    wait_detail = models.CharField(max_length=300, blank=True)
     log_size = models.PositiveBigIntegerField(default=0)
     log_truncated = models.BooleanField(default=False)
 
@@ -97,6 +119,15 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED_STATUSES
+
+    @property
+    def waiting_for(self) -> str | None:
+        """What held this queued job at the last scheduling pass, in words; None if it is
+        not waiting or no pass has looked at it yet."""
+        if self.status != self.Status.QUEUED or not self.wait_reason:
+            return None
+        label = str(WaitReason(self.wait_reason).label)
+        return f"{label}: {self.wait_detail}" if self.wait_detail else label
 
     @property
     def can_cancel(self) -> bool:

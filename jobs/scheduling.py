@@ -16,13 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.utils.translation import gettext as _
+
 from accounts.models import User
 from accounts.selectors import capabilities_for
+from bookings import limits as usage_limits
 from bookings.capacity import MINUTE, Fit, HostLoad
 from bookings.selectors import open_host_ids
 from bookings.timeslots import MAX_AHEAD
 from containers.models import Host
 from jobs import selectors, services
+from jobs.models import WaitReason
 from jobs.selectors import QueuedJob
 
 # Planned starts shown to users: estimating every job of a long queue costs more than it
@@ -59,6 +63,8 @@ class Plan:
     head: QueuedJob | None = None
     # Planned starts of the head and the next few waiting jobs: job id -> (start, host id).
     planned: dict[int, tuple[datetime, int]] = field(default_factory=dict)
+    # What holds each job that does not start: job id -> (WaitReason, detail).
+    waits: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,7 +117,26 @@ class Planner:
         self.until = now + horizon
         self.hosts = {host.pk: host for host in hosts}
         self.loads = {host.pk: HostLoad.load(host, now, self.until + horizon) for host in hosts}
-        self.capabilities = capabilities_for(users=users, hosts=hosts)
+        self.capabilities = capabilities_for(users=users, hosts=hosts, now=now)
+        # Caps at once and budgets: each limited user's reservations, read once; the jobs
+        # this pass starts or plans are added as it goes (a planned job counts at its
+        # time limit).
+        self.limits = usage_limits.limits_for_users(users=users, now=now)
+        limited = [
+            user_id
+            for user_id, limits in self.limits.items()
+            if limits.has_caps or limits.gpu_hours_per_week is not None
+        ]
+        reach = usage_limits.WEEK
+        self.held = (
+            usage_limits.holdings(user_ids=limited, start=now - reach, end=self.until + horizon + reach)
+            if limited
+            else {}
+        )
+        self._over_limits_now: dict[int, list[tuple[Shape, tuple[str, str]]]] = defaultdict(list)
+        # A verdict holds until the user's usage in the pass changes (a start or a plan).
+        self._usage_version: dict[int, int] = defaultdict(int)
+        self._verdicts: dict[tuple[int, Shape], tuple[int, tuple[str, str] | None]] = {}
         self.open_hosts = open_host_ids(users=users, host_ids=self.hosts)
         self._allowed: dict[tuple[int, Shape, int | None], list[int]] = {}
         # Within a pass capacity only shrinks, so a request that did not fit now on a host
@@ -155,25 +180,77 @@ class Planner:
             self._no_room_now[host_id].append(shape)
         return fits
 
-    def earliest(self, job: QueuedJob) -> Fit | None:
+    def earliest(self, job: QueuedJob, not_before: datetime | None = None) -> Fit | None:
         """The earliest fitting window over the job's hosts, on the minute."""
         best = None
+        not_before = not_before or self.now
         for host_id in self.hosts_for(job):
             found = self.loads[host_id].earliest_fit(
                 cpus=job.cpus,
                 memory_gb=job.memory_gb,
                 gpu_count=job.gpu_count,
                 duration=job.time_limit,
-                not_before=self.now,
+                not_before=not_before,
                 # A later host is only searched for a start before the best so far.
                 not_after=self.until if best is None else best.start - MINUTE,
                 grid=MINUTE,
             )
             if found is not None and (best is None or found.start < best.start):
                 best = found
-            if best is not None and best.start <= self.now:
+            if best is not None and best.start <= not_before:
                 break
         return best
+
+    def limits_hold(self, job: QueuedJob) -> tuple[str, str] | None:
+        """Whether the job's owner's caps or budget keep it from starting now: (reason,
+        detail), or None. Within a pass a user's holdings only grow, so a job asking at
+        least as much as one held back is held back too."""
+        if job.user_id not in self.held:
+            return None
+        shape = Shape.of(job)
+        version = self._usage_version[job.user_id]
+        known = self._verdicts.get((job.user_id, shape))
+        if known is not None and known[0] == version:
+            return known[1]
+        for failed, reason in self._over_limits_now[job.user_id]:
+            if shape.covers(failed):
+                return reason
+        reason = usage_limits.wait_reason(
+            limits=self.limits[job.user_id],
+            held=self.held[job.user_id],
+            start=self.now,
+            end=self.now + job.time_limit,
+            cpus=job.cpus,
+            memory_gb=job.memory_gb,
+            gpu_count=job.gpu_count,
+        )
+        if reason is not None:
+            self._over_limits_now[job.user_id].append((shape, reason))
+        self._verdicts[(job.user_id, shape)] = (version, reason)
+        return reason
+
+    def _count(self, job: QueuedJob, start: datetime) -> None:
+        """The job's window in its owner's usage, for the caps and budget of later jobs."""
+        if job.user_id in self.held:
+            self._usage_version[job.user_id] += 1
+            self.held[job.user_id].append(
+                usage_limits.Held(
+                    start, start + job.time_limit, job.cpus, job.memory_gb, job.gpu_count, True, "job", ""
+                )
+            )
+
+    def _limits_from(self, job: QueuedJob, start: datetime) -> datetime | None:
+        if job.user_id not in self.held:
+            return start
+        return usage_limits.earliest_within_limits(
+            limits=self.limits[job.user_id],
+            held=self.held[job.user_id],
+            start=start,
+            end=start + job.time_limit,
+            cpus=job.cpus,
+            memory_gb=job.memory_gb,
+            gpu_count=job.gpu_count,
+        )
 
     def hold(self, job: QueuedJob, host_id: int, start: datetime) -> list[int]:
         """Holds the job's window in the snapshot; returns the ids of the GPUs it took."""
@@ -184,36 +261,64 @@ class Planner:
         return [gpu.pk for gpu in gpus]
 
     def _plan_later(self, job: QueuedJob) -> tuple[datetime, int] | None:
-        """The job's earliest start and host, held in the snapshot so no later job takes it."""
-        found = self.earliest(job)
-        if found is None:
-            return None
-        self.loads[found.host.pk].hold(found.start, found.end, job.cpus, job.memory_gb, found.gpus)
-        return (found.start, found.host.pk)
+        """The job's earliest start and host where both capacity and its owner's limits
+        allow it, held in the snapshot (and counted in the owner's usage) so no later job
+        takes it."""
+        not_before = self.now
+        for _attempt in range(16):
+            found = self.earliest(job, not_before)
+            if found is None:
+                return None
+            allowed = self._limits_from(job, found.start)
+            if allowed is None or allowed > self.until:
+                return None
+            if allowed == found.start:
+                self.loads[found.host.pk].hold(found.start, found.end, job.cpus, job.memory_gb, found.gpus)
+                self._count(job, found.start)
+                return (found.start, found.host.pk)
+            not_before = allowed
+        return None
 
     def plan(self, jobs: list[QueuedJob]) -> Plan:
-        """`jobs` in priority order."""
+        """`jobs` in priority order. A job its owner's caps or budget hold back is passed
+        over: it is never the head and holds up nobody behind it."""
         plan = Plan()
         behind_head = []
+        estimated_limited: set[int] = set()  # users with a job held back by limits estimated
         held_up = False  # a job that could run somewhere did not start
         for job in jobs:
             hosts = self.hosts_for(job)
+            if not hosts:
+                plan.waits[job.pk] = (WaitReason.NO_HOST, "")
+                continue
+            limited = self.limits_hold(job)
+            if limited is not None:
+                plan.waits[job.pk] = limited
+                # One estimate per such user: the ones behind it start later still.
+                if len(behind_head) < ESTIMATED_JOBS and job.user_id not in estimated_limited:
+                    estimated_limited.add(job.user_id)
+                    behind_head.append(job)
+                continue
             may_start = self.backfill or not held_up
             host_id = next((h for h in hosts if self.fits_now(job, h)), None) if may_start else None
-            held_up = held_up or (host_id is None and bool(hosts))
+            held_up = held_up or host_id is None
             if host_id is not None:
                 gpu_ids = self.hold(job, host_id, self.now)
+                self._count(job, self.now)
                 plan.start_now.append((job, self.hosts[host_id], gpu_ids))
-            elif plan.head is None and hosts:
+            elif plan.head is None:
                 # The head: its window is held, so nothing started after it delays it. A
-                # job with no window in the horizon (or no host to run on) holds nothing
-                # and lets the next one be the head.
+                # job with no window in the horizon holds nothing and lets the next one be
+                # the head.
                 found = self._plan_later(job)
+                plan.waits[job.pk] = (WaitReason.CAPACITY, "")
                 if found is not None:
                     plan.planned[job.pk] = found
                     plan.head = job
-            elif hosts and len(behind_head) < ESTIMATED_JOBS:
-                behind_head.append(job)
+            else:
+                plan.waits[job.pk] = (WaitReason.QUEUE, _("behind job #%(head)s") % {"head": plan.head.pk})
+                if len(behind_head) < ESTIMATED_JOBS:
+                    behind_head.append(job)
         # Estimates for display, after every start is decided: held only from here on.
         for job in behind_head:
             found = self._plan_later(job)
@@ -260,6 +365,6 @@ def run_pass(*, now: datetime, policy: Policy = FAIR_SHARE) -> PassReport:
         )
         report.started.extend(started)
         report.lost_race.extend(pk for pk in job_ids if pk not in set(started))
-    services.job_record_plan(plans=plan.planned)
+    services.job_record_plan(plans=plan.planned, waits=plan.waits)
     report.seconds = time.perf_counter() - began
     return report

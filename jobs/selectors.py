@@ -13,6 +13,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet
 
+from accounts.grant_selectors import priority_factors
 from bookings.models import Reservation
 from jobs.models import HostDrain, Job, JobBuild, QueueState
 
@@ -112,9 +113,17 @@ def priority_key(job: Job | QueuedJob, usage: dict[int, float]) -> tuple[float, 
     return (usage.get(job.user_id, 0.0), job.submitted_at, job.pk)
 
 
+def priority_usage(*, now: datetime, user_ids: Iterable[int] | None = None) -> dict[int, float]:
+    """Fair-share usage as the queues order by it (jobs, and the bookings' waitlist): the
+    decayed usage, times the factor of a priority boost granted for now (accounts grants)."""
+    usage = decayed_usage(now=now, user_ids=user_ids)
+    factors = priority_factors(now=now, user_ids=user_ids)
+    return {user_id: hours * factors.get(user_id, 1.0) for user_id, hours in usage.items()}
+
+
 def fair_share_order(jobs: list[QueuedJob], now: datetime) -> list[QueuedJob]:
-    """The queue as the lab runs it: lower decayed usage first, then submit time."""
-    usage = decayed_usage(now=now, user_ids={job.user_id for job in jobs})
+    """The queue as the lab runs it: lower (boosted) decayed usage first, then submit time."""
+    usage = priority_usage(now=now, user_ids={job.user_id for job in jobs})
     return sorted(jobs, key=lambda job: priority_key(job, usage))
 
 

@@ -14,6 +14,7 @@ class JobSerializer(serializers.ModelSerializer):
     planned_host = serializers.CharField(source="planned_host.name", allow_null=True, default=None)
     can_cancel = serializers.BooleanField(read_only=True)
     queue_position = serializers.SerializerMethodField()
+    waiting_for = serializers.SerializerMethodField()
 
     class Meta:
         model = Job
@@ -37,6 +38,9 @@ class JobSerializer(serializers.ModelSerializer):
             "queue_position",
             "planned_start",
             "planned_host",
+            "wait_reason",
+            "wait_detail",
+            "waiting_for",
             "log_size",
             "log_truncated",
             "can_cancel",
@@ -46,6 +50,10 @@ class JobSerializer(serializers.ModelSerializer):
     def get_queue_position(self, job: Job) -> int | None:
         """The job's place in the queue (1 = next); the view reads the queue once a request."""
         return self.context.get("positions", {}).get(job.pk)
+
+    def get_waiting_for(self, job: Job) -> str | None:
+        """What holds a queued job, in words ("your GPUs at once"); null once it runs."""
+        return job.waiting_for
 
     def get_gpu_indices(self, job: Job) -> list[int]:
         return job.reservation.gpu_indices() if job.reservation else []

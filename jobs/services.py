@@ -5,6 +5,7 @@ rules it shares (resources, quota, image, maintenance lock) come from bookings.s
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -19,6 +20,7 @@ from accounts.selectors import Capability, capability_for
 from aivc_portal.scheduler import queue_host_task, queue_task
 from aivc_portal.task_names import BUILD_JOB_IMAGE_TASK, RECONCILE_TASK, SCHEDULE_JOBS_TASK
 from bookings.capacity import HostLoad
+from bookings.limits import check_job_request
 from bookings.models import GpuAllocation, Reservation
 from bookings.selectors import hosts_open_to
 from bookings.services import (
@@ -35,7 +37,7 @@ from bookings.timeslots import MAX_LENGTH, wrong_input
 from containers.commands import command_arguments
 from containers.models import Host, Image
 from jobs import selectors
-from jobs.models import HostDrain, Job, JobBuild, QueueState
+from jobs.models import HostDrain, Job, JobBuild, QueueState, WaitReason
 from jobs.uploads import DopqUpload, check_builds_only_from_own_images, parse_upload
 
 MAX_COMMAND = 4000
@@ -203,6 +205,9 @@ def _queue_job(
             user=user, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count, minutes=minutes
         )
     _check_queue_room(user=user, capability=capability)
+    check_job_request(
+        user=user, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count, minutes=minutes, now=now
+    )
     return Job.objects.create(
         user=user,
         host=chosen_host,
@@ -231,7 +236,14 @@ def _first_allowing_host(*, user: User, cpus, memory_gb: int, gpu_count: int, mi
 
 
 def _locked_job(job: Job) -> Job:
-    return Job.objects.select_for_update(of=("self",)).select_related("user", "reservation").get(pk=job.pk)
+    """The job row, locked; its reservation is read after the lock, by a statement of its
+    own. Joined into the locking read, a reservation the scheduler wrote while this waited
+    for the lock came back as none (PostgreSQL rechecks the locked row, not the joined
+    ones): the cancel then left the new reservation holding capacity."""
+    locked = Job.objects.select_for_update(of=("self",)).select_related("user").get(pk=job.pk)
+    if locked.reservation_id is not None:
+        locked.reservation = Reservation.objects.select_for_update(of=("self",)).get(pk=locked.reservation_id)
+    return locked
 
 
 def _end_reservation(reservation: Reservation, *, now: datetime) -> None:
@@ -262,12 +274,12 @@ def job_cancel(*, job: Job, now: datetime | None = None) -> Job:
     job = _locked_job(job)
     if not job.can_cancel:
         raise ValidationError(_("This job has finished already."), code="not_cancellable")
-    was_running = job.status in Job.ACTIVE_STATUSES
     job.status = Job.Status.CANCELLED
     job.finished_at = now
     job.planned_start = job.planned_host = None
     job.save(update_fields=["status", "finished_at", "planned_start", "planned_host"])
-    if was_running and job.reservation is not None:
+    if job.reservation is not None:
+        # Whatever the job's status said, a cancelled job holds nothing from now on.
         _end_reservation(job.reservation, now=now)
         queue_host_task(RECONCILE_TASK, host=job.reservation.host)
     queue_task(SCHEDULE_JOBS_TASK)
@@ -381,7 +393,16 @@ def _write_starts(*, host: Host, started: list[tuple[Job, list]], now: datetime)
         job.status = Job.Status.STARTING
         job.started_at = job.planned_start = now
         job.planned_host = host
-    fields = ["reservation", "status", "started_at", "planned_start", "planned_host"]
+        job.wait_reason, job.wait_detail = WaitReason.NONE, ""
+    fields = [
+        "reservation",
+        "status",
+        "started_at",
+        "planned_start",
+        "planned_host",
+        "wait_reason",
+        "wait_detail",
+    ]
     Job.objects.bulk_update([job for job, _gpus in started], fields)
 
 
@@ -407,20 +428,29 @@ def job_finish(
     return True
 
 
-def job_record_plan(*, plans: dict[int, tuple[datetime, int]]) -> int:
-    """Stores the planned start and host of the jobs the pass estimated, and clears the
-    estimates of the others still queued; writes only what changed. Returns how many."""
-    queued = Job.objects.queued()
-    stale = queued.filter(planned_start__isnull=False).exclude(pk__in=plans)
-    cleared = stale.update(planned_start=None, planned_host=None)
-    rows = queued.filter(pk__in=plans).values_list("pk", "planned_start", "planned_host_id")
-    changed = [
-        Job(pk=pk, planned_start=plans[pk][0], planned_host_id=plans[pk][1])
-        for pk, *old in rows
-        if tuple(old) != plans[pk]
-    ]
-    Job.objects.bulk_update(changed, ["planned_start", "planned_host"])
-    return cleared + len(changed)
+def job_record_plan(
+    *, plans: dict[int, tuple[datetime, int]], waits: dict[int, tuple[str, str]] | None = None
+) -> int:
+    """Stores the planned start and host of the jobs the pass estimated and what holds each
+    waiting job (`waits`: job id -> (reason, detail)), and clears both on the others still
+    queued; writes only what changed. Returns how many rows changed. Most of a long queue
+    shares one value (behind the head, no estimate), so the rows are written in one UPDATE
+    per distinct value rather than one statement that names every row."""
+    waits = waits or {}
+    fields = ("pk", "planned_start", "planned_host_id", "wait_reason", "wait_detail")
+    changed: dict[tuple, list[int]] = defaultdict(list)
+    # Every queued row, read plainly: cheaper than naming a thousand ids in the query.
+    for pk, *old in Job.objects.queued().values_list(*fields):
+        start, host_id = plans.get(pk, (None, None))
+        reason, detail = waits.get(pk, (WaitReason.NONE, ""))
+        new = (start, host_id, reason, detail[:300])
+        if tuple(old) != new:
+            changed[new].append(pk)
+    for (start, host_id, reason, detail), ids in changed.items():
+        Job.objects.filter(pk__in=ids, status=Job.Status.QUEUED).update(
+            planned_start=start, planned_host_id=host_id, wait_reason=reason, wait_detail=detail
+        )
+    return sum(len(ids) for ids in changed.values())
 
 
 # DoPQ uploads ----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_safe
 
+from bookings.limits import usage_for
 from containers import files
 from containers.file_views import browse_url, zip_response
 from jobs import logs, selectors
@@ -43,6 +44,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
         "usage": selectors.decayed_usage(now=now, user_ids=[request.user.pk]).get(request.user.pk, 0.0),
         "half_life_days": selectors.half_life().days,
         "queue": selectors.queue_state(),
+        "limits_usage": usage_for(user=request.user, now=now),
     }
     return render(request, "jobs/job_list.html", context)
 

@@ -139,6 +139,27 @@ def logout(out: Output) -> None:
     out.done({"logged_out": True}, "Logged out.")
 
 
+@cli.command()
+@pass_output
+def usage(out: Output) -> None:
+    """Your GPU-hours this week against your budget, and what you hold now against your caps."""
+    body = client.get("me/usage/")
+    budget = body.get("gpu_hours_per_week")
+    budget = f"{budget:g}" if budget is not None else "no budget"
+    left = f" ({body['gpu_hours_left']:g} left)" if body.get("gpu_hours_left") is not None else ""
+    lines = [
+        f"GPU-hours, last 7 days: {body['gpu_hours_week']:g} / {budget}{left}",
+        f"GPU-hours booked, next 7 days: {body['gpu_hours_ahead']:g}",
+    ]
+    for name, held, cap in (
+        ("GPUs", "gpus_now", "gpus_at_once"),
+        ("CPUs", "cpus_now", "cpus_at_once"),
+        ("memory GiB", "memory_gb_now", "memory_gb_at_once"),
+    ):
+        lines.append(f"{name} held now: {body[held]:g} / {body[cap] if body[cap] is not None else 'no cap'}")
+    out.done(body, "\n".join(lines))
+
+
 # Reservations ----------------------------------------------------------------------------
 
 
@@ -199,10 +220,16 @@ def _jobs_or_none(params: dict | None = None) -> list[dict] | None:
 
 
 def _job_line(job: dict) -> str:
-    return (
+    line = (
         f"job #{job.get('id'):<5} {job.get('status', '?'):<10} submitted {_short(job.get('submitted_at'))}  "
         f"{job.get('command', '')}"
     )
+    if job.get("status") == "queued":
+        position = job.get("queue_position") or "-"
+        line += f"\n    position {position}, planned start {_short(job.get('planned_start'))}"
+        if job.get("waiting_for"):
+            line += f", waiting: {job['waiting_for']}"
+    return line
 
 
 @cli.command(name="ls")
@@ -357,3 +384,148 @@ def jobs_cancel(out: Output, job_id: int) -> None:
     """Cancel a queued or running job."""
     job = client.post(f"jobs/{job_id}/cancel/")
     out.done(job, f"Cancelled {_job_line(job)}")
+
+
+# The waitlist ----------------------------------------------------------------------------------
+
+
+def _waiting_line(row: dict) -> str:
+    where = row.get("host") or "any host"
+    hours = f"{row['duration_minutes'] / 60:g}h"
+    if row["mode"] == "window":
+        when = f"{_short(row['earliest_start'])} for {hours}"
+    else:
+        when = f"first {hours} from {_short(row['earliest_start'])}, by {_short(row['latest_start'])}"
+    booked = f" -> reservation #{row['reservation_id']}" if row.get("reservation_id") else ""
+    return (
+        f"#{row['id']:<6} {where:<12} {when}  {row['status']:<9} "
+        f"cpus={row['cpus']:g} memory={row['memory_gb']}G gpus={row['gpu_count']}{booked}"
+    )
+
+
+@cli.group()
+def waitlist() -> None:
+    """Bookings that did not fit, waiting to be booked when capacity frees up."""
+
+
+@waitlist.command(name="add")
+@click.option("--host", help="Host name (default: any host open to you).")
+@click.option("--gpus", "gpu_count", type=int, default=0, show_default=True)
+@click.option("--cpus", type=float, required=True)
+@click.option("--memory", "memory_gb", type=int, required=True, help="GB of memory.")
+@click.option("--start", default="now", show_default=True, help="`now` or `YYYY MM DD hh mm`.")
+@click.option("--end", required=True, help="`N-day`, `N-week` or `YYYY MM DD hh mm`.")
+@click.option(
+    "--first-after",
+    is_flag=True,
+    help="Wait for the first window of this length from --start (default: exactly this window).",
+)
+@click.option("--latest-start", help="With --first-after: `N-day` from the start or `YYYY MM DD hh mm`.")
+@click.option("--image", help="Image reference (default: your profile's).")
+@click.option("--command", "extra_command", help="Extra command for the container (default: your profile's).")
+@pass_output
+def waitlist_add(
+    out: Output, host, gpu_count, cpus, memory_gb, start, end, first_after, latest_start, image, extra_command
+) -> None:
+    """Wait for a booking: it holds nothing and is booked (you are told) when it fits."""
+    if latest_start and not first_after:
+        raise click.UsageError("--latest-start goes with --first-after.")
+    body = {
+        "host": host,
+        "start": start,
+        "end": end,
+        "cpus": cpus,
+        "memory_gb": memory_gb,
+        "gpu_count": gpu_count,
+        "mode": "first_after" if first_after else "window",
+    }
+    for key, value in (("latest_start", latest_start), ("image", image), ("extra_command", extra_command)):
+        if value is not None:
+            body[key] = value
+    made = client.post("waitlist/", json=body)
+    out.done(made, f"Waiting: {_waiting_line(made)}")
+
+
+@waitlist.command(name="ls")
+@pass_output
+def waitlist_ls(out: Output) -> None:
+    """Your waiting requests, waiting ones first."""
+    rows = client.all_pages("waitlist/")
+    out.done(rows, "\n".join(_waiting_line(row) for row in rows) or "Nothing is waiting.")
+
+
+@waitlist.command(name="withdraw")
+@click.argument("entry_id", type=int)
+@pass_output
+def waitlist_withdraw(out: Output, entry_id: int) -> None:
+    """Stop waiting for a request."""
+    row = client.post(f"waitlist/{entry_id}/withdraw/")
+    out.done(row, f"Withdrawn: {_waiting_line(row)}")
+
+
+# Requests for more -------------------------------------------------------------------------------
+
+
+def _request_line(row: dict) -> str:
+    note = f"  note: {row['note']}" if row.get("note") else ""
+    return f"#{row['id']:<5} {row['summary']:<36} until {_short(row['ends_at'])}  {row['status']:<8}{note}"
+
+
+@cli.group(name="request")
+def request_group() -> None:
+    """Ask for more before a deadline: a budget, caps at once, another profile, a boost."""
+
+
+@request_group.command(name="add")
+@click.option("--gpu-hours", "gpu_hours_per_week", help="A bigger budget: GPU-hours per week.")
+@click.option("--gpus-at-once", help="Bigger caps at once: GPUs.")
+@click.option("--cpus-at-once", help="Bigger caps at once: CPUs.")
+@click.option("--memory-at-once", "memory_gb_at_once", help="Bigger caps at once: GiB of memory.")
+@click.option("--profile", help="Another capability profile (its name).")
+@click.option("--boost", is_flag=True, help="A fair-share priority boost.")
+@click.option("--until", required=True, help="The last day it applies, YYYY-MM-DD.")
+@click.option("--reason", required=True, help="Why you need it (a deadline, an experiment).")
+@pass_output
+def request_add(
+    out: Output,
+    gpu_hours_per_week,
+    gpus_at_once,
+    cpus_at_once,
+    memory_gb_at_once,
+    profile,
+    boost,
+    until,
+    reason,
+) -> None:
+    """Send a request; a maintainer approves or denies it and you are told."""
+    caps = {
+        "gpus_at_once": gpus_at_once,
+        "cpus_at_once": cpus_at_once,
+        "memory_gb_at_once": memory_gb_at_once,
+    }
+    kinds = [
+        kind
+        for kind, asked in (
+            ("budget", gpu_hours_per_week is not None),
+            ("caps", any(value is not None for value in caps.values())),
+            ("profile", profile is not None),
+            ("boost", boost),
+        )
+        if asked
+    ]
+    if len(kinds) != 1:
+        raise click.UsageError("Ask for one thing: --gpu-hours, the --*-at-once caps, --profile or --boost.")
+    body = {"kind": kinds[0], "until": until, "reason": reason, "gpu_hours_per_week": gpu_hours_per_week}
+    body |= {"profile": profile, **caps}
+    made = client.post(
+        "limit-requests/", json={key: value for key, value in body.items() if value is not None}
+    )
+    out.done(made, f"Sent: {_request_line(made)}")
+
+
+@request_group.command(name="ls")
+@pass_output
+def request_ls(out: Output) -> None:
+    """Your requests for more and their answers."""
+    rows = client.all_pages("limit-requests/")
+    out.done(rows, "\n".join(_request_line(row) for row in rows) or "No requests.")

@@ -38,10 +38,21 @@ def test_an_admin_filter_with_a_nul_is_a_clear_400(superuser_client):
 
 def test_a_form_posted_with_a_nul_is_refused_before_any_view_runs(client, student):
     client.force_login(student)
-    answer = client.post(reverse("reservation-new"), {"host": "1", "extra_command": "a\x00b"})
+    answer = client.post(
+        reverse("reservation-new"),
+        "host=1&extra_command=a%00b",
+        content_type="application/x-www-form-urlencoded",
+    )
     assert answer.status_code == 400
 
 
 def test_ordinary_queries_pass(client, student):
     client.force_login(student)
     assert client.get(reverse("dashboard") + "?page=2&q=caf%C3%A9").status_code == 200
+
+
+def test_the_api_answers_a_nul_in_its_own_error_format(client, student):
+    client.force_login(student)
+    answer = client.get("/api/v1/reservations/?status=%00")
+    assert answer.status_code == 400
+    assert answer.json()["code"] == "nul_character"

@@ -11,10 +11,12 @@ from click.testing import CliRunner
 from django.apps import apps
 from django.utils import timezone
 
-from accounts.models import ApiToken
+from accounts.models import ApiToken, CapabilityProfile
 from accounts.token_services import api_token_create
 from bookings.models import Reservation
 from bookings.timeslots import SLOT, slot_floor
+from containers.models import Image
+from jobs.models import Job, WaitReason
 from tests.factories import ReservationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -165,3 +167,31 @@ def test_jobs_submit_ls_logs_and_cancel(logged_in, student, host):
     assert logged_in("jobs", "logs", str(job_id), "--tail", "5").exit_code == 0
     assert logged_in("jobs", "cancel", str(job_id)).exit_code == 0
     assert logged_in("jobs", "logs", "999999").exit_code == client.EXIT_NOT_FOUND
+
+
+def test_usage_shows_the_week_against_the_budget_and_a_waiting_jobs_reason(
+    logged_in, student, host, settings
+):
+    settings.MAX_CONTINUOUS_GPU_HOLD_HOURS = 0
+    profile = CapabilityProfile.objects.get(is_default=True)
+    profile.gpu_hours_per_week, profile.gpus_at_once = 50, 1
+    profile.save()
+    shown = logged_in("usage")
+    assert shown.exit_code == 0, shown.output
+    assert "GPU-hours, last 7 days: 0 / 50 (50 left)" in shown.output
+    assert "GPUs held now: 0 / 1" in shown.output
+    job = Job.objects.create(
+        user=student,
+        image=Image.objects.get(is_default=True),
+        command="python x.py",
+        cpus=1,
+        memory_gb=1,
+        gpu_count=1,
+        time_limit_minutes=30,
+        submitted_at=timezone.now(),
+        wait_reason=WaitReason.GPUS_AT_ONCE,
+        wait_detail="you hold 1 of 1 at once until 2026-03-02 12:00",
+    )
+    listed = logged_in("jobs", "ls").output
+    assert f"job #{job.pk}" in listed
+    assert "waiting: your GPUs at once: you hold 1 of 1 at once until 2026-03-02 12:00" in listed

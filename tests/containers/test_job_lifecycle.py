@@ -314,3 +314,30 @@ def test_a_job_a_maintainer_stops_before_its_container_started_is_cancelled(star
     job = fresh(started_job)
     assert job.status == JobStatus.CANCELLED and "A maintainer stopped it." in job.status_message
     assert engine_of(job).containers == {}
+
+
+def test_a_job_reservation_left_live_past_its_window_is_closed_whatever_its_status(started_job):
+    # What the cancel racing the start left behind before the fix: the job cancelled, its
+    # reservation still scheduled and holding its GPU after its window.
+    Job.objects.filter(pk=started_job.pk).update(status=JobStatus.CANCELLED, finished_at=timezone.now())
+    over = timezone.now() - timedelta(seconds=1)
+    Reservation.objects.filter(pk=started_job.reservation_id).update(
+        start=over - timedelta(minutes=30), end=over
+    )
+    reconcile()
+    reservation = Reservation.objects.get(pk=started_job.reservation_id)
+    assert reservation.status == Reservation.Status.ENDED
+    assert engine_of(started_job).runs == []
+    assert not ContainerEvent.objects.filter(reservation=reservation, sign="NeverStarted").exists()
+
+
+def test_a_running_job_past_its_window_is_left_to_the_job_lifecycle(started_job):
+    reconcile()
+    over = timezone.now() - timedelta(seconds=1)
+    Reservation.objects.filter(pk=started_job.reservation_id).update(
+        start=over - timedelta(minutes=30), end=over
+    )
+    reconcile()
+    job = fresh(started_job)
+    assert job.status == JobStatus.TIMED_OUT
+    assert job.reservation.status == Reservation.Status.ENDED

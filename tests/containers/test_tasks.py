@@ -16,7 +16,9 @@ def test_setup_schedules_is_idempotent(db):
     names = sorted(Schedule.objects.values_list("name", flat=True))
     assert names == [
         "audit space",
+        "book waiting requests",
         "check agents",
+        "end limit grants",
         "notify users",
         "prune GPU samples",
         "reconcile containers",

@@ -2,6 +2,7 @@
 once start each job once: real threads on PostgreSQL."""
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -9,8 +10,9 @@ from django.db import IntegrityError, connection, transaction
 
 from bookings.models import GpuAllocation, Reservation
 from bookings.services import reservation_create
+from jobs import services
 from jobs.models import Job
-from jobs.services import job_submit
+from jobs.services import job_cancel, job_submit
 from jobs.tasks import schedule_jobs
 from tests.factories import (
     CapabilityProfileFactory,
@@ -93,3 +95,76 @@ def test_passes_and_bookings_racing_for_one_gpu_give_it_to_exactly_one():
     assert holders.count() == 1
     job.refresh_from_db()
     assert (job.status == Job.Status.STARTING) == (holders.get().kind == Reservation.Kind.JOB)
+
+
+def _wait_until_blocked_on_a_lock(timeout_s: float = 10) -> None:
+    """Returns once another connection waits for a row lock (the cancel, queued behind the
+    scheduler's locked read)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0]:
+                return
+        time.sleep(0.01)
+    raise AssertionError("the cancel never waited for the scheduler's lock")
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_job_cancelled_while_the_scheduler_starts_it_holds_nothing(monkeypatch):
+    """The scheduler has locked the queued job and is about to write its start; the owner
+    cancels meanwhile, and the cancel waits for the lock. Once the start is written the
+    cancel goes on: the job ends cancelled and its reservation holds no capacity."""
+    CapabilityProfileFactory(is_default=True, cpus=2, memory_gb=4, gpus=1)
+    ImageFactory(is_default=True)
+    host = HostFactory(cpus=64, ram_gb=256, gpus=1)
+    job = job_submit(
+        user=UserFactory(),
+        command="python train.py",
+        cpus=1,
+        memory_gb=1,
+        gpu_count=1,
+        time_limit_minutes=120,
+        now=NOW,
+    )
+    locked, go = threading.Event(), threading.Event()
+    write_starts = services._write_starts
+
+    def paused_write(**kwargs) -> None:
+        locked.set()
+        go.wait(10)
+        write_starts(**kwargs)
+
+    monkeypatch.setattr(services, "_write_starts", paused_write)
+    errors: list[str] = []
+
+    def in_thread(work) -> threading.Thread:
+        def run() -> None:
+            try:
+                work()
+            except Exception as error:
+                errors.append(repr(error))
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    scheduler = in_thread(lambda: schedule_jobs(now=NOW))
+    assert locked.wait(10)
+    cancel = in_thread(lambda: job_cancel(job=job, now=NOW + timedelta(minutes=1)))
+    _wait_until_blocked_on_a_lock()
+    go.set()
+    scheduler.join(10)
+    cancel.join(10)
+    assert errors == []
+    job.refresh_from_db()
+    assert job.status == Job.Status.CANCELLED
+    assert job.reservation is not None  # the start was written, then cancelled
+    assert not Reservation.objects.live().filter(host=host).exists()
+    assert not GpuAllocation.objects.filter(active=True, end__gt=NOW + timedelta(minutes=1)).exists()
