@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DEBUG ?= 1
 
-.PHONY: run test bench lint format install migrate demo clean lab-image
+.PHONY: run test bench lint format install migrate demo clean lab-image messages
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ bench: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python tools/check_catalogue.py
+
+# Regenerates the catalogues with the options the lint check uses, then compiles them;
+# translate each new or fuzzy entry in locale/*/LC_MESSAGES/django.po before committing.
+messages: install
+	$(BIN)/python manage.py makemessages -l zh_Hant --ignore 'tests/*' --ignore 'cli/*' --ignore 'staticfiles/*'
+	$(BIN)/python manage.py compilemessages -l zh_Hant
 
 format: install
 	$(BIN)/ruff check --fix .

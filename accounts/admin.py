@@ -1,3 +1,5 @@
+import logging
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
@@ -5,6 +7,8 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.http import HttpRequest
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils import timezone
@@ -16,6 +20,7 @@ from accounts.selectors import capability_for, first_free_forward_port
 from accounts.services import (
     normalise_username,
     user_reset_password,
+    user_send_set_password_link,
     user_unlock_login,
     users_assign_profile,
     users_create_bulk,
@@ -25,6 +30,8 @@ from accounts.token_services import api_token_revoke
 from aivc_portal.admin_actions import action_form_page, apply_to_each, log_each
 from bookings.limits import usage_for
 from containers.models import Host
+
+logger = logging.getLogger(__name__)
 
 
 @admin.register(CapabilityProfile)
@@ -48,14 +55,26 @@ class CapabilityProfileAdmin(admin.ModelAdmin):
 class BulkCreateForm(forms.Form):
     usernames = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 10}),
-        help_text="Account ids, separated by spaces, commas or new lines.",
+        help_text="Account ids, separated by spaces, commas or new lines. An e-mail address after "
+        "an id (m11007s05 m11007s05@lab.example) mails its owner a one-time link to set a password; "
+        "an id without one gets a password shown here once.",
     )
     capability_profile = forms.ModelChoiceField(
         CapabilityProfile.objects.all(), required=False, help_text="Empty: the default profile."
     )
 
     def clean_usernames(self) -> list[str]:
-        return [name for name in self.cleaned_data["usernames"].replace(",", " ").split() if name]
+        names: list[str] = []
+        self.emails: dict[str, str] = {}
+        for word in self.cleaned_data["usernames"].replace(",", " ").split():
+            if "@" not in word:
+                names.append(word)
+                continue
+            if not names or names[-1] in self.emails:
+                raise ValidationError(f"{word} follows no account id; put it after the id it belongs to.")
+            validate_email(word)
+            self.emails[names[-1]] = word
+        return names
 
 
 class UserCreationWithPortForm(AdminUserCreationForm):
@@ -218,6 +237,7 @@ class UserAdmin(DjangoUserAdmin):
                 created = users_create_bulk(
                     usernames=form.cleaned_data["usernames"],
                     capability_profile=form.cleaned_data["capability_profile"],
+                    emails=form.emails,
                 )
             except ValidationError as error:
                 form.add_error("usernames", error)
@@ -225,6 +245,7 @@ class UserAdmin(DjangoUserAdmin):
                 for user, _password in created:
                     self.log_addition(request, user, "Created in bulk.")
                 messages.success(request, f"Created {len(created)} account(s).")
+                created = [(user, password, self._mail_link(request, user)) for user, password in created]
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -234,6 +255,23 @@ class UserAdmin(DjangoUserAdmin):
             "changelist_url": reverse("admin:accounts_user_changelist"),
         }
         return render(request, "admin/accounts/user/bulk_create.html", context)
+
+    @staticmethod
+    def _mail_link(request: HttpRequest, user: User) -> str:
+        """Mails an account with an address its set-password link; what to show beside it."""
+        if not user.email:
+            return ""
+        try:
+            user_send_set_password_link(user=user)
+        except Exception as error:  # the mail server's refusal, whatever its kind
+            logger.warning("Could not mail the set-password link of %s: %s", user.username, error)
+            messages.warning(
+                request,
+                f"No mail reached {user.email} ({error}); use 'Reset password' on {user.username} "
+                "to hand over a password instead.",
+            )
+            return "failed"
+        return "sent"
 
 
 @admin.register(ApiToken)

@@ -40,10 +40,17 @@ class ProfileForm(forms.Form):
         label=_("Default extra command"),
         help_text=_("Prefilled in the booking form."),
     )
+    language = forms.ChoiceField(
+        required=False,
+        label=_("Language"),
+        choices=[("", _("As my browser says")), *settings.LANGUAGES],
+        help_text=_("Pages, e-mails, notices and calendar entries are written in it."),
+    )
 
     @classmethod
     def for_user(cls, user: User, data=None) -> "ProfileForm":
         initial = {
+            "language": user.language,
             "ssh_public_keys": user.ssh_public_keys,
             "default_image": user.default_image_id,
             "default_extra_command": user.default_extra_command,

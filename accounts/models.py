@@ -132,8 +132,21 @@ class User(AbstractUser):
         help_text="Empty: the default profile.",
     )
     must_change_password = models.BooleanField(default=False)
+    # Empty until chosen: pages follow the browser, mails and calendars the lab's language.
+    language = models.CharField(
+        max_length=16,
+        choices=settings.LANGUAGES,
+        blank=True,
+        help_text="Pages, e-mails, notices and calendar entries are written in it.",
+    )
 
     objects = LabUserManager()
+
+    @property
+    def preferred_language(self) -> str:
+        """The language of what is written to this user away from a request (mails, notices,
+        calendar entries): their choice, else the lab's."""
+        return self.language or settings.LANGUAGE_CODE
 
     def clean(self) -> None:
         super().clean()

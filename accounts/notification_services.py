@@ -10,7 +10,8 @@ from datetime import datetime
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 from django.db.models import QuerySet
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
 from accounts.models import Notification, User, UserChannels, default_email_kinds
 
@@ -77,7 +78,11 @@ def _message(notification: Notification, *, connection) -> EmailMessage:
     link = notification.link
     if link.startswith("/"):
         link = settings.PORTAL_URL + link
-    footer = f"{settings.SITE_NAME}: choose which notices you get by e-mail on your profile page."
+    # The title and body were written in the user's language when recorded; the frame too.
+    with translation.override(notification.user.preferred_language):
+        footer = _("%(site)s: choose which notices you get by e-mail on your profile page.") % {
+            "site": settings.SITE_NAME
+        }
     body = f"{notification.body}\n\n{link}\n\n-- \n{footer}"
     return EmailMessage(
         subject=f"[{settings.SITE_NAME}] {notification.title}",

@@ -1,9 +1,15 @@
 import secrets
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from django.conf import settings
+from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
+from django.core.mail import EmailMessage
 from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils import translation
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 from django.utils.translation import gettext as _
 
 from accounts.models import CapabilityProfile, User
@@ -121,17 +127,66 @@ def _check_profile_limits(limits: dict) -> None:
 
 @transaction.atomic
 def users_create_bulk(
-    *, usernames: list[str], capability_profile: CapabilityProfile | None = None
+    *,
+    usernames: list[str],
+    capability_profile: CapabilityProfile | None = None,
+    emails: Mapping[str, str] | None = None,
 ) -> list[tuple[User, str]]:
     """Creates every new id with a generated must-change password; existing ids are skipped.
+    An id given an address in `emails` gets it and no password at all (its owner sets one
+    through the link `user_send_set_password_link` mails): its password returned is empty.
     All or nothing: one bad id creates no account."""
+    emails = {normalise_username(name): address for name, address in (emails or {}).items()}
     wanted = list(dict.fromkeys(normalise_username(name) for name in usernames if name.strip()))
     existing = set(User.objects.filter(username__in=wanted).values_list("username", flat=True))
-    return [
-        user_create(username=name, capability_profile=capability_profile)
-        for name in wanted
-        if name not in existing
-    ]
+    created = []
+    for name in wanted:
+        if name in existing:
+            continue
+        address = emails.get(name, "")
+        created.append(
+            user_create(
+                username=name,
+                capability_profile=capability_profile,
+                email=address,
+                usable_password=not address,
+                must_change_password=not address,
+            )
+        )
+    return created
+
+
+def user_send_set_password_link(*, user: User) -> None:
+    """E-mails the account a one-time link to set its password, in its language: Django's
+    password-reset token, void once a password is set or after PASSWORD_RESET_TIMEOUT.
+    Raises whatever the mail server raises; the account is unchanged then."""
+    if not user.email:
+        raise ValidationError(f"The account {user.username} has no e-mail address.")
+    link = settings.PORTAL_URL + reverse(
+        "password_set",
+        kwargs={
+            "uidb64": urlsafe_base64_encode(force_bytes(user.pk)),
+            "token": default_token_generator.make_token(user),
+        },
+    )
+    days = max(1, settings.PASSWORD_RESET_TIMEOUT // 86400)
+    with translation.override(user.preferred_language):
+        subject = _("[%(site)s] Your account %(username)s: set your password") % {
+            "site": settings.SITE_NAME,
+            "username": user.username,
+        }
+        body = _(
+            "An account %(username)s was made for you on %(site)s.\n\n"
+            "Set its password here (the link works once, for %(days)s days):\n%(link)s\n\n"
+            "Then log in at %(portal)s with the account id and that password."
+        ) % {
+            "username": user.username,
+            "site": settings.SITE_NAME,
+            "days": days,
+            "link": link,
+            "portal": settings.PORTAL_URL + "/",
+        }
+    EmailMessage(subject=subject, body=body, to=[user.email]).send(fail_silently=False)
 
 
 def user_set_password(*, user: User, password: str, must_change: bool = False) -> User:
@@ -182,9 +237,13 @@ def user_update_profile(
     ssh_public_keys: str,
     default_image: Image | None,
     default_extra_command: str,
+    language: str | None = None,
 ) -> User:
-    """Saves the settings a user keeps for every booking: keys, default image and command."""
+    """Saves the settings a user keeps for every booking: keys, default image and command,
+    and the language (None: unchanged)."""
     errors: dict[str, list[str]] = {}
+    if language is not None and language and language not in dict(settings.LANGUAGES):
+        errors["language"] = [_("Choose one of the portal's languages.")]
     try:
         ssh_public_keys = clean_ssh_public_keys(ssh_public_keys)
     except ValidationError as error:
@@ -201,7 +260,11 @@ def user_update_profile(
     user.ssh_public_keys = ssh_public_keys
     user.default_image = default_image
     user.default_extra_command = default_extra_command
-    user.save(update_fields=["ssh_public_keys", "default_image", "default_extra_command"])
+    fields = ["ssh_public_keys", "default_image", "default_extra_command"]
+    if language is not None:
+        user.language = language
+        fields.append("language")
+    user.save(update_fields=fields)
     return user
 
 
@@ -240,3 +303,11 @@ def user_change_forward_port(*, user: User, port: int, ports_held: Collection[in
         # Another account took the port between the check and the save.
         raise ValidationError({"forward_port": FORWARD_PORT_DUPLICATED}, code="port_taken") from None
     return user
+
+
+def user_set_language(*, user: User, language: str) -> None:
+    """Stores the language a user chose (the header's switch); an unknown code is ignored,
+    as Django's own switch ignores it."""
+    if language in dict(settings.LANGUAGES) and user.language != language:
+        user.language = language
+        user.save(update_fields=["language"])

@@ -32,6 +32,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone, translation
 from django.utils.http import urlencode
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from accounts.backends import directory_was_down
 from accounts.models import Notification, NotificationKind, User
@@ -115,14 +116,15 @@ def login_flood_report(*, username: str, address: str, now: datetime) -> int:
     failures = _failures(by_address)
     if failures >= settings.LOGIN_FLOOD_THRESHOLD:
         accounts = by_address.values("username").distinct().count()
-        body = _(
-            "%(failures)d failed logins from %(address)s at %(accounts)d accounts within %(minutes)d minutes."
-        )
         floods.append(
             (
                 f"address {address}",
-                _("Flood of failed logins from %(address)s") % {"address": address},
-                body % {"failures": failures, "address": address, "accounts": accounts, "minutes": minutes},
+                gettext_noop("Flood of failed logins from %(address)s"),
+                gettext_noop(
+                    "%(failures)d failed logins from %(address)s at %(accounts)d accounts "
+                    "within %(minutes)d minutes."
+                ),
+                {"failures": failures, "address": address, "accounts": accounts, "minutes": minutes},
                 _admin_attempts_link(ip_address=address),
             )
         )
@@ -130,21 +132,20 @@ def login_flood_report(*, username: str, address: str, now: datetime) -> int:
     failures = _failures(at_account)
     if username and failures >= settings.LOGIN_FLOOD_THRESHOLD:
         addresses = at_account.values("ip_address").distinct().count()
-        body = _(
-            "%(failures)d failed logins at account %(username)s from %(addresses)d addresses "
-            "within %(minutes)d minutes."
-        )
         floods.append(
             (
                 f"account {username}",
-                _("Flood of failed logins at account %(username)s") % {"username": username},
-                body
-                % {"failures": failures, "username": username, "addresses": addresses, "minutes": minutes},
+                gettext_noop("Flood of failed logins at account %(username)s"),
+                gettext_noop(
+                    "%(failures)d failed logins at account %(username)s from %(addresses)d addresses "
+                    "within %(minutes)d minutes."
+                ),
+                {"failures": failures, "username": username, "addresses": addresses, "minutes": minutes},
                 _admin_attempts_link(username=username),
             )
         )
     recorded = 0
-    for subject, title, body, link in floods:
+    for subject, title, body, values, link in floods:
         digest = hashlib.sha256(subject.encode()).hexdigest()[:20]
         prefix = f"{NotificationKind.LOGIN_FLOOD}:{digest}:"
         if Notification.objects.filter(
@@ -153,24 +154,26 @@ def login_flood_report(*, username: str, address: str, now: datetime) -> int:
             continue
         # Two workers crossing the threshold at once write the same keys; one row stays.
         bucket = int(now.timestamp() // FLOOD_NOTICE_QUIET.total_seconds())
-        maintainers = User.objects.filter(is_staff=True, is_active=True).values_list("pk", flat=True)
-        logger.warning("Login flood: %s", body)
-        recorded += notifications_record(
-            notices=[
-                # The shape notifications_record reads (containers.notices.Notice sits above).
+        maintainers = User.objects.filter(is_staff=True, is_active=True).values_list("pk", "language")
+        logger.warning("Login flood: %s", body % values)
+        notices = []
+        for user_id, language in maintainers:
+            # Each maintainer reads it in their own language.
+            with translation.override(language or settings.LANGUAGE_CODE):
+                said = (_(title) % values, _(body) % values)
+            # The shape notifications_record reads (containers.notices.Notice sits above).
+            notices.append(
                 SimpleNamespace(
                     user_id=user_id,
                     kind=NotificationKind.LOGIN_FLOOD,
                     key=f"{prefix}{bucket}:user-{user_id}",
-                    title=title,
-                    body=body,
+                    title=said[0],
+                    body=said[1],
                     link=link,
                     at=now,
                 )
-                for user_id in maintainers
-            ],
-            now=now,
-        )
+            )
+        recorded += notifications_record(notices=notices, now=now)
     return recorded
 
 

@@ -11,6 +11,7 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("password/", views.password_change, name="password_change"),
+    path("password/set/<uidb64>/<token>/", views.SetPasswordView.as_view(), name="password_set"),
     path("profile/", views.profile, name="profile"),
     path("notifications/", views.notifications, name="notifications"),
     path("requests/", views.limit_requests, name="limit-requests"),

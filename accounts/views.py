@@ -9,10 +9,11 @@ from django.contrib.auth.forms import PasswordChangeForm
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.urls import reverse, reverse_lazy
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
+from django.views.i18n import set_language
 
 from accounts.channel_services import calendar_feed_reset, calendar_feed_token, email_kinds_set
 from accounts.forms import (
@@ -28,7 +29,7 @@ from accounts.grant_services import limit_request_create
 from accounts.models import ApiToken
 from accounts.notification_selectors import email_kinds_for_user, notifications_for_user
 from accounts.notification_services import notifications_mark_read
-from accounts.services import user_change_password, user_update_profile
+from accounts.services import user_change_password, user_set_language, user_update_profile
 from accounts.token_services import api_token_create, api_token_revoke
 from bookings.services import as_id, forward_port_change
 
@@ -42,6 +43,28 @@ class LoginView(auth_views.LoginView):
             "directory_logins": bool(settings.LDAP_SERVER_URI),
             "directory_creates_accounts": not getattr(settings, "AUTH_LDAP_NO_NEW_USERS", True),
         }
+
+
+class SetPasswordView(auth_views.PasswordResetConfirmView):
+    """The one-time link mailed to an account made in bulk (user_send_set_password_link):
+    Django's reset-token check, then the login page."""
+
+    template_name = "accounts/set_password.html"
+    success_url = reverse_lazy("login")
+
+    def form_valid(self, form):
+        messages.success(self.request, _("Your password is set; log in with it."))
+        return super().form_valid(form)
+
+
+@require_POST
+def switch_language(request: HttpRequest) -> HttpResponse:
+    """Django's language switch, which also stores the choice of a signed-in user, so their
+    mails and notices follow it."""
+    response = set_language(request)
+    if request.user.is_authenticated:
+        user_set_language(user=request.user, language=request.POST.get("language", ""))
+    return response
 
 
 @login_required

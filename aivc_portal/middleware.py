@@ -16,7 +16,6 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonR
 from django.utils.translation import gettext as _
 
 from accounts.throttling import client_ip
-from aivc_portal.api import error_body
 from aivc_portal.logs import current_request, known_username
 
 
@@ -66,6 +65,10 @@ class RefuseNulCharacters:
         if _carries_nul(request.GET) or (form and _carries_nul(form)):
             message = _("The request contains a NUL character, which no field accepts.")
             if request.path.startswith("/api/"):
+                # Imported here: the API module loads DRF's settings, which load the
+                # middleware's neighbours; at import time that is a cycle.
+                from aivc_portal.api import error_body
+
                 return JsonResponse(error_body(detail=message, code="nul_character"), status=400)
             return HttpResponseBadRequest(message)
         return self.get_response(request)

@@ -68,7 +68,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 SITE_NAME = os.environ.get("SITE_NAME", "AIVC Portal")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # The admin, with the lab's tables before the libraries' (issue 22).
+    "aivc_portal.admin_site.LabAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -100,6 +101,8 @@ MIDDLEWARE = [
     "aivc_portal.middleware.RefuseNulCharacters",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The user's stored language (issue 22): after authentication, before the views.
+    "accounts.middleware.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "accounts.middleware.ForcePasswordChangeMiddleware",
@@ -334,6 +337,22 @@ JOB_BUILD_TIMEOUT_S = env_int("JOB_BUILD_TIMEOUT_S", 15 * 60)
 # Usage limits (bookings/limits.py): the longest unbroken hold on a GPU by one user, bookings
 # back to back counted as one (0: no limit). Caps at once and budgets are per profile.
 MAX_CONTINUOUS_GPU_HOLD_HOURS = env_int("MAX_CONTINUOUS_GPU_HOLD_HOURS", 14 * 24, minimum=0)
+# The build fence (issue 21): the images a Dockerfile may use beside the lab's active Image
+# list and the user's own builds; no network (a lab that needs pip names a proxy, which
+# gives RUN steps the engine's network); CPU and pids limits (the pids limit sits on a
+# parent cgroup the install makes); the uploaded context on disk, capped per user; built
+# images removed when unused or when the engine's disk runs low.
+JOB_BUILD_BASE_IMAGES = env_list("JOB_BUILD_BASE_IMAGES", "")
+JOB_BUILD_NETWORK = env_str("JOB_BUILD_NETWORK", "none")
+JOB_BUILD_PROXY = env_str("JOB_BUILD_PROXY", "")
+JOB_BUILD_CPUS = env_float("JOB_BUILD_CPUS", 2, minimum=0.01)
+JOB_BUILD_CGROUP_PARENT = env_str("JOB_BUILD_CGROUP_PARENT", "aivc-build")
+JOB_BUILD_PIDS_LIMIT = env_int("JOB_BUILD_PIDS_LIMIT", 512, minimum=0)
+JOB_UPLOAD_MAX_RATIO = env_int("JOB_UPLOAD_MAX_RATIO", 100, minimum=1)
+JOB_BUILD_CONTEXT_ROOT = Path(os.environ.get("JOB_BUILD_CONTEXT_ROOT") or BASE_DIR / "var" / "build-contexts")
+JOB_BUILD_CONTEXT_MAX_BYTES_PER_USER = env_int("JOB_BUILD_CONTEXT_MAX_BYTES_PER_USER", 200 * 1024 * 1024)
+JOB_BUILD_IMAGE_KEEP_DAYS = env_int("JOB_BUILD_IMAGE_KEEP_DAYS", 14, minimum=1)
+JOB_BUILD_MIN_FREE_GB = env_int("JOB_BUILD_MIN_FREE_GB", 20, minimum=0)
 FAIR_SHARE_HALF_LIFE_DAYS = env_float("FAIR_SHARE_HALF_LIFE_DAYS", 7)
 # 0-GPU work is charged in CPU-hours; this many CPU-hours weigh as much as one GPU-hour.
 FAIR_SHARE_CPU_HOURS_PER_GPU_HOUR = env_float("FAIR_SHARE_CPU_HOURS_PER_GPU_HOUR", 8)

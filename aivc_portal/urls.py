@@ -5,6 +5,7 @@ from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts import views as account_views
 from aivc_portal.api import api_not_found
 from aivc_portal.health import healthz
 from aivc_portal.metrics import metrics
@@ -18,6 +19,8 @@ urlpatterns = [
     path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
+    # Before Django's own: the switch also stores a signed-in user's choice (same name).
+    path("i18n/setlang/", account_views.switch_language, name="set_language"),
     path("i18n/", include("django.conf.urls.i18n")),
     # The JSON API: each app keeps its endpoints in its own api.py (docs/api.md).
     path("api/v1/", include("accounts.api")),

@@ -163,7 +163,10 @@ class TimelineView(APIView):
         if host_id is not None and not (host_id.isascii() and host_id.isdigit() and len(host_id) <= 18):
             raise ValidationError({"host": "Give a host id."}, code="invalid")
         data = build_timeline(
-            user_id=request.user.pk, now=timezone.now(), host_id=int(host_id) if host_id else None
+            user_id=request.user.pk,
+            now=timezone.now(),
+            host_id=int(host_id) if host_id else None,
+            names_job_owners=request.user.is_staff,
         )
 
         def at(column: int) -> datetime:
@@ -177,6 +180,7 @@ class TimelineView(APIView):
                     {"index": gpu_row.gpu.index, "name": gpu_row.gpu.name, "blocks": gpu_row.blocks}
                     for gpu_row in row.gpu_rows
                 ],
+                "cpu_only": sorted((b for lane in row.cpu_rows for b in lane), key=lambda b: b.start),
                 "headroom": [
                     {
                         "start": at(run.column),

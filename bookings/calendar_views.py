@@ -7,13 +7,16 @@ from django.apps import apps
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_safe
 from icalendar import Calendar, Event
 
 from accounts.channel_services import calendar_feed_user
 from bookings.models import Reservation
 from bookings.serializers import ssh_command
+from bookings.templatetags.bookings_extras import status_label
 
 # How far back the feed reaches: enough for "what did I run last month", small enough to stay quick.
 FEED_HISTORY = timedelta(days=60)
@@ -23,17 +26,26 @@ NOT_HAPPENING = (Reservation.Status.CANCELLED, Reservation.Status.FAILED)
 
 def _reservation_event(reservation: Reservation, *, stamp: datetime) -> Event:
     event = Event()
-    gpus = f"{reservation.gpu_count} GPU" + ("s" if reservation.gpu_count != 1 else "")
+    gpus = ngettext("%(count)d GPU", "%(count)d GPUs", reservation.gpu_count) % {
+        "count": reservation.gpu_count
+    }
     event.add("uid", f"reservation-{reservation.pk}@aivc-portal")
     event.add("dtstamp", stamp)
     event.add("dtstart", reservation.start)
     event.add("dtend", reservation.end)
-    event.add("summary", f"{reservation.host.name}: {gpus}, {reservation.cpus:g} CPUs")
+    event.add(
+        "summary",
+        _("%(host)s: %(gpus)s, %(cpus)s CPUs")
+        % {"host": reservation.host.name, "gpus": gpus, "cpus": f"{reservation.cpus:g}"},
+    )
     event.add(
         "description",
-        f"Status: {reservation.status}\n"
-        f"Memory: {reservation.memory_gb} GB\n"
-        f"Connect: {ssh_command(reservation)}",
+        _("Status: %(status)s\nMemory: %(memory)s GB\nConnect: %(ssh)s")
+        % {
+            "status": status_label(reservation.status),
+            "memory": reservation.memory_gb,
+            "ssh": ssh_command(reservation),
+        },
     )
     event.add("location", reservation.host.address or reservation.host.name)
     event.add("url", settings.PORTAL_URL + reverse("reservation-detail", kwargs={"pk": reservation.pk}))
@@ -56,7 +68,9 @@ def _job_events(user_id: int, *, since: datetime, stamp: datetime) -> list[Event
         event.add("dtstamp", stamp)
         event.add("dtstart", job.started_at)
         event.add("dtend", max(end, job.started_at + timedelta(minutes=1)))
-        event.add("summary", f"Job #{job.pk} ({job.status})")
+        event.add(
+            "summary", _("Job #%(id)s (%(status)s)") % {"id": job.pk, "status": job.get_status_display()}
+        )
         events.append(event)
     return events
 
@@ -66,6 +80,12 @@ def calendar_feed(request: HttpRequest, token: str) -> HttpResponse:
     user = calendar_feed_user(token=token)
     if user is None:
         raise Http404
+    # The entries are written in the owner's language, whoever's app fetches the feed.
+    with translation.override(user.preferred_language):
+        return _feed(user)
+
+
+def _feed(user) -> HttpResponse:
     now = timezone.now()
     since = now - FEED_HISTORY
     calendar = Calendar()

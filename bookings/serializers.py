@@ -179,6 +179,9 @@ class TimelineHostSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
     gpus = TimelineGpuSerializer(many=True)
+    cpu_only = TimelineBlockSerializer(
+        many=True, help_text="Reservations that hold no GPU (CPU-only bookings and jobs), by start."
+    )
     headroom = TimelineHeadroomSerializer(many=True)
 
 

@@ -79,6 +79,9 @@ class HostTimeline:
     host: Host
     gpu_rows: list[GpuRow]
     headroom: list[Headroom]
+    # Reservations that hold no GPU (CPU-only bookings, CPU jobs), in as few lanes as
+    # keep them from overlapping: a host without GPUs shows who holds its CPUs too.
+    cpu_rows: list[list[Block]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -155,10 +158,44 @@ def _headroom(host: Host, rows: list[tuple], *, start: datetime, slots: int) -> 
     return runs
 
 
-def timeline(*, user_id: int, now: datetime, host_id: int | None = None) -> Timeline:
+def _lanes(blocks: list[Block]) -> list[list[Block]]:
+    """Blocks packed into the fewest rows in which none overlap (first fit by start)."""
+    lanes: list[list[Block]] = []
+    for block in sorted(blocks, key=lambda b: (b.column, -b.span)):
+        for lane in lanes:
+            last = lane[-1]
+            if last.column + last.span <= block.column:
+                lane.append(block)
+                break
+        else:
+            lanes.append([block])
+    return lanes
+
+
+def _block(*, reservation_id: int, window: tuple, user_id: int, start: datetime, slots: int) -> Block:
+    row_start, row_end, owner_id, username, is_job = window
+    first = _column(row_start, start=start, slots=slots)
+    own = owner_id == user_id
+    return Block(
+        column=first + 1,
+        span=max(_column_after(row_end, start=start, slots=slots) - first, 1),
+        username=username,
+        start=row_start,
+        end=row_end,
+        own=own,
+        reservation_id=reservation_id if own else None,
+        is_job=is_job,
+    )
+
+
+def timeline(
+    *, user_id: int, now: datetime, host_id: int | None = None, names_job_owners: bool = False
+) -> Timeline:
     """Every host (or one) from the current slot for two weeks: GPU rows with booked
-    blocks (username only: another user's command or image is never exposed), the user's
-    own blocks marked, and the CPU and memory headroom."""
+    blocks (username only: another user's command or image is never exposed), the
+    reservations that hold no GPU in their own rows, the user's own blocks marked, and the
+    CPU and memory headroom. Another user's job is anonymous unless `names_job_owners`
+    (staff)."""
     start = slot_floor(now)
     end = start + MAX_AHEAD
     slots = (end - start) // SLOT
@@ -182,12 +219,14 @@ def timeline(*, user_id: int, now: datetime, host_id: int | None = None) -> Time
     )
     usage_by_host: dict[int, list[tuple]] = {}
     windows: dict[int, tuple] = {}
+    host_of: dict[int, int] = {}
     for pk, host_pk, row_start, row_end, cpus, memory_gb, owner_id, username, kind in reservations:
         usage_by_host.setdefault(host_pk, []).append((row_start, row_end, cpus, memory_gb))
         is_job = kind == Reservation.Kind.JOB
         # Whose batch job holds a GPU is nobody else's business: an anonymous block.
-        shown = username if owner_id == user_id or not is_job else ""
+        shown = username if owner_id == user_id or not is_job or names_job_owners else ""
         windows[pk] = (row_start, row_end, owner_id, shown, is_job)
+        host_of[pk] = host_pk
     # Filtered by the few GPU ids and the window, not by thousands of reservation ids.
     gpu_ids = [gpu.pk for host in hosts for gpu in host.gpus.all()]
     allocations = (
@@ -196,24 +235,28 @@ def timeline(*, user_id: int, now: datetime, host_id: int | None = None) -> Time
         .values_list("gpu_id", "reservation_id")
     )
     blocks_by_gpu: dict[int, list[Block]] = {}
+    holding_gpus: set[int] = set()
     for gpu_id, reservation_id in allocations:
         if reservation_id not in windows:
             continue
-        row_start, row_end, owner_id, username, is_job = windows[reservation_id]
-        first = _column(row_start, start=start, slots=slots)
-        own = owner_id == user_id
+        holding_gpus.add(reservation_id)
         blocks_by_gpu.setdefault(gpu_id, []).append(
-            Block(
-                column=first + 1,
-                span=max(_column_after(row_end, start=start, slots=slots) - first, 1),
-                username=username,
-                start=row_start,
-                end=row_end,
-                own=own,
-                reservation_id=reservation_id if own else None,
-                is_job=is_job,
+            _block(
+                reservation_id=reservation_id,
+                window=windows[reservation_id],
+                user_id=user_id,
+                start=start,
+                slots=slots,
             )
         )
+    cpu_blocks: dict[int, list[Block]] = {}
+    for reservation_id, window in windows.items():
+        if reservation_id not in holding_gpus:
+            cpu_blocks.setdefault(host_of[reservation_id], []).append(
+                _block(
+                    reservation_id=reservation_id, window=window, user_id=user_id, start=start, slots=slots
+                )
+            )
     return Timeline(
         start=start,
         end=end,
@@ -225,6 +268,7 @@ def timeline(*, user_id: int, now: datetime, host_id: int | None = None) -> Time
                 host=host,
                 gpu_rows=[GpuRow(gpu=gpu, blocks=blocks_by_gpu.get(gpu.pk, [])) for gpu in host.gpus.all()],
                 headroom=_headroom(host, usage_by_host.get(host.pk, []), start=start, slots=slots),
+                cpu_rows=_lanes(cpu_blocks.get(host.pk, [])),
             )
             for host in hosts
         ],

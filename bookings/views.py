@@ -353,5 +353,7 @@ def reservation_extend_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_safe
 def timeline(request: HttpRequest) -> HttpResponse:
     host_id = as_id(request.GET.get("host", ""))
-    data = build_timeline(user_id=request.user.pk, now=timezone.now(), host_id=host_id)
+    data = build_timeline(
+        user_id=request.user.pk, now=timezone.now(), host_id=host_id, names_job_owners=request.user.is_staff
+    )
     return render(request, "bookings/timeline.html", {"timeline": data, "host_id": host_id})

@@ -3,6 +3,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.html import format_html
 
 from aivc_portal.admin_actions import action_form_page, log_each, tell_owner
 from bookings.capacity import availability
@@ -58,14 +59,15 @@ class HostAgentInline(admin.StackedInline):
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
+    # Short headers: the agent's columns stay on a 1280 px screen.
     list_display = (
         "name",
         "address",
         "cpus",
-        "ram_gb",
-        "swap_gb",
+        "ram",
+        "swap",
         "gpu_count",
-        "accepting_bookings",
+        "open",
         "agent_health",
         "agent_last_seen",
     )
@@ -113,10 +115,24 @@ class HostAdmin(admin.ModelAdmin):
     def agent_health(self, host: Host) -> str:
         return host_health(host=host, now=timezone.now()).label
 
-    @admin.display(description="agent last seen", ordering="agent__last_seen_at")
-    def agent_last_seen(self, host: Host):
+    @admin.display(description="seen", ordering="agent__last_seen_at")
+    def agent_last_seen(self, host: Host) -> str:
         agent = getattr(host, "agent", None) if host.served_by_agent else None
-        return agent.last_seen_at if agent else "-"
+        if agent is None or agent.last_seen_at is None:
+            return "-"
+        return f"{timezone.localtime(agent.last_seen_at):%m-%d %H:%M}"
+
+    @admin.display(description="RAM GiB", ordering="ram_gb")
+    def ram(self, host: Host) -> int:
+        return host.ram_gb
+
+    @admin.display(description="swap", ordering="swap_gb")
+    def swap(self, host: Host) -> int:
+        return host.swap_gb
+
+    @admin.display(description="open", boolean=True, ordering="accepting_bookings")
+    def open(self, host: Host) -> bool:
+        return host.accepting_bookings
 
     def save_model(self, request: HttpRequest, obj: Host, form, change: bool) -> None:
         super().save_model(request, obj, form, change)
@@ -137,7 +153,7 @@ class HostAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
 
-    @admin.display(description="GPUs in service", ordering="gpus_in_service")
+    @admin.display(description="GPUs", ordering="gpus_in_service")
     def gpu_count(self, host: Host) -> int:
         return host.gpus_in_service
 
@@ -268,7 +284,10 @@ class ImagePresenceAdmin(admin.ModelAdmin):
 
 @admin.register(ContainerEvent)
 class ContainerEventAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "level", "sign", "message", "user", "host", "reservation")
+    # Trimmed so the user, host and reservation stay on a 1280 px screen; the change page
+    # has the whole line.
+    list_display = ("when", "level", "sign", "short_message", "user", "host", "reservation_number")
+    list_display_links = ("when",)
     list_filter = (
         "level",
         "sign",
@@ -280,9 +299,23 @@ class ContainerEventAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     raw_id_fields = ("user", "reservation")
 
-    class Media:
-        # Long messages wrap instead of widening the table past a 1280 px screen.
-        css = {"all": ("css/admin.css",)}
+    MESSAGE_CHARACTERS = 160
+
+    @admin.display(description="at", ordering="created_at")
+    def when(self, event: ContainerEvent) -> str:
+        return f"{timezone.localtime(event.created_at):%m-%d %H:%M}"
+
+    @admin.display(description="message", ordering="message")
+    def short_message(self, event: ContainerEvent) -> str:
+        if len(event.message) <= self.MESSAGE_CHARACTERS:
+            return event.message
+        return format_html(
+            '<span title="{}">{}…</span>', event.message, event.message[: self.MESSAGE_CHARACTERS]
+        )
+
+    @admin.display(description="resv.", ordering="reservation")
+    def reservation_number(self, event: ContainerEvent) -> str:
+        return f"#{event.reservation_id}" if event.reservation_id else "-"
 
     def has_add_permission(self, request) -> bool:
         return False  # the monitor log is written by the portal, never by hand

@@ -4,7 +4,10 @@ and hand it to `services.event_record`, so a sign's level and wording live in on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from django.utils.translation import gettext_noop
 
 from containers.models import ContainerEvent
 
@@ -21,8 +24,24 @@ class Kind:
 
 @dataclass(frozen=True)
 class Event:
+    """One line: `message` is the English line of the monitor log; `template` (a msgid of
+    the catalogue) and `params` let a student's page say it again in their language
+    (ContainerEvent.sentence). An Event built from a message alone stays English."""
+
     kind: Kind
     message: str
+    template: str = ""
+    params: Mapping[str, object] = field(default_factory=dict)
+
+
+def said(kind: Kind, template: str, **params: object) -> Event:
+    """An event whose line is `template % params`; each parameter must be plain JSON (text or
+    a number), as it is stored beside the line."""
+    return Event(kind, template % params, template, params)
+
+
+def _text(error: object) -> str:
+    return str(error)
 
 
 # Signs and levels --------------------------------------------------------------------
@@ -58,88 +77,161 @@ AGENT_BACK = Kind(Level.ERROR, "AgentBack")
 
 
 def engine_unavailable(*, host_name: str, error: Exception) -> Event:
-    return Event(
+    return said(
         ENGINE_UNAVAILABLE,
-        f"The container engine of {host_name} does not answer ({error}); the next tick tries again",
+        gettext_noop(
+            "The container engine of %(host)s does not answer (%(error)s); the next tick tries again"
+        ),
+        host=host_name,
+        error=_text(error),
     )
 
 
 def reconcile_error(*, host_name: str, error: Exception) -> Event:
-    return Event(
-        RECONCILE_ERROR, f"Reconciling {host_name} stopped half way ({error}); the next tick tries again"
+    return said(
+        RECONCILE_ERROR,
+        gettext_noop("Reconciling %(host)s stopped half way (%(error)s); the next tick tries again"),
+        host=host_name,
+        error=_text(error),
     )
 
 
 def host_tick_crashed(*, host_name: str, error: Exception) -> Event:
-    return Event(
+    return said(
         UNEXPECTED_ERROR,
-        f"Reconciling {host_name} stopped on an unexpected {type(error).__name__} ({error}); "
-        "the other hosts went on and the next tick tries again",
+        gettext_noop(
+            "Reconciling %(host)s stopped on an unexpected %(error_type)s (%(error)s); "
+            "the other hosts went on and the next tick tries again"
+        ),
+        host=host_name,
+        error_type=type(error).__name__,
+        error=_text(error),
     )
 
 
 def host_step_crashed(*, host_name: str, error: Exception) -> Event:
-    return Event(
+    return said(
         UNEXPECTED_ERROR,
-        f"A step of reconciling {host_name} stopped on an unexpected {type(error).__name__} ({error}); "
-        "the rest of the tick went on and the next tick tries again",
+        gettext_noop(
+            "A step of reconciling %(host)s stopped on an unexpected %(error_type)s (%(error)s); "
+            "the rest of the tick went on and the next tick tries again"
+        ),
+        host=host_name,
+        error_type=type(error).__name__,
+        error=_text(error),
     )
 
 
 def never_started(*, username: str, reservation_id: int, reason: str) -> Event:
-    return Event(NEVER_STARTED, f"{username}'s reservation #{reservation_id} ended unlaunched ({reason})")
+    return said(
+        NEVER_STARTED,
+        gettext_noop("%(username)s's reservation #%(reservation_id)s ended unlaunched (%(reason)s)"),
+        username=username,
+        reservation_id=reservation_id,
+        reason=reason,
+    )
 
 
 def orphan_removed(*, container_name: str) -> Event:
-    return Event(ORPHAN_CONTAINER, f"Removed container {container_name}, which no reservation owns")
+    return said(
+        ORPHAN_CONTAINER,
+        gettext_noop("Removed container %(container)s, which no reservation owns"),
+        container=container_name,
+    )
 
 
 def container_removed(*, username: str, container_name: str, reservation_id: int, status: str) -> Event:
-    return Event(
+    return said(
         INFO,
-        f"{username}'s container {container_name} was stopped and removed "
-        f"(reservation #{reservation_id} {status})",
+        gettext_noop(
+            "%(username)s's container %(container)s was stopped and removed "
+            "(reservation #%(reservation_id)s %(status)s)"
+        ),
+        username=username,
+        container=container_name,
+        reservation_id=reservation_id,
+        status=status,
     )
 
 
 def recreated_on_request(*, username: str) -> Event:
-    return Event(INFO, f"{username}'s container is recreated at a maintainer's request")
+    return said(
+        INFO,
+        gettext_noop("%(username)s's container is recreated at a maintainer's request"),
+        username=username,
+    )
 
 
 def died_for_good(*, username: str, what: str, limit: int) -> Event:
-    return Event(
-        CONTAINER_DIED_FOR_GOOD, f"{username}'s container {what}; {limit} restarts used, reservation failed"
+    return said(
+        CONTAINER_DIED_FOR_GOOD,
+        gettext_noop("%(username)s's container %(what)s; %(limit)s restarts used, reservation failed"),
+        username=username,
+        what=what,
+        limit=limit,
     )
 
 
 def died_restarting(*, username: str, what: str, count: int, limit: int) -> Event:
-    return Event(
+    return said(
         CONTAINER_DIED_RESTARTING,
-        f"{username}'s container {what} during the reservation; restarting it ({count} of {limit})",
+        gettext_noop(
+            "%(username)s's container %(what)s during the reservation; restarting it (%(count)s of %(limit)s)"
+        ),
+        username=username,
+        what=what,
+        count=count,
+        limit=limit,
     )
 
 
 def launch_blocked_by_space(*, username: str, blocked: str) -> Event:
-    return Event(SPACE_WARNING, f"{username} is over quota, container not started. {blocked}")
+    return said(
+        SPACE_WARNING,
+        gettext_noop("%(username)s is over quota, container not started. %(blocked)s"),
+        username=username,
+        blocked=blocked,
+    )
 
 
 def launch_failed(*, kind: Kind, username: str, message: str) -> Event:
-    return Event(kind, f"{username}'s container did not start: {message}")
+    return said(
+        kind,
+        gettext_noop("%(username)s's container did not start: %(message)s"),
+        username=username,
+        message=message,
+    )
 
 
 def launch_retrying(*, kind: Kind, username: str, cause: str, count: int, limit: int) -> Event:
-    return Event(
-        kind, f"{username}'s container did not start ({cause}); trying again next tick ({count} of {limit})"
+    return said(
+        kind,
+        gettext_noop(
+            "%(username)s's container did not start (%(cause)s); "
+            "trying again next tick (%(count)s of %(limit)s)"
+        ),
+        username=username,
+        cause=cause,
+        count=count,
+        limit=limit,
     )
 
 
 def started(
     *, username: str, container_name: str, cpus: str, memory_gb: int, gpus: str, ssh_port: int
 ) -> Event:
-    return Event(
+    return said(
         INFO,
-        f"{username}'s container {container_name} started "
-        f"(CPUs {cpus}, memory {memory_gb} GiB, GPUs {gpus}, port {ssh_port})",
+        gettext_noop(
+            "%(username)s's container %(container)s started "
+            "(CPUs %(cpus)s, memory %(memory_gb)s GiB, GPUs %(gpus)s, port %(ssh_port)s)"
+        ),
+        username=username,
+        container=container_name,
+        cpus=str(cpus),
+        memory_gb=memory_gb,
+        gpus=str(gpus),
+        ssh_port=ssh_port,
     )
 
 
@@ -156,32 +248,67 @@ def over_quota(
     home_gb: float = 0.0,
     home_quota: int | None = None,
 ) -> Event:
-    home = f", and home_dir {home_gb:.1f}GB of {home_quota}GB" if home_quota is not None else ""
-    return Event(
+    sizes = {
+        "username": username,
+        "work_gb": work_gb,
+        "work_quota": work_quota,
+        "backup_gb": backup_gb,
+        "backup_quota": backup_quota,
+    }
+    if home_quota is None:
+        return said(
+            SPACE_WARNING,
+            gettext_noop(
+                "%(username)s is over-use the work_dir %(work_gb).1fGB of %(work_quota)sGB, "
+                "and backup_dir %(backup_gb).1fGB of %(backup_quota)sGB"
+            ),
+            **sizes,
+        )
+    return said(
         SPACE_WARNING,
-        f"{username} is over-use the work_dir {work_gb:.1f}GB of {work_quota}GB, "
-        f"and backup_dir {backup_gb:.1f}GB of {backup_quota}GB{home}",
+        gettext_noop(
+            "%(username)s is over-use the work_dir %(work_gb).1fGB of %(work_quota)sGB, "
+            "and backup_dir %(backup_gb).1fGB of %(backup_quota)sGB, "
+            "and home_dir %(home_gb).1fGB of %(home_quota)sGB"
+        ),
+        **sizes,
+        home_gb=home_gb,
+        home_quota=home_quota,
     )
 
 
 def audit_timed_out(*, username: str, host_name: str, timeout_s: float) -> Event:
-    return Event(
+    return said(
         SPACE_AUDIT_TIMEOUT,
-        f"The size of {username}'s folders on {host_name} is unknown: "
-        f"measuring took longer than {timeout_s:g} s",
+        gettext_noop(
+            "The size of %(username)s's folders on %(host)s is unknown: "
+            "measuring took longer than %(timeout_s)g s"
+        ),
+        username=username,
+        host=host_name,
+        timeout_s=timeout_s,
     )
 
 
 def audit_unreadable(*, username: str, host_name: str, path: str) -> Event:
-    return Event(
+    return said(
         SPACE_AUDIT_UNREADABLE,
-        f"The space audit cannot read {username}'s {path} on {host_name}; "
-        "it counts as over quota until it can",
+        gettext_noop(
+            "The space audit cannot read %(username)s's %(path)s on %(host)s; "
+            "it counts as over quota until it can"
+        ),
+        username=username,
+        path=path,
+        host=host_name,
     )
 
 
 def back_under_quota(*, username: str) -> Event:
-    return Event(INFO, f"{username} is back under quota; the blocked reservation launches")
+    return said(
+        INFO,
+        gettext_noop("%(username)s is back under quota; the blocked reservation launches"),
+        username=username,
+    )
 
 
 # Batch jobs --------------------------------------------------------------------------------
@@ -190,50 +317,108 @@ def back_under_quota(*, username: str) -> Event:
 
 JOB_FINISHED = Kind(Level.INFO, "JobFinished")
 JOB_FINISHED_BADLY = Kind(Level.WARNING, "JobFinished")
+# The words a job's status is said with (its choices' values, spaced); marked so each is
+# in the catalogue and a student reads "succeeded" in their language (ContainerEvent.TRANSLATED_PARAMS).
+JOB_STATUS_WORDS = {
+    "succeeded": gettext_noop("succeeded"),
+    "failed": gettext_noop("failed"),
+    "cancelled": gettext_noop("cancelled"),
+    "timed_out": gettext_noop("timed out"),
+}
 
 
 def job_started(*, username: str, job_id: int, container_name: str, gpus: str) -> Event:
-    return Event(INFO, f"{username}'s job #{job_id} started in {container_name} (GPUs {gpus})")
+    return said(
+        INFO,
+        gettext_noop("%(username)s's job #%(job_id)s started in %(container)s (GPUs %(gpus)s)"),
+        username=username,
+        job_id=job_id,
+        container=container_name,
+        gpus=str(gpus),
+    )
 
 
 def job_finished(
     *, username: str, job_id: int, status: str, exit_code: int | None, detail: str = ""
 ) -> Event:
-    code = "no exit code" if exit_code is None else f"exit code {exit_code}"
     kind = JOB_FINISHED if status in ("succeeded", "cancelled") else JOB_FINISHED_BADLY
-    suffix = f": {detail}" if detail else ""
-    return Event(kind, f"{username}'s job #{job_id} {status.replace('_', ' ')} ({code}){suffix}")
+    word = JOB_STATUS_WORDS.get(status, status.replace("_", " "))
+    params = {"username": username, "job_id": job_id, "status_word": word, "exit_code": exit_code}
+    if exit_code is None and not detail:
+        template = gettext_noop("%(username)s's job #%(job_id)s %(status_word)s (no exit code)")
+    elif exit_code is None:
+        template = gettext_noop("%(username)s's job #%(job_id)s %(status_word)s (no exit code): %(detail)s")
+    elif not detail:
+        template = gettext_noop("%(username)s's job #%(job_id)s %(status_word)s (exit code %(exit_code)s)")
+    else:
+        template = gettext_noop(
+            "%(username)s's job #%(job_id)s %(status_word)s (exit code %(exit_code)s): %(detail)s"
+        )
+    if detail:
+        params["detail"] = detail
+    return said(kind, template, **params)
 
 
 JOB_LOG_UNSAVED = Kind(Level.ERROR, "JobLogUnsaved")
 
 
 def job_log_unsaved(*, username: str, job_id: int, error: OSError) -> Event:
-    return Event(JOB_LOG_UNSAVED, f"{username}'s job #{job_id}: its output could not be saved ({error})")
+    return said(
+        JOB_LOG_UNSAVED,
+        gettext_noop("%(username)s's job #%(job_id)s: its output could not be saved (%(error)s)"),
+        username=username,
+        job_id=job_id,
+        error=_text(error),
+    )
 
 
 def job_image_built(*, username: str, job_id: int, tag: str) -> Event:
-    return Event(INFO, f"{username}'s job #{job_id}: image {tag} built from the upload")
+    return said(
+        INFO,
+        gettext_noop("%(username)s's job #%(job_id)s: image %(tag)s built from the upload"),
+        username=username,
+        job_id=job_id,
+        tag=tag,
+    )
 
 
 def job_build_failed(*, username: str, job_id: int, cause: str) -> Event:
-    return Event(
-        JOB_BUILD_FAILED, f"{username}'s job #{job_id} failed: its image could not be built ({cause})"
+    return said(
+        JOB_BUILD_FAILED,
+        gettext_noop("%(username)s's job #%(job_id)s failed: its image could not be built (%(cause)s)"),
+        username=username,
+        job_id=job_id,
+        cause=cause,
     )
+
+
+def built_images_removed(*, host_name: str, tags: list[str]) -> Event:
+    shown = ", ".join(tags[:10]) + (f" and {len(tags) - 10} more" if len(tags) > 10 else "")
+    return Event(INFO, f"Removed {len(tags)} built image(s) no job used lately on {host_name}: {shown}")
 
 
 # Messages of the image check ahead of a start ----------------------------------------------
 
 
 def image_pulled(*, reference: str, host_name: str) -> Event:
-    return Event(INFO, f"Pulled the image {reference} on {host_name} ahead of a reservation's start")
+    return said(
+        INFO,
+        gettext_noop("Pulled the image %(reference)s on %(host)s ahead of a reservation's start"),
+        reference=reference,
+        host=host_name,
+    )
 
 
 def image_pull_failed(*, reference: str, host_name: str, error: Exception) -> Event:
-    return Event(
+    return said(
         IMAGE_PULL_FAILED,
-        f"The image {reference} is not on {host_name} and pulling it failed ({error}); "
-        "build or pull it there, or deactivate the image",
+        gettext_noop(
+            "The image %(reference)s is not on %(host)s and pulling it failed (%(error)s); "
+            "build or pull it there, or deactivate the image"
+        ),
+        reference=reference,
+        host=host_name,
+        error=_text(error),
     )
 
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 from containers.models import Host
 from containers.runtime import (
     BuildFailed,
+    BuildFence,
+    BuiltImage,
     ContainerRuntime,
     EngineUnavailable,
     ImageMissing,
@@ -36,6 +39,11 @@ class FakeEngine:
         self.builds: list[tuple[str, bytes]] = []  # (tag, context) of each build asked for
         self.build_failure: str = ""  # set: every build fails with this message
         self.build_memory: list[int] = []  # the memory limit of each build
+        self.build_fences: list[BuildFence] = []
+        self.built: dict[str, BuiltImage] = {}  # the images builds made, by id
+        self.in_use: set[str] = set()  # image ids a container uses (removal refused)
+        self.free_bytes: int | None = None  # the engine's free disk; None: unknown
+        self.cgroup_driver = "cgroupfs"
 
     def kill(self, name: str) -> None:
         """What a container that died looks like: still there, exited."""
@@ -133,19 +141,44 @@ class FakeRuntime(ContainerRuntime):
             if engine.images is not None:
                 engine.images.add(reference)
 
-    def build_image(
-        self, *, tag: str, context: bytes, labels: dict[str, str], timeout_s: int, memory_bytes: int
-    ) -> bytes:
+    def build_image(self, *, tag: str, context: BinaryIO, labels: dict[str, str], fence: BuildFence) -> bytes:
         self._check_reachable()
         engine = self.engine
-        engine.builds.append((tag, context))
-        engine.build_memory.append(memory_bytes)
+        engine.builds.append((tag, context.read()))
+        engine.build_memory.append(fence.memory_bytes)
+        engine.build_fences.append(fence)
         if engine.build_failure:
             raise BuildFailed(engine.build_failure, output=f"ERROR: {engine.build_failure}\n".encode())
         with self._lock:
             if engine.images is not None:
                 engine.images.add(tag)
+            image_id = f"sha256:{len(engine.built) + 1:064x}"
+            engine.built[image_id] = BuiltImage(id=image_id, tags=(tag,), created="", labels=dict(labels))
         return f"Successfully tagged {tag}\n".encode()
+
+    def build_space_free(self) -> int | None:
+        self._check_reachable()
+        return self.engine.free_bytes
+
+    def cgroup_driver(self) -> str:
+        self._check_reachable()
+        return self.engine.cgroup_driver
+
+    def built_images(self, *, label: str) -> list[BuiltImage]:
+        self._check_reachable()
+        key, _, value = label.partition("=")
+        return [image for image in self.engine.built.values() if image.labels.get(key) == value]
+
+    def remove_image(self, image_id: str) -> bool:
+        self._check_reachable()
+        engine = self.engine
+        if image_id in engine.in_use or image_id not in engine.built:
+            return False
+        with self._lock:
+            image = engine.built.pop(image_id)
+            if engine.images is not None:
+                engine.images.difference_update(image.tags)
+        return True
 
     def stop(self, container_id: str, *, grace_s: int) -> None:
         self._check_reachable()

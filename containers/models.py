@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from containers.commands import command_problem
 
@@ -184,6 +185,12 @@ class ContainerEvent(models.Model):
     level = models.CharField(max_length=8, choices=Level.choices, default=Level.INFO)
     sign = models.CharField(max_length=64, blank=True, help_text="e.g. SpaceWarning")
     message = models.TextField()
+    # The line said again in the reader's language (containers.events.said): the English
+    # pattern, a msgid of the catalogue, and its values. Empty: the message is all there is.
+    template = models.TextField(blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    # Parameters whose value is itself a msgid (a job's status word), translated too.
+    TRANSLATED_PARAMS = frozenset({"status_word"})
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     reservation = models.ForeignKey(
         "bookings.Reservation",
@@ -200,6 +207,20 @@ class ContainerEvent(models.Model):
 
     def __str__(self) -> str:
         return self.as_log_line()
+
+    def sentence(self) -> str:
+        """The line in the active language: the pattern translated and filled in; the stored
+        English message when it has no pattern or the translation does not fit its values."""
+        if not self.template:
+            return self.message
+        params = {
+            key: gettext(value) if key in self.TRANSLATED_PARAMS and isinstance(value, str) else value
+            for key, value in (self.params or {}).items()
+        }
+        try:
+            return gettext(self.template) % params
+        except (KeyError, TypeError, ValueError):
+            return self.message
 
     def as_log_line(self) -> str:
         """The old monitor.log format: `YYYYMMDD HH:MM [LEVEL] Sign, message.`"""

@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
 from accounts.models import NotificationKind, User
 from bookings.models import Reservation
@@ -57,94 +59,122 @@ def _about(reservation: Reservation, *, kind: str, instant: datetime, title: str
 
 def _reservation_notices(*, now: datetime, since: datetime, ending_within: timedelta) -> Iterator[Notice]:
     # Bookings only: a job's container is told about once, when the job finishes.
-    rows = Reservation.objects.bookings().select_related("host")
+    rows = Reservation.objects.bookings().select_related("host", "user")
     for r in rows.filter(status=Status.RUNNING, started_at__gte=since):
-        yield _about(
-            r,
-            kind=NotificationKind.RUNNING,
-            instant=r.started_at,
-            title=f"Your container on {r.host.name} is running",
-            body=f"Connect with: {_ssh(r)}\nIt runs until {_local(r.end)}.",
-        )
+        with translation.override(r.user.preferred_language):
+            notice = _about(
+                r,
+                kind=NotificationKind.RUNNING,
+                instant=r.started_at,
+                title=_("Your container on %(host)s is running") % {"host": r.host.name},
+                body=_("Connect with: %(ssh)s\nIt runs until %(end)s.")
+                % {"ssh": _ssh(r), "end": _local(r.end)},
+            )
+        yield notice
     ending = rows.filter(
         status__in=(Status.STARTING, Status.RUNNING), end__gt=now, end__lte=now + ending_within
     )
     for r in ending:
-        yield _about(
-            r,
-            kind=NotificationKind.ENDING_SOON,
-            instant=r.end,
-            title=f"Your reservation on {r.host.name} ends at {_local(r.end)}",
-            body="Its container is removed then. Save your work to ~/Work or ~/Backup, "
-            "or extend the reservation.",
-        )
+        with translation.override(r.user.preferred_language):
+            notice = _about(
+                r,
+                kind=NotificationKind.ENDING_SOON,
+                instant=r.end,
+                title=_("Your reservation on %(host)s ends at %(end)s")
+                % {"host": r.host.name, "end": _local(r.end)},
+                body=_(
+                    "Its container is removed then. Save your work to ~/Work or ~/Backup, "
+                    "or extend the reservation."
+                ),
+            )
+        yield notice
     # A release is the user's own act; only ends that came by the clock are news, and
     # stops and cancels by someone else (a maintainer, a drain, an idle release), which
     # say why in the status message.
     for r in rows.filter(status=Status.ENDED, ended_at__gte=since, released_at__isnull=True):
-        yield _about(
-            r,
-            kind=NotificationKind.ENDED,
-            instant=r.ended_at,
-            title=f"Your reservation on {r.host.name} has ended",
-            body=f"Its container was removed at {_local(r.ended_at)}.",
-        )
+        with translation.override(r.user.preferred_language):
+            notice = _about(
+                r,
+                kind=NotificationKind.ENDED,
+                instant=r.ended_at,
+                title=_("Your reservation on %(host)s has ended") % {"host": r.host.name},
+                body=_("Its container was removed at %(at)s.") % {"at": _local(r.ended_at)},
+            )
+        yield notice
     stopped = rows.filter(status=Status.ENDED, released_at__gte=since).exclude(status_message="")
     for r in stopped:
-        yield _about(
-            r,
-            kind=NotificationKind.STOPPED,
-            instant=r.released_at,
-            title=f"Your reservation on {r.host.name} was stopped",
-            body=r.status_message
-            + (f" Its container was removed at {_local(r.released_at)}." if r.started_at else ""),
-        )
+        with translation.override(r.user.preferred_language):
+            removed = (
+                " " + _("Its container was removed at %(at)s.") % {"at": _local(r.released_at)}
+                if r.started_at
+                else ""
+            )
+            notice = _about(
+                r,
+                kind=NotificationKind.STOPPED,
+                instant=r.released_at,
+                title=_("Your reservation on %(host)s was stopped") % {"host": r.host.name},
+                body=r.status_message + removed,
+            )
+        yield notice
     cancelled = rows.filter(status=Status.CANCELLED, cancelled_at__gte=since).exclude(status_message="")
     for r in cancelled:
-        yield _about(
-            r,
-            kind=NotificationKind.STOPPED,
-            instant=r.cancelled_at,
-            title=f"Your reservation on {r.host.name} from {_local(r.start)} was cancelled",
-            body=f"{r.status_message} Book another window or host on the portal.",
-        )
+        with translation.override(r.user.preferred_language):
+            notice = _about(
+                r,
+                kind=NotificationKind.STOPPED,
+                instant=r.cancelled_at,
+                title=_("Your reservation on %(host)s from %(start)s was cancelled")
+                % {"host": r.host.name, "start": _local(r.start)},
+                body=r.status_message + " " + _("Book another window or host on the portal."),
+            )
+        yield notice
     for r in rows.filter(status=Status.BLOCKED, updated_at__gte=since):
-        yield _about(
-            r,
-            kind=NotificationKind.BLOCKED,
-            instant=r.start,
-            title=f"Your container on {r.host.name} cannot start",
-            body=r.status_message or "The launch is blocked; see the reservation's events.",
-        )
+        with translation.override(r.user.preferred_language):
+            notice = _about(
+                r,
+                kind=NotificationKind.BLOCKED,
+                instant=r.start,
+                title=_("Your container on %(host)s cannot start") % {"host": r.host.name},
+                body=r.status_message or _("The launch is blocked; see the reservation's events."),
+            )
+        yield notice
     for r in rows.filter(status=Status.FAILED, ended_at__gte=since):
-        yield _about(
-            r,
-            kind=NotificationKind.FAILED,
-            instant=r.ended_at,
-            title=f"Your container on {r.host.name} failed to start",
-            body=r.status_message or "See the reservation's events.",
-        )
+        with translation.override(r.user.preferred_language):
+            notice = _about(
+                r,
+                kind=NotificationKind.FAILED,
+                instant=r.ended_at,
+                title=_("Your container on %(host)s failed to start") % {"host": r.host.name},
+                body=r.status_message or _("See the reservation's events."),
+            )
+        yield notice
     idle = rows.filter(status=Status.RUNNING, gpu_status__idle_flagged_at__gte=since).select_related(
         "gpu_status"
     )
     for r in idle:
         flagged = r.gpu_status.idle_flagged_at
-        yield _about(
-            r,
-            kind=NotificationKind.IDLE,
-            instant=flagged,
-            title=f"Your GPUs on {r.host.name} are idle",
-            body=f"They have been idle since {_local(flagged)}. Release the reservation if you are done, "
-            "so others can use them.",
-        )
+        with translation.override(r.user.preferred_language):
+            notice = _about(
+                r,
+                kind=NotificationKind.IDLE,
+                instant=flagged,
+                title=_("Your GPUs on %(host)s are idle") % {"host": r.host.name},
+                body=_(
+                    "They have been idle since %(since)s. Release the reservation if you are done, "
+                    "so others can use them."
+                )
+                % {"since": _local(flagged)},
+            )
+        yield notice
 
 
 def _event_notices(*, since: datetime) -> Iterator[Notice]:
     events = ContainerEvent.objects.filter(
         created_at__gte=since, sign__in=(ENGINE_DOWN_SIGN, GPU_DUPLICATE_SIGN, JOB_FINISHED_SIGN)
-    ).select_related("host")
+    ).select_related("host", "user")
     events = list(events.order_by("created_at", "id"))
-    maintainers: list[int] | None = None
+    maintainers: list[tuple[int, str]] | None = None
     for event in events:
         if event.sign == JOB_FINISHED_SIGN:
             if event.user_id is None:
@@ -153,30 +183,37 @@ def _event_notices(*, since: datetime) -> Iterator[Notice]:
             link = (
                 reverse("job-detail", kwargs={"pk": int(number.group(1))}) if number else reverse("dashboard")
             )
+            with translation.override(event.user.preferred_language):
+                title, body = _("Your job has finished"), event.sentence()
             yield Notice(
                 user_id=event.user_id,
                 kind=NotificationKind.JOB_FINISHED,
                 key=f"{NotificationKind.JOB_FINISHED}:event-{event.pk}",
-                title="Your job has finished",
-                body=event.message,
+                title=title,
+                body=body,
                 link=link,
                 at=event.created_at,
             )
             continue
         if maintainers is None:
-            maintainers = list(
-                User.objects.filter(is_staff=True, is_active=True).values_list("pk", flat=True)
-            )
+            maintainers = [
+                (pk, language or settings.LANGUAGE_CODE)
+                for pk, language in User.objects.filter(is_staff=True, is_active=True).values_list(
+                    "pk", "language"
+                )
+            ]
         kind = (
             NotificationKind.ENGINE_DOWN if event.sign == ENGINE_DOWN_SIGN else NotificationKind.GPU_DUPLICATE
         )
-        where = event.host.name if event.host else "a host"
-        title = (
-            f"Engine down on {where}"
-            if kind == NotificationKind.ENGINE_DOWN
-            else f"GPU used twice on {where}"
-        )
-        for user_id in maintainers:
+        for user_id, language in maintainers:
+            with translation.override(language):
+                where = event.host.name if event.host else _("a host")
+                title = (
+                    _("Engine down on %(host)s") % {"host": where}
+                    if kind == NotificationKind.ENGINE_DOWN
+                    else _("GPU used twice on %(host)s") % {"host": where}
+                )
+            # Maintainers read the raw line, as in the monitor log.
             yield Notice(
                 user_id=user_id,
                 kind=kind,

@@ -6,12 +6,14 @@ against a real engine."""
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import threading
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import BinaryIO
 
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -71,6 +73,50 @@ class BuildFailed(RuntimeProblem):
         self.output = output
 
 
+@dataclass(frozen=True)
+class BuildFence:
+    """What a build's steps run under (docs/security.md, "The build fence"): the classic
+    builder takes a network mode, CPU quota, memory and a parent cgroup (whose pids limit
+    bounds every step), not capabilities or no-new-privileges."""
+
+    timeout_s: int
+    memory_bytes: int
+    nano_cpus: int
+    network: str = "none"
+    proxy: str = ""
+    cgroup_parent: str = ""
+
+    CPU_PERIOD_US = 100_000
+
+    def build_params(self) -> dict:
+        """The engine's /build query parameters for the fence."""
+        params: dict = {"networkmode": self.network}
+        if self.memory_bytes:  # 0: no limit (only the benchmark's unfenced build)
+            params.update(memory=self.memory_bytes, memswap=self.memory_bytes)
+        if self.nano_cpus:
+            params.update(
+                cpuperiod=self.CPU_PERIOD_US, cpuquota=max(1000, self.nano_cpus * self.CPU_PERIOD_US // 10**9)
+            )
+        if self.cgroup_parent:
+            params["cgroupparent"] = self.cgroup_parent
+        if self.proxy:
+            # Docker's predefined proxy arguments: RUN steps see them, the image's history
+            # does not keep them.
+            names = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
+            params["buildargs"] = json.dumps(dict.fromkeys(names, self.proxy))
+        return params
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """An image the portal built, as the engine lists it."""
+
+    id: str
+    tags: tuple[str, ...]
+    created: str  # the engine's RFC 3339 time
+    labels: dict
+
+
 class LaunchFailed(RuntimeProblem):
     """The engine refused the container for another reason (its message says why)."""
 
@@ -127,13 +173,27 @@ class ContainerRuntime(ABC):
     # before it is removed.
 
     @abstractmethod
-    def build_image(
-        self, *, tag: str, context: bytes, labels: dict[str, str], timeout_s: int, memory_bytes: int
-    ) -> bytes:
-        """Builds `tag` from a build context (an uncompressed tar holding a Dockerfile) and
-        returns the build's output; BuildFailed with the output so far if it fails or runs
-        past `timeout_s`. Each step's container gets at most `memory_bytes` (no swap).
-        Never pulls: a FROM must name an image the engine has."""
+    def build_image(self, *, tag: str, context: BinaryIO, labels: dict[str, str], fence: BuildFence) -> bytes:
+        """Builds `tag` from a build context (an uncompressed tar holding a Dockerfile, read
+        from the open file `context`) and returns the build's output; BuildFailed with the
+        output so far if it fails or runs past `fence.timeout_s`. Each step runs inside the
+        fence. Never asks for a newer base: a FROM should name an image the engine has."""
+
+    def build_space_free(self) -> int | None:
+        """Free bytes on the filesystem of the engine's data root; None if unknown."""
+        return None
+
+    def cgroup_driver(self) -> str:
+        """The engine's cgroup driver (`cgroupfs`, `systemd`); empty if unknown."""
+        return ""
+
+    def built_images(self, *, label: str) -> list[BuiltImage]:
+        """The engine's images that carry `label` (the portal's builds)."""
+        return []
+
+    def remove_image(self, image_id: str) -> bool:
+        """Removes an image (False if a container still uses it or it is gone)."""
+        return False
 
     @abstractmethod
     def stop(self, container_id: str, *, grace_s: int) -> None:
@@ -432,10 +492,7 @@ class DockerRuntime(ContainerRuntime):
         except Exception as error:
             raise self._translate(error) from None
 
-    def build_image(
-        self, *, tag: str, context: bytes, labels: dict[str, str], timeout_s: int, memory_bytes: int
-    ) -> bytes:
-        import io
+    def build_image(self, *, tag: str, context: BinaryIO, labels: dict[str, str], fence: BuildFence) -> bytes:
         import time
 
         import docker
@@ -443,24 +500,32 @@ class DockerRuntime(ContainerRuntime):
         import urllib3
 
         output = bytearray()
+        timeout_s = fence.timeout_s
         deadline = time.monotonic() + timeout_s
+        api = self.client.api
+        params = {
+            "t": tag,
+            "labels": json.dumps(labels),
+            "rm": True,
+            "forcerm": True,
+            "pull": False,
+            **fence.build_params(),
+        }
         try:
-            # The low-level build streams the engine's progress; its read timeout ends a
-            # step that stays silent past the limit, the deadline one that keeps talking.
-            # Leaving the stream makes the engine cancel the build.
-            stream = self.client.api.build(
-                fileobj=io.BytesIO(context),
-                custom_context=True,
-                tag=tag,
-                labels=labels,
-                rm=True,
-                forcerm=True,
-                pull=False,
-                container_limits={"memory": memory_bytes, "memswap": memory_bytes},
-                decode=True,
+            # The engine's /build, called directly: the SDK's build() has no CPU quota and
+            # no parent cgroup. The stream carries the engine's progress; its read timeout
+            # ends a step that stays silent past the limit, the deadline one that keeps
+            # talking, and leaving the stream makes the engine cancel the build.
+            response = api._post(
+                api._url("/build"),
+                data=context,
+                params=params,
+                headers={"Content-Type": "application/tar"},
+                stream=True,
                 timeout=timeout_s,
             )
-            for line in stream:
+            api._raise_for_status(response)
+            for line in api._stream_helper(response, decode=True):
                 if "stream" in line:
                     output += str(line["stream"]).encode()
                 if "error" in line:
@@ -473,8 +538,6 @@ class DockerRuntime(ContainerRuntime):
             raise
         except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError):
             raise BuildFailed(f"the build ran longer than {timeout_s} s", output=bytes(output)) from None
-        except docker.errors.BuildError as error:
-            raise BuildFailed(str(error.msg), output=bytes(output)) from None
         except docker.errors.APIError as error:
             problem = self._translate(error)
             if isinstance(problem, EngineUnavailable):
@@ -483,6 +546,54 @@ class DockerRuntime(ContainerRuntime):
         except Exception as error:
             raise self._translate(error) from None
         return bytes(output)
+
+    def build_space_free(self) -> int | None:
+        import shutil
+
+        try:
+            root = str(self.client.info().get("DockerRootDir") or "")
+        except Exception as error:
+            raise self._translate(error) from None
+        try:
+            return shutil.disk_usage(root).free if root else None
+        except OSError:
+            return None  # the engine's disks are not this machine's
+
+    def cgroup_driver(self) -> str:
+        try:
+            return str(self.client.info().get("CgroupDriver") or "")
+        except Exception as error:
+            raise self._translate(error) from None
+
+    def built_images(self, *, label: str) -> list[BuiltImage]:
+        try:
+            images = self.client.images.list(filters={"label": label})
+        except Exception as error:
+            raise self._translate(error) from None
+        return [
+            BuiltImage(
+                id=image.id,
+                tags=tuple(image.tags),
+                created=str(image.attrs.get("Created", "")),
+                labels=dict(image.labels or {}),
+            )
+            for image in images
+        ]
+
+    def remove_image(self, image_id: str) -> bool:
+        import docker
+
+        try:
+            self.client.images.remove(image_id, force=False, noprune=False)
+        except docker.errors.ImageNotFound:
+            return False
+        except docker.errors.APIError as error:
+            if error.status_code == 409:
+                return False  # a container uses it
+            raise self._translate(error) from None
+        except Exception as error:
+            raise self._translate(error) from None
+        return True
 
     def stop(self, container_id: str, *, grace_s: int) -> None:
         import docker

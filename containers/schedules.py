@@ -45,6 +45,11 @@ def host_local_schedules() -> list[dict]:
             "schedule_type": Schedule.MINUTES,
             "minutes": settings.SPACE_AUDIT_MINUTES,
         },
+        {
+            "name": "prune built images",
+            "func": "containers.tasks.prune_built_images",
+            "schedule_type": Schedule.HOURLY,
+        },
     ]
 
 
@@ -56,6 +61,12 @@ def central_schedules() -> list[dict]:
             "name": "prune GPU samples",
             "func": "containers.tasks.prune_gpu_samples",
             "schedule_type": Schedule.DAILY,
+        },
+        {
+            # Contexts of cancelled jobs and half-done submits, on the web's disk.
+            "name": "sweep build contexts",
+            "func": "jobs.tasks.sweep_build_contexts",
+            "schedule_type": Schedule.HOURLY,
         },
         {
             "name": "schedule jobs",

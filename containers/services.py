@@ -4,7 +4,7 @@ so a cancel or release that lands while a tick runs is never overwritten."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
@@ -31,13 +31,23 @@ def _event_row(
     host: Host | None = None,
     reservation: Reservation | None = None,
     user: User | None = None,
+    template: str = "",
+    params: Mapping[str, object] | None = None,
 ) -> ContainerEvent:
     """A monitor-log line, not yet saved; a reservation's line names its user and host."""
     if reservation is not None:
         user = user or reservation.user
         host = host or reservation.host
     return ContainerEvent(
-        created_at=now, level=level, sign=sign, message=message, user=user, reservation=reservation, host=host
+        created_at=now,
+        level=level,
+        sign=sign,
+        message=message,
+        template=template,
+        params=dict(params or {}),
+        user=user,
+        reservation=reservation,
+        host=host,
     )
 
 
@@ -51,6 +61,8 @@ def event_log(
     user: User | None = None,
     now: datetime | None = None,
     quiet_for: timedelta | None = None,
+    template: str = "",
+    params: Mapping[str, object] | None = None,
 ) -> ContainerEvent | None:
     """Writes one monitor-log line. With `quiet_for`, the same message for the same host is
     written at most once in that period (an engine that stays down is one line per period,
@@ -59,7 +71,15 @@ def event_log(
     if quiet_for and recent_event_exists(host=host, level=level, message=message, since=now - quiet_for):
         return None
     row = _event_row(
-        level=level, sign=sign, message=message, now=now, host=host, reservation=reservation, user=user
+        level=level,
+        sign=sign,
+        message=message,
+        now=now,
+        host=host,
+        reservation=reservation,
+        user=user,
+        template=template,
+        params=params,
     )
     row.save(force_insert=True)
     return row
@@ -75,6 +95,8 @@ def events_record_for(*, records: Sequence[tuple[Event, Reservation]], now: date
                 message=event.message,
                 now=now,
                 reservation=reservation,
+                template=event.template,
+                params=event.params,
             )
             for event, reservation in records
         ]
@@ -100,6 +122,8 @@ def event_record(
         user=user,
         now=now,
         quiet_for=quiet_for,
+        template=event.template,
+        params=event.params,
     )
 
 

@@ -28,6 +28,8 @@ LABEL_HOST_ID = "aivc.host-id"  # the host's primary key: what the portal finds 
 LABEL_RESERVATION = "aivc.reservation"
 LABEL_USER = "aivc.user"
 LABEL_JOB = "aivc.job"
+# On images a DoPQ build made (the portal's scope): only those are ever removed by the portal.
+LABEL_BUILT = "aivc.built"
 # Read by the entrypoint of the lab images (deploy/images): ssh, job or lab. Set by the
 # portal only, never by the student, and only for images marked `lab_modes`.
 MODE_VARIABLE = "AIVC_MODE"

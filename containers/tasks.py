@@ -7,10 +7,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.utils import timezone
 
-from containers import image_services, lifecycle, space
+from containers import image_services, job_builds, lifecycle, selectors, space
 from containers.agent_services import agent_silence_check
 from containers.models import Host
-from containers.runtime import get_runtime
+from containers.runtime import RuntimeProblem, get_runtime
 from containers.telemetry import tasks as telemetry_tasks
 
 
@@ -40,6 +40,19 @@ def space_audit_user(*, user_id: int, host_id: int) -> str:
         user_id=user_id, host=host, now=timezone.now(), timeout_s=settings.SPACE_AUDIT_TIMEOUT
     )
     return "over quota" if over else "within quota or unknown"
+
+
+def prune_built_images(host_id: int | None = None) -> str:
+    """Hourly on each host: the images DoPQ builds made that no job used lately, or all the
+    idle ones while the engine's disk is low (containers/job_builds.py)."""
+    removed, unreachable = 0, 0
+    for host in selectors.hosts_to_reconcile(host_id=host_id):
+        try:
+            pruned = job_builds.built_images_prune(runtime=get_runtime(host), host=host, now=timezone.now())
+            removed += len(pruned)
+        except RuntimeProblem:
+            unreachable += 1
+    return f"removed {removed} built image(s); {unreachable} engine(s) did not answer"
 
 
 # GPU telemetry: the work is in the telemetry app; these names stay because stored

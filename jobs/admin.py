@@ -184,11 +184,12 @@ class JobBuildAdmin(admin.ModelAdmin):
         "name",
         "executor_name",
         "context_digest",
+        "context_file",
+        "context_size",
         "started_at",
         "finished_at",
         "message",
     )
-    exclude = ("context",)
     actions = ("ask_again",)
 
     @admin.display(description="user", ordering="job__user__username")

@@ -183,7 +183,12 @@ class JobBuild(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.BUILDING, db_index=True)
     name = models.CharField(max_length=64)
     executor_name = models.CharField(max_length=64)
-    context = models.BinaryField(help_text="The checked build context (a tar), dropped once built.")
+    context_file = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The checked build context (a tar) in JOB_BUILD_CONTEXT_ROOT; removed once built.",
+    )
+    context_size = models.PositiveBigIntegerField(default=0)
     context_digest = models.CharField(max_length=64)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -8,10 +8,12 @@ import re
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -37,8 +39,9 @@ from bookings.timeslots import MAX_LENGTH, wrong_input
 from containers.commands import command_arguments
 from containers.models import Host, Image
 from jobs import selectors
+from jobs.build_contexts import context_create, context_remove, contexts_sweep
 from jobs.models import HostDrain, Job, JobBuild, QueueState, WaitReason
-from jobs.uploads import DopqUpload, check_builds_only_from_own_images, parse_upload
+from jobs.uploads import DopqUpload, check_dockerfile, parse_upload, unpacked_size
 
 MAX_COMMAND = 4000
 MAX_TIME_LIMIT_MINUTES = int(MAX_LENGTH.total_seconds() // 60)
@@ -495,9 +498,72 @@ def job_submit_upload(
         raise ValidationError(
             {"host": _("Choose the host: the image is built on that host's engine.")}, code="host_required"
         )
-    parsed = parse_upload(upload)
-    check_builds_only_from_own_images(
-        dockerfile=parsed.dockerfile, owner_prefix=built_image_prefix(username=user.username)
+    _check_context_quota(user=user, size=unpacked_size(upload))
+    context_name, context_file = context_create()
+    try:
+        with context_file:
+            parsed = parse_upload(upload, into=context_file)
+        job = _queue_upload(
+            user=user,
+            parsed=parsed,
+            context_name=context_name,
+            host=host,
+            cpus=cpus,
+            time_limit_minutes=time_limit_minutes,
+            now=now,
+        )
+    except BaseException:
+        context_remove(context_name)
+        raise
+    queue_host_task(BUILD_JOB_IMAGE_TASK, job.pk, host=job.host)
+    return job
+
+
+def _check_context_quota(*, user: User, size: int) -> None:
+    """The contexts a user's waiting builds keep on disk stay under
+    JOB_BUILD_CONTEXT_MAX_BYTES_PER_USER (checked with the zip's own unpacked size, before
+    anything is written)."""
+    held = (
+        JobBuild.objects.filter(job__user=user, status=JobBuild.Status.BUILDING)
+        .exclude(context_file="")
+        .aggregate(total=Sum("context_size"))["total"]
+        or 0
+    )
+    most = settings.JOB_BUILD_CONTEXT_MAX_BYTES_PER_USER
+    if held + size > most:
+        raise ValidationError(
+            {
+                "upload": _(
+                    "Your uploads waiting to be built would hold more than %(most)s MB; wait for "
+                    "them to build, or cancel one."
+                )
+                % {"most": most // 2**20}
+            },
+            code="contexts_over_quota",
+        )
+
+
+def build_bases() -> list[str]:
+    """The images a Dockerfile may start from besides the user's own builds: the lab's
+    active Image list and JOB_BUILD_BASE_IMAGES."""
+    listed = Image.objects.filter(is_active=True).values_list("reference", flat=True)
+    return [*listed, *settings.JOB_BUILD_BASE_IMAGES]
+
+
+def _queue_upload(
+    *,
+    user: User,
+    parsed: DopqUpload,
+    context_name: str,
+    host: Host | int | str,
+    cpus: object,
+    time_limit_minutes: object,
+    now: datetime,
+) -> Job:
+    check_dockerfile(
+        dockerfile=parsed.dockerfile,
+        owner_prefix=built_image_prefix(username=user.username),
+        bases=build_bases(),
     )
     cpus, memory_gb, gpu_count = request_resources(cpus, parsed.memory_gb, parsed.gpu_count)
     minutes = _time_limit(time_limit_minutes)
@@ -528,10 +594,10 @@ def job_submit_upload(
             job=job,
             name=parsed.name,
             executor_name=parsed.executor_name,
-            context=parsed.context,
+            context_file=context_name,
+            context_size=parsed.context_size,
             context_digest=parsed.digest,
         )
-    queue_host_task(BUILD_JOB_IMAGE_TASK, job.pk, host=job.host)
     return job
 
 
@@ -558,7 +624,7 @@ def builds_requeue(*, now: datetime) -> int:
     stale_claim = now - timedelta(seconds=settings.JOB_BUILD_TIMEOUT_S) - BUILD_CLAIM_SLACK
     waiting.filter(started_at__lt=stale_claim).update(started_at=None)
     unclaimed = waiting.filter(started_at__isnull=True, job__submitted_at__lt=now - BUILD_RETRY_AFTER)
-    rows = list(unclaimed.select_related("job__host").defer("context"))
+    rows = list(unclaimed.select_related("job__host"))
     for build in rows:
         queue_host_task(BUILD_JOB_IMAGE_TASK, build.job_id, host=build.job.host)
     return len(rows)
@@ -569,12 +635,13 @@ def build_finish(*, build: JobBuild, now: datetime, failure: str = "") -> None:
     """Records a build's end. Built: the context is dropped and the scheduler may start the
     job. Failed: the job fails with the build's message (if it is still queued)."""
     build.finished_at = now
-    build.context = b""
+    transaction.on_commit(partial(context_remove, build.context_file))
+    build.context_file = ""
     if failure:
         build.status, build.message = JobBuild.Status.FAILED, failure[:500]
     else:
         build.status = JobBuild.Status.BUILT
-    build.save(update_fields=["finished_at", "context", "status", "message"])
+    build.save(update_fields=["finished_at", "context_file", "status", "message"])
     if failure:
         Job.objects.filter(pk=build.job_id, status=Job.Status.QUEUED).update(
             status=Job.Status.FAILED,
@@ -582,3 +649,21 @@ def build_finish(*, build: JobBuild, now: datetime, failure: str = "") -> None:
             status_message=(_("Its image could not be built: %(why)s") % {"why": failure})[:500],
         )
     queue_task(SCHEDULE_JOBS_TASK)
+
+
+# A context younger than this may belong to a submit still being written.
+CONTEXT_SWEEP_AGE_S = 3600
+
+
+def build_contexts_sweep() -> int:
+    """Removes stored contexts no waiting build needs: a cancelled job's (its row let go
+    of it, so it stops counting against the user's cap), and files no row names (a submit
+    that failed half-way). Returns how many files."""
+    stored = JobBuild.objects.filter(status=JobBuild.Status.BUILDING).exclude(context_file="")
+    dropped = stored.exclude(job__status=Job.Status.QUEUED)
+    names = list(dropped.values_list("context_file", flat=True))
+    dropped.update(context_file="")
+    for name in names:
+        context_remove(name)
+    keep = stored.values_list("context_file", flat=True)
+    return len(names) + contexts_sweep(keep=list(keep), older_than_s=CONTEXT_SWEEP_AGE_S)

@@ -9,7 +9,7 @@ from django.utils import timezone
 from containers import job_builds
 from containers.locks import exclusive
 from jobs.scheduling import run_pass
-from jobs.services import builds_requeue
+from jobs.services import build_contexts_sweep, builds_requeue
 
 LOCK_WAIT_S = 30
 
@@ -30,3 +30,7 @@ def schedule_jobs(now: datetime | None = None) -> str:
 def build_job_image(job_id: int, now: datetime | None = None) -> str:
     """Builds a DoPQ upload's image on this host's agent (queued to the job's host)."""
     return job_builds.build_job_image(job_id=job_id, now=now or timezone.now())
+
+
+def sweep_build_contexts() -> str:
+    return f"removed {build_contexts_sweep()} stored build context(s)"

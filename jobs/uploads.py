@@ -16,8 +16,10 @@ import stat
 import tarfile
 import unicodedata
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import BinaryIO
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -57,11 +59,14 @@ DANGEROUS_RUN_PARAMS = {
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{2,63}$")
 MEMORY_PATTERN = re.compile(r"^(\d{1,6})\s*([gm]?)b?$", re.IGNORECASE)
 DEFAULT_MEMORY = "20g"
+# Below this many unpacked bytes the ratio is not checked: a small context cannot hurt.
+RATIO_FREE_BYTES = 2**20
 
 
 @dataclass(frozen=True)
 class DopqUpload:
-    """A checked upload: the config's fields and the build context as a tar."""
+    """A checked upload: the config's fields, and the build context (an uncompressed tar)
+    written to `context_file`, with its size and sha256."""
 
     name: str
     executor_name: str
@@ -69,19 +74,20 @@ class DopqUpload:
     gpu_count: int
     command: str
     dockerfile: str
-    context: bytes  # the folder that holds the Dockerfile, as an uncompressed tar
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(self.context).hexdigest()
+    context_file: BinaryIO
+    context_size: int
+    digest: str
 
 
 def refused(message: str, code: str) -> ValidationError:
     return ValidationError({"upload": message}, code=code)
 
 
-def parse_upload(data: bytes) -> DopqUpload:
-    """The upload checked and turned into a build context; ValidationError otherwise."""
+def parse_upload(data: bytes, *, into: BinaryIO | None = None) -> DopqUpload:
+    """The upload checked and its build context streamed into `into` (a file opened for
+    writing; an in-memory buffer when none is given); ValidationError otherwise. Sizes and
+    the compression ratio are read from the zip's directory before anything is unpacked,
+    and each file is copied in chunks, so a zip bomb costs neither memory nor disk."""
     if len(data) > settings.JOB_UPLOAD_MAX_BYTES:
         raise refused(
             _("The zip is larger than %(most)s MB.") % {"most": settings.JOB_UPLOAD_MAX_BYTES // 2**20},
@@ -93,12 +99,23 @@ def parse_upload(data: bytes) -> DopqUpload:
     except (zipfile.BadZipFile, ValueError, OSError):
         raise refused(_("The upload is not a readable zip file."), "not_a_zip") from None
     with archive:
-        files = _checked_members(members)
+        files = _checked_members(members, zip_size=len(data))
         root = _context_root(files)
         config = _read_config(archive, files[_joined(root, CONFIG_NAME)])
         dockerfile = _read_dockerfile(archive, files[_joined(root, DOCKERFILE_NAME)])
-        context = _context_tar(archive, files, root)
-    return DopqUpload(context=context, dockerfile=dockerfile, **config)
+        into = into if into is not None else io.BytesIO()
+        size, digest = _context_tar(archive, files, root, into=into)
+    return DopqUpload(context_file=into, context_size=size, digest=digest, dockerfile=dockerfile, **config)
+
+
+def unpacked_size(data: bytes) -> int:
+    """What a zip says it unpacks to (0 if it is not a readable zip): for a quota check
+    before anything is unpacked."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return 0
 
 
 def _read_dockerfile(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> str:
@@ -108,46 +125,165 @@ def _read_dockerfile(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> str:
         raise refused(_("The Dockerfile is not readable UTF-8 text."), "bad_dockerfile") from None
 
 
-def check_builds_only_from_own_images(*, dockerfile: str, owner_prefix: str) -> None:
-    """A Dockerfile may start FROM (or COPY --from) the lab's images or the user's own
-    builds, never another user's build: those hold that user's code and data. The file is
-    read as Docker reads it (continued lines joined), and an image it names must be written
-    out: a variable or a bare image id could name another user's build unseen."""
-    instructions = _dockerfile_instructions(dockerfile)
-    stages: set[str] = set()
-    for keyword, arguments in instructions:
+def check_dockerfile(*, dockerfile: str, owner_prefix: str, bases: Iterable[str]) -> None:
+    """What an uploaded Dockerfile may fetch: images only through `image_reference_allowed`
+    (FROM, COPY/ADD --from, RUN --mount from=, ONBUILD's instruction, the syntax directive),
+    and nothing from outside the context through ADD (a URL or a git remote is fetched by
+    the engine itself, from the host's network and loopback, before any fence applies).
+    The file is read as Docker reads it (continued lines joined)."""
+    allowed = {_normalized(base) for base in bases if base}
+    syntax = _directives(dockerfile).get("syntax")
+    if syntax is not None:
+        image_reference_allowed(reference=syntax, stages=[], owner_prefix=owner_prefix, bases=allowed)
+    stages: list[str] = []
+    for keyword, arguments in _dockerfile_instructions(dockerfile):
+        if keyword == "ONBUILD":
+            # A trigger runs in a later build FROM this image: checked like a line of its own.
+            keyword, arguments = _instruction(arguments) if arguments.strip() else ("", "")
         for reference in _image_references(keyword, arguments):
-            if reference.lower() in stages or reference.isdigit():
-                continue  # an earlier stage of this build, by name or number
-            if "$" in reference:
-                raise refused(
-                    _("The Dockerfile names an image through a variable (%(reference)s); write it out.")
-                    % {"reference": reference},
-                    "image_variable",
-                )
-            if re.fullmatch(r"(sha256:)?[0-9a-f]{12,64}", reference, flags=re.IGNORECASE):
-                raise refused(
-                    _("The Dockerfile names an image by its id (%(reference)s); use its name.")
-                    % {"reference": reference},
-                    "image_id",
-                )
+            image_reference_allowed(
+                reference=reference,
+                stages=stages,
+                owner_prefix=owner_prefix,
+                bases=allowed,
+                from_line=keyword == "FROM",
+            )
+        if keyword == "ADD":
+            _check_add_sources(arguments, escape=_escape(dockerfile))
         if keyword == "FROM":
             words = arguments.split()
-            if len(words) >= 3 and words[-2].lower() == "as":
-                stages.add(words[-1].lower())
-    joined = "\n".join(f"{keyword} {arguments}" for keyword, arguments in instructions)
-    others = sorted(
-        {
-            reference
-            for reference in re.findall(r"aivc-build/[^\s\"']+", joined, flags=re.IGNORECASE)
-            if not reference.lower().startswith(owner_prefix)
-        }
-    )
-    if others:
+            stages.append(words[-1].lower() if len(words) >= 3 and words[-2].lower() == "as" else "")
+
+
+HEX = re.compile(r"[0-9a-f]{1,64}", flags=re.IGNORECASE)
+
+
+def image_reference_allowed(
+    *, reference: str, stages: list[str], owner_prefix: str, bases: set[str], from_line: bool = False
+) -> None:
+    """The one rule for an image a build may use: an earlier stage of the same Dockerfile
+    (by name, or by number for --from), an allow-listed base (`bases`, normalized), or one
+    of the user's own built tags (`owner_prefix`). Never an image id or an id prefix: the
+    engine resolves `FROM 9b764e` to whichever image's id starts so, another user's build
+    included. Anything else, a variable or quoting included, is refused by name."""
+    if reference.lower() in stages:
+        return  # an earlier stage: the engine looks stage names up first
+    if not from_line and reference.isdigit() and int(reference) < len(stages):
+        return  # an earlier stage by its number (COPY --from=0); a larger one would be an id
+    if any(char in reference for char in "$\\`'\""):
         raise refused(
-            _("The Dockerfile uses images built for someone else: %(names)s") % {"names": ", ".join(others)},
+            _(
+                "The Dockerfile names an image through a variable, quoting or an escape "
+                "(%(reference)s); write it out."
+            )
+            % {"reference": reference},
+            "image_variable",
+        )
+    if _looks_like_id(reference):
+        raise refused(
+            _("The Dockerfile names an image by its id (%(reference)s); use its name.")
+            % {"reference": reference},
+            "image_id",
+        )
+    if reference.startswith("aivc-build/") and not reference.startswith(owner_prefix):
+        raise refused(
+            _("The Dockerfile uses images built for someone else: %(names)s") % {"names": reference},
             "others_image",
         )
+    if reference.startswith(owner_prefix) or (from_line and reference == "scratch"):
+        return
+    if _normalized(reference) not in bases:
+        raise refused(
+            _(
+                "The Dockerfile uses the image %(reference)s, which is not one of the lab's images "
+                "or your own builds."
+            )
+            % {"reference": reference},
+            "image_not_allowed",
+        )
+
+
+def _looks_like_id(reference: str) -> bool:
+    """`sha256:...`, or a repository part (tag and digest aside) of 1-64 hex characters
+    with no registry or namespace before it: what the engine may take for an image id."""
+    if reference.lower().startswith("sha256:"):
+        return True
+    name = reference.split("@", 1)[0]
+    repository = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+    return "/" not in repository and HEX.fullmatch(repository) is not None
+
+
+def _normalized(reference: str) -> str:
+    """A reference as the engine resolves a name: Docker Hub's host and `library/` dropped,
+    `:latest` added when it names no tag or digest."""
+    name = reference.strip()
+    for prefix in ("docker.io/", "index.docker.io/", "registry-1.docker.io/"):
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+            break
+    name = name.removeprefix("library/")
+    last = name.rsplit("/", 1)[-1]
+    if "@" not in name and ":" not in last:
+        name += ":latest"
+    return name
+
+
+def _directives(dockerfile: str) -> dict[str, str]:
+    """The parser directives (`# syntax=`, `# escape=`) at the top of the file, by name."""
+    found: dict[str, str] = {}
+    for line in dockerfile.removeprefix("\ufeff").split("\n"):
+        directive = re.fullmatch(r"[ \t]*#[ \t]*([a-zA-Z]+)[ \t]*=[ \t]*(\S+)[ \t]*", line.removesuffix("\r"))
+        if directive is None:
+            break
+        found.setdefault(directive.group(1).lower(), directive.group(2))
+    return found
+
+
+def _escape(dockerfile: str) -> str:
+    return _directives(dockerfile).get("escape", "\\")
+
+
+def _check_add_sources(arguments: str, *, escape: str) -> None:
+    """ADD's sources must be files of the context: a URL or a git remote is refused, and so
+    is a source written through a variable, quoting or an escape (the engine would expand
+    `ADD $U` or `ADD ht\\tp://...` into a URL after this check)."""
+    words = [word for word in _add_words(arguments) if not word.startswith("--")]
+    for source in words[:-1]:
+        if any(char in source for char in ("$", escape, "'", '"')):
+            raise refused(
+                _("ADD's source %(source)s uses a variable, quoting or an escape; write the file's name out.")
+                % {"source": source},
+                "add_variable",
+            )
+        if re.match(r"[a-z][a-z0-9+.-]*://", source, flags=re.IGNORECASE) or re.match(
+            r"[^/]*@[^/]*:", source
+        ):
+            raise refused(
+                _(
+                    "ADD may not fetch %(source)s: builds have no network. Put the file in the zip, "
+                    "or download it in the job."
+                )
+                % {"source": source},
+                "add_remote",
+            )
+
+
+def _add_words(arguments: str) -> list[str]:
+    """ADD's words, from its shell form or its JSON form (`ADD ["a", "b"]`)."""
+    flags = []
+    rest = arguments.strip()
+    while rest.startswith("--"):
+        flag, _space, rest = rest.partition(" ")
+        flags.append(flag)
+        rest = rest.lstrip()
+    if rest.startswith("["):
+        try:
+            parsed = json.loads(rest)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list) and all(isinstance(word, str) for word in parsed):
+            return flags + parsed
+    return flags + rest.split()
 
 
 def _dockerfile_instructions(dockerfile: str) -> list[tuple[str, str]]:
@@ -166,13 +302,7 @@ def _dockerfile_instructions(dockerfile: str) -> list[tuple[str, str]]:
             % {"code": ord(odd)},
             "odd_whitespace",
         )
-    escape = "\\"
-    for line in lines:
-        directive = re.fullmatch(r"[ \t]*#[ \t]*([a-zA-Z]+)[ \t]*=[ \t]*(\S+)[ \t]*", line)
-        if directive is None:
-            break
-        if directive.group(1).lower() == "escape":
-            escape = directive.group(2)
+    escape = _escape(dockerfile)
     continued = re.compile(re.escape(escape) + r"[ \t]*$")
     instructions: list[tuple[str, str]] = []
     pending = ""
@@ -205,18 +335,26 @@ def _instruction(text: str) -> tuple[str, str]:
 
 
 def _image_references(keyword: str, arguments: str) -> list[str]:
-    """The images an instruction builds on: FROM's image, COPY's or ADD's --from."""
+    """The images an instruction builds on: FROM's image, COPY's or ADD's --from, RUN's
+    --mount from= (BuildKit)."""
     words = arguments.split()
     if keyword == "FROM":
         return [word for word in words if not word.startswith("--")][:1]
     if keyword in ("COPY", "ADD"):
         return [word.split("=", 1)[1] for word in words if word.lower().startswith("--from=")]
+    if keyword == "RUN":
+        options = [word.split("=", 1)[1] for word in words if word.lower().startswith("--mount=")]
+        # BuildKit reads the option as CSV: a field may be quoted ("from=x").
+        fields = [field.strip("\"' ") for option in options for field in option.split(",")]
+        return [field.split("=", 1)[1] for field in fields if field.lower().startswith("from=")]
     return []
 
 
-def _checked_members(members: list[zipfile.ZipInfo]) -> dict[str, zipfile.ZipInfo]:
+def _checked_members(members: list[zipfile.ZipInfo], *, zip_size: int) -> dict[str, zipfile.ZipInfo]:
     """The zip's files by path, after the shape rules: no absolute path, no `..`, no link or
-    device, at most JOB_UPLOAD_MAX_FILES files and JOB_UPLOAD_MAX_UNPACKED_BYTES unpacked."""
+    device, at most JOB_UPLOAD_MAX_FILES files and JOB_UPLOAD_MAX_UNPACKED_BYTES unpacked,
+    and (past the first MB) at most JOB_UPLOAD_MAX_RATIO times the zip's own size. The sizes
+    are the directory's; reading a file never yields more than its entry says."""
     if len(members) > settings.JOB_UPLOAD_MAX_FILES:
         raise refused(
             _("The zip holds more than %(most)s files.") % {"most": settings.JOB_UPLOAD_MAX_FILES},
@@ -245,6 +383,12 @@ def _checked_members(members: list[zipfile.ZipInfo]) -> dict[str, zipfile.ZipInf
                 "unpacked_too_large",
             )
         files["/".join(parts)] = member
+    if unpacked > RATIO_FREE_BYTES and unpacked > settings.JOB_UPLOAD_MAX_RATIO * max(zip_size, 1):
+        raise refused(
+            _("The zip unpacks to %(ratio)s times its size; the most is %(most)s.")
+            % {"ratio": unpacked // max(zip_size, 1), "most": settings.JOB_UPLOAD_MAX_RATIO},
+            "ratio_too_high",
+        )
     return files
 
 
@@ -362,24 +506,41 @@ def _run_command(run_params: object) -> str:
     return command.strip()
 
 
-def _context_tar(archive: zipfile.ZipFile, files: dict[str, zipfile.ZipInfo], root: str) -> bytes:
-    """The root folder's files as a tar, with plain modes and no owners: the build context."""
+def _context_tar(
+    archive: zipfile.ZipFile, files: dict[str, zipfile.ZipInfo], root: str, *, into: BinaryIO
+) -> tuple[int, str]:
+    """The root folder's files as a tar, with plain modes and no owners (the build context),
+    written to `into` in chunks; its size and sha256."""
     prefix = f"{root}/" if root else ""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
+    target = _Hashing(into)
+    with tarfile.open(fileobj=target, mode="w") as tar:
         for path, member in sorted(files.items()):
             if not path.startswith(prefix):
                 continue
+            info = tarfile.TarInfo(path[len(prefix) :])
+            info.size = member.file_size
+            info.mode = 0o755 if (member.external_attr >> 16) & 0o111 else 0o644
             try:
-                content = archive.read(member)
-            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError):
+                with archive.open(member) as source:
+                    # tarfile copies exactly info.size bytes and raises if the file is short.
+                    tar.addfile(info, source)
+            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError, EOFError):
                 raise refused(
                     _("The zip's file %(path)s cannot be read.") % {"path": path}, "bad_member"
                 ) from None
-            if len(content) != member.file_size:
-                raise refused(_("The zip's file %(path)s cannot be read.") % {"path": path}, "bad_member")
-            info = tarfile.TarInfo(path[len(prefix) :])
-            info.size = len(content)
-            info.mode = 0o755 if (member.external_attr >> 16) & 0o111 else 0o644
-            tar.addfile(info, io.BytesIO(content))
-    return buffer.getvalue()
+    return target.size, target.sha256.hexdigest()
+
+
+class _Hashing:
+    """A write-only file that hashes and counts what passes through to `inner`."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self.inner, self.sha256, self.size = inner, hashlib.sha256(), 0
+
+    def write(self, chunk: bytes) -> int:
+        self.sha256.update(chunk)
+        self.size += len(chunk)
+        return self.inner.write(chunk)
+
+    def tell(self) -> int:
+        return self.size

@@ -27,11 +27,16 @@ def status_label(status: str) -> str:
 
 @register.filter
 def student_log_line(event) -> str:
-    """A monitor-log line as a student reads it: errors carry the engine's raw words, which
-    stay for maintainers in admin; the student gets the time, the sign and a plain line."""
-    if event.level != "ERROR":
-        return event.as_log_line()
+    """A monitor-log line as a student reads it, in their language (ContainerEvent.sentence):
+    errors carry the engine's raw words, which stay for maintainers in admin; the student
+    gets the time, the sign and a plain line."""
     stamp = timezone.localtime(event.created_at).strftime("%Y%m%d %H:%M")
+    if event.level != "ERROR":
+        sentence = event.sentence()
+        # A translation ends with its own full stop ("。"); the English pattern has none.
+        sentence = sentence if sentence.endswith((".", "。")) else f"{sentence}."
+        sign = f"{event.sign}, " if event.sign and event.level != "INFO" else ""
+        return f"{stamp} [{event.level}] {sign}{sentence}"
     plain = gettext("Something went wrong with your container; the maintainers have the details.")
     return f"{stamp} [ERROR] {event.sign or 'Error'}, {plain}"
 

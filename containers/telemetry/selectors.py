@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import Avg, Count, F, Max, Min, QuerySet
+from django.db import connection, models
+from django.db.models import Avg, Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Subquery
+from django.utils.translation import gettext_lazy as _
 
 from bookings.models import GpuAllocation, Reservation
+from containers.agent_selectors import Health, agent_health
 from containers.models import Gpu, Host
 from containers.telemetry.models import GpuSample, ReservationGpuStatus
 
@@ -254,6 +256,58 @@ def gpu_table(*, now: datetime) -> GpuTable:
             )
         )
     return GpuTable(rows=tuple(rows))
+
+
+class Gap(models.TextChoices):
+    """Why a host's GPUs have no reading, from what its agent last recorded."""
+
+    AGENT_OFFLINE = "agent_offline", _("its agent is offline")
+    NO_DRIVER = "no_driver", _("no NVIDIA driver (NVML) answers on it")
+    NO_GPUS = "no_gpus", _("it has no GPU in service")
+    NO_SAMPLE = "no_sample", _("no reading yet")
+
+
+@dataclass(frozen=True)
+class HostGap:
+    host_name: str
+    reason: str
+    # The agent's last heartbeat (AGENT_OFFLINE) or the newest reading (NO_SAMPLE); None: never.
+    since: datetime | None
+
+    @property
+    def label(self) -> str:
+        return Gap(self.reason).label
+
+
+def gpu_gaps(*, now: datetime) -> list[HostGap]:
+    """The hosts none of whose GPUs has a fresh reading, each with why: an agent that went
+    quiet, a host whose agent found no NVIDIA driver, one without GPUs, or no sample yet
+    (the sampler not running there, or the host just added)."""
+    # Subqueries, not joins: a join would walk every sample kept (a month of minutes).
+    readings = GpuSample.objects.filter(gpu__host=OuterRef("pk"), gpu__is_active=True)
+    hosts = (
+        Host.objects.select_related("agent")
+        .order_by("name")
+        .annotate(
+            gpus_in_service=Count("gpus", filter=Q(gpus__is_active=True)),
+            fresh=Exists(readings.filter(taken_at__gt=now - FRESH_FOR)),
+            last_reading=Subquery(readings.order_by("-taken_at").values("taken_at")[:1]),
+        )
+    )
+    gaps = []
+    for host in hosts:
+        if host.fresh:
+            continue
+        agent = getattr(host, "agent", None) if host.served_by_agent else None
+        if host.served_by_agent and agent_health(agent=agent, now=now) == Health.OFFLINE:
+            gaps.append(HostGap(host.name, Gap.AGENT_OFFLINE, agent.last_seen_at if agent else None))
+        elif agent is not None and agent.last_seen_at is not None and not agent.nvml_driver:
+            gaps.append(HostGap(host.name, Gap.NO_DRIVER, None))
+        elif not host.gpus_in_service:
+            gaps.append(HostGap(host.name, Gap.NO_GPUS, None))
+        else:
+            gaps.append(HostGap(host.name, Gap.NO_SAMPLE, host.last_reading))
+    return gaps
 
 
 def gpu_hours_busy_by_user(start: datetime, end: datetime) -> dict[int, float]:

@@ -4,10 +4,12 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
-from containers.telemetry.selectors import gpu_table
+from containers.telemetry.selectors import gpu_gaps, gpu_table
 
 
 @login_required
 @require_safe
 def gpu_status(request: HttpRequest) -> HttpResponse:
-    return render(request, "telemetry/gpu_status.html", {"gpu_table": gpu_table(now=timezone.now())})
+    now = timezone.now()
+    context = {"gpu_table": gpu_table(now=now), "gpu_gaps": gpu_gaps(now=now)}
+    return render(request, "telemetry/gpu_status.html", context)

@@ -1,4 +1,9 @@
+import re
+from smtplib import SMTPRecipientsRefused
+
 import pytest
+from django.core import mail
+from django.core.mail.backends.base import BaseEmailBackend
 from django.urls import reverse
 
 from accounts.models import User
@@ -100,3 +105,66 @@ def test_a_forward_port_outside_the_range_is_refused_in_admin(client, maintainer
     response = client.post(url, data)
     assert response.status_code == 200
     assert "Choose a port from" in response.content.decode()
+
+
+def _link(body: str) -> str:
+    return re.search(r"https?://\S+/accounts/password/set/\S+/", body).group(0)
+
+
+def test_bulk_creation_mails_a_one_time_link_instead_of_showing_a_password(client, maintainer, settings):
+    settings.PORTAL_URL = "https://portal.lab.example"
+    url = reverse("admin:accounts_user_bulk_create")
+    response = client.post(url, {"usernames": "m1100b01 m1100b01@lab.example\nm1100b02"})
+    page = response.content.decode()
+    mailed = User.objects.get(username="m1100b01")
+    shown = User.objects.get(username="m1100b02")
+    [message] = mail.outbox
+    assert message.to == ["m1100b01@lab.example"]
+    assert "Link mailed to m1100b01@lab.example" in page
+    # The mailed account has no password at all until its owner sets one; the other keeps
+    # today's behaviour, its one-time password on the page.
+    assert not mailed.has_usable_password() and not mailed.must_change_password
+    [(_, password, _)] = [row for row in response.context["created"] if row[0] == shown]
+    assert password and f"<code>{password}</code>" in page and shown.must_change_password
+
+    link = _link(message.body)
+    assert link.startswith("https://portal.lab.example/")
+    client.logout()
+    form = client.get(link.removeprefix("https://portal.lab.example"), follow=True)
+    assert form.status_code == 200 and form.context["validlink"]
+    new = "a-good-passphrase-of-mine-9"
+    done = client.post(form.redirect_chain[-1][0], {"new_password1": new, "new_password2": new})
+    assert done.status_code == 302 and done.url == reverse("login")
+    mailed.refresh_from_db()
+    assert mailed.check_password(new)
+    # The link works once.
+    again = client.get(link.removeprefix("https://portal.lab.example"), follow=True)
+    assert not again.context["validlink"]
+
+
+def test_the_link_mail_is_written_in_the_lab_language_of_a_new_account(client, maintainer, settings):
+    settings.LANGUAGE_CODE = "zh-hant"
+    client.post(reverse("admin:accounts_user_bulk_create"), {"usernames": "m1100c01 c01@lab.example"})
+    [message] = mail.outbox
+    assert "設定密碼" in message.subject
+
+
+@pytest.mark.parametrize("text", ["someone@lab.example m1100d01", "m1100d01 a@lab.example b@lab.example"])
+def test_an_address_without_its_own_id_is_refused_and_nothing_is_created(client, maintainer, text):
+    response = client.post(reverse("admin:accounts_user_bulk_create"), {"usernames": text})
+    assert response.context["form"].errors["usernames"]
+    assert not User.objects.filter(username="m1100d01").exists() and not mail.outbox
+
+
+def test_a_mail_server_that_refuses_leaves_the_account_and_says_so(client, maintainer, settings):
+    settings.EMAIL_BACKEND = "tests.accounts.test_admin.RefusingBackend"
+    response = client.post(
+        reverse("admin:accounts_user_bulk_create"), {"usernames": "m1100e01 e@lab.example"}
+    )
+    assert User.objects.filter(username="m1100e01").exists()
+    assert "Mail to e@lab.example failed" in response.content.decode()
+
+
+class RefusingBackend(BaseEmailBackend):
+    def send_messages(self, messages):
+        raise SMTPRecipientsRefused({"e@lab.example": (550, b"no such user")})

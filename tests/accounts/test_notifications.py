@@ -2,6 +2,7 @@
 e-mails it through a real SMTP server on 127.0.0.1 (aiosmtpd), whose inbox we read."""
 
 import email
+import email.header
 import socket
 from datetime import timedelta
 
@@ -9,7 +10,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from django.core.management import call_command
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django_q.models import Schedule
 
 from accounts.channel_services import email_kinds_set
@@ -18,7 +19,9 @@ from accounts.tasks import send_notifications
 from bookings.maintenance import host_drain
 from bookings.models import Reservation
 from bookings.services import reservation_release
+from containers import events
 from containers.models import ContainerEvent
+from containers.services import event_record
 from containers.telemetry.models import ReservationGpuStatus
 from tests.api_helpers import token_client
 from tests.factories import ContainerEventFactory, HostFactory, ReservationFactory, UserFactory
@@ -245,3 +248,38 @@ def test_setup_schedules_registers_the_notifier_apart_from_reconcile(db):
     call_command("setup_schedules")
     call_command("setup_schedules")
     assert Schedule.objects.filter(func="accounts.tasks.send_notifications").count() == 1
+
+
+def test_a_zh_hant_user_is_mailed_in_zh_hant(inbox, mailed_student, host):
+    mailed_student.language = "zh-hant"
+    mailed_student.save()
+    running(mailed_student, host)
+    send_notifications()
+    [message] = inbox.messages
+    subject = str(email.header.make_header(email.header.decode_header(message["Subject"])))
+    body = message.get_payload(decode=True).decode()
+    assert f"你在 {host.name} 上的容器正在執行" in subject
+    assert "連線方式" in body and "可在個人資料頁選擇" in body
+    assert Notification.objects.get().title == f"你在 {host.name} 上的容器正在執行"
+
+
+def test_an_english_user_is_mailed_in_english_whatever_the_worker_speaks(inbox, mailed_student, host):
+    mailed_student.language = "en"
+    mailed_student.save()
+    running(mailed_student, host)
+    with translation.override("zh-hant"):
+        send_notifications()
+    [message] = inbox.messages
+    assert message["Subject"].endswith(f"Your container on {host.name} is running")
+    assert "choose which notices you get by e-mail" in message.get_payload(decode=True).decode()
+
+
+def test_a_finished_job_notice_is_the_event_said_in_the_users_language(student, host):
+    student.language = "zh-hant"
+    student.save()
+    event = events.job_finished(username=student.username, job_id=7, status="succeeded", exit_code=0)
+    event_record(event=event, user=student, host=host)
+    send_notifications()
+    notice = Notification.objects.get(user=student)
+    assert notice.title == "你的工作已結束"
+    assert notice.body == f"{student.username} 的工作 #7 成功（結束代碼 0）"

@@ -61,3 +61,45 @@ def test_the_language_switch_shows_traditional_chinese(client, student, host):
     page = client.get(reverse("dashboard")).content.decode()
     assert "你的最大可用資源" in page
     assert 'lang="zh-Hant"' in page
+
+
+def test_the_language_chosen_on_the_profile_page_is_kept_and_wins_over_the_browser(client, student):
+    client.force_login(student)
+    response = client.post(
+        reverse("profile"),
+        {"action": "profile", "profile-ssh_public_keys": "", "profile-language": "zh-hant"},
+    )
+    assert response.status_code == 302
+    student.refresh_from_db()
+    assert student.language == "zh-hant"
+    page = client.get(reverse("dashboard"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert 'lang="zh-Hant"' in page
+
+
+def test_an_unknown_language_is_refused_on_the_profile_page(client, student):
+    client.force_login(student)
+    response = client.post(
+        reverse("profile"), {"action": "profile", "profile-ssh_public_keys": "", "profile-language": "xx"}
+    )
+    assert response.status_code == 200
+    student.refresh_from_db()
+    assert student.language == ""
+
+
+def test_the_header_switch_stores_the_signed_in_users_choice(client, student):
+    client.force_login(student)
+    client.post(reverse("set_language"), {"language": "zh-hant", "next": "/"})
+    student.refresh_from_db()
+    assert student.language == "zh-hant"
+    client.post(reverse("set_language"), {"language": "en", "next": "/"})
+    student.refresh_from_db()
+    assert student.language == "en"
+
+
+def test_a_language_switched_before_login_is_kept_at_login(client, student):
+    student.set_password("a-long-lab-password")
+    student.save()
+    client.post(reverse("set_language"), {"language": "zh-hant", "next": "/"})
+    client.post(reverse("login"), {"username": student.username, "password": "a-long-lab-password"})
+    student.refresh_from_db()
+    assert student.language == "zh-hant"

@@ -263,3 +263,15 @@ def test_session_users_reach_the_api_too(student, host):
     client = APIClient()
     client.force_login(student)
     assert client.get("/api/v1/reservations/").status_code == 200
+
+
+def test_the_timeline_lists_the_holds_without_a_gpu_and_hides_anothers_job(api, student, host):
+    ReservationFactory(user=student, host=host, start=next_slot(1), end=next_slot(3))
+    ReservationFactory(
+        user=UserFactory(username="other"), host=host, start=next_slot(2), end=next_slot(4), kind="job"
+    )
+    [row] = api.get("/api/v1/timeline/").json()["hosts"]
+    assert [(block["username"], block["own"]) for block in row["cpu_only"]] == [
+        (student.username, True),
+        ("", False),
+    ]

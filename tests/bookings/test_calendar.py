@@ -56,3 +56,25 @@ def test_the_profile_page_shows_the_feed_url_and_resets_it(client, student):
     assert client.post(reverse("profile"), {"action": "calendar-reset"}).status_code == 302
     second = client.get(reverse("profile")).context["calendar_url"]
     assert first != second and second.endswith(".ics")
+
+
+def test_the_entries_are_written_in_the_owners_language(client, student, host):
+    student.language = "zh-hant"
+    student.save()
+    start = timezone.now().replace(microsecond=0) + timedelta(hours=2)
+    ReservationFactory(user=student, host=host, start=start, end=start + timedelta(hours=5), gpu_count=2)
+    [event] = Calendar.from_ical(client.get(feed_url(student)).content).walk("VEVENT")
+    assert "2 張 GPU" in str(event["summary"])
+    assert "狀態：已排程" in str(event["description"])
+    assert "連線：ssh -p" in str(event["description"])
+
+
+def test_an_english_owners_entries_stay_english_for_a_zh_hant_browser(client, student, host):
+    student.language = "en"
+    student.save()
+    start = timezone.now().replace(microsecond=0) + timedelta(hours=2)
+    ReservationFactory(user=student, host=host, start=start, end=start + timedelta(hours=5), gpu_count=1)
+    response = client.get(feed_url(student), HTTP_ACCEPT_LANGUAGE="zh-hant")
+    [event] = Calendar.from_ical(response.content).walk("VEVENT")
+    assert f"{host.name}: 1 GPU" in str(event["summary"])
+    assert "Status: " in str(event["description"])

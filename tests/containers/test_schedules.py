@@ -18,7 +18,7 @@ def test_every_host_gets_its_own_schedules_queued_to_its_agent():
     own = Schedule.objects.filter(name="reconcile containers @ gpu-2").get()
     assert own.cluster == "aivc-gpu-2"
     assert own.func == "containers.tasks.reconcile"
-    assert Schedule.objects.filter(cluster="aivc-gpu-1").count() == 4
+    assert Schedule.objects.filter(cluster="aivc-gpu-1").count() == 5
     # The central entries serve hosts without an agent and run the central checks.
     assert set(Schedule.objects.filter(cluster__isnull=True).values_list("func", flat=True)) >= {
         "containers.tasks.reconcile",
@@ -35,4 +35,4 @@ def test_a_renamed_hosts_old_schedules_are_removed():
     schedules_ensure()
 
     assert not Schedule.objects.filter(name__endswith="@ gpu-old").exists()
-    assert Schedule.objects.filter(cluster="aivc-gpu-new").count() == 4
+    assert Schedule.objects.filter(cluster="aivc-gpu-new").count() == 5

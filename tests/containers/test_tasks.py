@@ -21,9 +21,11 @@ def test_setup_schedules_is_idempotent(db):
         "end limit grants",
         "notify users",
         "prune GPU samples",
+        "prune built images",
         "reconcile containers",
         "sample GPUs",
         "schedule jobs",
+        "sweep build contexts",
         "sync GPU inventory",
     ]
 

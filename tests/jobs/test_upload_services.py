@@ -2,6 +2,8 @@
 job waits while its image builds, a failed build fails only its own job, and the built
 image is that user's alone."""
 
+import json
+import os
 from datetime import timedelta
 
 import pytest
@@ -12,13 +14,20 @@ from django_q.models import OrmQ
 from aivc_portal.task_names import BUILD_JOB_IMAGE_TASK
 from bookings.services import resolve_image
 from containers.fake_runtime import FakeRuntime
+from containers.job_builds import built_images_prune
 from containers.models import ContainerEvent, Image
+from containers.runtime import BuiltImage, get_runtime
+from containers.schedules import host_local_schedules
+from containers.tasks import prune_built_images
 from jobs import logs, selectors
+from jobs.build_contexts import context_path
 from jobs.models import Job, JobBuild
-from jobs.services import builds_requeue, job_cancel, job_submit_upload
+from jobs.services import build_contexts_sweep, builds_requeue, job_cancel, job_submit_upload
 from jobs.tasks import build_job_image
 from tests.factories import UserFactory, local
+from tests.jobs.conftest import builds_fenced
 from tests.jobs.dopq_zips import dopq_zip
+from tests.jobs.test_uploads import zip_bomb
 
 pytestmark = pytest.mark.django_db
 
@@ -34,8 +43,7 @@ def english():
 
 @pytest.fixture(autouse=True)
 def builds_on(settings, tmp_path):
-    settings.JOB_BUILDS_ALLOWED = True
-    settings.JOB_LOG_ROOT = tmp_path / "job-logs"
+    builds_fenced(settings, tmp_path)
 
 
 def upload(user, host, data=None, **kwargs):
@@ -59,11 +67,16 @@ def test_it_queues_the_job_with_a_per_user_image_and_waits_for_the_build(student
     assert [row.pk for row in selectors.queued_rows()] == []  # the scheduler passes it over
 
 
-def test_a_built_image_lets_the_scheduler_start_the_job_and_keeps_the_build_log(student, host, fake_runtime):
+def test_a_built_image_lets_the_scheduler_start_the_job_and_keeps_the_build_log(
+    student, host, fake_runtime, django_capture_on_commit_callbacks
+):
     job = upload(student, host)
-    assert build_job_image(job.pk, now=NOW).startswith("built aivc-build/m11007s05/mnist:")
+    stored = context_path(job.build.context_file)
+    assert stored.stat().st_size == job.build.context_size > 0 and stored.stat().st_mode & 0o777 == 0o600
+    with django_capture_on_commit_callbacks(execute=True):
+        assert build_job_image(job.pk, now=NOW).startswith("built aivc-build/m11007s05/mnist:")
     build = JobBuild.objects.get(job=job)
-    assert build.status == JobBuild.Status.BUILT and bytes(build.context) == b""
+    assert build.status == JobBuild.Status.BUILT and build.context_file == "" and not stored.exists()
     tag, context = FakeRuntime.engine_for(host).builds[0]
     assert tag == job.image.reference and context
     assert FakeRuntime.engine_for(host).build_memory == [job.memory_gb * 1024**3]
@@ -225,3 +238,160 @@ def test_a_dockerfile_may_start_from_the_users_own_built_image(student, host, fa
     mine = upload(student, host)
     later = upload(student, host, dopq_zip(name="second", dockerfile=f"FROM {mine.image.reference}\n"))
     assert later.build.status == JobBuild.Status.BUILDING
+
+
+# The build fence (issue 21, H2), on the fake runtime.
+
+
+def test_each_build_runs_fenced_without_network_with_the_jobs_memory_and_the_cpu_limit(
+    student, host, fake_runtime, settings
+):
+    settings.JOB_BUILD_CPUS = 1.5
+    job = upload(student, host)
+    build_job_image(job.pk, now=NOW)
+    (fence,) = FakeRuntime.engine_for(host).build_fences
+    assert (fence.network, fence.proxy) == ("none", "")
+    assert (fence.nano_cpus, fence.memory_bytes) == (1_500_000_000, 2**30)
+    assert fence.timeout_s == settings.JOB_BUILD_TIMEOUT_S
+    params = fence.build_params()
+    assert (params["networkmode"], params["cpuquota"], params["cpuperiod"]) == ("none", 150_000, 100_000)
+    assert "buildargs" not in params and "cgroupparent" not in params
+
+
+def test_a_lab_proxy_reaches_the_build_as_the_predefined_proxy_arguments(
+    student, host, fake_runtime, settings
+):
+    settings.JOB_BUILD_NETWORK, settings.JOB_BUILD_PROXY = "bridge", "http://proxy.lab:3128"
+    build_job_image(upload(student, host).pk, now=NOW)
+    params = FakeRuntime.engine_for(host).build_fences[0].build_params()
+    assert params["networkmode"] == "bridge"
+    assert json.loads(params["buildargs"])["https_proxy"] == "http://proxy.lab:3128"
+
+
+def test_a_build_without_its_pids_fence_fails_with_a_clear_message(student, host, fake_runtime, settings):
+    settings.JOB_BUILD_PIDS_LIMIT = 256
+    settings.JOB_BUILD_CGROUP_PARENT = "aivc-build.slice"  # a slice: the install makes it, not the agent
+    job = upload(student, host)
+    assert "build fence is not installed" in build_job_image(job.pk, now=NOW)
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED and "pids limit" in job.status_message
+    assert FakeRuntime.engine_for(host).builds == []
+
+
+def test_a_cgroupfs_parent_on_an_engine_with_the_systemd_driver_is_refused_saying_what_to_set(
+    student, host, fake_runtime, settings
+):
+    settings.JOB_BUILD_PIDS_LIMIT, settings.JOB_BUILD_CGROUP_PARENT = 256, "aivc-build"
+    FakeRuntime.engine_for(host).cgroup_driver = "systemd"
+    job = upload(student, host)
+    assert "set JOB_BUILD_CGROUP_PARENT to a slice" in build_job_image(job.pk, now=NOW)
+    assert FakeRuntime.engine_for(host).builds == []
+
+
+def test_a_build_is_refused_with_a_clear_message_when_the_engines_disk_is_short(
+    student, host, fake_runtime, settings
+):
+    settings.JOB_BUILD_MIN_FREE_GB = 20
+    FakeRuntime.engine_for(host).free_bytes = 5 * 2**30
+    job = upload(student, host)
+    assert build_job_image(job.pk, now=NOW).startswith("build failed")
+    job.refresh_from_db()
+    assert "gpu-01 has 5.0 GB free for images and a build needs at least 20 GB" in job.status_message
+    assert FakeRuntime.engine_for(host).builds == []
+
+
+def test_built_images_unused_past_the_keep_days_are_removed_and_no_others(
+    student, host, fake_runtime, settings
+):
+    settings.JOB_BUILD_IMAGE_KEEP_DAYS = 14
+    old, recent = upload(student, host), upload(student, host, dopq_zip(name="recent"))
+    for job in (old, recent):
+        build_job_image(job.pk, now=NOW)
+    Job.objects.filter(pk=old.pk).update(status=Job.Status.SUCCEEDED, finished_at=NOW + timedelta(hours=1))
+    Job.objects.filter(pk=recent.pk).update(status=Job.Status.SUCCEEDED, finished_at=NOW + timedelta(days=10))
+    engine = FakeRuntime.engine_for(host)
+    foreign = BuiltImage(
+        id="sha256:" + "f" * 64, tags=("lab/other:1",), created="", labels={"aivc.built": "x"}
+    )
+    engine.built[foreign.id] = foreign  # another portal's (or nobody's) image: never touched
+    removed = built_images_prune(runtime=get_runtime(host), host=host, now=NOW + timedelta(days=15))
+    assert removed == [old.image.reference]
+    assert {image.tags[0] for image in engine.built.values()} == {recent.image.reference, "lab/other:1"}
+    assert ContainerEvent.objects.filter(message__contains="Removed 1 built image").exists()
+
+
+def test_when_the_disk_is_low_idle_built_images_go_least_recently_used_first_but_not_a_waiting_jobs(
+    student, host, fake_runtime, settings
+):
+    settings.JOB_BUILD_MIN_FREE_GB = 20
+    first, second, waiting = (upload(student, host, dopq_zip(name=n)) for n in ("first", "second", "third"))
+    for job in (first, second, waiting):
+        build_job_image(job.pk, now=NOW)
+    Job.objects.filter(pk=first.pk).update(status=Job.Status.SUCCEEDED, finished_at=NOW)
+    Job.objects.filter(pk=second.pk).update(status=Job.Status.SUCCEEDED, finished_at=NOW + timedelta(hours=1))
+    engine = FakeRuntime.engine_for(host)
+    engine.free_bytes = 10 * 2**30
+    original_remove = FakeRuntime.remove_image
+
+    def remove_and_free(self, image_id):  # each removal frees 6 GB
+        engine.free_bytes += 6 * 2**30
+        return original_remove(self, image_id)
+
+    FakeRuntime.remove_image = remove_and_free
+    try:
+        removed = built_images_prune(runtime=get_runtime(host), host=host, now=NOW + timedelta(hours=2))
+    finally:
+        FakeRuntime.remove_image = original_remove
+    assert removed == [first.image.reference, second.image.reference]
+    assert [image.tags[0] for image in engine.built.values()] == [waiting.image.reference]
+
+
+def test_the_pruning_task_runs_on_each_host_and_is_scheduled_hourly(student, host, fake_runtime):
+    assert prune_built_images() == "removed 0 built image(s); 0 engine(s) did not answer"
+    names = [spec["name"] for spec in host_local_schedules()]
+    assert "prune built images" in names
+
+
+def test_a_zip_bomb_is_refused_and_nothing_is_stored(student, host, settings):
+    bomb = zip_bomb(99 * 2**20)
+    with pytest.raises(ValidationError, match="times its size"):
+        upload(student, host, bomb)
+    assert list((settings.JOB_BUILD_CONTEXT_ROOT).glob("*")) == []
+    assert not Job.objects.exists()
+
+
+def test_a_refused_dockerfile_leaves_no_stored_context(student, host, settings):
+    with pytest.raises(ValidationError, match="by its id"):
+        upload(student, host, dopq_zip(dockerfile="FROM 9b764e\n"))
+    assert list((settings.JOB_BUILD_CONTEXT_ROOT).glob("*")) == []
+
+
+def test_a_users_waiting_contexts_are_capped(student, host, fake_runtime, settings):
+    first = upload(student, host)
+    settings.JOB_BUILD_CONTEXT_MAX_BYTES_PER_USER = first.build.context_size + 100
+    with pytest.raises(ValidationError, match="would hold more than"):
+        upload(student, host, dopq_zip(name="second"))
+    upload(UserFactory(username="m11007s06"), host)  # another user's cap is their own
+    build_job_image(first.pk, now=NOW)
+    upload(student, host, dopq_zip(name="second"))  # built: its context no longer counts
+
+
+def test_the_contexts_of_cancelled_jobs_are_swept_and_waiting_ones_kept(
+    student, host, fake_runtime, settings
+):
+    kept, cancelled = upload(student, host), upload(student, host, dopq_zip(name="second"))
+    job_cancel(job=cancelled, now=NOW)
+    root = settings.JOB_BUILD_CONTEXT_ROOT
+    orphan = root / f"{'0' * 32}.tar"  # a submit that died between the file and the row
+    orphan.write_bytes(b"x")
+    assert build_contexts_sweep() == 1  # the cancelled job's; the orphan may be a submit being written
+    assert JobBuild.objects.get(job=cancelled).context_file == ""
+    os.utime(orphan, (0, 0))
+    assert build_contexts_sweep() == 1
+    assert [path.name for path in root.glob("*.tar")] == [kept.build.context_file]
+
+
+def test_a_context_missing_on_the_build_host_fails_the_build_saying_so(student, host, fake_runtime):
+    job = upload(student, host)
+    context_path(job.build.context_file).unlink()
+    assert "not on this server" in build_job_image(job.pk, now=NOW)

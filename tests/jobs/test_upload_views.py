@@ -1,20 +1,23 @@
 """The DoPQ upload form on the job submit page."""
 
+import html
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from jobs.models import Job
 from jobs.services import job_submit_upload
-from tests.jobs.dopq_zips import dopq_zip
+from tests.jobs.conftest import builds_fenced
+from tests.jobs.dopq_zips import DOCKERFILE, dopq_zip
+from tests.jobs.test_uploads import zip_bomb
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
 def builds_on(settings, tmp_path):
-    settings.JOB_BUILDS_ALLOWED = True
-    settings.JOB_LOG_ROOT = tmp_path / "job-logs"
+    builds_fenced(settings, tmp_path)
 
 
 @pytest.fixture
@@ -69,3 +72,19 @@ def test_the_builds_admin_lists_an_uploads_build(admin_client, student, host, fa
     assert "mnist" in page and student.username in page
     detail = admin_client.get(reverse("admin:jobs_jobbuild_change", args=[job.build.pk]))
     assert detail.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [
+        (zip_bomb(99 * 2**20), "times its size"),
+        (dopq_zip(dockerfile="FROM 9b764e\n"), "by its id (9b764e)"),
+        (dopq_zip(dockerfile=f"{DOCKERFILE}ADD http://127.0.0.1:8000/ /s\n"), "may not fetch"),
+    ],
+)
+def test_an_attacking_zip_is_a_clear_error_on_the_form_and_stores_nothing(
+    owner_client, host, settings, data, text
+):
+    response = post_zip(owner_client, host, data)
+    assert response.status_code == 200 and text in html.unescape(response.content.decode())
+    assert not Job.objects.exists() and not list(settings.JOB_BUILD_CONTEXT_ROOT.glob("*"))

@@ -1,3 +1,4 @@
+import re
 from datetime import timedelta
 
 import pytest
@@ -7,12 +8,14 @@ from django.utils import timezone
 
 from bookings.models import Reservation
 from containers import gpus, tasks
+from containers.models import HostAgent
 from containers.telemetry.models import GpuSample, ReservationGpuStatus
 from containers.telemetry.selectors import gpu_table, idle_reservations_for_user, reservation_gpu_usage
-from tests.factories import ReservationFactory, UserFactory
+from tests.factories import GpuFactory, HostFactory, ReservationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 URL = reverse("gpu-status")
+GAP = re.compile(r'<li data-reason="(\w+)"><strong>([^<]+)</strong>')
 
 
 @pytest.fixture
@@ -125,3 +128,27 @@ def test_the_dashboard_shows_the_idle_notice_and_the_gpu_table(host, student, cl
 
     assert "The GPUs of your reservation on gpu-01 have been idle since" in page
     assert "GPU information unavailable" in page
+
+
+def test_the_gpu_page_says_why_each_host_has_no_reading(logged_in, host):
+    now = timezone.now()
+    quiet = HostFactory(name="gpu-quiet", served_by_agent=True)
+    GpuFactory(host=quiet, index=0)
+    HostAgent.objects.create(host=quiet, last_seen_at=now - timedelta(hours=2), nvml_driver="550.54")
+    driverless = HostFactory(name="gpu-nodriver", served_by_agent=True)
+    HostAgent.objects.create(host=driverless, last_seen_at=now, nvml_driver="")
+    HostFactory(name="cpu-only")
+    sampled = HostFactory(name="gpu-sampled")
+    gpu = GpuFactory(host=sampled, index=0)
+    GpuSample.objects.create(gpu=gpu, taken_at=now - timedelta(seconds=30), memory_used_mb=10)
+
+    page = logged_in.get(URL).content.decode()
+
+    reasons = {name: reason for reason, name in GAP.findall(page)}
+    assert reasons == {
+        "gpu-quiet": "agent_offline",
+        "gpu-nodriver": "no_driver",
+        "cpu-only": "no_gpus",
+        host.name: "no_sample",
+    }
+    assert "its agent is offline" in page and "no NVIDIA driver (NVML)" in page
