@@ -60,6 +60,9 @@ SECRET_KEY = os.environ.get("SECRET_KEY") or secret_key_from_file(
 )
 if not DEBUG:
     refuse_weak_secret_key(SECRET_KEY)
+# Former keys, still accepted for signed cookies while sessions move to a rotated key
+# (docs/operations.md, "Rotate the secret key").
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", "")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 SITE_NAME = os.environ.get("SITE_NAME", "AIVC Portal")
@@ -228,7 +231,9 @@ TIME_ZONE = os.environ.get("TIME_ZONE", "Asia/Taipei")
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# deploy/install.sh keeps it in the state folder (/var/lib/aivc-portal/static), which the
+# service's user may write; the code under /opt is root's.
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", "").strip() or BASE_DIR / "staticfiles")
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -141,18 +141,35 @@ def _read_small_file(parent: _Folder, name: str, *, limit: int) -> bytes | None:
     return content if len(content) <= limit else None
 
 
-def _write_new_file(folder: Path, name: str, content: bytes, *, mode: int) -> None:
+def _write_new_file(folder: Path, name: str, content: bytes, *, mode: int, root_owned: bool = False) -> None:
     """Writes a file in a portal-owned folder by a temporary name and one rename."""
     fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
             handle.write(content)
+            if root_owned:
+                _hand_to_root(handle.fileno(), name)
         os.replace(temporary, folder / name)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _hand_to_root(fd: int, name: str) -> None:
+    """sshd (StrictModes) refuses an authorized_keys file owned by anyone but root or the
+    user, and the user is root inside the container: a scheduler running as the service's
+    user (deploy/systemd, with CAP_CHOWN) gives the file to root."""
+    if os.geteuid() == 0:
+        return
+    try:
+        os.fchown(fd, 0, 0)
+    except PermissionError:
+        raise FolderProblem(
+            f"Could not give {name} to root, which sshd requires: the scheduler needs CAP_CHOWN "
+            "(deploy/systemd/aivc-scheduler.service) or must run as root."
+        ) from None
 
 
 def _user_folder_name(username: str) -> str:
@@ -360,7 +377,9 @@ def prepare_mounts(reservation: Reservation) -> list[Mount]:
         dataset.mkdir(parents=True, exist_ok=True)
 
         state = _ensure_state(host, name)
-        _write_new_file(state, "authorized_keys", authorized_keys_text(user).encode(), mode=0o644)
+        _write_new_file(
+            state, "authorized_keys", authorized_keys_text(user).encode(), mode=0o644, root_owned=True
+        )
         host_keys = _ensure_host_keys(state, backup)
 
         mounts = [_home_mount(home, points=HOME_MOUNT_POINTS, opened=opened)]

@@ -7,7 +7,12 @@ from pathlib import Path
 
 # The config is read before gunicorn puts the working directory on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from aivc_portal.envfile import load_env_file
 from aivc_portal.logs import LOG_FORMATS, gunicorn_logging
+
+# The service's env file (AIVC_ENV_FILE, default /etc/aivc-portal/env) before any setting
+# below reads the environment: GUNICORN_BIND, LOG_FORMAT and the rest may live there.
+load_env_file()
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # A request is mostly Python (CPU), so processes, not threads, serve requests side by side:
@@ -39,3 +44,6 @@ access_log_format = (
     '%({aivc.client}e)s %({aivc.user}e)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss %({aivc.request_id}e)s'
 )
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicornc's control socket: under the web unit's RuntimeDirectory (/run/aivc-portal).
+if os.environ.get("GUNICORN_CONTROL_SOCKET"):
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]

@@ -11,6 +11,9 @@ from tests.environment import drop_portal_settings
 if os.environ.get("AIVC_TEST_ENVIRONMENT_PINNED") != "1":
     drop_portal_settings(Path(__file__).resolve().parent.parent)
     os.environ["AIVC_TEST_ENVIRONMENT_PINNED"] = "1"
+    # No env file either (aivc_portal/envfile.py): a maintainer's /etc/aivc-portal/env must not
+    # reach the processes the tests start; a test of the file names its own.
+    os.environ["AIVC_ENV_FILE"] = ""
     # A real-looking key: without DEBUG the settings refuse short or placeholder keys.
     os.environ["SECRET_KEY"] = secrets.token_urlsafe(50)
     # Pages render without a collectstatic first, here and in the servers tests start.

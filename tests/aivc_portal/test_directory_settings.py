@@ -33,6 +33,8 @@ def manage_check(env: dict, tmp_path, *, hide_ldap: bool = False) -> subprocess.
             "SECRET_KEY": secrets.token_urlsafe(50),
             "PATH": "/usr/bin:/bin",
             "PYTHONPATH": path,
+            "AIVC_ENV_FILE": "",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'check.sqlite3'}",
             "LDAP_USER_SEARCH_BASE": "ou=people,dc=lab,dc=example",
             "LDAP_BIND_PASSWORD": BIND_PASSWORD,
             **env,
@@ -115,6 +117,8 @@ def test_a_configured_directory_passes_the_checks_and_asks_the_directory_before_
         env={
             "SECRET_KEY": secrets.token_urlsafe(50),
             "PATH": "/usr/bin:/bin",
+            "AIVC_ENV_FILE": "",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'check.sqlite3'}",
             "LDAP_SERVER_URI": "ldap://127.0.0.1:389/",
             "LDAP_USER_SEARCH_BASE": "ou=people,dc=lab,dc=example",
         },

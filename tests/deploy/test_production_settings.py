@@ -27,6 +27,7 @@ def production_environment(tmp_path: Path, **overrides: str) -> dict[str, str]:
         SECRET_KEY=secrets.token_urlsafe(50),
         DATABASE_URL=f"sqlite:///{tmp_path / 'deploy.sqlite3'}",
         SECRET_KEY_FILE=str(tmp_path / "secret_key"),
+        AIVC_ENV_FILE="",
     )
     environment.update(overrides)
     return environment
@@ -46,7 +47,8 @@ def manage(environment: dict[str, str], *args: str) -> subprocess.CompletedProce
 def test_env_example_ships_no_usable_secret_key():
     text = (ROOT / "deploy" / "env.example").read_text()
     assert "change-me" not in text
-    assert not [line for line in text.splitlines() if line.startswith("SECRET_KEY=")]
+    # An empty line for deploy/install.sh to fill in with a generated key, never a value.
+    assert [line for line in text.splitlines() if line.startswith("SECRET_KEY=")] == ["SECRET_KEY="]
 
 
 def test_check_deploy_is_clean_with_the_documented_production_environment(tmp_path):
