@@ -3,12 +3,15 @@ sits idle, the live GPU table and GPU-hours busy for the usage report."""
 
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Avg, Count, F, Max, Min, OuterRef, QuerySet, Subquery
+from django.db.models import Avg, Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import TruncWeek
+from django.utils import timezone
 
 from bookings.models import GpuAllocation, Reservation
+from bookings.usage import UsageFilter, week_of
 from containers.models import Gpu, Host
 from containers.telemetry.models import GpuSample, ReservationGpuStatus
 
@@ -72,11 +75,13 @@ def reservations_with_containers(*, host: Host) -> list[Reservation]:
     return list(Reservation.objects.live().filter(host=host).exclude(container_id="").select_related("user"))
 
 
-def _samples_in_allocations(**allocation_lookups: object) -> QuerySet[GpuSample]:
-    """Samples taken while an active allocation (narrowed by `allocation_lookups`) held the
-    GPU. One filter() call, so every condition applies to the same allocation."""
+def _samples_in_allocations(*conditions: Q, **allocation_lookups: object) -> QuerySet[GpuSample]:
+    """Samples taken while an active allocation (narrowed by `allocation_lookups`, and by
+    `conditions` written from the sample) held the GPU. One filter() call, so every
+    condition applies to the same allocation."""
     lookups = {f"gpu__allocations__{key}": value for key, value in allocation_lookups.items()}
     return GpuSample.objects.filter(
+        *conditions,
         gpu__allocations__active=True,
         gpu__allocations__start__lte=F("taken_at"),
         gpu__allocations__end__gt=F("taken_at"),
@@ -249,3 +254,23 @@ def gpu_hours_busy_by_user(start: datetime, end: datetime) -> dict[int, float]:
     )
     hours_per_sample = SAMPLE_INTERVAL / timedelta(hours=1)
     return {row["gpu__allocations__reservation__user_id"]: row["samples"] * hours_per_sample for row in rows}
+
+
+def gpu_hours_busy_by_user_week(usage_filter: UsageFilter) -> dict[tuple[int, date], float]:
+    """(user id, week of the reservation's start) -> GPU-hours busy, counted as
+    `gpu_hours_busy_by_user` counts them, for the reservations the usage page shows."""
+    reservation = "gpu__allocations__reservation"
+    rows = (
+        _samples_in_allocations(usage_filter.reservation_q(reservation))
+        .filter(
+            taken_at__gte=usage_filter.start, utilisation_percent__gte=settings.GPU_IDLE_UTILISATION_PERCENT
+        )
+        .values(
+            user_id=F(f"{reservation}__user_id"),
+            week=TruncWeek(f"{reservation}__start", tzinfo=timezone.get_current_timezone()),
+        )
+        .annotate(samples=Count("id"))
+        .order_by()
+    )
+    hours_per_sample = SAMPLE_INTERVAL / timedelta(hours=1)
+    return {(row["user_id"], week_of(row["week"])): row["samples"] * hours_per_sample for row in rows}
