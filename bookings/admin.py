@@ -15,6 +15,8 @@ from bookings.services import (
     reservation_start_now,
 )
 
+MAINTAINER = Reservation.EndedBy.MAINTAINER
+
 
 class GpuAllocationInline(admin.TabularInline):
     model = GpuAllocation
@@ -93,7 +95,7 @@ class ReservationAdmin(admin.ModelAdmin):
             self,
             request,
             queryset,
-            lambda r: reservation_release(reservation=r, reason=STOPPED_BY_MAINTAINER),
+            lambda r: reservation_release(reservation=r, reason=STOPPED_BY_MAINTAINER, ended_by=MAINTAINER),
             "Stopped",
         )
 
@@ -109,7 +111,7 @@ class ReservationAdmin(admin.ModelAdmin):
             self,
             request,
             queryset,
-            lambda r: reservation_cancel(reservation=r, reason=CANCELLED_BY_MAINTAINER),
+            lambda r: reservation_cancel(reservation=r, reason=CANCELLED_BY_MAINTAINER, ended_by=MAINTAINER),
             "Cancelled",
         )
 

@@ -27,7 +27,7 @@ from bookings.reports import (
 from bookings.timeslots import MAX_AHEAD, YEARS
 from bookings.usage import UsageFilter, gpu_occupancy, top_users, weekly_hours, weekly_totals
 from containers.models import Host
-from containers.telemetry.selectors import gpu_hours_busy_by_user, gpu_hours_busy_by_user_week
+from containers.telemetry.selectors import gpu_hours_busy_by_user_and_kind, gpu_hours_busy_by_user_week
 from jobs.selectors import job_waits_by_week
 
 MAX_RANGE_DAYS = 1096  # three years
@@ -100,7 +100,7 @@ def reports(request: HttpRequest) -> HttpResponse:
 
 def usage_csv_bytes(*, report_range: ReportRange, now: datetime, bom: bool = False) -> Iterator[bytes]:
     """The usage CSV, with the GPU-hours the telemetry saw busy."""
-    busy = gpu_hours_busy_by_user(report_range.start, report_range.end)
+    busy = gpu_hours_busy_by_user_and_kind(report_range.start, report_range.end)
     rows = usage_rows(report_range=report_range, now=now, gpu_hours_busy=busy)
     return csv_bytes(USAGE_COLUMNS, rows, bom=bom)
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from aivc_portal.admin_actions import apply_to_each
+from bookings.models import Reservation
 from jobs import selectors
 from jobs.models import HostDrain, Job, JobBuild
 from jobs.services import builds_requeue, host_drain, host_undrain, job_cancel, queue_pause, queue_resume
@@ -56,7 +57,13 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel (queued: leave the queue; running: stop)", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet) -> None:
-        apply_to_each(self, request, queryset, lambda job: job_cancel(job=job), "Cancelled")
+        apply_to_each(
+            self,
+            request,
+            queryset,
+            lambda job: job_cancel(job=job, ended_by=Reservation.EndedBy.MAINTAINER),
+            "Cancelled",
+        )
 
     def get_urls(self):
         view = self.admin_site.admin_view

@@ -234,12 +234,28 @@ def gpu_table(*, now: datetime) -> GpuTable:
     return GpuTable(rows=tuple(rows))
 
 
+def gpu_hours_busy_by_user_and_kind(start: datetime, end: datetime) -> dict[tuple[int, str], float]:
+    """(user id, reservation kind) -> GPU-hours busy, counted as `gpu_hours_busy_by_user`
+    counts them: the usage CSV has a row per user and kind."""
+    return {
+        (user_id, kind): hours
+        for (user_id, kind), hours in _busy_hours(start, end, "user_id", "kind").items()
+    }
+
+
 def gpu_hours_busy_by_user(start: datetime, end: datetime) -> dict[int, float]:
     """User id -> GPU-hours that the user's reservations starting in [start, end) kept busy:
     sampled GPU-minutes at or above GPU_IDLE_UTILISATION_PERCENT while the reservation held
     the GPU, all of them, as the usage report counts a reservation's other hours in the
     range it starts in (a booking over a month's end is not split). Only as far back as the
     samples are kept (GPU_SAMPLE_RETENTION_DAYS)."""
+    return {user_id: hours for (user_id,), hours in _busy_hours(start, end, "user_id").items()}
+
+
+def _busy_hours(start: datetime, end: datetime, *fields: str) -> dict[tuple, float]:
+    """GPU-hours busy of the reservations starting in [start, end), grouped by these
+    reservation fields."""
+    reservation = "gpu__allocations__reservation"
     rows = (
         _samples_in_allocations(reservation__start__gte=start, reservation__start__lt=end)
         .filter(
@@ -248,12 +264,12 @@ def gpu_hours_busy_by_user(start: datetime, end: datetime) -> dict[int, float]:
             taken_at__gte=start,
             utilisation_percent__gte=settings.GPU_IDLE_UTILISATION_PERCENT,
         )
-        .values("gpu__allocations__reservation__user_id")
+        .values_list(*(f"{reservation}__{name}" for name in fields))
         .annotate(samples=Count("id"))
         .order_by()
     )
     hours_per_sample = SAMPLE_INTERVAL / timedelta(hours=1)
-    return {row["gpu__allocations__reservation__user_id"]: row["samples"] * hours_per_sample for row in rows}
+    return {tuple(row[:-1]): row[-1] * hours_per_sample for row in rows}
 
 
 def gpu_hours_busy_by_user_week(usage_filter: UsageFilter) -> dict[tuple[int, date], float]:
