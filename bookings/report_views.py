@@ -25,7 +25,14 @@ from bookings.reports import (
     usage_rows,
 )
 from bookings.timeslots import MAX_AHEAD, YEARS
-from bookings.usage import UsageFilter, gpu_occupancy, top_users, weekly_hours, weekly_totals
+from bookings.usage import (
+    UsageFilter,
+    analytic_reads,
+    gpu_occupancy,
+    top_users,
+    weekly_hours,
+    weekly_totals,
+)
 from containers.models import Host
 from containers.telemetry.selectors import gpu_hours_busy_by_user_and_kind, gpu_hours_busy_by_user_week
 from jobs.selectors import job_waits_by_week
@@ -204,7 +211,7 @@ def _chart_data(chart: str, usage_filter: UsageFilter, *, now: datetime):
         return job_waits_by_week(usage_filter)
     if chart == "occupancy":
         return gpu_occupancy(usage_filter)
-    return top_users(usage_filter, now=now)
+    return top_users(weekly_hours(usage_filter, now=now))
 
 
 def _bucket_label(bucket) -> str:
@@ -223,9 +230,11 @@ def usage(request: HttpRequest) -> HttpResponse:
         return render(request, "bookings/usage.html", context, status=400)
     usage_filter = form.usage_filter(user=request.user)
     now = timezone.now()
-    weeks = _chart_data("weekly", usage_filter, now=now)
+    with analytic_reads():
+        weeks = _chart_data("weekly", usage_filter, now=now)
+        waits = _chart_data("waits", usage_filter, now=now)
+        occupancy = gpu_occupancy(usage_filter) if staff else None
     totals = weekly_totals(weeks)
-    waits = _chart_data("waits", usage_filter, now=now)
     charts = {
         "weekly": grouped_bars(
             [(f"{t.week:%m-%d}", (t.gpu_hours_held, t.gpu_hours_run, t.gpu_hours_busy)) for t in totals],
@@ -249,8 +258,7 @@ def usage(request: HttpRequest) -> HttpResponse:
         budget=weekly_budget(request.user),
     )
     if staff:
-        occupancy = gpu_occupancy(usage_filter)
-        leaders = top_users(usage_filter, now=now)
+        leaders = top_users(weeks)
         charts["occupancy"] = heatmap(
             [(row.label, [occupancy.share(row, c) for c in range(len(row.hours))]) for row in occupancy.rows],
             columns=[_bucket_label(bucket) for bucket in occupancy.buckets],
@@ -332,7 +340,9 @@ def usage_chart_csv(request: HttpRequest, chart: str) -> HttpResponse:
     if not form.is_valid():
         return render(request, "bookings/usage.html", {"form": form, "charts": {}}, status=400)
     usage_filter = form.usage_filter(user=request.user)
-    header, rows = chart_rows(chart, _chart_data(chart, usage_filter, now=timezone.now()))
+    with analytic_reads():
+        data = _chart_data(chart, usage_filter, now=timezone.now())
+    header, rows = chart_rows(chart, data)
     response = StreamingHttpResponse(
         csv_bytes(header, rows, bom=request.GET.get("bom") == "1"), content_type="text/csv; charset=utf-8"
     )

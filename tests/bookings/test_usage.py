@@ -153,7 +153,8 @@ def test_the_default_profile_filter_includes_users_without_a_profile(lab):
 
 def test_top_users_rank_by_gpu_hours_run(lab):
     assert [
-        (t.username, t.gpu_hours_run, t.gpu_hours_held, t.reservations) for t in top_users(MARCH, now=NOW)
+        (t.username, t.gpu_hours_run, t.gpu_hours_held, t.reservations)
+        for t in top_users(weekly_hours(MARCH, now=NOW))
     ] == [
         ("alice", 8.0, 10.0, 2),
         ("bob", 5.0, 5.0, 2),
