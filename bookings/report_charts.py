@@ -11,7 +11,7 @@ from django.utils.safestring import SafeString, mark_safe
 WIDTH = 760
 LEFT = 56  # room for the value axis
 BOTTOM = 36  # room for the labels under the bars
-TOP = 12
+TOP = 24  # room for the unit above the value axis
 HEIGHT = 240
 
 
@@ -57,7 +57,7 @@ def _axis(maximum: float, *, unit: str, plot_height: int) -> list[str]:
             f'<text class="axis" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
             f"{escape(_number(value))}</text>"
         )
-    parts.append(f'<text class="axis" x="4" y="{TOP + 8}" text-anchor="start">{escape(unit)}</text>')
+    parts.append(f'<text class="axis" x="4" y="{TOP - 12}" text-anchor="start">{escape(unit)}</text>')
     return parts
 
 

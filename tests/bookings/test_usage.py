@@ -300,3 +300,25 @@ def test_a_student_downloads_only_their_own_numbers(client, lab):
 def test_an_unknown_chart_is_404(client, staff):
     client.force_login(staff)
     assert client.get(reverse("usage-chart-csv", args=["nothing"]), QUERY).status_code == 404
+
+
+def test_weekly_occupancy_columns_split_a_hold_at_the_week_boundary(db):
+    host = HostFactory(name="gpu-09", gpus=1)
+    [gpu] = host.gpus.all()
+    # Sunday 20:00 to Monday 02:00, local time: 4 h in the first week, 2 h in the second.
+    ReservationFactory(host=host, start=local(2026, 3, 8, 20), end=local(2026, 3, 9, 2), gpus=[gpu])
+    ten_weeks = UsageFilter(first=local(2026, 3, 2).date(), last=local(2026, 5, 10).date())
+    occupancy = gpu_occupancy(ten_weeks)
+    assert len(occupancy.buckets) == 10
+    [row] = occupancy.rows
+    assert row.hours[:3] == pytest.approx((4.0, 2.0, 0.0))
+    assert sum(row.hours) == pytest.approx(6.0)
+
+
+def test_a_hold_from_before_the_range_counts_only_inside_it(db):
+    host = HostFactory(name="gpu-09", gpus=1)
+    [gpu] = host.gpus.all()
+    ReservationFactory(host=host, start=local(2026, 3, 1, 20), end=local(2026, 3, 2, 3), gpus=[gpu])
+    [row] = gpu_occupancy(MARCH).rows
+    assert row.hours[0] == pytest.approx(3.0)
+    assert sum(row.hours) == pytest.approx(3.0)
