@@ -35,7 +35,8 @@ def _nice_ceiling(value: float) -> float:
 
 
 def _number(value: float) -> str:
-    return f"{value:,.1f}"
+    """Up to two decimals, trailing zeros dropped: 0.25, 12.5, 50."""
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
 
 
 def _svg(body: list[str], *, label: str, height: int) -> SafeString:
