@@ -17,6 +17,8 @@ from bookings.services import (
 )
 from bookings.waitlist_services import waitlist_withdraw
 
+MAINTAINER = Reservation.EndedBy.MAINTAINER
+
 
 class GpuAllocationInline(admin.TabularInline):
     model = GpuAllocation
@@ -107,7 +109,9 @@ class ReservationAdmin(admin.ModelAdmin):
     @admin.action(description="Stop now (release the rest of the window)", permissions=["change"])
     def stop_now(self, request: HttpRequest, queryset: QuerySet) -> None:
         def stop(reservation: Reservation) -> None:
-            reservation = reservation_release(reservation=reservation, reason=STOPPED_BY_MAINTAINER)
+            reservation = reservation_release(
+                reservation=reservation, reason=STOPPED_BY_MAINTAINER, ended_by=MAINTAINER
+            )
             self._changed(request, reservation, "was stopped", takes_time=True)
 
         apply_to_each(self, request, queryset, stop, "Stopped", audit="Stopped now (released).")
@@ -125,7 +129,9 @@ class ReservationAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel (not started yet)", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet) -> None:
         def cancel(reservation: Reservation) -> None:
-            reservation = reservation_cancel(reservation=reservation, reason=CANCELLED_BY_MAINTAINER)
+            reservation = reservation_cancel(
+                reservation=reservation, reason=CANCELLED_BY_MAINTAINER, ended_by=MAINTAINER
+            )
             self._changed(request, reservation, "was cancelled", takes_time=True)
 
         apply_to_each(self, request, queryset, cancel, "Cancelled", audit="Cancelled.")

@@ -11,6 +11,8 @@ from bookings.models import Reservation
 from bookings.services import reservation_cancel, reservation_release
 from containers.models import Host
 
+MAINTAINER = Reservation.EndedBy.MAINTAINER
+
 # What the owners of what a drain stops or cancels are told.
 DRAINED = "Its host was taken out of service for maintenance."
 
@@ -48,9 +50,13 @@ def host_drain(*, host: Host, now: datetime | None = None) -> DrainResult:
     for reservation in reservations_to_drain(host=host, now=now):
         try:
             if not reservation.can_cancel(now):
-                result.released.append(reservation_release(reservation=reservation, now=now, reason=DRAINED))
+                result.released.append(
+                    reservation_release(reservation=reservation, now=now, reason=DRAINED, ended_by=MAINTAINER)
+                )
             else:
-                result.cancelled.append(reservation_cancel(reservation=reservation, now=now, reason=DRAINED))
+                result.cancelled.append(
+                    reservation_cancel(reservation=reservation, now=now, reason=DRAINED, ended_by=MAINTAINER)
+                )
         except ValidationError as error:
             result.errors.append(f"{reservation}: {' '.join(error.messages)}")
     return result

@@ -35,6 +35,12 @@ class Reservation(models.Model):
         BOOKING = "booking"
         JOB = "job"
 
+    class EndedBy(models.TextChoices):
+        OWNER = "owner"
+        MAINTAINER = "maintainer"
+        SYSTEM = "system"
+        JOB = "job"
+
     LIVE_STATUSES = (Status.SCHEDULED, Status.STARTING, Status.RUNNING, Status.BLOCKED)
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reservations")
@@ -72,6 +78,22 @@ class Reservation(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
     released_at = models.DateTimeField(null=True, blank=True)
+    ended_by = models.CharField(
+        max_length=12,
+        choices=EndedBy.choices,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Who ended it before its time: its owner (a cancel or release), a maintainer (a stop, "
+        "a cancel, a drain), the portal (an idle release), or for a job the job itself. Empty: "
+        "it has not ended, or ran to its end.",
+    )
+    charged_from = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="A booking made for now: the moment it was made. Reports charge its hours from "
+        "here, not from the start of the slot (docs/reports.md).",
+    )
     restart_count = models.PositiveSmallIntegerField(default=0)
     restart_requested = models.BooleanField(
         default=False, help_text="Set by a maintainer; the scheduler recreates the container."

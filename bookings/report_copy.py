@@ -2,7 +2,8 @@
 
 The SELECT is the ORM's, built from the same figure expressions (report_figures.py) and
 the same neutralising rule (reports.WHOLE_CELL_FORMULA, INNER_FORMULA) as the row-by-row
-export, and formats every cell the way that export does: local minutes, two decimals
+export, and formats every cell the way that export does: local ISO 8601 times with their
+offset, two decimals
 like Python's `format(x, ".2f")` (PostgreSQL's to_char of a double rounds the same way),
 empty cells unquoted (NULL), rows ending in CRLF like Python's csv module. The GPU
 indices come from a view joined once (ReservationGpuIndices), which keeps the query free
@@ -43,13 +44,25 @@ from bookings.reports import (
 PIECE_BYTES = 256 * 1024
 
 
-class LocalMinute(Func):
-    """A timestamp as "YYYY-MM-DD HH:MM" in the given time zone; NULL stays NULL."""
+class LocalTime(Func):
+    """A timestamp as ISO 8601 in the given time zone with that zone's offset at that
+    moment ("2026-03-01T10:00:00+08:00"), as Python's isoformat(timespec="seconds") writes
+    it; NULL stays NULL. The zone is written into the SQL as a quoted literal (it names a
+    zone Python already knows), since the expression reads it three times."""
 
-    arity = 2
-    template = "to_char(%(expressions)s, 'YYYY-MM-DD HH24:MI')"
-    arg_joiner = " AT TIME ZONE "
+    arity = 1
     output_field = CharField()
+
+    def __init__(self, expression: Expression, *, time_zone: str) -> None:
+        zone = "'" + time_zone.replace("'", "''") + "'"
+        local = f"(%(expressions)s AT TIME ZONE {zone})"
+        offset = f"(EXTRACT(EPOCH FROM {local} - (%(expressions)s AT TIME ZONE 'UTC'))::int)"
+        template = (
+            f"(to_char({local}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
+            f"CASE WHEN {offset} < 0 THEN '-' ELSE '+' END || "
+            f"to_char(abs({offset}) / 3600, 'FM00') || ':' || to_char(mod(abs({offset}), 3600) / 60, 'FM00'))"
+        )
+        super().__init__(expression, template=template)
 
 
 class TwoDecimals(Func):
@@ -86,15 +99,17 @@ def _cells(*, time_zone: str) -> dict[str, Expression]:
     """RESERVATION_COLUMNS, in order, as SQL."""
 
     def local(field: str) -> Expression:
-        return LocalMinute(F(field), Value(time_zone))
+        return LocalTime(F(field), time_zone=time_zone)
 
     return {
         "reservation_id": F("pk"),
+        "kind": F("kind"),
         "user": _neutralised(F("user__username")),
         "host": _neutralised(F("host__name")),
         "start": local("start"),
         "end": local("end"),
         "booked_end": local("booked_end"),
+        "charged_from": local("charged_from"),
         "status": F("status"),
         "cpus": F("cpus"),
         "memory_gb": F("memory_gb"),
@@ -108,7 +123,7 @@ def _cells(*, time_zone: str) -> dict[str, Expression]:
         "ended_at": local("ended_at"),
         "hours_run": TwoDecimals(F("hours_run")),
         "gpu_hours_run": TwoDecimals(F("hours_run") * F("gpu_count")),
-        "cancelled_or_released": _empty_as_null(F("given_back_by")),
+        "end_reason": _empty_as_null(F("end_reason")),
         "hours_given_back": TwoDecimals(F("hours_given_back")),
     }
 

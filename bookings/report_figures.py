@@ -3,10 +3,15 @@
 Every report reads them from here: the reservations CSV (streamed by PostgreSQL itself
 through COPY, or row by row on SQLite), and the usage CSV, which sums them per user in
 the database. A reservation's figures are the whole reservation's:
-- hours booked: the start to the end as booked (or extended);
+- hours booked: the start to the end as booked (or extended); a booking made for now
+  counts from the moment it was made (`charged_from`), not from the slot's start;
 - hours run: started_at to ended_at, or to now (at most the end) while it runs;
 - hours given back: all of a cancelled booking; from the release (or the start, if
-  released before it) to the booked end of one released early.
+  released before it) to the booked end of one released early;
+- how it ended (`end_reason`), each counted apart: cancelled or released early by its
+  owner, cancelled or stopped by a maintainer (a stop, a drain), released idle by the
+  portal, finished (a job's own end: its command exited or reached its time limit; a
+  job its owner cancels is released early).
 """
 
 from datetime import datetime
@@ -29,8 +34,14 @@ from bookings.models import Reservation
 
 RUNNING_STATUSES = (Reservation.Status.STARTING, Reservation.Status.RUNNING)
 UNSUCCESSFUL_STATUSES = (Reservation.Status.BLOCKED, Reservation.Status.FAILED)
+# How a reservation ended, as the reports write it.
 CANCELLED = "cancelled"
 RELEASED_EARLY = "released early"
+CANCELLED_BY_MAINTAINER = "cancelled by maintainer"
+STOPPED_BY_MAINTAINER = "stopped by maintainer"
+RELEASED_IDLE = "released idle"
+FINISHED = "finished"
+BY_MAINTAINER = (CANCELLED_BY_MAINTAINER, STOPPED_BY_MAINTAINER)
 
 
 class HoursBetween(Func):
@@ -66,9 +77,11 @@ def _not_below_zero(hours: Expression) -> Expression:
 
 def reservation_figures(*, now: datetime) -> dict[str, Expression]:
     """Annotations for a Reservation queryset: `hours_booked`, `hours_run`,
-    `hours_given_back` (doubles) and `given_back_by` ("cancelled", "released early" or "")."""
+    `hours_given_back` (doubles) and `end_reason` (one of the reasons above, or "" while it
+    has not ended or when it ran its window)."""
     booked_end = Coalesce(F("booked_end"), F("end"))
-    hours_booked = HoursBetween(booked_end, F("start"))
+    charged_start = Coalesce(F("charged_from"), F("start"))
+    hours_booked = HoursBetween(booked_end, charged_start)
     run_end = Coalesce(
         F("ended_at"),
         Case(
@@ -79,6 +92,7 @@ def reservation_figures(*, now: datetime) -> dict[str, Expression]:
     )
     cancelled = Q(status=Reservation.Status.CANCELLED) | Q(cancelled_at__isnull=False)
     released = Q(released_at__isnull=False)
+    maintainer = Q(ended_by=Reservation.EndedBy.MAINTAINER)
     return {
         "hours_booked": hours_booked,
         "hours_run": _not_below_zero(HoursBetween(run_end, F("started_at"))),
@@ -86,13 +100,17 @@ def reservation_figures(*, now: datetime) -> dict[str, Expression]:
             When(cancelled, then=hours_booked),
             When(
                 released,
-                then=_not_below_zero(HoursBetween(booked_end, Greatest(F("released_at"), F("start")))),
+                then=_not_below_zero(HoursBetween(booked_end, Greatest(F("released_at"), charged_start))),
             ),
             default=Value(0.0),
             output_field=FloatField(),
         ),
-        "given_back_by": Case(
+        "end_reason": Case(
+            When(ended_by=Reservation.EndedBy.JOB, then=Value(FINISHED)),
+            When(cancelled & maintainer, then=Value(CANCELLED_BY_MAINTAINER)),
             When(cancelled, then=Value(CANCELLED)),
+            When(released & maintainer, then=Value(STOPPED_BY_MAINTAINER)),
+            When(released & Q(ended_by=Reservation.EndedBy.SYSTEM), then=Value(RELEASED_IDLE)),
             When(released, then=Value(RELEASED_EARLY)),
             default=Value(""),
             output_field=CharField(),

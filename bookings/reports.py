@@ -21,7 +21,15 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from bookings.models import GpuAllocation, Reservation
-from bookings.report_figures import CANCELLED, RELEASED_EARLY, UNSUCCESSFUL_STATUSES, reservation_figures
+from bookings.report_figures import (
+    BY_MAINTAINER,
+    CANCELLED,
+    FINISHED,
+    RELEASED_EARLY,
+    RELEASED_IDLE,
+    UNSUCCESSFUL_STATUSES,
+    reservation_figures,
+)
 
 CHUNK_SIZE = 5000
 ROWS_PER_WRITE = 1000
@@ -49,13 +57,16 @@ INNER_FORMULA_DEFUSED = "\\1'"
 _whole_cell_formula = re.compile(WHOLE_CELL_FORMULA)
 _inner_formula = re.compile(INNER_FORMULA)
 
+# Times are ISO 8601 with their offset, in TIME_ZONE ("2026-03-01T10:00:00+08:00").
 RESERVATION_COLUMNS = (
     "reservation_id",
+    "kind",
     "user",
     "host",
     "start",
     "end",
     "booked_end",
+    "charged_from",
     "status",
     "cpus",
     "memory_gb",
@@ -69,15 +80,17 @@ RESERVATION_COLUMNS = (
     "ended_at",
     "hours_run",
     "gpu_hours_run",
-    "cancelled_or_released",
+    "end_reason",
     "hours_given_back",
 )
 # Per user: hours *booked* (every reservation's window as booked, cancelled ones too),
 # *held* (what kept capacity from others: booked minus what was cancelled or released),
 # *run* (a container ran; never-run and cancelled reservations add nothing), and
-# *busy* GPU hours (telemetry saw the GPUs working).
+# *busy* GPU hours (telemetry saw the GPUs working). One row per user and kind (booking
+# or job); how reservations ended is counted per reason (report_figures.py).
 USAGE_COLUMNS = (
     "user",
+    "kind",
     "reservations",
     "hours_booked",
     "hours_held",
@@ -90,6 +103,9 @@ USAGE_COLUMNS = (
     "cpu_hours_run",
     "cancelled",
     "released_early",
+    "stopped_by_maintainer",
+    "released_idle",
+    "finished",
     "blocked_or_failed",
     "hours_given_back",
 )
@@ -128,7 +144,7 @@ def neutralise(cell: str) -> str:
 
 class _Neutralised:
     """`neutralise` with its answers remembered: the text cells of an export (user, host,
-    image, extra command) repeat from row to row. Bounded like `_LocalMinutes`."""
+    image, extra command) repeat from row to row. Bounded like `_LocalTimes`."""
 
     LIMIT = 50_000
 
@@ -144,8 +160,9 @@ class _Neutralised:
         return known
 
 
-class _LocalMinutes:
-    """Reads the database's text of a timestamp into local "YYYY-MM-DD HH:MM". Parsing
+class _LocalTimes:
+    """Reads the database's text of a timestamp into local ISO 8601 with its offset
+    ("2026-03-01T10:00:00+08:00", seconds cut like PostgreSQL's to_char). Parsing
     text in C and remembering the answers (bookings sit on a 30-minute grid, so times
     repeat) is several times faster than loading datetimes row by row; the memory is
     bounded by emptying the cache when it is full."""
@@ -166,15 +183,15 @@ class _LocalMinutes:
                 moment = moment.replace(tzinfo=UTC)
             if len(self.cache) >= self.LIMIT:
                 self.cache.clear()
-            known = self.cache[text] = f"{moment.astimezone(self.tz):%Y-%m-%d %H:%M}"
+            known = self.cache[text] = moment.astimezone(self.tz).isoformat(timespec="seconds")
         return known
 
 
-_TIME_FIELDS = ("start", "end", "booked_end", "started_at", "ended_at")
+_TIME_FIELDS = ("start", "end", "booked_end", "charged_from", "started_at", "ended_at")
 
 
 def _as_text(queryset):
-    """The timestamps as the database's text (see `_LocalMinutes`)."""
+    """The timestamps as the database's text (see `_LocalTimes`)."""
     return queryset.annotate(**{f"{name}_text": Cast(name, CharField()) for name in _TIME_FIELDS})
 
 
@@ -205,7 +222,7 @@ def _gpu_indices_by_reservation(report_range: ReportRange) -> Iterator[tuple[int
 
 def reservation_rows(*, report_range: ReportRange, now: datetime) -> Iterator[list]:
     """One row per reservation starting in the range, ordered by start."""
-    local = _LocalMinutes()
+    local = _LocalTimes()
     neutral = _Neutralised()
     rows = (
         _as_text(reservations_in_range(report_range))
@@ -214,6 +231,7 @@ def reservation_rows(*, report_range: ReportRange, now: datetime) -> Iterator[li
         .values_list(
             "pk",
             *(f"{name}_text" for name in _TIME_FIELDS),
+            "kind",
             "status",
             "cpus",
             "memory_gb",
@@ -225,7 +243,7 @@ def reservation_rows(*, report_range: ReportRange, now: datetime) -> Iterator[li
             "hours_booked",
             "hours_run",
             "hours_given_back",
-            "given_back_by",
+            "end_reason",
         )
         .iterator(chunk_size=CHUNK_SIZE)
     )
@@ -236,8 +254,10 @@ def reservation_rows(*, report_range: ReportRange, now: datetime) -> Iterator[li
         start_text,
         end_text,
         booked_end_text,
+        charged_from_text,
         started_text,
         ended_text,
+        kind,
         status,
         cpus,
         memory_gb,
@@ -249,7 +269,7 @@ def reservation_rows(*, report_range: ReportRange, now: datetime) -> Iterator[li
         hours_booked,
         hours_run,
         hours_given_back,
-        given_back_by,
+        end_reason,
     ) in rows:
         indices = ""
         if next_gpus is not None and next_gpus[0] == pk:
@@ -257,11 +277,13 @@ def reservation_rows(*, report_range: ReportRange, now: datetime) -> Iterator[li
             next_gpus = next(gpu_indices, None)
         yield [
             pk,
+            kind,
             neutral(username),
             neutral(host_name),
             local(start_text),
             local(end_text),
             local(booked_end_text),
+            local(charged_from_text),
             status,
             cpus,
             memory_gb,
@@ -275,24 +297,24 @@ def reservation_rows(*, report_range: ReportRange, now: datetime) -> Iterator[li
             local(ended_text),
             f"{hours_run:.2f}",
             f"{hours_run * gpu_count:.2f}",
-            given_back_by,
+            end_reason,
             f"{hours_given_back:.2f}",
         ]
 
 
 def usage_rows(
-    *, report_range: ReportRange, now: datetime, gpu_hours_busy: Mapping[int, float] | None = None
+    *, report_range: ReportRange, now: datetime, gpu_hours_busy: Mapping[tuple[int, str], float] | None = None
 ) -> Iterator[list]:
-    """One row per user with a reservation starting in the range, by user name, summed by
-    the database. `gpu_hours_busy` (user id -> hours) comes from GPU telemetry, which the
-    caller reads."""
+    """One row per user and kind (booking, job) with a reservation starting in the range, by
+    user name then kind, summed by the database. `gpu_hours_busy` ((user id, kind) ->
+    hours) comes from GPU telemetry, which the caller reads."""
     gpu_hours_busy = gpu_hours_busy or {}
     held = F("hours_booked") - F("hours_given_back")
     cpus = Cast("cpus", FloatField())
     totals = (
         reservations_in_range(report_range)
         .annotate(**reservation_figures(now=now))
-        .values("user_id", "user__username")
+        .values("user_id", "user__username", "kind")
         .annotate(
             reservations=Count("pk"),
             booked=Sum("hours_booked"),
@@ -303,16 +325,20 @@ def usage_rows(
             gpu_run=Sum(F("hours_run") * F("gpu_count")),
             cpu_held=Sum(held * cpus),
             cpu_run=Sum(F("hours_run") * cpus),
-            cancelled=Count("pk", filter=Q(given_back_by=CANCELLED)),
-            released_early=Count("pk", filter=Q(given_back_by=RELEASED_EARLY)),
+            cancelled=Count("pk", filter=Q(end_reason=CANCELLED)),
+            released_early=Count("pk", filter=Q(end_reason=RELEASED_EARLY)),
+            stopped_by_maintainer=Count("pk", filter=Q(end_reason__in=BY_MAINTAINER)),
+            released_idle=Count("pk", filter=Q(end_reason=RELEASED_IDLE)),
+            finished=Count("pk", filter=Q(end_reason=FINISHED)),
             blocked_or_failed=Count("pk", filter=Q(status__in=UNSUCCESSFUL_STATUSES)),
             given_back=Sum("hours_given_back"),
         )
-        .order_by("user__username")
+        .order_by("user__username", "kind")
     )
     for user in totals:
         yield [
             neutralise(user["user__username"]),
+            user["kind"],
             user["reservations"],
             f"{user['booked']:.2f}",
             f"{user['held']:.2f}",
@@ -320,11 +346,14 @@ def usage_rows(
             f"{user['gpu_booked']:.2f}",
             f"{user['gpu_held']:.2f}",
             f"{user['gpu_run']:.2f}",
-            f"{gpu_hours_busy.get(user['user_id'], 0.0):.2f}",
+            f"{gpu_hours_busy.get((user['user_id'], user['kind']), 0.0):.2f}",
             f"{user['cpu_held']:.2f}",
             f"{user['cpu_run']:.2f}",
             user["cancelled"],
             user["released_early"],
+            user["stopped_by_maintainer"],
+            user["released_idle"],
+            user["finished"],
             user["blocked_or_failed"],
             f"{user['given_back']:.2f}",
         ]

@@ -332,6 +332,9 @@ def reservation_create(
                 image=image,
                 extra_command=command,
                 forward_port=user.forward_port,
+                # A booking for now is charged from this moment, when it first needs the
+                # server, not from the slot's start before it was made (docs/reports.md).
+                charged_from=held_from if held_from > start else None,
             )
             GpuAllocation.objects.bulk_create(
                 GpuAllocation(reservation=reservation, gpu=gpu, start=held_from, end=end) for gpu in gpus
@@ -363,10 +366,15 @@ CANCELLED_BY_MAINTAINER = "A maintainer cancelled it."
 
 @transaction.atomic
 def reservation_cancel(
-    *, reservation: Reservation, now: datetime | None = None, reason: str = ""
+    *,
+    reservation: Reservation,
+    now: datetime | None = None,
+    reason: str = "",
+    ended_by: str = Reservation.EndedBy.OWNER,
 ) -> Reservation:
     """Cancels a reservation whose container was never launched; its capacity is freed.
-    `reason`, when someone other than its owner cancels it, is what the owner is told."""
+    `reason`, when someone other than its owner cancels it, is what the owner is told;
+    `ended_by` who it was, for the reports."""
     now = now or timezone.now()
     reservation = _lock_reservation(reservation)
     if not reservation.can_cancel(now):
@@ -377,7 +385,8 @@ def reservation_cancel(
     reservation.status = Reservation.Status.CANCELLED
     reservation.cancelled_at = now
     reservation.status_message = reason[:500]
-    reservation.save(update_fields=["status", "cancelled_at", "status_message", "updated_at"])
+    reservation.ended_by = ended_by
+    reservation.save(update_fields=["status", "cancelled_at", "status_message", "ended_by", "updated_at"])
     reservation.allocations.update(active=False)
     queue_host_task(RECONCILE_TASK, host=reservation.host)
     queue_task(SCHEDULE_JOBS_TASK)
@@ -388,11 +397,16 @@ def reservation_cancel(
 
 @transaction.atomic
 def reservation_release(
-    *, reservation: Reservation, now: datetime | None = None, reason: str = ""
+    *,
+    reservation: Reservation,
+    now: datetime | None = None,
+    reason: str = "",
+    ended_by: str = Reservation.EndedBy.OWNER,
 ) -> Reservation:
     """Ends a started reservation now: its CPUs, memory and GPUs are free from this moment,
     and the scheduler removes its container (it no longer belongs to a live reservation).
-    `reason`, when someone other than its owner stops it, is what the owner is told."""
+    `reason`, when someone other than its owner stops it, is what the owner is told;
+    `ended_by` who it was, for the reports."""
     now = now or timezone.now()
     reservation = _lock_reservation(reservation)
     if reservation.is_live and reservation.start >= now:
@@ -403,7 +417,8 @@ def reservation_release(
     reservation.released_at = reservation.ended_at = now
     reservation.status = Reservation.Status.ENDED
     reservation.status_message = reason[:500]
-    fields = ["end", "released_at", "status", "ended_at", "status_message", "updated_at"]
+    reservation.ended_by = ended_by
+    fields = ["end", "released_at", "status", "ended_at", "status_message", "ended_by", "updated_at"]
     reservation.save(update_fields=fields)
     reservation.allocations.filter(start__gte=now).update(active=False)
     reservation.allocations.filter(start__lt=now, end__gt=now).update(end=now)

@@ -19,5 +19,7 @@ urlpatterns = [
     path("reports/", report_views.reports, name="reports"),
     path("reports/reservations.csv", report_views.reservations_csv, name="report-reservations-csv"),
     path("reports/usage.csv", report_views.usage_csv, name="report-usage-csv"),
+    path("usage/", report_views.usage, name="usage"),
+    path("usage/<slug:chart>.csv", report_views.usage_chart_csv, name="usage-chart-csv"),
     path("calendar/<str:token>.ics", calendar_views.calendar_feed, name="calendar-feed"),
 ]

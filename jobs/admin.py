@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from aivc_portal.admin_actions import apply_to_each, log_each, tell_owner
+from bookings.models import Reservation
 from jobs import selectors
 from jobs.models import HostDrain, Job, JobBuild, QueueState
 from jobs.services import builds_requeue, host_drain, host_undrain, job_cancel, queue_pause, queue_resume
@@ -58,7 +59,7 @@ class JobAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel (queued: leave the queue; running: stop)", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet) -> None:
         def cancel(job: Job) -> None:
-            job = job_cancel(job=job)
+            job = job_cancel(job=job, ended_by=Reservation.EndedBy.MAINTAINER)
             tell_owner(
                 request,
                 reservation=job.reservation,

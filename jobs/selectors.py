@@ -7,14 +7,19 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet
+from django.db import connection
+from django.db.models import Aggregate, Count, DurationField, ExpressionWrapper, F, FloatField, Q, QuerySet
+from django.db.models.functions import TruncWeek
+from django.utils import timezone
 
 from accounts.grant_selectors import priority_factors
 from bookings.models import Reservation
+from bookings.report_figures import HoursBetween
+from bookings.usage import UsageFilter, week_of
 from jobs.models import HostDrain, Job, JobBuild, QueueState
 
 # Usage older than this many half-lives weighs under 0.1 %: not worth reading.
@@ -230,3 +235,66 @@ def queue_statistics(*, now: datetime, since: datetime) -> QueueStats:
         median_wait=waits[len(waits) // 2] if waits else None,
         longest_wait_now=(now - oldest) if oldest else None,
     )
+
+
+# Job waits for the usage page -------------------------------------------------------
+
+
+class Percentile(Aggregate):
+    """PostgreSQL's continuous percentile of a number (interpolated, like the fallback)."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+
+def _interpolated(ordered: list[float], fraction: float) -> float:
+    """percentile_cont's rule, for databases without it."""
+    position = fraction * (len(ordered) - 1)
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+
+
+@dataclass(frozen=True)
+class WeekWaits:
+    week: date
+    jobs: int
+    median_hours: float
+    p95_hours: float
+
+
+def job_waits_by_week(usage_filter: UsageFilter) -> list[WeekWaits]:
+    """Per week of submission: how many jobs started and the median and 95th percentile of
+    their wait (submitted to started). A job belongs to the host its capacity was on."""
+    jobs = Job.objects.filter(
+        usage_filter.user_q("user"),
+        submitted_at__gte=usage_filter.start,
+        submitted_at__lt=usage_filter.end,
+        started_at__isnull=False,
+    )
+    if usage_filter.host_id is not None:
+        jobs = jobs.filter(reservation__host_id=usage_filter.host_id)
+    jobs = jobs.annotate(
+        week=TruncWeek("submitted_at", tzinfo=timezone.get_current_timezone()),
+        wait=HoursBetween(F("started_at"), F("submitted_at")),
+    )
+    if connection.vendor == "postgresql":
+        rows = (
+            jobs.values("week")
+            .annotate(
+                count=Count("pk"),
+                median=Percentile("wait", fraction=0.5),
+                p95=Percentile("wait", fraction=0.95),
+            )
+            .order_by("week")
+        )
+        return [WeekWaits(week_of(r["week"]), r["count"], r["median"], r["p95"]) for r in rows]
+    # SQLite (the first-run default) has no percentile: the waits, sorted by the database.
+    by_week: dict[date, list[float]] = defaultdict(list)
+    for week, wait in jobs.order_by("week", "wait").values_list("week", "wait"):
+        by_week[week_of(week)].append(wait)
+    return [
+        WeekWaits(week, len(waits), _interpolated(waits, 0.5), _interpolated(waits, 0.95))
+        for week, waits in sorted(by_week.items())
+    ]

@@ -249,13 +249,15 @@ def _locked_job(job: Job) -> Job:
     return locked
 
 
-def _end_reservation(reservation: Reservation, *, now: datetime) -> None:
+def _end_reservation(reservation: Reservation, *, now: datetime, ended_by: str) -> None:
     """Frees a job's capacity from `now` on: the reservation ends and its GPU allocations
-    stop here, so the scheduler and bookings may use them at once."""
+    stop here, so the scheduler and bookings may use them at once. `ended_by`: the job
+    itself (it finished) or whoever cancelled it, for the reports."""
     if not reservation.is_live:
         return
     end = max(min(reservation.end, now), reservation.start + timedelta(microseconds=1))
-    fields = ["end", "ended_at", "status", "updated_at"]
+    fields = ["end", "ended_at", "status", "ended_by", "updated_at"]
+    reservation.ended_by = ended_by
     if end < (reservation.booked_end or reservation.end):
         # Done before its time limit: the rest is given back, as a booking released early
         # gives it back, and the usage report counts only what the job held.
@@ -270,7 +272,7 @@ def _end_reservation(reservation: Reservation, *, now: datetime) -> None:
 
 
 @transaction.atomic
-def job_cancel(*, job: Job, now: datetime | None = None) -> Job:
+def job_cancel(*, job: Job, now: datetime | None = None, ended_by: str = Reservation.EndedBy.OWNER) -> Job:
     """A queued job leaves the queue; a starting or running one is stopped (the lifecycle
     removes its container, keeping its log) and its capacity is free at once."""
     now = now or timezone.now()
@@ -283,7 +285,7 @@ def job_cancel(*, job: Job, now: datetime | None = None) -> Job:
     job.save(update_fields=["status", "finished_at", "planned_start", "planned_host"])
     if job.reservation is not None:
         # Whatever the job's status said, a cancelled job holds nothing from now on.
-        _end_reservation(job.reservation, now=now)
+        _end_reservation(job.reservation, now=now, ended_by=ended_by)
         queue_host_task(RECONCILE_TASK, host=job.reservation.host)
     queue_task(SCHEDULE_JOBS_TASK)
     return job
@@ -426,7 +428,7 @@ def job_finish(
     job.status_message = message[:500]
     job.save(update_fields=["status", "exit_code", "finished_at", "status_message"])
     if job.reservation is not None:
-        _end_reservation(job.reservation, now=now)
+        _end_reservation(job.reservation, now=now, ended_by=Reservation.EndedBy.JOB)
     queue_task(SCHEDULE_JOBS_TASK)
     return True
 

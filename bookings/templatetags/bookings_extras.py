@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 from django import template
 from django.urls import reverse
 from django.utils import timezone
@@ -98,3 +100,26 @@ def timeline_headroom(runs: list, kind: str) -> str:
             f'title="{label}: {value}">{value}</span>'
         )
     return mark_safe("".join(parts))  # noqa: S308 - numbers and a translated, escaped label
+
+
+@register.filter
+def duration(value) -> str:
+    """A length of time as people read it ("2 h 05 min", "38 s", "3 d 4 h"): a timedelta,
+    or a number of hours (the reports' unit). Empty stays "—". The one way every page
+    writes a duration."""
+    if value is None or value == "":
+        return "—"
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value) * 3600
+    sign, seconds = ("-" if seconds < 0 else ""), round(abs(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        text = gettext("%(days)d d %(hours)d h") % {"days": days, "hours": hours}
+    elif hours:
+        text = gettext("%(hours)d h %(minutes)02d min") % {"hours": hours, "minutes": minutes}
+    elif minutes:
+        text = gettext("%(minutes)d min %(seconds)02d s") % {"minutes": minutes, "seconds": secs}
+    else:
+        text = gettext("%(seconds)d s") % {"seconds": secs}
+    return sign + text

@@ -4,6 +4,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from bookings.models import Reservation
 from bookings.services import STOPPED_BY_MAINTAINER, reservation_release
 from containers.telemetry.models import GpuDuplicateUse, GpuSample, ReservationGpuStatus
 
@@ -73,7 +74,12 @@ class ReservationGpuStatusAdmin(admin.ModelAdmin):
         released = 0
         for status in queryset.select_related("reservation"):
             try:
-                reservation_release(reservation=status.reservation, now=now, reason=STOPPED_BY_MAINTAINER)
+                reservation_release(
+                    reservation=status.reservation,
+                    now=now,
+                    reason=STOPPED_BY_MAINTAINER,
+                    ended_by=Reservation.EndedBy.MAINTAINER,
+                )
             except ValidationError as error:
                 self.message_user(
                     request, f"#{status.reservation_id}: {' '.join(error.messages)}", messages.WARNING

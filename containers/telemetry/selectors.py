@@ -3,14 +3,17 @@ sits idle, the live GPU table and GPU-hours busy for the usage report."""
 
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, models
 from django.db.models import Avg, Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import TruncWeek
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from bookings.models import GpuAllocation, Reservation
+from bookings.usage import UsageFilter, week_of
 from containers.agent_selectors import Health, agent_health
 from containers.models import Gpu, Host
 from containers.telemetry.models import GpuSample, ReservationGpuStatus
@@ -310,12 +313,28 @@ def gpu_gaps(*, now: datetime) -> list[HostGap]:
     return gaps
 
 
+def gpu_hours_busy_by_user_and_kind(start: datetime, end: datetime) -> dict[tuple[int, str], float]:
+    """(user id, reservation kind) -> GPU-hours busy, counted as `gpu_hours_busy_by_user`
+    counts them: the usage CSV has a row per user and kind."""
+    return {
+        (user_id, kind): hours
+        for (user_id, kind), hours in _busy_hours(start, end, "user_id", "kind").items()
+    }
+
+
 def gpu_hours_busy_by_user(start: datetime, end: datetime) -> dict[int, float]:
     """User id -> GPU-hours that the user's reservations starting in [start, end) kept busy:
     sampled GPU-minutes at or above GPU_IDLE_UTILISATION_PERCENT while the reservation held
     the GPU, all of them, as the usage report counts a reservation's other hours in the
     range it starts in (a booking over a month's end is not split). Only as far back as the
     samples are kept (GPU_SAMPLE_RETENTION_DAYS)."""
+    return {user_id: hours for (user_id,), hours in _busy_hours(start, end, "user_id").items()}
+
+
+def _busy_hours(start: datetime, end: datetime, *fields: str) -> dict[tuple, float]:
+    """GPU-hours busy of the reservations starting in [start, end), grouped by these
+    reservation fields."""
+    reservation = "gpu__allocations__reservation"
     rows = (
         _samples_in_allocations(reservation__start__gte=start, reservation__start__lt=end)
         .filter(
@@ -324,9 +343,80 @@ def gpu_hours_busy_by_user(start: datetime, end: datetime) -> dict[int, float]:
             taken_at__gte=start,
             utilisation_percent__gte=settings.GPU_IDLE_UTILISATION_PERCENT,
         )
-        .values("gpu__allocations__reservation__user_id")
+        .values_list(*(f"{reservation}__{name}" for name in fields))
         .annotate(samples=Count("id"))
         .order_by()
     )
     hours_per_sample = SAMPLE_INTERVAL / timedelta(hours=1)
-    return {row["gpu__allocations__reservation__user_id"]: row["samples"] * hours_per_sample for row in rows}
+    return {tuple(row[:-1]): row[-1] * hours_per_sample for row in rows}
+
+
+# Busy samples per owner and week of the allocations in {allocations}. On PostgreSQL each
+# allocation is spread over the hours it touches, so the samples join it on (GPU, hour) by
+# hash: a sample meets the one or two holds of its GPU in its hour, not every hold of the
+# year.
+_BUSY_BY_GPU_HOUR = (
+    "SELECT a.owner, a.week, COUNT(*) FROM ({allocations}) a "
+    "CROSS JOIN LATERAL generate_series(date_trunc('hour', a.start), "
+    "a.\"end\" - interval '1 microsecond', interval '1 hour') AS h(hour) "
+    "JOIN containers_gpusample s ON s.gpu_id = a.gpu_id AND date_trunc('hour', s.taken_at) = h.hour "
+    'AND s.taken_at >= a.start AND s.taken_at < a."end" '
+    "WHERE s.utilisation_percent >= %s AND s.taken_at >= %s GROUP BY a.owner, a.week"
+)
+_BUSY_BY_GPU = (
+    "SELECT a.owner, a.week, COUNT(*) FROM ({allocations}) a "
+    "JOIN containers_gpusample s ON s.gpu_id = a.gpu_id "
+    'AND s.taken_at >= a.start AND s.taken_at < a."end" '
+    "WHERE s.utilisation_percent >= %s GROUP BY a.owner, a.week"
+)
+
+
+def gpu_hours_busy_by_user_week(usage_filter: UsageFilter) -> dict[tuple[int, date], float]:
+    """(user id, week of the reservation's start) -> GPU-hours busy, counted as
+    `gpu_hours_busy_by_user` counts them, for the reservations the usage page shows.
+
+    Summed by the database. Joining samples to allocations by GPU alone compares every
+    sample with every hold of its GPU (seconds over a year), and a count per allocation
+    through an index reads the samples again for each of thousands of allocations; on
+    PostgreSQL the join is on (GPU, hour) instead (see below). Allocations that ended
+    before the oldest sample kept are left out before any sample is read."""
+    oldest = GpuSample.objects.order_by("taken_at").values_list("taken_at", flat=True).first()
+    if oldest is None:
+        return {}
+    allocations = (
+        GpuAllocation.objects.filter(
+            usage_filter.reservation_q("reservation"), active=True, end__gt=max(oldest, usage_filter.start)
+        )
+        .values(
+            "gpu_id",
+            "start",
+            "end",
+            owner=F("reservation__user_id"),
+            week=TruncWeek("reservation__start", tzinfo=timezone.get_current_timezone()),
+        )
+        .order_by()
+    )  # not the allocations' own order, by GPU index, which joins the GPUs
+    inner, params = allocations.query.sql_with_params()
+    busy_at_least = settings.GPU_IDLE_UTILISATION_PERCENT
+    if connection.vendor == "postgresql":
+        sql = _BUSY_BY_GPU_HOUR.replace("{allocations}", inner)
+        args = [*params, busy_at_least, max(oldest, usage_filter.start)]
+    else:  # SQLite, a first-run lab's database: the plain join
+        sql = _BUSY_BY_GPU.replace("{allocations}", inner)
+        args = [*params, busy_at_least]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, args)
+        rows = cursor.fetchall()
+    hours_per_sample = SAMPLE_INTERVAL / timedelta(hours=1)
+    return {
+        (owner, _week_start(week)): int(samples) * hours_per_sample
+        for owner, week, samples in rows
+        if samples
+    }
+
+
+def _week_start(week: datetime | str) -> date:
+    """A week as the raw cursor gives it: a datetime (PostgreSQL), text (SQLite)."""
+    if isinstance(week, str):
+        return datetime.fromisoformat(week).date()
+    return week_of(week)

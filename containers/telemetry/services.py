@@ -303,7 +303,9 @@ def _auto_release(*, reservation: Reservation, status: ReservationGpuStatus, now
             f"Its GPUs stayed idle for {settings.GPU_IDLE_RELEASE_GRACE_MINUTES} minutes after the idle "
             "warning, so the portal released it for others."
         )
-        reservation_release(reservation=reservation, now=now, reason=reason)
+        reservation_release(
+            reservation=reservation, now=now, reason=reason, ended_by=Reservation.EndedBy.SYSTEM
+        )
     except ValidationError as error:
         logger.warning("Could not release idle reservation #%s: %s", reservation.pk, error)
         return

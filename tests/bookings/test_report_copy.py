@@ -65,6 +65,9 @@ def every_kind(db):
             "cancelled_at": start - timedelta(hours=1) if kind == 1 else None,
             "released_at": start + timedelta(minutes=rng.randint(-30, 70)) if kind == 2 else None,
             "booked_end": end + timedelta(minutes=30) if kind == 2 else None,
+            "charged_from": start + timedelta(minutes=rng.randint(1, 29)) if index % 5 == 0 else None,
+            "kind": "job" if index % 4 == 0 else None,
+            "ended_by": rng.choice(["owner", "maintainer", "system", "job"]) if kind in (1, 2) else None,
         }
         command = "".join(rng.choice(TRICKY) for _ in range(rng.randint(0, 9)))
         taken = gpus[: rng.randint(0, 2)]

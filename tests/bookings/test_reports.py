@@ -106,22 +106,22 @@ def test_the_reservations_csv_has_a_row_per_reservation_with_its_figures(client,
     rows = read_csv(response)
     assert [row["user"] for row in rows] == ["alice", "alice", "bob", "bob", "bob"]
     ran, cancelled, released, failed, last_day = rows
-    assert ran["start"] == "2026-03-01 10:00"
+    assert (ran["kind"], ran["start"]) == ("booking", "2026-03-01T10:00:00+08:00")
     assert ran["gpu_indices"] == "0 1"
     assert (ran["gpu_count"], ran["cpus"], ran["memory_gb"]) == ("2", "4.00", "16")
     assert (ran["hours_booked"], ran["gpu_hours_booked"]) == ("4.00", "8.00")
     assert (ran["hours_run"], ran["gpu_hours_run"]) == ("4.00", "8.00")
     assert ran["image"] == "lab/aivc-server:latest"
-    assert (cancelled["cancelled_or_released"], cancelled["hours_given_back"]) == ("cancelled", "3.00")
+    assert (cancelled["end_reason"], cancelled["hours_given_back"]) == ("cancelled", "3.00")
     assert cancelled["hours_run"] == "0.00"
-    assert released["cancelled_or_released"] == "released early"
+    assert released["end_reason"] == "released early"
     assert (released["hours_booked"], released["hours_run"], released["hours_given_back"]) == (
         "12.00",
         "4.00",
         "8.00",
     )
     assert failed["status"] == "failed"
-    assert last_day["start"] == "2026-03-31 23:30"
+    assert last_day["start"] == "2026-03-31T23:30:00+08:00"
 
 
 @pytest.mark.django_db
@@ -132,6 +132,7 @@ def test_the_usage_csv_has_a_row_per_user_with_totals(client, staff, known_data)
     alice, bob = read_csv(response)
     assert alice == {
         "user": "alice",
+        "kind": "booking",
         "reservations": "2",
         "hours_booked": "7.00",
         "hours_held": "4.00",  # the cancelled booking held nothing
@@ -144,6 +145,9 @@ def test_the_usage_csv_has_a_row_per_user_with_totals(client, staff, known_data)
         "cpu_hours_run": "16.00",
         "cancelled": "1",
         "released_early": "0",
+        "stopped_by_maintainer": "0",
+        "released_idle": "0",
+        "finished": "0",
         "blocked_or_failed": "0",
         "hours_given_back": "3.00",
     }
@@ -336,9 +340,9 @@ def test_figures_of_a_running_and_an_early_released_reservation():
     march = ReportRange(first=local(2026, 3, 1).date(), last=local(2026, 3, 31).date())
     rows = {row[0]: named(row) for row in reservation_rows(report_range=march, now=now)}
     assert (rows[running.pk]["hours_run"], rows[running.pk]["gpu_hours_run"]) == ("1.50", "3.00")
-    assert rows[running.pk]["cancelled_or_released"] == ""
+    assert rows[running.pk]["end_reason"] == ""
     assert rows[released.pk]["hours_booked"] == "2.00"
     assert rows[released.pk]["hours_given_back"] == "2.00"
-    assert rows[released.pk]["cancelled_or_released"] == "released early"
+    assert rows[released.pk]["end_reason"] == "released early"
     later = {row[0]: named(row) for row in reservation_rows(report_range=march, now=local(2026, 3, 9))}
     assert later[running.pk]["hours_run"] == "3.50"  # capped at the end

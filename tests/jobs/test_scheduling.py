@@ -119,7 +119,7 @@ def test_a_job_done_early_gives_the_rest_of_its_time_limit_back_in_the_usage_rep
     march = ReportRange(first=NOW.date(), last=NOW.date())
     [row] = [named(row) for row in reservation_rows(report_range=march, now=NOW + HOUR)]
     assert (row["hours_booked"], row["hours_given_back"]) == ("10.00", "9.90")
-    assert row["cancelled_or_released"] == "released early"
+    assert (row["kind"], row["end_reason"]) == ("job", "finished")
 
 
 def test_the_big_head_starts_when_planned_despite_a_stream_of_small_jobs(host, image, gpus):
