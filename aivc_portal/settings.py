@@ -376,12 +376,13 @@ LOGGING = {
     "filters": {
         "forbidden_without_traceback": {"()": "aivc_portal.log_filters.ForbiddenWithoutTraceback"},
         "request_context": {"()": "aivc_portal.logs.RequestContext"},
+        "redact_secrets": {"()": "aivc_portal.logs.RedactSecrets"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "portal",
-            "filters": ["forbidden_without_traceback", "request_context"],
+            "filters": ["forbidden_without_traceback", "request_context", "redact_secrets"],
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
