@@ -234,9 +234,10 @@ def _locked_job(job: Job) -> Job:
     return Job.objects.select_for_update(of=("self",)).select_related("user", "reservation").get(pk=job.pk)
 
 
-def _end_reservation(reservation: Reservation, *, now: datetime) -> None:
+def _end_reservation(reservation: Reservation, *, now: datetime, keep_gpus: bool = False) -> None:
     """Frees a job's capacity from `now` on: the reservation ends and its GPU allocations
-    stop here, so the scheduler and bookings may use them at once."""
+    stop here, so the scheduler and bookings may use them at once. With `keep_gpus` the GPUs
+    stay held until `job_gpus_release` (its container may still be running on them)."""
     if not reservation.is_live:
         return
     end = max(min(reservation.end, now), reservation.start + timedelta(microseconds=1))
@@ -250,6 +251,15 @@ def _end_reservation(reservation: Reservation, *, now: datetime) -> None:
     reservation.ended_at = now
     reservation.status = Reservation.Status.ENDED
     reservation.save(update_fields=fields)
+    if not keep_gpus:
+        job_gpus_release(reservation=reservation)
+
+
+def job_gpus_release(*, reservation: Reservation) -> None:
+    """The GPUs of an ended job reservation stop being held past its end. Called when its
+    container is gone: a cancelled job's process may run up to JOB_STOP_GRACE_S after the
+    cancel, and the next job must not be started on GPUs it still uses."""
+    end = reservation.end
     reservation.allocations.filter(start__gte=end).update(active=False)
     reservation.allocations.filter(start__lt=end, end__gt=end).update(end=end)
 
@@ -257,7 +267,8 @@ def _end_reservation(reservation: Reservation, *, now: datetime) -> None:
 @transaction.atomic
 def job_cancel(*, job: Job, now: datetime | None = None) -> Job:
     """A queued job leaves the queue; a starting or running one is stopped (the lifecycle
-    removes its container, keeping its log) and its capacity is free at once."""
+    removes its container, keeping its log): its CPUs and memory are free at once, its
+    GPUs once the container is gone."""
     now = now or timezone.now()
     job = _locked_job(job)
     if not job.can_cancel:
@@ -268,7 +279,8 @@ def job_cancel(*, job: Job, now: datetime | None = None) -> Job:
     job.planned_start = job.planned_host = None
     job.save(update_fields=["status", "finished_at", "planned_start", "planned_host"])
     if was_running and job.reservation is not None:
-        _end_reservation(job.reservation, now=now)
+        # Its container may be running: the tick frees the GPUs once it is gone.
+        _end_reservation(job.reservation, now=now, keep_gpus=True)
         queue_host_task(RECONCILE_TASK, host=job.reservation.host)
     queue_task(SCHEDULE_JOBS_TASK)
     return job
