@@ -32,6 +32,19 @@ def _plain_static_storage(settings):
 NOW = local(2026, 3, 2, 10, 10)
 
 
+@pytest.fixture(autouse=True)
+def _no_listening_ports_here(request, monkeypatch):
+    # Which ports listen on this machine changes under the tests (real-engine tests publish
+    # forward ports), so port allocation sees none; a test about them asks for the real ones.
+    if "listening_ports_here" not in request.fixturenames:
+        monkeypatch.setattr("accounts.selectors.ports_listening_here", set)
+
+
+@pytest.fixture
+def listening_ports_here():
+    """The allocator sees what really listens on this machine (/proc/net/tcp)."""
+
+
 @pytest.fixture
 def now():
     return NOW
