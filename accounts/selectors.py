@@ -1,8 +1,8 @@
 import random
-from pathlib import Path
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -111,8 +111,9 @@ def ports_listening_here() -> set[int]:
 
 
 def first_free_forward_port(*, any_free: bool = False) -> int:
-    """The lowest port in PORT_RANGE no account holds and nothing listens on here, or with `any_free` a random free one
-    (for a retry after losing a race for the lowest); a full range is a clear error."""
+    """The lowest port in PORT_RANGE no account holds and nothing listens on here, or with
+    `any_free` a random free one (for a retry after losing a race for the lowest); a full
+    range is a clear error."""
     port_range = settings.PORT_RANGE
     taken = set(
         User.objects.filter(forward_port__gte=port_range.start, forward_port__lt=port_range.stop).values_list(
