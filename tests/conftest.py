@@ -40,6 +40,14 @@ def _no_listening_ports_here(request, monkeypatch):
         monkeypatch.setattr("accounts.selectors.ports_listening_here", set)
 
 
+@pytest.fixture(autouse=True)
+def _container_state_root(settings, tmp_path_factory):
+    # Each test its own state folder; on this machine it shares a filesystem with the test
+    # roots, which the launch refuses unless allowed (a test about it sets it back).
+    settings.CONTAINER_STATE_ROOT = tmp_path_factory.mktemp("container-state")
+    settings.CONTAINER_STATE_SHARED_FS_OK = True
+
+
 @pytest.fixture
 def listening_ports_here():
     """The allocator sees what really listens on this machine (/proc/net/tcp)."""
