@@ -86,7 +86,7 @@ def lab_network():
 
 
 def _reaches(names: dict, source: str, address: str, port: int) -> bool:
-    probe = f"import socket; socket.create_connection(('{address}', {port}), timeout=1).close()"
+    probe = f"import socket; socket.create_connection(('{address}', {port}), timeout=0.5).close()"
     for _ in range(20):  # the listeners take a moment to start
         result = subprocess.run(
             ["ip", "netns", "exec", names[source], "python3", "-c", probe], capture_output=True
