@@ -41,11 +41,14 @@ def _no_listening_ports_here(request, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _container_state_root(settings, tmp_path_factory):
+def _container_state_root(settings, tmp_path_factory, monkeypatch):
     # Each test its own state folder; on this machine it shares a filesystem with the test
-    # roots, which the launch refuses unless allowed (a test about it sets it back).
+    # roots, which the launch refuses unless allowed (a test about it sets it back). The
+    # environment too: ticks and agents the tests start as processes read it.
     settings.CONTAINER_STATE_ROOT = tmp_path_factory.mktemp("container-state")
     settings.CONTAINER_STATE_SHARED_FS_OK = True
+    monkeypatch.setenv("CONTAINER_STATE_ROOT", str(settings.CONTAINER_STATE_ROOT))
+    monkeypatch.setenv("CONTAINER_STATE_SHARED_FS_OK", "1")
 
 
 @pytest.fixture
