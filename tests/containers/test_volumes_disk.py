@@ -67,16 +67,15 @@ def test_a_student_who_fills_the_backup_filesystem_never_stops_another_students_
     attacker = UserFactory(username=f"filler{suffix}")
     newcomer = UserFactory(username=f"newbie{suffix}", ssh_public_keys="ssh-ed25519 AAAA new")
     default_state_root.extend(user.username for user in (victim, attacker, newcomer))
-    prepare_mounts(ReservationFactory(user=victim, host=host, **window))  # she has booked before
+    booking = ReservationFactory(user=victim, host=host, **window)
+    prepare_mounts(booking)  # her container has run before
 
     prepare_mounts(ReservationFactory(user=attacker, host=host, **window))
     _fill(Path(host.backup_root) / attacker.username)  # from inside his container
 
     victim.ssh_public_keys = "ssh-ed25519 AAAA rotated"
     victim.save()
-    mounts = {
-        m.target: m.source for m in prepare_mounts(ReservationFactory(user=victim, host=host, **window))
-    }
+    mounts = {m.target: m.source for m in prepare_mounts(booking)}  # her container restarts
     assert Path(mounts["/root/.ssh/authorized_keys"]).read_text() == "ssh-ed25519 AAAA rotated\n"
     assert Path(mounts["/etc/ssh/ssh_host_ed25519_key"]).stat().st_size > 0
     # A first launch on the full disk too: its host keys and keys file are made elsewhere.
@@ -102,13 +101,10 @@ def test_host_keys_kept_in_the_old_state_folder_are_adopted_so_users_keep_trusti
 ):
     user = UserFactory()
     settings.CONTAINER_STATE_ROOT = Path(engine_host.backup_root) / ".aivc-portal"  # an older install
-    before = {
-        m.target: m.source for m in prepare_mounts(ReservationFactory(user=user, host=engine_host, **window))
-    }
+    booking = ReservationFactory(user=user, host=engine_host, **window)
+    before = {m.target: m.source for m in prepare_mounts(booking)}
     old_key = Path(before["/etc/ssh/ssh_host_ed25519_key.pub"]).read_text().split()[:2]
     settings.CONTAINER_STATE_ROOT = Path(engine_host.work_root).parent / "new-state"
-    after = {
-        m.target: m.source for m in prepare_mounts(ReservationFactory(user=user, host=engine_host, **window))
-    }
+    after = {m.target: m.source for m in prepare_mounts(booking)}  # its container restarted
     assert after["/etc/ssh/ssh_host_ed25519_key.pub"] != before["/etc/ssh/ssh_host_ed25519_key.pub"]
     assert Path(after["/etc/ssh/ssh_host_ed25519_key.pub"]).read_text().split()[:2] == old_key
