@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from django.core.signals import request_finished
 from django.dispatch import receiver
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.utils.translation import gettext as _
 
 from accounts.throttling import client_ip
@@ -70,12 +70,11 @@ class RefuseNulCharacters:
         reads_body = request.content_type in FORM_TYPES and not getattr(view_func, "limits_its_upload", False)
         form = request.POST if reads_body else {}
         if _carries_nul(request.GET) or (form and _carries_nul(form)):
-            return nul_refused()
+            message = _("The request contains a NUL character, which no field accepts.")
+            if request.path.startswith("/api/"):  # the API's one error body (aivc_portal.api)
+                return JsonResponse({"detail": message, "code": "nul_character", "errors": {}}, status=400)
+            return HttpResponseBadRequest(message)
         return None
-
-
-def nul_refused() -> HttpResponse:
-    return HttpResponseBadRequest(_("The request contains a NUL character, which no field accepts."))
 
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")

@@ -45,3 +45,15 @@ def test_a_form_posted_with_a_nul_is_refused_before_any_view_runs(client, studen
 def test_ordinary_queries_pass(client, student):
     client.force_login(student)
     assert client.get(reverse("dashboard") + "?page=2&q=caf%C3%A9").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_nul_in_an_api_query_is_refused_with_the_apis_json_error(client):
+    # Found by the schema fuzz (tests/test_api_schema.py): the 400 was an HTML page.
+    from tests.factories import UserFactory
+
+    client.force_login(UserFactory())
+    response = client.get("/api/v1/earliest-fit/", {"host": "gpu\x00"})
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["code"] == "nul_character"
