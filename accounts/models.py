@@ -156,12 +156,19 @@ class User(AbstractUser):
                 {"forward_port": f"Choose a port from {port_range.start} to {port_range.stop - 1}."}
             )
 
+    @property
+    def may_book_by_default(self) -> bool:
+        """Students book; staff and superusers seldom do, so their accounts get no forward
+        port at creation (a small PORT_RANGE then never stops creating them): one is
+        assigned when their first booking needs it (accounts.services.forward_port_ensure)."""
+        return not (self.is_staff or self.is_superuser)
+
     def save(self, *args, **kwargs) -> None:
         # Imported here: the selector module imports this model.
         from accounts.selectors import first_free_forward_port
 
         self.username = (self.username or "").strip().lower()
-        if self.forward_port is not None:
+        if self.forward_port is not None or not self.may_book_by_default:
             super().save(*args, **kwargs)
             return
         # Two accounts created at once may pick the same free port; the unique index

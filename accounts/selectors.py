@@ -3,6 +3,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -133,15 +134,38 @@ def plain_decimal(number: Decimal) -> Decimal:
     return number.quantize(Decimal(1)) if number == number.to_integral_value() else number.normalize()
 
 
+# A socket in state LISTEN in /proc/net/tcp{,6} (column `st`, hex 0A).
+TCP_LISTEN = "0A"
+
+
+def ports_listening_here() -> set[int]:
+    """TCP ports something listens on on this machine: on a one-server lab the portal runs
+    beside the engine, and a port another service holds would fail every launch on it.
+    Unreadable (not Linux): none known, the launch's own port-in-use error stays the guard."""
+    ports: set[int] = set()
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        try:
+            lines = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == TCP_LISTEN:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def first_free_forward_port(*, any_free: bool = False) -> int:
-    """The lowest port in PORT_RANGE no account holds, or with `any_free` a random free one
-    (for a retry after losing a race for the lowest); a full range is a clear error."""
+    """The lowest port in PORT_RANGE no account holds and nothing listens on here, or with
+    `any_free` a random free one (for a retry after losing a race for the lowest); a full
+    range is a clear error."""
     port_range = settings.PORT_RANGE
     taken = set(
         User.objects.filter(forward_port__gte=port_range.start, forward_port__lt=port_range.stop).values_list(
             "forward_port", flat=True
         )
     )
+    taken |= ports_listening_here()
     free = [port for port in port_range if port not in taken]
     if not free:
         raise ValidationError(

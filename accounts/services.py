@@ -12,7 +12,8 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django.utils.translation import gettext as _
 
-from accounts.models import CapabilityProfile, User
+from accounts.models import PORT_ATTEMPTS, CapabilityProfile, User
+from accounts.selectors import first_free_forward_port
 from accounts.sshkeys import clean_ssh_public_keys
 from accounts.validators import validate_account_id
 from aivc_portal.model_updates import Saved, model_create, model_update
@@ -287,6 +288,23 @@ def check_forward_port(*, user: User, port: int, ports_held: Collection[int] = (
     taken = User.objects.filter(forward_port=port).exclude(pk=user.pk).exists()
     if taken or port in ports_held:
         raise ValidationError({"forward_port": FORWARD_PORT_DUPLICATED}, code="port_taken")
+
+
+def forward_port_ensure(*, user: User) -> User:
+    """The user's forward port, assigned from the free ports the first time a booking needs
+    one (staff and superusers get none at creation: User.may_book_by_default)."""
+    if user.forward_port is not None:
+        return user
+    for attempt in range(PORT_ATTEMPTS):
+        port = first_free_forward_port(any_free=attempt > 0)
+        try:
+            with transaction.atomic():
+                User.objects.filter(pk=user.pk, forward_port__isnull=True).update(forward_port=port)
+        except IntegrityError:
+            continue  # another account took it meanwhile
+        user.refresh_from_db(fields=["forward_port"])
+        return user
+    raise ValidationError(FORWARD_PORT_DUPLICATED, code="port_taken")
 
 
 def user_change_forward_port(*, user: User, port: int, ports_held: Collection[int] = ()) -> User:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
@@ -19,6 +20,35 @@ LOG_FORMATS = ("plain", "json")
 # The request being served by this thread, for the lines it logs; set by the middleware,
 # cleared when the response is finished.
 current_request: ContextVar[object | None] = ContextVar("current_request", default=None)
+
+
+# The calendar feed's secret is the last part of its URL path (bookings/urls.py), so every
+# path a log line might carry goes through `redact`: gunicorn's access line, Django's
+# "Not Found: /calendar/..." warning, runserver's request line.
+SECRET_IN_PATH = re.compile(r"(/calendar/)[^/\s?\"']+(\.ics)")
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """`text` with every secret a URL path can hold replaced by [redacted]."""
+    return SECRET_IN_PATH.sub(rf"\g<1>{REDACTED}\g<2>", text) if "/calendar/" in text else text
+
+
+def _redacted(value: object) -> object:
+    return redact(value) if isinstance(value, str) else value
+
+
+class RedactSecrets(logging.Filter):
+    """Redacts URL secrets in a record's message and arguments before any handler writes it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redacted(arg) for arg in record.args)
+        elif isinstance(record.args, dict):  # gunicorn's access atoms
+            record.args = {key: _redacted(arg) for key, arg in record.args.items()}
+        return True
 
 
 def utc_time(record: logging.LogRecord) -> str:
@@ -119,11 +149,13 @@ def formatter_for(log_format: str) -> dict[str, str]:
 def gunicorn_logging(log_format: str) -> dict:
     """gunicorn's logconfig_dict: its error lines to stderr, access lines to stdout, both in
     the portal's format; neither propagates, so no line is written twice."""
-    handler = {"class": "logging.StreamHandler", "formatter": "portal"}
+    handler = {"class": "logging.StreamHandler", "formatter": "portal", "filters": ["redact_secrets"]}
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"portal": formatter_for(log_format)},
+        # Every atom of an access line (path, request line, referer, environ) is redacted.
+        "filters": {"redact_secrets": {"()": "aivc_portal.logs.RedactSecrets"}},
         "handlers": {
             "access": {**handler, "stream": "ext://sys.stdout"},
             "error": {**handler, "stream": "ext://sys.stderr"},

@@ -59,16 +59,22 @@ class RefuseNulCharacters:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        # Only a urlencoded body: parsing a multipart one here would fix its upload handlers
-        # before the view that sets them (its fields go through forms, which refuse a NUL).
-        form = request.POST if request.content_type == "application/x-www-form-urlencoded" else {}
+        return self.get_response(request)
+
+    def process_view(
+        self, request: HttpRequest, view_func: Callable, view_args, view_kwargs
+    ) -> HttpResponse | None:
+        # A view that limits its own upload reads the body itself: reading it here first
+        # would parse the whole upload before its limit is in place (and make the view's
+        # own handlers fail). Such a view checks its form fields for NUL itself.
+        reads_body = request.content_type in FORM_TYPES and not getattr(view_func, "limits_its_upload", False)
+        form = request.POST if reads_body else {}
         if _carries_nul(request.GET) or (form and _carries_nul(form)):
             message = _("The request contains a NUL character, which no field accepts.")
-            if request.path.startswith("/api/"):
-                # Imported here: the API module loads DRF's settings, which load the
-                # middleware's neighbours; at import time that is a cycle.
-                from aivc_portal.api import error_body
-
-                return JsonResponse(error_body(detail=message, code="nul_character"), status=400)
+            if request.path.startswith("/api/"):  # the API's one error body (aivc_portal.api)
+                return JsonResponse({"detail": message, "code": "nul_character", "errors": {}}, status=400)
             return HttpResponseBadRequest(message)
-        return self.get_response(request)
+        return None
+
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")

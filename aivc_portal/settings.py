@@ -278,9 +278,16 @@ CONTAINER_PREFIX = os.environ.get("CONTAINER_PREFIX", "aivc-")
 # its own scope, so two portals (or test runs) can share an engine.
 CONTAINER_SCOPE = os.environ.get("CONTAINER_SCOPE", "aivc")
 CONTAINER_MAX_RESTARTS = env_int("CONTAINER_MAX_RESTARTS", 3)
-# The portal's own files on a GPU server (authorized_keys, SSH host keys): 0700, mounted by
-# no container except these files, read-only. Blank: <backup_root>/.aivc-portal.
-CONTAINER_STATE_ROOT = os.environ.get("CONTAINER_STATE_ROOT", "")
+# Disk (docs/security.md): the portal's own files on a GPU server (authorized_keys, SSH host
+# keys), 0700, mounted by no container except these files, read-only. Never on a filesystem
+# a student can fill: a launch is refused with an event when it shares one with the work,
+# backup or home root, unless CONTAINER_STATE_SHARED_FS_OK (by default with DEBUG: the
+# demo keeps everything under var/).
+# Production: /var/lib/aivc-portal/container-state (deploy/install.sh sets it).
+CONTAINER_STATE_ROOT = Path(
+    os.environ.get("CONTAINER_STATE_ROOT", "").strip() or BASE_DIR / "var" / "container-state"
+)
+CONTAINER_STATE_SHARED_FS_OK = env_bool("CONTAINER_STATE_SHARED_FS_OK", DEBUG)
 # Container hardening (docs/security.md): every capability is dropped, then these added back;
 # the defaults are what sshd (with privilege separation) and common ML tooling need.
 CONTAINER_CAP_ADD = env_list(
@@ -407,12 +414,13 @@ LOGGING = {
     "filters": {
         "forbidden_without_traceback": {"()": "aivc_portal.log_filters.ForbiddenWithoutTraceback"},
         "request_context": {"()": "aivc_portal.logs.RequestContext"},
+        "redact_secrets": {"()": "aivc_portal.logs.RedactSecrets"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "portal",
-            "filters": ["forbidden_without_traceback", "request_context"],
+            "filters": ["forbidden_without_traceback", "request_context", "redact_secrets"],
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},

@@ -13,7 +13,7 @@ from django.utils.translation import gettext_noop
 
 from accounts.models import User
 from accounts.selectors import capability_for
-from accounts.services import user_change_forward_port
+from accounts.services import forward_port_ensure, user_change_forward_port
 from aivc_portal.scheduler import queue_host_task, queue_task
 from aivc_portal.task_names import PREPARE_IMAGE_TASK, RECONCILE_TASK, SCHEDULE_JOBS_TASK, WAITLIST_TASK
 from bookings.capacity import Availability, availability, gpus_free
@@ -331,7 +331,8 @@ def reservation_create(
                 gpu_count=gpu_count,
                 image=image,
                 extra_command=command,
-                forward_port=user.forward_port,
+                # Assigned at the first booking that needs one, from the free ports.
+                forward_port=forward_port_ensure(user=user).forward_port,
                 # A booking for now is charged from this moment, when it first needs the
                 # server, not from the slot's start before it was made (docs/reports.md).
                 charged_from=held_from if held_from > start else None,

@@ -7,7 +7,14 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -159,6 +166,9 @@ def files_upload(request: HttpRequest, host_id: int) -> HttpResponse:
     return _upload(request, host_id, limit=limit)
 
 
+files_upload.limits_its_upload = True  # aivc_portal.middleware.RefuseNulCharacters
+
+
 @login_required
 @csrf_protect
 def _upload(request: HttpRequest, host_id: int, *, limit: int) -> HttpResponse:
@@ -169,6 +179,8 @@ def _upload(request: HttpRequest, host_id: int, *, limit: int) -> HttpResponse:
     if length.isdigit() and int(length) > limit + UPLOAD_OVERHEAD_BYTES:
         return _over_limit(request, host=host)  # refused before the body is read
     path = request.POST.get("path", "")
+    if "\x00" in path:  # as RefuseNulCharacters answers for every other form
+        return HttpResponseBadRequest(_("The request contains a NUL character, which no field accepts."))
     if getattr(request, "upload_over_limit", False):
         return _over_limit(request, host=host)
     uploaded = request.FILES.get("file")

@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db.models import F
 
 from bookings.models import Reservation
 from containers import events, services
@@ -28,7 +29,7 @@ from containers.specs import LABEL_JOB, ContainerState, job_container_name, job_
 from containers.volumes import FolderProblem, prepare_job_mounts
 from jobs import logs
 from jobs.models import Job
-from jobs.services import job_finish, job_mark_running
+from jobs.services import job_finish, job_gpus_release, job_mark_running
 
 Status = Reservation.Status
 JobStatus = Job.Status
@@ -78,10 +79,28 @@ def reconcile_jobs(
         with contained(None, host=host, now=now, report=report):
             _converge_job(job, container=current.get(job.pk), runtime=runtime, now=now, report=report)
 
+    _release_gpus_of_cancelled_jobs(host=host, with_container={_job_of(state) for state in job_states})
     # Side by side: jobs started in one pass reach their time limit together, and each stop
     # may wait JOB_STOP_GRACE_S for its process; the host's bookings wait for this part.
     in_parallel(converge, list(active.values()))
     return [state for state in observed if _job_of(state) is None]
+
+
+def _release_gpus_of_cancelled_jobs(*, host, with_container: set[int | None]) -> None:
+    """A cancelled job keeps its GPUs until its container is gone (jobs.services.job_cancel;
+    `_remove_finished` gives them back once it removed it): those that have no container
+    on the engine (never launched, or removed by an earlier tick) give them back now."""
+    held = (
+        Job.objects.filter(status=JobStatus.CANCELLED, reservation__host=host)
+        .filter(
+            reservation__allocations__active=True, reservation__allocations__end__gt=F("reservation__end")
+        )
+        .exclude(pk__in=[job_id for job_id in with_container if job_id is not None])
+        .select_related("reservation")
+        .distinct()
+    )
+    for job in held:
+        job_gpus_release(reservation=job.reservation)
 
 
 def _store_log(job: Job, *, container_id: str, runtime: ContainerRuntime, now: datetime) -> None:
@@ -111,6 +130,7 @@ def _remove_finished(state: ContainerState, *, runtime: ContainerRuntime, now: d
     runtime.remove(state.id)
     report.removed.append(state.name)
     if job is not None and job.status == JobStatus.CANCELLED:
+        job_gpus_release(reservation=job.reservation)
         event = events.job_finished(
             username=job.user.username,
             job_id=job.pk,

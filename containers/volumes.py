@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 # Folder names come from account ids; only ids the account validator accepts are used.
 SAFE_FOLDER_NAME = re.compile(ACCOUNT_ID_PATTERN)
-PORTAL_DIR = ".aivc-portal"  # the default state folder, beside (not inside) the users' backup folders
+PORTAL_DIR = ".aivc-portal"  # the state folder of older versions, beside the users' backup folders
 HOMES_DIR = ".aivc-home"  # the default root of the persistent homes, beside the users' backup folders
 PERSISTED_DIR = ".aivc"  # under the user's backup folder: where an older portal kept dotfiles
 HOST_KEYS_DIR = "ssh_host_keys"
@@ -179,9 +179,39 @@ def _user_folder_name(username: str) -> str:
 
 
 def state_root(host: Host) -> Path:
-    """The portal's own folder on this host (`CONTAINER_STATE_ROOT`; by default
-    `<backup_root>/.aivc-portal`, beside the users' folders and mounted by no container)."""
-    return Path(settings.CONTAINER_STATE_ROOT or Path(host.backup_root) / PORTAL_DIR)
+    """The portal's own folder on this host (`CONTAINER_STATE_ROOT`, mounted by no container,
+    on a filesystem of its own: `_check_state_apart`)."""
+    return Path(settings.CONTAINER_STATE_ROOT)
+
+
+def _check_state_apart(host: Host, state: Path) -> None:
+    """Refuses a state folder on the filesystem of a folder students write to: one student
+    who fills it would make every other student's launch fail (authorized_keys and host
+    keys could no longer be written)."""
+    if settings.CONTAINER_STATE_SHARED_FS_OK:
+        return
+    device = os.stat(state).st_dev
+    for what, root in (("work", host.work_root), ("backup", host.backup_root), ("home", home_root(host))):
+        try:
+            shared = os.stat(root).st_dev == device
+        except OSError:
+            continue  # made at the launch; an unreachable root fails there
+        if shared:
+            raise FolderProblem(
+                f"The portal's state folder {state} is on the same filesystem as the {what} root "
+                f"{root}, which students can fill; set CONTAINER_STATE_ROOT to a folder on another "
+                "filesystem (docs/security.md)."
+            )
+
+
+def _previous_state_keys(host: Host, username: str) -> _Folder | None:
+    """`<backup_root>/.aivc-portal/<user>/ssh_host_keys`, where host keys were kept before the
+    state folder left the Backup filesystem: adopted, so users keep the identity they trust."""
+    path = Path(host.backup_root) / PORTAL_DIR / username / HOST_KEYS_DIR
+    try:
+        return _Folder(os.open(path, _OPEN_FOLDER), path)
+    except OSError:
+        return None
 
 
 def authorized_keys_text(user: User) -> str:
@@ -240,7 +270,7 @@ def _host_keys_complete(folder: Path) -> bool:
     return all((folder / name).is_file() and (folder / f"{name}.pub").is_file() for name in names)
 
 
-def _ensure_host_keys(state: Path, backup: _Folder) -> Path:
+def _ensure_host_keys(state: Path, backup: _Folder, *, previous: _Folder | None = None) -> Path:
     """The user's SSH host keys in the state folder, so every container of theirs answers
     with the same identity. Made once: keys from the old location are adopted, missing
     ones generated, all in a temporary folder that one rename installs, so a crash or a
@@ -249,7 +279,7 @@ def _ensure_host_keys(state: Path, backup: _Folder) -> Path:
     if _host_keys_complete(installed):
         return installed
     building = Path(tempfile.mkdtemp(dir=state, prefix=".host-keys-"))
-    legacy = _legacy_host_keys(backup)
+    legacy = previous or _legacy_host_keys(backup)
     try:
         for key_type in HOST_KEY_TYPES:
             name = f"ssh_host_{key_type}_key"
@@ -269,12 +299,19 @@ def _ensure_host_keys(state: Path, backup: _Folder) -> Path:
     return installed
 
 
+def _host_keys_to_adopt(host: Host, state: Path, username: str) -> _Folder | None:
+    if _host_keys_complete(state / HOST_KEYS_DIR):
+        return None
+    return _previous_state_keys(host, username)
+
+
 def _ensure_state(host: Host, username: str) -> Path:
     """The user's folder in the portal's state folder (0700 all the way)."""
     folder = state_root(host) / username
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(folder.parent, 0o700)
     os.chmod(folder, 0o700)
+    _check_state_apart(host, folder.parent)
     return folder
 
 
@@ -380,7 +417,7 @@ def prepare_mounts(reservation: Reservation) -> list[Mount]:
         _write_new_file(
             state, "authorized_keys", authorized_keys_text(user).encode(), mode=0o644, root_owned=True
         )
-        host_keys = _ensure_host_keys(state, backup)
+        host_keys = _ensure_host_keys(state, backup, previous=_host_keys_to_adopt(host, state, name))
 
         mounts = [_home_mount(home, points=HOME_MOUNT_POINTS, opened=opened)]
         _ssh_mount_point(home, opened=opened)

@@ -249,10 +249,13 @@ def _locked_job(job: Job) -> Job:
     return locked
 
 
-def _end_reservation(reservation: Reservation, *, now: datetime, ended_by: str) -> None:
+def _end_reservation(
+    reservation: Reservation, *, now: datetime, ended_by: str, keep_gpus: bool = False
+) -> None:
     """Frees a job's capacity from `now` on: the reservation ends and its GPU allocations
     stop here, so the scheduler and bookings may use them at once. `ended_by`: the job
-    itself (it finished) or whoever cancelled it, for the reports."""
+    itself (it finished) or whoever cancelled it, for the reports. With `keep_gpus` the GPUs
+    stay held until `job_gpus_release` (its container may still be running on them)."""
     if not reservation.is_live:
         return
     end = max(min(reservation.end, now), reservation.start + timedelta(microseconds=1))
@@ -267,6 +270,15 @@ def _end_reservation(reservation: Reservation, *, now: datetime, ended_by: str) 
     reservation.ended_at = now
     reservation.status = Reservation.Status.ENDED
     reservation.save(update_fields=fields)
+    if not keep_gpus:
+        job_gpus_release(reservation=reservation)
+
+
+def job_gpus_release(*, reservation: Reservation) -> None:
+    """The GPUs of an ended job reservation stop being held past its end. Called when its
+    container is gone: a cancelled job's process may run up to JOB_STOP_GRACE_S after the
+    cancel, and the next job must not be started on GPUs it still uses."""
+    end = reservation.end
     reservation.allocations.filter(start__gte=end).update(active=False)
     reservation.allocations.filter(start__lt=end, end__gt=end).update(end=end)
 
@@ -274,18 +286,21 @@ def _end_reservation(reservation: Reservation, *, now: datetime, ended_by: str) 
 @transaction.atomic
 def job_cancel(*, job: Job, now: datetime | None = None, ended_by: str = Reservation.EndedBy.OWNER) -> Job:
     """A queued job leaves the queue; a starting or running one is stopped (the lifecycle
-    removes its container, keeping its log) and its capacity is free at once."""
+    removes its container, keeping its log): its CPUs and memory are free at once, its
+    GPUs once the container is gone."""
     now = now or timezone.now()
     job = _locked_job(job)
     if not job.can_cancel:
         raise ValidationError(_("This job has finished already."), code="not_cancellable")
+    was_running = job.status in Job.ACTIVE_STATUSES
     job.status = Job.Status.CANCELLED
     job.finished_at = now
     job.planned_start = job.planned_host = None
     job.save(update_fields=["status", "finished_at", "planned_start", "planned_host"])
     if job.reservation is not None:
-        # Whatever the job's status said, a cancelled job holds nothing from now on.
-        _end_reservation(job.reservation, now=now, ended_by=ended_by)
+        # Whatever the job's status said, a cancelled job holds nothing from now on but the
+        # GPUs its container may still run on: the tick frees those once it is gone.
+        _end_reservation(job.reservation, now=now, ended_by=ended_by, keep_gpus=was_running)
         queue_host_task(RECONCILE_TASK, host=job.reservation.host)
     queue_task(SCHEDULE_JOBS_TASK)
     return job

@@ -32,6 +32,30 @@ def _plain_static_storage(settings):
 NOW = local(2026, 3, 2, 10, 10)
 
 
+@pytest.fixture(autouse=True)
+def _no_listening_ports_here(request, monkeypatch):
+    # Which ports listen on this machine changes under the tests (real-engine tests publish
+    # forward ports), so port allocation sees none; a test about them asks for the real ones.
+    if "listening_ports_here" not in request.fixturenames:
+        monkeypatch.setattr("accounts.selectors.ports_listening_here", set)
+
+
+@pytest.fixture(autouse=True)
+def _container_state_root(settings, tmp_path_factory, monkeypatch):
+    # Each test its own state folder; on this machine it shares a filesystem with the test
+    # roots, which the launch refuses unless allowed (a test about it sets it back). The
+    # environment too: ticks and agents the tests start as processes read it.
+    settings.CONTAINER_STATE_ROOT = tmp_path_factory.mktemp("container-state")
+    settings.CONTAINER_STATE_SHARED_FS_OK = True
+    monkeypatch.setenv("CONTAINER_STATE_ROOT", str(settings.CONTAINER_STATE_ROOT))
+    monkeypatch.setenv("CONTAINER_STATE_SHARED_FS_OK", "1")
+
+
+@pytest.fixture
+def listening_ports_here():
+    """The allocator sees what really listens on this machine (/proc/net/tcp)."""
+
+
 @pytest.fixture
 def now():
     return NOW

@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 import factory
 
 from accounts.models import CapabilityProfile, User
+from accounts.services import forward_port_ensure
 from bookings.models import GpuAllocation, Reservation
 from containers.models import ContainerEvent, Gpu, Host, Image
 
@@ -107,7 +108,8 @@ class ReservationFactory(factory.django.DjangoModelFactory):
     memory_gb = 1
     gpu_count = 0
     image = factory.SubFactory(ImageFactory)
-    forward_port = factory.LazyAttribute(lambda r: r.user.forward_port)
+    # As a booking does: staff get their port when they first book (forward_port_ensure).
+    forward_port = factory.LazyAttribute(lambda r: forward_port_ensure(user=r.user).forward_port)
 
     @factory.post_generation
     def gpus(self, create: bool, extracted: list[Gpu] | None, **kwargs) -> None:

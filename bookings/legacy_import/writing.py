@@ -18,6 +18,7 @@ from django.utils import timezone
 from accounts.models import CapabilityProfile, User
 from accounts.services import (
     default_profile_update,
+    forward_port_ensure,
     profile_create_or_update,
     user_change_forward_port,
     user_create,
@@ -259,7 +260,11 @@ class _Writer:
             status=record.status,
             image=self.images.get(record.image) if record.image else None,
             extra_command=record.extra_command,
-            forward_port=record.forward_port if record.forward_port is not None else user.forward_port,
+            forward_port=(
+                record.forward_port
+                if record.forward_port is not None
+                else forward_port_ensure(user=user).forward_port
+            ),
         )
         description = f"{record.username} {timezone.localtime(record.start):%Y-%m-%d %H:%M} ({record.where})"
         self.report.saved("reservation", description, saved)

@@ -64,7 +64,8 @@ def test_every_model_has_an_admin_list(client, maintainer, name):
     assert client.get(reverse(f"admin:{name}_changelist")).status_code == 200
 
 
-def test_adding_an_account_in_admin_assigns_a_free_port(client, maintainer):
+def test_adding_an_account_in_admin_assigns_a_free_port(client, maintainer, settings):
+    settings.PORT_RANGE = range(10001, 11000)
     response = client.post(
         reverse("admin:accounts_user_add"),
         {
@@ -76,11 +77,13 @@ def test_adding_an_account_in_admin_assigns_a_free_port(client, maintainer):
     )
     assert response.status_code == 302
     user = User.objects.get(username="m1100b01")
-    assert user.forward_port == maintainer.forward_port + 1
+    assert maintainer.forward_port is None  # staff: a port only when a booking needs one
+    assert user.forward_port == 10001
 
 
 def test_adding_an_account_when_every_port_is_taken_shows_an_error_not_a_crash(client, maintainer, settings):
-    settings.PORT_RANGE = range(maintainer.forward_port, maintainer.forward_port + 1)
+    settings.PORT_RANGE = range(10001, 10002)
+    UserFactory()  # holds the one port (the maintainer, staff, holds none)
     response = client.post(
         reverse("admin:accounts_user_add"),
         {

@@ -95,3 +95,33 @@ def test_accounts_created_at_the_same_time_get_different_ports():
     assert errors == []
     ports = [user.forward_port for user in User.objects.filter(username__startswith="racer")]
     assert len(ports) == 6 and len(set(ports)) == 6
+
+
+def test_staff_and_superusers_get_no_forward_port_so_a_full_range_never_blocks_creating_them(settings):
+    settings.PORT_RANGE = range(10001, 10002)
+    student = UserFactory()
+    assert student.forward_port == 10001
+    with pytest.raises(ValidationError, match="No free forward port"):
+        UserFactory()
+    staff = UserFactory(is_staff=True)
+    root = User.objects.create_superuser("root2", "root2@lab.example", "a long passphrase 42")
+    assert (staff.forward_port, root.forward_port) == (None, None)
+    staff.save()
+    assert User.objects.get(pk=staff.pk).forward_port is None
+
+
+def test_the_allocator_skips_a_port_something_already_listens_on_here(settings, listening_ports_here):
+    import socket
+
+    # A service of the lab's one server (a database, a notebook) listening in the range:
+    # a container given that port would fail at every launch.
+    with socket.socket() as listener:
+        listener.bind(("0.0.0.0", 0))  # noqa: S104 - as a service on the host would
+        listener.listen()
+        port = listener.getsockname()[1]
+        settings.PORT_RANGE = range(port, port + 50)
+        assert first_free_forward_port() != port
+        assert UserFactory().forward_port != port
+        settings.PORT_RANGE = range(port, port + 1)
+        with pytest.raises(ValidationError, match="No free forward port"):
+            first_free_forward_port()

@@ -56,3 +56,15 @@ def test_the_api_answers_a_nul_in_its_own_error_format(client, student):
     answer = client.get("/api/v1/reservations/?status=%00")
     assert answer.status_code == 400
     assert answer.json()["code"] == "nul_character"
+
+
+@pytest.mark.django_db
+def test_a_nul_in_an_api_query_is_refused_with_the_apis_json_error(client):
+    # Found by the schema fuzz (tests/test_api_schema.py): the 400 was an HTML page.
+    from tests.factories import UserFactory
+
+    client.force_login(UserFactory())
+    response = client.get("/api/v1/earliest-fit/", {"host": "gpu\x00"})
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["code"] == "nul_character"

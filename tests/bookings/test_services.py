@@ -522,3 +522,17 @@ def test_a_port_a_new_account_gets_is_never_one_a_live_reservation_uses(student,
     newcomer = UserFactory()
     assert newcomer.forward_port == old_port  # free again: the booking moved with its owner
     assert not Reservation.objects.filter(forward_port=old_port).exists()
+
+
+def test_a_staff_members_first_booking_assigns_a_forward_port_from_the_free_ones(
+    host, image, default_profile, settings
+):
+    settings.PORT_RANGE = range(10001, 10011)
+    UserFactory()  # holds 10001
+    staff = UserFactory(is_staff=True)
+    assert staff.forward_port is None
+    reservation = book(staff, host)
+    staff.refresh_from_db()
+    assert reservation.forward_port == staff.forward_port
+    assert staff.forward_port in range(10002, 10011)
+    assert book(staff, host, start=local(2026, 3, 3, 12)).forward_port == staff.forward_port

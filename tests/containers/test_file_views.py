@@ -86,7 +86,8 @@ def test_a_student_only_ever_sees_her_own_folder(client, lab_host, work, default
 
 @pytest.mark.parametrize("path", ["../victim/thesis.tex", "%2Fetc%2Fpasswd", "results/missing"])
 def test_paths_that_leave_the_folder_or_do_not_exist_answer_404(owner_client, lab_host, work, path):
-    assert owner_client.get(download(lab_host, path)).status_code == 404
+    # A NUL is refused (400) before any view runs (aivc_portal.middleware).
+    assert owner_client.get(download(lab_host, path)).status_code == (400 if "%00" in path else 404)
 
 
 def test_a_path_with_a_nul_is_refused_before_the_view(owner_client, lab_host, work):
@@ -201,3 +202,16 @@ def test_the_job_page_links_its_outputs_and_the_zip_holds_them(owner_client, fin
 def test_another_students_job_outputs_answer_404(client, finished_job, default_profile):
     client.force_login(UserFactory(username="victim"))
     assert client.get(reverse("job-outputs-zip", args=[finished_job.pk])).status_code == 404
+
+
+def test_an_upload_to_another_host_id_is_404_not_500(client, lab_host, work):
+    # Found by tests/bench/test_form_fuzz.py: the NUL check read the multipart body before
+    # the upload's own limit was in place, and the view then failed on its upload handlers.
+    client.force_login(UserFactory(username="m11007s06"))
+    assert upload(client, lab_host).status_code == 404
+    assert upload(client, type(lab_host)(pk=99999999)).status_code == 404
+
+
+def test_a_nul_in_the_upload_folder_is_a_400(owner_client, lab_host, work):
+    assert upload(owner_client, lab_host, path="results\x00").status_code == 400
+    assert not (work / "notes.txt").exists()

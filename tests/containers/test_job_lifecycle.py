@@ -8,6 +8,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from bookings.capacity import gpus_free
 from bookings.models import GpuAllocation, Reservation
 from containers.fake_runtime import FakeRuntime
 from containers.lifecycle import reconcile
@@ -341,3 +342,50 @@ def test_a_running_job_past_its_window_is_left_to_the_job_lifecycle(started_job)
     job = fresh(started_job)
     assert job.status == JobStatus.TIMED_OUT
     assert job.reservation.status == Reservation.Status.ENDED
+
+
+def _gpus_free_now(job: Job) -> bool:
+    gpu_ids = list(
+        GpuAllocation.objects.filter(reservation_id=job.reservation_id).values_list("gpu_id", flat=True)
+    )
+    now = timezone.now()
+    return gpus_free(gpu_ids=gpu_ids, start=now, end=now + timedelta(hours=1), exclude_reservation_id=0)
+
+
+def test_a_cancelled_jobs_gpus_are_not_given_to_the_next_job_while_its_container_runs(
+    started_job, engine_host
+):
+    # The attack on the next job's owner: cancel a running job whose process ignores
+    # SIGTERM; until the tick has removed its container it still computes on its GPUs.
+    reconcile()
+    job_cancel(job=started_job)
+    assert engine_of(started_job).containers, "the tick has not stopped it yet"
+    assert not _gpus_free_now(started_job)
+    waiting = job_submit(
+        user=UserFactory(),
+        command="python train.py",
+        cpus=1,
+        memory_gb=1,
+        gpu_count=1,
+        time_limit_minutes=30,
+        host=engine_host,
+    )
+    run_pass(now=timezone.now())
+    cancelled_gpu = GpuAllocation.objects.get(reservation_id=started_job.reservation_id).gpu_id
+    given = GpuAllocation.objects.filter(reservation__job=waiting.pk, active=True).values_list(
+        "gpu_id", flat=True
+    )
+    assert cancelled_gpu not in list(given)
+
+    reconcile()
+    names = {state.name for state, _ in engine_of(started_job).containers.values()}
+    assert f"aivc-m11007s05-job-{started_job.pk}" not in names
+    assert _gpus_free_now(started_job)
+
+
+def test_a_job_cancelled_before_its_container_started_gives_its_gpus_back_at_the_next_tick(started_job):
+    job_cancel(job=started_job)
+    assert not _gpus_free_now(started_job)
+    reconcile()
+    assert engine_of(started_job).containers == {}
+    assert _gpus_free_now(started_job)

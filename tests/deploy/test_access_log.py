@@ -69,3 +69,22 @@ def test_a_wrong_log_format_stops_gunicorn_naming_the_variable():
     result = _config(LOG_FORMAT="xml")
     assert result.returncode != 0
     assert "LOG_FORMAT='xml' is not one of plain, json" in result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("log_format", ["plain", "json"])
+def test_the_calendar_feeds_secret_never_reaches_a_log_line(tmp_path, log_format):
+    # As an attacker who can read the log files (a backup, a log shipper) would look for it:
+    # the feed URL of a real user, fetched once, and a guessed one that Django logs as 404.
+    from accounts.channel_services import calendar_feed_token
+
+    secret = calendar_feed_token(user=UserFactory(username="subscriber"))
+    guessed = "9999.0123456789abcdef0123456789abcdef01234567"
+    log = tmp_path / "gunicorn.log"
+    with portal_under_gunicorn(log, GUNICORN_WORKERS="1", LOG_FORMAT=log_format) as base:
+        assert requests.get(f"{base}/calendar/{secret}.ics", timeout=10).status_code == 200
+        assert requests.get(f"{base}/calendar/{guessed}.ics", timeout=10).status_code == 404
+
+    text = log.read_text()
+    assert "/calendar/[redacted].ics" in text, text
+    assert secret not in text and guessed not in text and secret.split(".")[1] not in text
