@@ -227,6 +227,7 @@ class NotificationKind(models.TextChoices):
     WAITLIST_EXPIRED = "waitlist_expired", "Waiting booking request expired"
     LIMIT_ANSWERED = "limit_answered", "Request for more answered"
     GRANT_EXPIRED = "grant_expired", "Granted limit ended"
+    JOB_CANNOT_RUN = "job_cannot_run", "Queued job can no longer run"
 
 
 class Notification(models.Model):
@@ -274,6 +275,7 @@ def default_email_kinds() -> list[str]:
         NotificationKind.WAITLIST_EXPIRED,
         NotificationKind.LIMIT_ANSWERED,
         NotificationKind.GRANT_EXPIRED,
+        NotificationKind.JOB_CANNOT_RUN,
     ]
 
 

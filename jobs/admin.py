@@ -13,10 +13,26 @@ from django.views.decorators.http import require_POST
 
 from aivc_portal.admin_actions import apply_to_each, log_each, tell_owner
 from jobs import selectors
-from jobs.models import HostDrain, Job, JobBuild, QueueState
+from jobs.models import HostDrain, Job, JobBuild, QueueState, WaitReason
 from jobs.services import builds_requeue, host_drain, host_undrain, job_cancel, queue_pause, queue_resume
 
 STATISTICS_DAYS = 14
+
+
+class CannotRunFilter(admin.SimpleListFilter):
+    """Queued jobs the last pass found no host could ever run (limits or access changed
+    after they were queued): each waits for its owner, or a maintainer, to act."""
+
+    title = "can no longer run"
+    parameter_name = "cannot_run"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [("yes", "Yes: queued, no host can run it any more")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(status=Job.Status.QUEUED, wait_reason=WaitReason.NEVER)
+        return queryset
 
 
 @admin.register(Job)
@@ -35,8 +51,9 @@ class JobAdmin(admin.ModelAdmin):
         "started_at",
         "finished_at",
         "exit_code",
+        "waiting_for",
     )
-    list_filter = ("status", "host", "planned_host")
+    list_filter = ("status", CannotRunFilter, "wait_reason", "host", "planned_host")
     list_select_related = ("user", "host", "planned_host", "reservation__host")
     search_fields = ("user__username", "command")
     date_hierarchy = "submitted_at"

@@ -36,6 +36,8 @@ class WaitReason(models.TextChoices):
     MEMORY_AT_ONCE = "memory_gb_at_once", _("your memory at once")
     BUDGET = "budget", _("your GPU-hour budget")
     NO_HOST = "no_host", _("no host can run it now")
+    # Its limits or its owner's access changed after it was queued: it would wait forever.
+    NEVER = "never", _("no host can run it any more")
 
 
 class Job(models.Model):
