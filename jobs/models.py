@@ -38,6 +38,8 @@ class WaitReason(models.TextChoices):
     NO_HOST = "no_host", _("no host can run it now")
     # Its limits or its owner's access changed after it was queued: it would wait forever.
     NEVER = "never", _("no host can run it any more")
+    # Its owner or a maintainer holds it: the scheduler skips it until it is released.
+    HELD = "held", _("held")
 
 
 class Job(models.Model):
@@ -94,6 +96,12 @@ class Job(models.Model):
         help_text="What held the job at the last scheduling pass.",
     )
     wait_detail = models.CharField(max_length=300, blank=True)
+    held_at = models.DateTimeField(
+        null=True, blank=True, help_text="Held: the scheduler skips it until released; its submit time stays."
+    )
+    held_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     log_size = models.PositiveBigIntegerField(default=0)
     log_truncated = models.BooleanField(default=False)
 
@@ -130,6 +138,14 @@ class Job(models.Model):
             return None
         label = str(WaitReason(self.wait_reason).label)
         return f"{label}: {self.wait_detail}" if self.wait_detail else label
+
+    @property
+    def can_hold(self) -> bool:
+        return self.status == self.Status.QUEUED and self.held_at is None
+
+    @property
+    def can_release(self) -> bool:
+        return self.status == self.Status.QUEUED and self.held_at is not None
 
     @property
     def can_cancel(self) -> bool:

@@ -290,6 +290,44 @@ def job_cancel(*, job: Job, now: datetime | None = None) -> Job:
 
 
 @transaction.atomic
+def job_hold(*, job: Job, by: User, now: datetime | None = None) -> Job:
+    """The scheduler skips the queued job until it is released ("waiting: held"). Its
+    submit time stays, so released it takes back its place in fair-share order."""
+    job = _locked_job(job)
+    if job.status != Job.Status.QUEUED:
+        raise ValidationError(_("Only a queued job can be held."), code="not_queued")
+    if job.held_at is None:
+        job.held_at, job.held_by = now or timezone.now(), by
+        job.wait_reason, job.wait_detail = WaitReason.HELD, ""
+        job.planned_start = job.planned_host = None
+        job.save(
+            update_fields=[
+                "held_at",
+                "held_by",
+                "wait_reason",
+                "wait_detail",
+                "planned_start",
+                "planned_host",
+            ]
+        )
+    return job
+
+
+@transaction.atomic
+def job_release(*, job: Job) -> Job:
+    """A held job goes back to the queue, at the place its submit time gives it."""
+    job = _locked_job(job)
+    if job.status != Job.Status.QUEUED:
+        raise ValidationError(_("Only a queued job can be released."), code="not_queued")
+    if job.held_at is not None:
+        job.held_at, job.held_by = None, None
+        job.wait_reason, job.wait_detail = WaitReason.NONE, ""
+        job.save(update_fields=["held_at", "held_by", "wait_reason", "wait_detail"])
+        queue_task(SCHEDULE_JOBS_TASK)
+    return job
+
+
+@transaction.atomic
 def queue_pause(*, by: User, reason: str = "", now: datetime | None = None) -> QueueState:
     """Stops the scheduler from starting jobs; running ones go on. Says who and since when."""
     now = now or timezone.now()
@@ -344,7 +382,9 @@ def jobs_start(
         with transaction.atomic():
             host = Host.objects.select_for_update().get(pk=host.pk)
             locked = Job.objects.select_for_update(of=("self",)).select_related("user", "image")
-            by_id = {job.pk: job for job in locked.filter(pk__in=job_ids, status=Job.Status.QUEUED)}
+            # A job held or cancelled since the pass read the queue does not start.
+            waiting = locked.filter(pk__in=job_ids, status=Job.Status.QUEUED, held_at__isnull=True)
+            by_id = {job.pk: job for job in waiting}
             jobs = [by_id[pk] for pk in job_ids if pk in by_id]
             if not jobs:
                 return []
@@ -442,15 +482,16 @@ def job_record_plan(
     waits = waits or {}
     fields = ("pk", "planned_start", "planned_host_id", "wait_reason", "wait_detail")
     changed: dict[tuple, list[int]] = defaultdict(list)
-    # Every queued row, read plainly: cheaper than naming a thousand ids in the query.
-    for pk, *old in Job.objects.queued().values_list(*fields):
+    # Every queued row, read plainly: cheaper than naming a thousand ids in the query. A
+    # held job keeps "held" (the pass skipped it).
+    for pk, *old in Job.objects.queued().filter(held_at__isnull=True).values_list(*fields):
         start, host_id = plans.get(pk, (None, None))
         reason, detail = waits.get(pk, (WaitReason.NONE, ""))
         new = (start, host_id, reason, detail[:300])
         if tuple(old) != new:
             changed[new].append(pk)
     for (start, host_id, reason, detail), ids in changed.items():
-        Job.objects.filter(pk__in=ids, status=Job.Status.QUEUED).update(
+        Job.objects.filter(pk__in=ids, status=Job.Status.QUEUED, held_at__isnull=True).update(
             planned_start=start, planned_host_id=host_id, wait_reason=reason, wait_detail=detail
         )
     return sum(len(ids) for ids in changed.values())

@@ -314,7 +314,7 @@ def ssh(out: Output, reservation_id: int | None, run_it: bool) -> None:
 
 @cli.group()
 def jobs() -> None:
-    """Batch jobs: submit, list, read logs, cancel."""
+    """Batch jobs: submit, list, read logs, hold, release, cancel."""
 
 
 @jobs.command(name="submit")
@@ -384,6 +384,24 @@ def jobs_cancel(out: Output, job_id: int) -> None:
     """Cancel a queued or running job."""
     job = client.post(f"jobs/{job_id}/cancel/")
     out.done(job, f"Cancelled {_job_line(job)}")
+
+
+@jobs.command(name="hold")
+@click.argument("job_id", type=int)
+@pass_output
+def jobs_hold(out: Output, job_id: int) -> None:
+    """Hold a queued job: it does not start until released, and keeps its place."""
+    job = client.post(f"jobs/{job_id}/hold/")
+    out.done(job, f"Held {_job_line(job)}")
+
+
+@jobs.command(name="release")
+@click.argument("job_id", type=int)
+@pass_output
+def jobs_release(out: Output, job_id: int) -> None:
+    """Release a held job: it waits again at its place in the queue."""
+    job = client.post(f"jobs/{job_id}/release/")
+    out.done(job, f"Released {_job_line(job)}")
 
 
 # The waitlist ----------------------------------------------------------------------------------
