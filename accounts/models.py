@@ -228,6 +228,8 @@ class NotificationKind(models.TextChoices):
     LIMIT_ANSWERED = "limit_answered", "Request for more answered"
     GRANT_EXPIRED = "grant_expired", "Granted limit ended"
     JOB_CANNOT_RUN = "job_cannot_run", "Queued job can no longer run"
+    JOB_STARTED = "job_started", "Job started"
+    JOB_NEAR_LIMIT = "job_near_limit", "Job near its time limit"
 
 
 class Notification(models.Model):
@@ -276,6 +278,7 @@ def default_email_kinds() -> list[str]:
         NotificationKind.LIMIT_ANSWERED,
         NotificationKind.GRANT_EXPIRED,
         NotificationKind.JOB_CANNOT_RUN,
+        NotificationKind.JOB_NEAR_LIMIT,
     ]
 
 
