@@ -40,6 +40,7 @@ class WaitReason(models.TextChoices):
     NEVER = "never", _("no host can run it any more")
     # Its owner or a maintainer holds it: the scheduler skips it until it is released.
     HELD = "held", _("held")
+    DEPENDENCY = "dependency", _("other jobs it depends on")
 
 
 class Job(models.Model):
@@ -150,6 +151,38 @@ class Job(models.Model):
     @property
     def can_cancel(self) -> bool:
         return self.status == self.Status.QUEUED or self.status in self.ACTIVE_STATUSES
+
+
+class JobDependency(models.Model):
+    """The job starts only once `on` has finished as `condition` asks (Slurm's afterok,
+    afterany, afternotok). Dependencies name jobs that exist when the job is submitted,
+    so no cycle can form."""
+
+    class Condition(models.TextChoices):
+        OK = "afterok", _("after it succeeds")
+        ANY = "afterany", _("after it finishes")
+        NOT_OK = "afternotok", _("after it fails")
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="dependencies")
+    on = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="dependents")
+    condition = models.CharField(max_length=16, choices=Condition.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "on"], name="job_dependency_once")]
+
+    def __str__(self) -> str:
+        return f"job #{self.job_id} {self.condition}:{self.on_id}"
+
+    def verdict(self, on_status: str) -> bool | None:
+        """True: met; False: can never be met; None: not yet (`on` has not finished)."""
+        if on_status not in Job.FINISHED_STATUSES:
+            return None
+        succeeded = on_status == Job.Status.SUCCEEDED
+        if self.condition == self.Condition.OK:
+            return succeeded
+        if self.condition == self.Condition.NOT_OK:
+            return not succeeded
+        return True
 
 
 class QueueState(models.Model):

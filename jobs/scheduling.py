@@ -409,9 +409,17 @@ def run_pass(*, now: datetime, policy: Policy = FAIR_SHARE) -> PassReport:
     if selectors.queue_state().paused:
         report.paused = True
         return report
+    # Dependencies first: a job whose dependency can no longer be met is cancelled; one
+    # still waiting on another job is not planned.
+    after = services.jobs_settle_dependencies(now=now)
     jobs = selectors.queued_rows()
     report.queued = len(jobs)
+    if after:
+        jobs = [job for job in jobs if job.pk not in after]
     if not jobs:
+        services.job_record_plan(
+            plans={}, waits={pk: (WaitReason.DEPENDENCY, text) for pk, text in after.items()}
+        )
         return report
     jobs = policy.order(jobs, now)
     users = list(
@@ -431,7 +439,8 @@ def run_pass(*, now: datetime, policy: Policy = FAIR_SHARE) -> PassReport:
         )
         report.started.extend(started)
         report.lost_race.extend(pk for pk in job_ids if pk not in set(started))
-    services.job_record_plan(plans=plan.planned, waits=plan.waits)
+    waits = {**plan.waits, **{pk: (WaitReason.DEPENDENCY, text) for pk, text in after.items()}}
+    services.job_record_plan(plans=plan.planned, waits=waits)
     _tell_jobs_that_cannot_run(planner, jobs=jobs, waits=plan.waits, now=now)
     report.seconds = time.perf_counter() - began
     return report

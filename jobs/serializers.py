@@ -82,6 +82,12 @@ class JobCreateSerializer(serializers.Serializer):
     host = serializers.CharField(
         max_length=64, required=False, allow_null=True, help_text="Host name or id; default: any host."
     )
+    dependency = serializers.CharField(
+        max_length=1000,
+        required=False,
+        allow_blank=True,
+        help_text="Your jobs it waits for, as Slurm writes it: afterok:12:13,afterany:14,afternotok:15.",
+    )
 
 
 class JobFilterSerializer(serializers.Serializer):

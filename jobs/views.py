@@ -65,6 +65,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
                 time_limit_minutes=data["time_limit_minutes"],
                 image=data["image"],
                 host=data["host"],
+                dependency=data["dependency"],
             )
         except ValidationError as error:
             form.add_service_error(error)

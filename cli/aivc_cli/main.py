@@ -324,9 +324,12 @@ def jobs() -> None:
 @click.option("--time-limit", "time_limit_minutes", type=int, required=True, help="Minutes.")
 @click.option("--image", help="Image reference (default: the lab's).")
 @click.option("--host", help="Host name (default: any).")
+@click.option("--dependency", "-d", help="Your jobs it waits for: afterok:12, afterany:12:13, afternotok:14.")
 @click.argument("command", nargs=-1, required=True)
 @pass_output
-def jobs_submit(out: Output, cpus, memory_gb, gpu_count, time_limit_minutes, image, host, command) -> None:
+def jobs_submit(
+    out: Output, cpus, memory_gb, gpu_count, time_limit_minutes, image, host, dependency, command
+) -> None:
     """Queue COMMAND (give it after `--`) to run when capacity is free."""
     body = {
         "command": shlex.join(command),
@@ -339,6 +342,8 @@ def jobs_submit(out: Output, cpus, memory_gb, gpu_count, time_limit_minutes, ima
         body["image"] = image
     if host:
         body["host"] = host
+    if dependency:
+        body["dependency"] = dependency
     job = client.post("jobs/", json=body)
     out.done(job, f"Submitted {_job_line(job)}")
 
