@@ -234,6 +234,9 @@ class NotificationKind(models.TextChoices):
     WAITLIST_EXPIRED = "waitlist_expired", "Waiting booking request expired"
     LIMIT_ANSWERED = "limit_answered", "Request for more answered"
     GRANT_EXPIRED = "grant_expired", "Granted limit ended"
+    JOB_CANNOT_RUN = "job_cannot_run", "Queued job can no longer run"
+    JOB_STARTED = "job_started", "Job started"
+    JOB_NEAR_LIMIT = "job_near_limit", "Job near its time limit"
 
 
 class Notification(models.Model):
@@ -281,6 +284,8 @@ def default_email_kinds() -> list[str]:
         NotificationKind.WAITLIST_EXPIRED,
         NotificationKind.LIMIT_ANSWERED,
         NotificationKind.GRANT_EXPIRED,
+        NotificationKind.JOB_CANNOT_RUN,
+        NotificationKind.JOB_NEAR_LIMIT,
     ]
 
 

@@ -18,6 +18,7 @@ def send_notifications() -> str:
         now=now,
         since=now - timedelta(hours=settings.NOTIFY_LOOKBACK_HOURS),
         ending_within=timedelta(minutes=settings.NOTIFY_ENDING_MINUTES),
+        job_near_limit_within=timedelta(minutes=settings.JOB_NEAR_LIMIT_MINUTES),
     )
     recorded = notifications_record(notices=notices, now=now)
     sent = notifications_send_email(now=now)

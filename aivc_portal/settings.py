@@ -487,3 +487,5 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "aivc-portal@localhost
 PORTAL_URL = os.environ.get("PORTAL_URL", "http://127.0.0.1:8000").rstrip("/")
 NOTIFY_ENDING_MINUTES = env_int("NOTIFY_ENDING_MINUTES", 30)
 NOTIFY_LOOKBACK_HOURS = env_int("NOTIFY_LOOKBACK_HOURS", 24)
+# Job notices: "near its time limit" this many minutes before it (0: never).
+JOB_NEAR_LIMIT_MINUTES = env_int("JOB_NEAR_LIMIT_MINUTES", 10, minimum=0)

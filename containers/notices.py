@@ -225,10 +225,71 @@ def _event_notices(*, since: datetime) -> Iterator[Notice]:
             )
 
 
-def notices_due(*, now: datetime, since: datetime, ending_within: timedelta) -> list[Notice]:
-    """Everything that happened in [since, now] worth telling someone, and every running
-    reservation ending within `ending_within`."""
+def _job_notices(*, now: datetime, since: datetime, near_limit_within: timedelta) -> Iterator[Notice]:
+    """A job started, and a running job whose time limit is near: once per job (the key
+    names the job, not an instant)."""
+    from jobs.models import Job  # jobs sits below the lifecycle; read here only
+
+    started = Job.objects.filter(
+        reservation__status=Status.RUNNING, reservation__started_at__gte=since
+    ).select_related("user", "reservation__host")
+    for job in started:
+        with translation.override(job.user.preferred_language):
+            title = _("Job #%(job)s has started on %(host)s") % {
+                "job": job.pk,
+                "host": job.reservation.host.name,
+            }
+            body = _("It runs until %(end)s at the latest (its time limit of %(minutes)s minutes).") % {
+                "end": _local(job.reservation.end),
+                "minutes": job.time_limit_minutes,
+            }
+        yield _about_job(
+            job, kind=NotificationKind.JOB_STARTED, title=title, body=body, at=job.reservation.started_at
+        )
+    if near_limit_within <= timedelta(0):
+        return
+    near = Job.objects.filter(
+        status__in=Job.ACTIVE_STATUSES,
+        reservation__status__in=(Status.STARTING, Status.RUNNING),
+        reservation__end__gt=now,
+        reservation__end__lte=now + near_limit_within,
+    ).select_related("user", "reservation__host")
+    for job in near:
+        with translation.override(job.user.preferred_language):
+            title = _("Job #%(job)s reaches its time limit at %(end)s") % {
+                "job": job.pk,
+                "end": _local(job.reservation.end),
+            }
+            body = _(
+                "It is stopped then. Save what it needs to $JOB_OUTPUT (~/Work/jobs/%(job)s) before that."
+            ) % {"job": job.pk}
+        yield _about_job(job, kind=NotificationKind.JOB_NEAR_LIMIT, title=title, body=body, at=now)
+
+
+def _about_job(job, *, kind: str, title: str, body: str, at: datetime) -> Notice:
+    return Notice(
+        user_id=job.user_id,
+        kind=kind,
+        key=f"{kind}:job-{job.pk}",
+        title=title,
+        body=body,
+        link=reverse("job-detail", kwargs={"pk": job.pk}),
+        at=at,
+    )
+
+
+def notices_due(
+    *,
+    now: datetime,
+    since: datetime,
+    ending_within: timedelta,
+    job_near_limit_within: timedelta = timedelta(0),
+) -> list[Notice]:
+    """Everything that happened in [since, now] worth telling someone, every running
+    reservation ending within `ending_within`, and every running job reaching its time
+    limit within `job_near_limit_within` (none when zero)."""
     return [
         *_reservation_notices(now=now, since=since, ending_within=ending_within),
         *_event_notices(since=since),
+        *_job_notices(now=now, since=since, near_limit_within=job_near_limit_within),
     ]

@@ -14,10 +14,35 @@ from django.views.decorators.http import require_POST
 from aivc_portal.admin_actions import apply_to_each, log_each, tell_owner
 from bookings.models import Reservation
 from jobs import selectors
-from jobs.models import HostDrain, Job, JobBuild, QueueState
-from jobs.services import builds_requeue, host_drain, host_undrain, job_cancel, queue_pause, queue_resume
+from jobs.models import HostDrain, Job, JobBuild, QueueState, WaitReason
+from jobs.services import (
+    builds_requeue,
+    host_drain,
+    host_undrain,
+    job_cancel,
+    job_hold,
+    job_release,
+    queue_pause,
+    queue_resume,
+)
 
 STATISTICS_DAYS = 14
+
+
+class CannotRunFilter(admin.SimpleListFilter):
+    """Queued jobs the last pass found no host could ever run (limits or access changed
+    after they were queued): each waits for its owner, or a maintainer, to act."""
+
+    title = "can no longer run"
+    parameter_name = "cannot_run"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [("yes", "Yes: queued, no host can run it any more")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(status=Job.Status.QUEUED, wait_reason=WaitReason.NEVER)
+        return queryset
 
 
 @admin.register(Job)
@@ -36,15 +61,23 @@ class JobAdmin(admin.ModelAdmin):
         "started_at",
         "finished_at",
         "exit_code",
+        "waiting_for",
     )
-    list_filter = ("status", "host", "planned_host")
+    list_filter = (
+        "status",
+        CannotRunFilter,
+        ("held_at", admin.EmptyFieldListFilter),
+        "wait_reason",
+        "host",
+        "planned_host",
+    )
     list_select_related = ("user", "host", "planned_host", "reservation__host")
     search_fields = ("user__username", "command")
     date_hierarchy = "submitted_at"
     # Status and capacity change only through the services (cancel here, the scheduler and
     # the lifecycle elsewhere), which keep the job's reservation in step.
     readonly_fields = [field.name for field in Job._meta.fields]
-    actions = ["cancel"]
+    actions = ["cancel", "hold", "release"]
     change_list_template = "admin/jobs/job/change_list.html"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -70,6 +103,26 @@ class JobAdmin(admin.ModelAdmin):
             )
 
         apply_to_each(self, request, queryset, cancel, "Cancelled", audit="Cancelled.")
+
+    @admin.action(
+        description="Hold (queued: the scheduler skips them until released)", permissions=["change"]
+    )
+    def hold(self, request: HttpRequest, queryset: QuerySet) -> None:
+        now = timezone.now()
+        apply_to_each(
+            self,
+            request,
+            queryset,
+            lambda job: job_hold(job=job, by=request.user, now=now),
+            "Held",
+            audit="Held.",
+        )
+
+    @admin.action(description="Release (held: back in the queue at their place)", permissions=["change"])
+    def release(self, request: HttpRequest, queryset: QuerySet) -> None:
+        apply_to_each(
+            self, request, queryset, lambda job: job_release(job=job), "Released", audit="Released."
+        )
 
     def get_urls(self):
         view = self.admin_site.admin_view

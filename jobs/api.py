@@ -14,7 +14,7 @@ from aivc_portal.api import error_responses
 from jobs import logs, selectors
 from jobs import serializers as s
 from jobs.models import Job
-from jobs.services import job_cancel, job_submit
+from jobs.services import job_cancel, job_hold, job_release, job_submit
 
 ID = r"[0-9]{1,18}"
 
@@ -76,6 +76,26 @@ class JobViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
         job = job_cancel(job=self.get_object(), now=timezone.now())
+        return Response(self.get_serializer(self.get_queryset().get(pk=job.pk)).data)
+
+    @extend_schema(
+        summary="Hold a queued job: the scheduler skips it until released; its place is kept",
+        request=None,
+        responses={200: s.JobSerializer, **error_responses(400, 401, 403, 404, 429)},
+    )
+    @action(detail=True, methods=["post"])
+    def hold(self, request: Request, pk: str) -> Response:
+        job = job_hold(job=self.get_object(), by=request.user, now=timezone.now())
+        return Response(self.get_serializer(self.get_queryset().get(pk=job.pk)).data)
+
+    @extend_schema(
+        summary="Release a held job: it waits again at the place its submit time gives it",
+        request=None,
+        responses={200: s.JobSerializer, **error_responses(400, 401, 403, 404, 429)},
+    )
+    @action(detail=True, methods=["post"])
+    def release(self, request: Request, pk: str) -> Response:
+        job = job_release(job=self.get_object())
         return Response(self.get_serializer(self.get_queryset().get(pk=job.pk)).data)
 
     @extend_schema(

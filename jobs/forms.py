@@ -35,6 +35,12 @@ class JobForm(forms.Form):
         initial=60,
         help_text=_("The job is stopped when it runs this long."),
     )
+    dependency = forms.CharField(
+        max_length=1000,
+        required=False,
+        label=_("Start after"),
+        help_text=_("Your jobs it waits for, as Slurm writes it: afterok:12, afterany:12:13, afternotok:14."),
+    )
 
     def __init__(self, *args, user: User, **kwargs) -> None:
         super().__init__(*args, **kwargs)

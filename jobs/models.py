@@ -36,6 +36,11 @@ class WaitReason(models.TextChoices):
     MEMORY_AT_ONCE = "memory_gb_at_once", _("your memory at once")
     BUDGET = "budget", _("your GPU-hour budget")
     NO_HOST = "no_host", _("no host can run it now")
+    # Its limits or its owner's access changed after it was queued: it would wait forever.
+    NEVER = "never", _("no host can run it any more")
+    # Its owner or a maintainer holds it: the scheduler skips it until it is released.
+    HELD = "held", _("held")
+    DEPENDENCY = "dependency", _("other jobs it depends on")
 
 
 class Job(models.Model):
@@ -92,6 +97,12 @@ class Job(models.Model):
         help_text="What held the job at the last scheduling pass.",
     )
     wait_detail = models.CharField(max_length=300, blank=True)
+    held_at = models.DateTimeField(
+        null=True, blank=True, help_text="Held: the scheduler skips it until released; its submit time stays."
+    )
+    held_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     log_size = models.PositiveBigIntegerField(default=0)
     log_truncated = models.BooleanField(default=False)
 
@@ -130,8 +141,48 @@ class Job(models.Model):
         return f"{label}: {self.wait_detail}" if self.wait_detail else label
 
     @property
+    def can_hold(self) -> bool:
+        return self.status == self.Status.QUEUED and self.held_at is None
+
+    @property
+    def can_release(self) -> bool:
+        return self.status == self.Status.QUEUED and self.held_at is not None
+
+    @property
     def can_cancel(self) -> bool:
         return self.status == self.Status.QUEUED or self.status in self.ACTIVE_STATUSES
+
+
+class JobDependency(models.Model):
+    """The job starts only once `on` has finished as `condition` asks (Slurm's afterok,
+    afterany, afternotok). Dependencies name jobs that exist when the job is submitted,
+    so no cycle can form."""
+
+    class Condition(models.TextChoices):
+        OK = "afterok", _("after it succeeds")
+        ANY = "afterany", _("after it finishes")
+        NOT_OK = "afternotok", _("after it fails")
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="dependencies")
+    on = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="dependents")
+    condition = models.CharField(max_length=16, choices=Condition.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "on"], name="job_dependency_once")]
+
+    def __str__(self) -> str:
+        return f"job #{self.job_id} {self.condition}:{self.on_id}"
+
+    def verdict(self, on_status: str) -> bool | None:
+        """True: met; False: can never be met; None: not yet (`on` has not finished)."""
+        if on_status not in Job.FINISHED_STATUSES:
+            return None
+        succeeded = on_status == Job.Status.SUCCEEDED
+        if self.condition == self.Condition.OK:
+            return succeeded
+        if self.condition == self.Condition.NOT_OK:
+            return not succeeded
+        return True
 
 
 class QueueState(models.Model):

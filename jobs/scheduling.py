@@ -16,9 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.conf import settings
+from django.urls import reverse
+from django.utils import translation
 from django.utils.translation import gettext as _
 
-from accounts.models import User
+from accounts.models import Notification, NotificationKind, User
+from accounts.notification_services import Notice, notifications_record
 from accounts.selectors import capabilities_for
 from bookings import limits as usage_limits
 from bookings.capacity import MINUTE, Fit, HostLoad
@@ -165,6 +169,35 @@ class Planner:
             ]
         return self._allowed[key]
 
+    def why_no_host(self, job: QueuedJob) -> tuple[str, str]:
+        """Why no host may run the job: NO_HOST while it may pass again by itself (its
+        hosts drained or closed to bookings), NEVER with what changed when its owner's
+        access or limits, or the hosts' GPUs in service, rule it out (it was valid when
+        queued, so one of them changed)."""
+        candidates = [job.host_id] if job.host_id is not None else list(self.hosts)
+        candidates = [host_id for host_id in candidates if host_id in self.hosts]
+        if not candidates:
+            return (WaitReason.NO_HOST, "")
+        open_ids = [host_id for host_id in candidates if host_id in self.open_hosts[job.user_id]]
+        if not open_ids:
+            return (WaitReason.NEVER, _("no host it may use is open to you any more"))
+        capabilities = [self.capabilities[(job.user_id, host_id)] for host_id in open_ids]
+        longest = max(capability.job_time_limit_minutes for capability in capabilities)
+        if job.time_limit_minutes > longest:
+            return (
+                WaitReason.NEVER,
+                _("the profile's limit is now %(most)s minutes, it asks for %(asked)s")
+                % {"most": longest, "asked": job.time_limit_minutes},
+            )
+        in_service = max(len(self.hosts[host_id].active_gpus) for host_id in open_ids)
+        if job.gpu_count > in_service:
+            return (
+                WaitReason.NEVER,
+                _("it asks for %(asked)s GPUs, a host open to you has at most %(most)s in service")
+                % {"asked": job.gpu_count, "most": in_service},
+            )
+        return (WaitReason.NEVER, _("it asks for more than your profile or any host open to you allows"))
+
     def fits_now(self, job: QueuedJob, host_id: int) -> bool:
         shape = Shape.of(job)
         if any(shape.covers(failed) for failed in self._no_room_now[host_id]):
@@ -289,7 +322,7 @@ class Planner:
         for job in jobs:
             hosts = self.hosts_for(job)
             if not hosts:
-                plan.waits[job.pk] = (WaitReason.NO_HOST, "")
+                plan.waits[job.pk] = self.why_no_host(job)
                 continue
             limited = self.limits_hold(job)
             if limited is not None:
@@ -336,6 +369,39 @@ def schedulable_hosts() -> list[Host]:
     ]
 
 
+def _tell_jobs_that_cannot_run(
+    planner: Planner, *, jobs: list[QueuedJob], waits: dict[int, tuple[str, str]], now: datetime
+) -> None:
+    """Tells each owner once (the notice's key) that a queued job can no longer run, in
+    their language: the reason is worded again under it (the stored one is the lab's)."""
+    never = [job for job in jobs if waits.get(job.pk, ("", ""))[0] == WaitReason.NEVER]
+    if not never:
+        return
+    keys = {job.pk: f"{NotificationKind.JOB_CANNOT_RUN}:job-{job.pk}" for job in never}
+    told = set(Notification.objects.filter(key__in=keys.values()).values_list("key", flat=True))
+    never = [job for job in never if keys[job.pk] not in told]
+    languages = dict(User.objects.filter(pk__in={job.user_id for job in never}).values_list("pk", "language"))
+    notices = []
+    for job in never:
+        with translation.override(languages.get(job.user_id) or settings.LANGUAGE_CODE):
+            _reason, detail = planner.why_no_host(job)
+            notices.append(
+                Notice(
+                    user_id=job.user_id,
+                    kind=NotificationKind.JOB_CANNOT_RUN,
+                    key=keys[job.pk],
+                    title=_("Job #%(job)s can no longer run") % {"job": job.pk},
+                    body=_(
+                        "No host can run job #%(job)s any more: %(detail)s. It stays queued; "
+                        "cancel it, or submit it again within your limits."
+                    )
+                    % {"job": job.pk, "detail": detail},
+                    link=reverse("job-detail", kwargs={"pk": job.pk}),
+                )
+            )
+    notifications_record(notices=notices, now=now)
+
+
 def run_pass(*, now: datetime, policy: Policy = FAIR_SHARE) -> PassReport:
     """Plans and starts. The caller holds the scheduler lock."""
     began = time.perf_counter()
@@ -343,9 +409,17 @@ def run_pass(*, now: datetime, policy: Policy = FAIR_SHARE) -> PassReport:
     if selectors.queue_state().paused:
         report.paused = True
         return report
+    # Dependencies first: a job whose dependency can no longer be met is cancelled; one
+    # still waiting on another job is not planned.
+    after = services.jobs_settle_dependencies(now=now)
     jobs = selectors.queued_rows()
     report.queued = len(jobs)
+    if after:
+        jobs = [job for job in jobs if job.pk not in after]
     if not jobs:
+        services.job_record_plan(
+            plans={}, waits={pk: (WaitReason.DEPENDENCY, text) for pk, text in after.items()}
+        )
         return report
     jobs = policy.order(jobs, now)
     users = list(
@@ -365,6 +439,8 @@ def run_pass(*, now: datetime, policy: Policy = FAIR_SHARE) -> PassReport:
         )
         report.started.extend(started)
         report.lost_race.extend(pk for pk in job_ids if pk not in set(started))
-    services.job_record_plan(plans=plan.planned, waits=plan.waits)
+    waits = {**plan.waits, **{pk: (WaitReason.DEPENDENCY, text) for pk, text in after.items()}}
+    services.job_record_plan(plans=plan.planned, waits=waits)
+    _tell_jobs_that_cannot_run(planner, jobs=jobs, waits=plan.waits, now=now)
     report.seconds = time.perf_counter() - began
     return report

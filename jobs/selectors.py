@@ -98,7 +98,8 @@ class QueuedJob:
 
 def queued_rows() -> list[QueuedJob]:
     """The queued jobs the scheduler may start: a job whose image is still being built
-    from its upload waits outside the queue until the build is done."""
+    from its upload waits outside the queue until the build is done, a held one until it
+    is released."""
     fields = (
         "pk",
         "user_id",
@@ -109,7 +110,7 @@ def queued_rows() -> list[QueuedJob]:
         "time_limit_minutes",
         "submitted_at",
     )
-    ready = Job.objects.queued().exclude(build__status=JobBuild.Status.BUILDING)
+    ready = Job.objects.queued().filter(held_at__isnull=True).exclude(build__status=JobBuild.Status.BUILDING)
     return [QueuedJob(*row) for row in ready.values_list(*fields)]
 
 

@@ -13,6 +13,7 @@ class JobSerializer(serializers.ModelSerializer):
     gpu_indices = serializers.SerializerMethodField()
     planned_host = serializers.CharField(source="planned_host.name", allow_null=True, default=None)
     can_cancel = serializers.BooleanField(read_only=True)
+    held = serializers.SerializerMethodField()
     queue_position = serializers.SerializerMethodField()
     waiting_for = serializers.SerializerMethodField()
 
@@ -44,8 +45,14 @@ class JobSerializer(serializers.ModelSerializer):
             "log_size",
             "log_truncated",
             "can_cancel",
+            "held",
+            "held_at",
         )
         read_only_fields = fields
+
+    def get_held(self, job: Job) -> bool:
+        """Held: the scheduler skips it until its owner or a maintainer releases it."""
+        return job.held_at is not None
 
     def get_queue_position(self, job: Job) -> int | None:
         """The job's place in the queue (1 = next); the view reads the queue once a request."""
@@ -74,6 +81,12 @@ class JobCreateSerializer(serializers.Serializer):
     )
     host = serializers.CharField(
         max_length=64, required=False, allow_null=True, help_text="Host name or id; default: any host."
+    )
+    dependency = serializers.CharField(
+        max_length=1000,
+        required=False,
+        allow_blank=True,
+        help_text="Your jobs it waits for, as Slurm writes it: afterok:12:13,afterany:14,afternotok:15.",
     )
 
 

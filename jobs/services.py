@@ -40,7 +40,7 @@ from containers.commands import command_arguments
 from containers.models import Host, Image
 from jobs import selectors
 from jobs.build_contexts import context_create, context_remove, contexts_sweep
-from jobs.models import HostDrain, Job, JobBuild, QueueState, WaitReason
+from jobs.models import HostDrain, Job, JobBuild, JobDependency, QueueState, WaitReason
 from jobs.uploads import DopqUpload, check_dockerfile, parse_upload, unpacked_size
 
 MAX_COMMAND = 4000
@@ -153,14 +153,18 @@ def job_submit(
     time_limit_minutes: object,
     image: Image | int | str | None = None,
     host: Host | int | str | None = None,
+    dependency: str = "",
     now: datetime | None = None,
 ) -> Job:
     """Queues a job. It passes the booking rules for resources, quota and image on its host
-    (or, with no host, on at least one host), the profile's time limit and queue size."""
+    (or, with no host, on at least one host), the profile's time limit and queue size.
+    `dependency` in Slurm's words ("afterok:12:13,afterany:14") names the user's own jobs
+    it waits for."""
     now = now or timezone.now()
     cpus, memory_gb, gpu_count = request_resources(cpus, memory_gb, gpu_count)
     minutes = _time_limit(time_limit_minutes)
     command = _command(command)
+    wanted = parse_dependency(dependency)
     with transaction.atomic():
         job = _queue_job(
             user=user,
@@ -173,8 +177,114 @@ def job_submit(
             minutes=minutes,
             now=now,
         )
+        _add_dependencies(job, wanted)
     queue_task(SCHEDULE_JOBS_TASK)
     return job
+
+
+MAX_DEPENDENCIES = 50
+
+
+def parse_dependency(text: object) -> list[tuple[str, int]]:
+    """Slurm's dependency words, "afterok:12:13,afterany:14" (commas or spaces between
+    parts), as (condition, job id) pairs; a clear error for anything else."""
+    text = str(text or "").strip()
+    if not text:
+        return []
+    conditions = set(JobDependency.Condition.values)
+    pairs: list[tuple[str, int]] = []
+    for part in re.split(r"[,\s]+", text):
+        name, *ids = part.split(":")
+        if (
+            name not in conditions
+            or not ids
+            or not all(i.isascii() and i.isdigit() and len(i) <= 18 for i in ids)
+        ):
+            raise ValidationError(
+                {
+                    "dependency": _(
+                        "Write dependencies as afterok:ID, afterany:ID or afternotok:ID (several "
+                        "ids with ':', several parts with ','); not %(part)s."
+                    )
+                    % {"part": part[:40]}
+                },
+                code="bad_dependency",
+            )
+        pairs.extend((name, int(i)) for i in ids)
+    if len(pairs) > MAX_DEPENDENCIES:
+        raise ValidationError(
+            {"dependency": _("At most %(most)s dependencies.") % {"most": MAX_DEPENDENCIES}},
+            code="too_many_dependencies",
+        )
+    return pairs
+
+
+def _add_dependencies(job: Job, wanted: list[tuple[str, int]]) -> None:
+    """The new job's dependencies, each on an existing job of the same user (another
+    user's job is refused as if it did not exist). One that can never be met refuses the
+    submit: nothing is queued."""
+    if not wanted:
+        return
+    owned = dict(
+        Job.objects.filter(user_id=job.user_id, pk__in={pk for _, pk in wanted}).values_list("pk", "status")
+    )
+    rows = {}
+    for condition, pk in wanted:
+        if pk not in owned or pk == job.pk:
+            raise ValidationError(
+                {"dependency": _("You have no job #%(id)s.") % {"id": pk}}, code="unknown_dependency"
+            )
+        dependency = JobDependency(job=job, on_id=pk, condition=condition)
+        if dependency.verdict(owned[pk]) is False:
+            raise ValidationError(
+                {
+                    "dependency": _("Job #%(id)s has finished as %(status)s: %(condition)s can never hold.")
+                    % {"id": pk, "status": owned[pk], "condition": condition}
+                },
+                code="dependency_never",
+            )
+        rows[pk] = dependency
+    JobDependency.objects.bulk_create(rows.values())
+
+
+def jobs_settle_dependencies(*, now: datetime) -> dict[int, str]:
+    """Looks at every queued job with dependencies: one whose dependency can no longer be
+    met is cancelled, saying which; returns the others still waiting on one (job id ->
+    the jobs it waits for, in words). One query for all."""
+    rows = JobDependency.objects.filter(job__status=Job.Status.QUEUED).values_list(
+        "job_id", "on_id", "condition", "on__status"
+    )
+    waiting: dict[int, list[int]] = defaultdict(list)
+    broken: dict[int, str] = {}
+    for job_id, on_id, condition, on_status in rows:
+        verdict = JobDependency(condition=condition).verdict(on_status)
+        if verdict is False and job_id not in broken:
+            broken[job_id] = _(
+                "its dependency %(condition)s:%(id)s can no longer be met (job #%(id)s %(status)s)"
+            ) % {
+                "condition": condition,
+                "id": on_id,
+                "status": on_status,
+            }
+        elif verdict is None:
+            waiting[job_id].append(on_id)
+    for job_id, reason in broken.items():
+        _cancel_queued(job_id=job_id, message=reason, now=now)
+    return {
+        job_id: _("job %(ids)s") % {"ids": ", ".join(f"#{pk}" for pk in sorted(ids))}
+        for job_id, ids in waiting.items()
+        if job_id not in broken
+    }
+
+
+@transaction.atomic
+def _cancel_queued(*, job_id: int, message: str, now: datetime) -> None:
+    job = Job.objects.select_for_update().filter(pk=job_id, status=Job.Status.QUEUED).first()
+    if job is None:
+        return
+    job.status, job.finished_at, job.status_message = Job.Status.CANCELLED, now, message[:500]
+    job.planned_start = job.planned_host = None
+    job.save(update_fields=["status", "finished_at", "status_message", "planned_start", "planned_host"])
 
 
 def _queue_job(
@@ -307,6 +417,44 @@ def job_cancel(*, job: Job, now: datetime | None = None, ended_by: str = Reserva
 
 
 @transaction.atomic
+def job_hold(*, job: Job, by: User, now: datetime | None = None) -> Job:
+    """The scheduler skips the queued job until it is released ("waiting: held"). Its
+    submit time stays, so released it takes back its place in fair-share order."""
+    job = _locked_job(job)
+    if job.status != Job.Status.QUEUED:
+        raise ValidationError(_("Only a queued job can be held."), code="not_queued")
+    if job.held_at is None:
+        job.held_at, job.held_by = now or timezone.now(), by
+        job.wait_reason, job.wait_detail = WaitReason.HELD, ""
+        job.planned_start = job.planned_host = None
+        job.save(
+            update_fields=[
+                "held_at",
+                "held_by",
+                "wait_reason",
+                "wait_detail",
+                "planned_start",
+                "planned_host",
+            ]
+        )
+    return job
+
+
+@transaction.atomic
+def job_release(*, job: Job) -> Job:
+    """A held job goes back to the queue, at the place its submit time gives it."""
+    job = _locked_job(job)
+    if job.status != Job.Status.QUEUED:
+        raise ValidationError(_("Only a queued job can be released."), code="not_queued")
+    if job.held_at is not None:
+        job.held_at, job.held_by = None, None
+        job.wait_reason, job.wait_detail = WaitReason.NONE, ""
+        job.save(update_fields=["held_at", "held_by", "wait_reason", "wait_detail"])
+        queue_task(SCHEDULE_JOBS_TASK)
+    return job
+
+
+@transaction.atomic
 def queue_pause(*, by: User, reason: str = "", now: datetime | None = None) -> QueueState:
     """Stops the scheduler from starting jobs; running ones go on. Says who and since when."""
     now = now or timezone.now()
@@ -361,7 +509,9 @@ def jobs_start(
         with transaction.atomic():
             host = Host.objects.select_for_update().get(pk=host.pk)
             locked = Job.objects.select_for_update(of=("self",)).select_related("user", "image")
-            by_id = {job.pk: job for job in locked.filter(pk__in=job_ids, status=Job.Status.QUEUED)}
+            # A job held or cancelled since the pass read the queue does not start.
+            waiting = locked.filter(pk__in=job_ids, status=Job.Status.QUEUED, held_at__isnull=True)
+            by_id = {job.pk: job for job in waiting}
             jobs = [by_id[pk] for pk in job_ids if pk in by_id]
             if not jobs:
                 return []
@@ -459,15 +609,16 @@ def job_record_plan(
     waits = waits or {}
     fields = ("pk", "planned_start", "planned_host_id", "wait_reason", "wait_detail")
     changed: dict[tuple, list[int]] = defaultdict(list)
-    # Every queued row, read plainly: cheaper than naming a thousand ids in the query.
-    for pk, *old in Job.objects.queued().values_list(*fields):
+    # Every queued row, read plainly: cheaper than naming a thousand ids in the query. A
+    # held job keeps "held" (the pass skipped it).
+    for pk, *old in Job.objects.queued().filter(held_at__isnull=True).values_list(*fields):
         start, host_id = plans.get(pk, (None, None))
         reason, detail = waits.get(pk, (WaitReason.NONE, ""))
         new = (start, host_id, reason, detail[:300])
         if tuple(old) != new:
             changed[new].append(pk)
     for (start, host_id, reason, detail), ids in changed.items():
-        Job.objects.filter(pk__in=ids, status=Job.Status.QUEUED).update(
+        Job.objects.filter(pk__in=ids, status=Job.Status.QUEUED, held_at__isnull=True).update(
             planned_start=start, planned_host_id=host_id, wait_reason=reason, wait_detail=detail
         )
     return sum(len(ids) for ids in changed.values())

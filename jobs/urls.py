@@ -11,4 +11,6 @@ urlpatterns = [
     path("jobs/<int:pk>/log/download/", views.job_log_download, name="job-log-download"),
     path("jobs/<int:pk>/outputs.zip", views.job_outputs_zip, name="job-outputs-zip"),
     path("jobs/<int:pk>/cancel/", views.job_cancel_view, name="job-cancel"),
+    path("jobs/<int:pk>/hold/", views.job_hold_view, name="job-hold"),
+    path("jobs/<int:pk>/release/", views.job_release_view, name="job-release"),
 ]

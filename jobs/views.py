@@ -6,7 +6,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_http_methods, require_safe
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from bookings.limits import usage_for
 from containers import files
@@ -14,7 +14,7 @@ from containers.file_views import browse_url, zip_response
 from jobs import logs, selectors
 from jobs.forms import JobForm, JobUploadForm
 from jobs.models import Job
-from jobs.services import job_cancel, job_submit, job_submit_upload
+from jobs.services import job_cancel, job_hold, job_release, job_submit, job_submit_upload
 
 RECENT_FINISHED = 30
 
@@ -65,6 +65,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
                 time_limit_minutes=data["time_limit_minutes"],
                 image=data["image"],
                 host=data["host"],
+                dependency=data["dependency"],
             )
         except ValidationError as error:
             form.add_service_error(error)
@@ -187,3 +188,35 @@ def job_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, _("Job #%(pk)s was cancelled.") % {"pk": job.pk})
         return redirect("job-detail", pk=job.pk)
     return render(request, "jobs/job_confirm_cancel.html", {"job": job})
+
+
+@login_required
+@require_POST
+def job_hold_view(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _owned_job(request, pk)
+    try:
+        job_hold(job=job, by=request.user, now=timezone.now())
+    except ValidationError as error:
+        for message in error.messages:
+            messages.error(request, message)
+    else:
+        messages.success(
+            request, _("Job #%(pk)s is held: it starts only once you release it.") % {"pk": job.pk}
+        )
+    return redirect("job-detail", pk=job.pk)
+
+
+@login_required
+@require_POST
+def job_release_view(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _owned_job(request, pk)
+    try:
+        job_release(job=job)
+    except ValidationError as error:
+        for message in error.messages:
+            messages.error(request, message)
+    else:
+        messages.success(
+            request, _("Job #%(pk)s is released: it waits at its place in the queue.") % {"pk": job.pk}
+        )
+    return redirect("job-detail", pk=job.pk)

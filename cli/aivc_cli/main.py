@@ -314,7 +314,7 @@ def ssh(out: Output, reservation_id: int | None, run_it: bool) -> None:
 
 @cli.group()
 def jobs() -> None:
-    """Batch jobs: submit, list, read logs, cancel."""
+    """Batch jobs: submit, list, read logs, hold, release, cancel."""
 
 
 @jobs.command(name="submit")
@@ -324,9 +324,12 @@ def jobs() -> None:
 @click.option("--time-limit", "time_limit_minutes", type=int, required=True, help="Minutes.")
 @click.option("--image", help="Image reference (default: the lab's).")
 @click.option("--host", help="Host name (default: any).")
+@click.option("--dependency", "-d", help="Your jobs it waits for: afterok:12, afterany:12:13, afternotok:14.")
 @click.argument("command", nargs=-1, required=True)
 @pass_output
-def jobs_submit(out: Output, cpus, memory_gb, gpu_count, time_limit_minutes, image, host, command) -> None:
+def jobs_submit(
+    out: Output, cpus, memory_gb, gpu_count, time_limit_minutes, image, host, dependency, command
+) -> None:
     """Queue COMMAND (give it after `--`) to run when capacity is free."""
     body = {
         "command": shlex.join(command),
@@ -339,6 +342,8 @@ def jobs_submit(out: Output, cpus, memory_gb, gpu_count, time_limit_minutes, ima
         body["image"] = image
     if host:
         body["host"] = host
+    if dependency:
+        body["dependency"] = dependency
     job = client.post("jobs/", json=body)
     out.done(job, f"Submitted {_job_line(job)}")
 
@@ -384,6 +389,24 @@ def jobs_cancel(out: Output, job_id: int) -> None:
     """Cancel a queued or running job."""
     job = client.post(f"jobs/{job_id}/cancel/")
     out.done(job, f"Cancelled {_job_line(job)}")
+
+
+@jobs.command(name="hold")
+@click.argument("job_id", type=int)
+@pass_output
+def jobs_hold(out: Output, job_id: int) -> None:
+    """Hold a queued job: it does not start until released, and keeps its place."""
+    job = client.post(f"jobs/{job_id}/hold/")
+    out.done(job, f"Held {_job_line(job)}")
+
+
+@jobs.command(name="release")
+@click.argument("job_id", type=int)
+@pass_output
+def jobs_release(out: Output, job_id: int) -> None:
+    """Release a held job: it waits again at its place in the queue."""
+    job = client.post(f"jobs/{job_id}/release/")
+    out.done(job, f"Released {_job_line(job)}")
 
 
 # The waitlist ----------------------------------------------------------------------------------

@@ -165,6 +165,11 @@ def test_jobs_submit_ls_logs_and_cancel(logged_in, student, host):
     job_id = json.loads(submitted.output)["id"]
     assert str(job_id) in logged_in("jobs", "ls").output
     assert logged_in("jobs", "logs", str(job_id), "--tail", "5").exit_code == 0
+    held = logged_in("jobs", "hold", str(job_id))
+    assert held.exit_code == 0, held.output
+    assert "waiting: held" in held.output
+    assert logged_in("jobs", "release", str(job_id)).exit_code == 0
+    assert logged_in("jobs", "hold", "999999").exit_code == client.EXIT_NOT_FOUND
     assert logged_in("jobs", "cancel", str(job_id)).exit_code == 0
     assert logged_in("jobs", "logs", "999999").exit_code == client.EXIT_NOT_FOUND
 
