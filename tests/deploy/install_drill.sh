@@ -78,9 +78,11 @@ elapsed() { python3 -c "import sys, time; print(f'{time.time() - float(sys.argv[
 unit_value() { sed -n "s/^$2=//p" "/opt/aivc-portal/deploy/systemd/$1"; }
 # A unit's commands run by hand as systemd would: its user, its folder, its Environment=.
 run_unit_command() {
-  local unit=$1 command=$2 environment
+  local unit=$1 command=$2 environment as_user=(runuser -u aivc --)
+  # systemd's "+" prefix: the line runs as root with full privileges (the build fence's cgroup).
+  if [[ $command == +* ]]; then command=${command#+}; as_user=(); fi
   environment=$(unit_value "$unit" Environment | sed 's|%t|/run|g; s|%i|gpu1|g' | tr '\n' ' ')
-  ${UNIT_TIMEOUT:+timeout $UNIT_TIMEOUT} runuser -u aivc -- \
+  ${UNIT_TIMEOUT:+timeout $UNIT_TIMEOUT} "${as_user[@]}" \
     sh -c "cd /opt/aivc-portal && exec env $environment GUNICORN_BIND=127.0.0.1:$port GUNICORN_WORKERS=2 $command"
 }
 get_login_page() {
@@ -190,6 +192,8 @@ cat >"$work/inside.sh" <<INSIDE
 set -euo pipefail
 mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
+# The units' ExecStartPre=+ makes the build fence's cgroup, as on a real server.
+mount --rbind /sys "$root/sys"
 mount -t tmpfs -o mode=0755 tmpfs "$root/run"
 mount --bind "$cache/apt-archives" "$root/var/cache/apt/archives"
 mkdir -p "$root/root/.cache/pip"
