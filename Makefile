@@ -47,6 +47,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m tests.test_layers
 
 format: install
 	$(BIN)/ruff check --fix .

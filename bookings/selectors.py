@@ -24,7 +24,7 @@ from accounts.selectors import Capability, capability_for
 from bookings.capacity import Availability, availability
 from bookings.models import HostAccess, Reservation, WaitlistEntry
 from bookings.timeslots import SLOT, slot_floor
-from containers.agent_selectors import Health, hosts_with_health
+from containers.inventory_selectors import Health, hosts_with_health
 from containers.models import ContainerEvent, Host, SpaceAudit
 
 

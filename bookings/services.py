@@ -23,8 +23,8 @@ from bookings.selectors import forward_ports_held, host_open_to
 from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, needed_from, parse_time_input, slot_floor, wrong_input
 from containers.commands import command_arguments
 from containers.gpus import cuda_version_tuple
+from containers.inventory_selectors import with_known_presence
 from containers.models import Host, HostAgent, Image
-from containers.selectors import with_known_presence
 
 # The seed's messages: services raise them in English (tests and the API rely on them);
 # gettext_noop marks them for the catalogue, and forms show them translated.

@@ -36,7 +36,7 @@ from bookings.services import (
 )
 from bookings.timeline import timeline as build_timeline
 from bookings.timeslots import MAX_AHEAD, SLOT, needed_from, parse_time_input, slot_floor
-from containers.agent_selectors import host_health
+from containers.inventory_selectors import host_health
 from containers.models import ImagePresence
 from containers.selectors import image_presence, image_presences_for
 from containers.telemetry.selectors import gpu_table, idle_reservations_for_user, reservation_gpu_usage
