@@ -11,6 +11,7 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
+from accounts.selectors import request_defaults
 from bookings.selectors import host_open_to, hosts_open_to
 from bookings.services import (
     KEYLESS_IMAGE,
@@ -20,7 +21,7 @@ from bookings.services import (
     OWN_OVERLAP,
 )
 from bookings.timeslots import NOW_FLAG
-from containers.models import Gpu, Host, Image
+from containers.models import Host, Image
 from containers.selectors import bookable_images
 
 
@@ -180,8 +181,10 @@ class BookingForm(forms.Form):
             )
             self.fields["image"].initial = default.pk if default else None
             self.fields["extra_command"].initial = user.default_extra_command
-            if not Gpu.objects.filter(is_active=True).exists():
-                self.fields["gpu_count"].initial = 0  # a lab (or demo) without GPUs
+            hosts = list(self.fields["host"].queryset)
+            chosen = [host for host in hosts if str(host.pk) == str(self.initial.get("host"))] or hosts[:1]
+            for name, value in request_defaults(user=user, hosts=chosen).items():
+                self.fields[name].initial = value
         for name in ("cpus", "memory_gb", "gpu_count"):
             self.fields[name].widget.attrs["inputmode"] = "decimal" if name == "cpus" else "numeric"
 

@@ -522,3 +522,20 @@ def test_a_port_a_new_account_gets_is_never_one_a_live_reservation_uses(student,
     newcomer = UserFactory()
     assert newcomer.forward_port == old_port  # free again: the booking moved with its owner
     assert not Reservation.objects.filter(forward_port=old_port).exists()
+
+
+def test_an_over_maximum_refusal_names_the_profile_limit_in_words(student, host, default_profile):
+    default_profile.memory_gb = 2
+    default_profile.save()
+    with pytest.raises(ValidationError) as error:
+        book(student, host, memory_gb=4)
+    assert error.value.message_dict["memory_gb"] == [
+        "Over the maximum required. Your profile allows at most 2 GiB of memory."
+    ]
+
+
+def test_gpus_on_a_host_without_gpus_are_refused_naming_the_host(student, default_profile):
+    vm = HostFactory(name="vm", gpus=0)
+    with pytest.raises(ValidationError) as error:
+        book(student, vm, gpu_count=1)
+    assert error.value.message_dict["gpu_count"] == ["Over the maximum required. vm has 0 GPUs."]

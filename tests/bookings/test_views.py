@@ -312,3 +312,17 @@ def test_odd_booking_input_is_a_form_error_not_a_crash(client_for, student, host
 @pytest.mark.parametrize("host_param", ["²", "9" * 40, "-1", "x"])
 def test_the_timeline_ignores_an_odd_host_filter(client_for, student, host, host_param):
     assert client_for(student).get(reverse("timeline"), {"host": host_param}).status_code == 200
+
+
+def test_the_form_suggests_no_more_memory_than_the_profile_allows(client_for, student, host, default_profile):
+    default_profile.memory_gb = 2
+    default_profile.save()
+    form = client_for(student).get(reverse("reservation-new")).context["form"]
+    assert form["memory_gb"].value() == 2
+
+
+def test_the_form_suggests_no_gpus_on_a_host_without_gpus(client_for, student):
+    HostFactory(name="vm", gpus=0)
+    form = client_for(student).get(reverse("reservation-new")).context["form"]
+    assert form["gpu_count"].value() == 0
+    assert form["memory_gb"].value() == 4

@@ -10,7 +10,7 @@ from jobs import logs
 from jobs.models import Job
 from jobs.scheduling import run_pass
 from jobs.services import job_submit
-from tests.factories import JobFactory, UserFactory, local
+from tests.factories import HostFactory, JobFactory, UserFactory, local
 
 pytestmark = pytest.mark.django_db
 
@@ -192,3 +192,11 @@ def test_a_jobs_reservation_is_not_a_booking_page_its_owner_can_extend(owner_cli
 def test_the_extend_service_refuses_a_jobs_reservation(running_job_reservation):
     with pytest.raises(ValidationError, match="cannot be extended"):
         reservation_extend(reservation=running_job_reservation, end="1-day")
+
+
+def test_the_job_form_suggests_no_gpus_in_a_lab_without_gpus(owner_client, default_profile):
+    HostFactory(name="vm", gpus=0)
+    default_profile.memory_gb = 2
+    default_profile.save()
+    form = owner_client.get(reverse("job-new")).context["form"]
+    assert (form["gpu_count"].value(), form["memory_gb"].value()) == (0, 2)
