@@ -162,8 +162,8 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
     suggestion = None
     waitlist_offer = False  # a booking refused for capacity may wait instead
     if request.method == "POST":
-        # The host labels (what each host has free now) cost a capacity read per host; they
-        # are read below only when the form is shown again.
+        # The host labels (what each host has free now) are read below, only when the form
+        # is shown again.
         form = BookingForm(request.POST, user=request.user)
         if form.is_valid():
             data = form.cleaned_data
@@ -188,14 +188,11 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
             else:
                 _tell_booked(request, reservation)
                 return redirect("reservation-detail", pk=reservation.pk)
-        form.label_hosts(host_choice_labels(user=request.user, now=now))
     else:
         prefill = {key: value for key, value in request.GET.items() if key in BookingForm.base_fields}
-        form = BookingForm(
-            initial=_initial(now) | prefill,
-            user=request.user,
-            host_labels=host_choice_labels(user=request.user, now=now),
-        )
+        form = BookingForm(initial=_initial(now) | prefill, user=request.user)
+    # The hosts the form lists (read once), each labelled from one capacity read for all.
+    form.label_hosts(host_choice_labels(user=request.user, now=now, hosts=form.fields["host"].listed()))
     context = {
         "form": form,
         "suggestion": suggestion,
