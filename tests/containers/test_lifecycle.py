@@ -619,7 +619,12 @@ def test_a_hand_over_launches_before_removing_containers_not_in_its_way(booking,
     ending = {}
     for name, gpu in (("ending-on-1", gpu1), ("ending-on-0", gpu0)):
         ending[name] = ReservationFactory(
-            user=UserFactory(username=name), host=host, gpus=[gpu], start=now - timedelta(hours=1), end=now
+            # Their GPUs are held until the due booking's start (its window began a minute ago).
+            user=UserFactory(username=name),
+            host=host,
+            gpus=[gpu],
+            start=now - timedelta(hours=1),
+            end=booking.start,
         )
     # Only the due booking (GPU 1) is in the window; start the two that end now first.
     Reservation.objects.filter(pk=booking.pk).update(start=now + timedelta(minutes=30))
