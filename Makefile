@@ -49,6 +49,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python tools/check_catalogue.py
+	$(BIN)/python -m tests.test_layers
 
 # Regenerates the catalogues with the options the lint check uses, then compiles them;
 # translate each new or fuzzy entry in locale/*/LC_MESSAGES/django.po before committing.

@@ -117,6 +117,28 @@ def capabilities_for(
     }
 
 
+# What a request form suggests before the user types anything, lowered to what the user
+# may ask and the host has (a 2 GiB profile is not offered 4 GiB, a host without GPUs 1 GPU).
+SUGGESTED_REQUEST = {"cpus": Decimal(1), "memory_gb": 4, "gpu_count": 1}
+
+
+def request_defaults(*, user: User, hosts: Iterable[Host]) -> dict[str, Decimal | int]:
+    """The form's suggested CPUs, memory and GPUs: SUGGESTED_REQUEST, each at most the
+    largest the user may ask on one of `hosts` (their maximum there, and the host's own
+    size). No host: the plain suggestion."""
+    hosts = list(hosts)
+    if not hosts:
+        return dict(SUGGESTED_REQUEST)
+    capabilities = capabilities_for(users=[user], hosts=hosts)
+    ceiling = {"cpus": Decimal(0), "memory_gb": 0, "gpu_count": 0}
+    for host in hosts:
+        capability = capabilities[(user.pk, host.pk)]
+        ceiling["cpus"] = max(ceiling["cpus"], min(capability.cpus, Decimal(host.cpus)))
+        ceiling["memory_gb"] = max(ceiling["memory_gb"], min(capability.memory_gb, host.memory_gb))
+        ceiling["gpu_count"] = max(ceiling["gpu_count"], min(capability.gpus, len(host.active_gpus)))
+    return {field: min(value, ceiling[field]) for field, value in SUGGESTED_REQUEST.items()}
+
+
 def _effective(*, own: CapabilityProfile | None, default: CapabilityProfile | None, host: Host) -> Capability:
     values = {}
     for field in CapabilityProfile.LIMIT_FIELDS:

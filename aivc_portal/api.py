@@ -14,7 +14,6 @@ from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import exceptions, pagination, permissions, serializers, throttling
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.throttling import client_ip
 
@@ -80,6 +79,11 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    # Imported here: rest_framework.views reads DEFAULT_THROTTLE_CLASSES, which names this
+    # module's PerTokenThrottle, so importing it at the top made a cycle whenever this module
+    # was the first to load DRF's views (gunicorn's workers failed to boot).
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -19,7 +19,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from django_q.brokers import get_broker
 
-from containers.agent_selectors import Health, serving_health
+from containers.agent_selectors import serving_health
+from containers.inventory_selectors import Health
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from prometheus_client.utils import floatToGoString
 
 from accounts.throttling import client_ip
 from bookings.selectors import booking_counts_by_status, booking_start_delays
-from containers.agent_selectors import Health, serving_health
+from containers.agent_selectors import serving_health
+from containers.inventory_selectors import Health
 from containers.telemetry.selectors import fresh_gpu_samples
 from jobs.selectors import job_counts_by_status, job_waits
 

@@ -409,6 +409,38 @@ class HostLoad:
             held=[_Held(*row) for row in allocations.values_list("gpu_id", "start", "end", "reservation_id")],
         )
 
+    @classmethod
+    def load_all(cls, hosts: Sequence[Host], start: datetime, end: datetime) -> dict[int, "HostLoad"]:
+        """`load` for many hosts in three queries (their reservations, GPUs and GPU
+        allocations) instead of three per host: the booking form labels every host."""
+        gpus_of: dict[int, list[Gpu]] = {host.pk: [] for host in hosts}
+        for gpu in Gpu.objects.filter(host_id__in=gpus_of, is_active=True).order_by("index"):
+            gpus_of[gpu.host_id].append(gpu)
+        loads: dict[int, list[_Load]] = {host.pk: [] for host in hosts}
+        rows = Reservation.objects.live().filter(host_id__in=loads).overlapping(start, end)
+        for host_id, *row in rows.values_list("host_id", "start", "end", "cpus", "memory_gb", "pk"):
+            loads[host_id].append(_Load(*row))
+        horizon_start, horizon_end = preference_horizon(start, end)
+        held: dict[int, list[_Held]] = {host.pk: [] for host in hosts}
+        allocations = GpuAllocation.objects.filter(
+            gpu__host_id__in=held,
+            gpu__is_active=True,
+            active=True,
+            start__lt=horizon_end,
+            end__gt=horizon_start,
+        )
+        allocations = allocations.values_list("gpu__host_id", "gpu_id", "start", "end", "reservation_id")
+        for host_id, *row in allocations:
+            held[host_id].append(_Held(*row))
+        snapshots = {}
+        for host in hosts:
+            host.__dict__["active_gpus"] = gpus_of[host.pk]  # the cached property, read here
+            gpus, rows = gpus_of[host.pk], loads[host.pk]
+            snapshots[host.pk] = cls(
+                host=host, start=start, end=end, gpus=gpus, loads=rows, held=held[host.pk]
+            )
+        return snapshots
+
     def hold(
         self, start: datetime, end: datetime, cpus: Decimal, memory_gb: int, gpus: Sequence[Gpu]
     ) -> None:

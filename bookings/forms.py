@@ -11,6 +11,7 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
+from accounts.selectors import request_defaults
 from bookings.selectors import host_open_to, hosts_open_to
 from bookings.services import (
     KEYLESS_IMAGE,
@@ -20,7 +21,7 @@ from bookings.services import (
     OWN_OVERLAP,
 )
 from bookings.timeslots import NOW_FLAG
-from containers.models import Gpu, Host, Image
+from containers.models import Host, Image
 from containers.selectors import bookable_images
 
 
@@ -44,31 +45,58 @@ class FixedChoiceField(forms.ChoiceField):
         return forms.Field.__deepcopy__(self, memo)
 
 
-class _ListedHosts(ModelChoiceIterator):
-    """The choices as the field lists them when they are shown, not when the form is built."""
+class _ListedOnce(ModelChoiceIterator):
+    """The field's choices from its list read once per form (`ListedOnceField.listed`):
+    rendering a select iterates its choices twice (the options, and the check of the first
+    for the required attribute), each a fresh query otherwise."""
 
-    def __init__(self, field: "HostChoiceField") -> None:
+    def __init__(self, field: "ListedOnceField") -> None:
         self.field = field
 
     @property
     def queryset(self):
         return self.field.queryset
 
+    def __iter__(self):
+        if self.field.empty_label is not None:
+            yield ("", self.field.empty_label)
+        for obj in self.field.listed():
+            yield self.choice(obj)
 
-class HostChoiceField(forms.ModelChoiceField):
+    def __len__(self) -> int:
+        return len(self.field.listed()) + (self.field.empty_label is not None)
+
+    def __bool__(self) -> bool:
+        return self.field.empty_label is not None or bool(self.field.listed())
+
+
+class ListedOnceField(forms.ModelChoiceField):
+    iterator = _ListedOnce
+    _listed_from = None
+    _listed: list = []
+
+    def listed(self) -> list:
+        """The queryset's rows, read on first use and again only if the queryset changes."""
+        if self._listed_from is not self.queryset:
+            self._listed_from = self.queryset
+            self._listed = list(self.queryset)
+        return self._listed
+
+
+class HostChoiceField(ListedOnceField):
     """Lists the hosts open to `user` (`hosts_open_to`), built only when the choices are
     shown: a posted host is checked with the one-host form of the same rule
     (`host_open_to`), which for an unrestricted host is one light read instead of the
     list's subqueries (building that queryset alone was a fifth of a booking POST's view)."""
 
-    iterator = _ListedHosts
     user: User | None = None
     _listed_for: User | None = None
 
     def _get_queryset(self):
         if self.user is not None and self._listed_for is not self.user:
             self._listed_for = self.user
-            self._queryset = hosts_open_to(user=self.user)
+            # With their agents: the choice labels tell a host whose agent is silent.
+            self._queryset = hosts_open_to(user=self.user).select_related("agent")
         return self._queryset
 
     queryset = property(_get_queryset, forms.ModelChoiceField._set_queryset)
@@ -155,7 +183,7 @@ class BookingForm(forms.Form):
     cpus = forms.DecimalField(label=_("CPUs"), max_digits=6, decimal_places=2, initial=1)
     memory_gb = forms.IntegerField(label=_("Memory (GiB)"), initial=4, help_text=_("RAM + swap."))
     gpu_count = forms.IntegerField(label=_("GPUs"), initial=1)
-    image = forms.ModelChoiceField(queryset=Image.objects.none(), empty_label=None, label=_("Image"))
+    image = ListedOnceField(queryset=Image.objects.none(), empty_label=None, label=_("Image"))
     extra_command = forms.CharField(
         required=False,
         max_length=1000,
@@ -175,13 +203,15 @@ class BookingForm(forms.Form):
         self.fields["image"].queryset = images
         if not self.is_bound:
             # Initial values only show on an empty form; a posted one skips these reads.
-            default = (
-                images.filter(pk=user.default_image_id).first() or images.filter(is_default=True).first()
-            )
+            listed = self.fields["image"].listed()
+            own = [image for image in listed if image.pk == user.default_image_id]
+            default = (own or [image for image in listed if image.is_default] or [None])[0]
             self.fields["image"].initial = default.pk if default else None
             self.fields["extra_command"].initial = user.default_extra_command
-            if not Gpu.objects.filter(is_active=True).exists():
-                self.fields["gpu_count"].initial = 0  # a lab (or demo) without GPUs
+            hosts = self.fields["host"].listed()
+            chosen = [host for host in hosts if str(host.pk) == str(self.initial.get("host"))] or hosts[:1]
+            for name, value in request_defaults(user=user, hosts=chosen).items():
+                self.fields[name].initial = value
         for name in ("cpus", "memory_gb", "gpu_count"):
             self.fields[name].widget.attrs["inputmode"] = "decimal" if name == "cpus" else "numeric"
 

@@ -1,4 +1,4 @@
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,10 +21,10 @@ from django.utils.translation import gettext as _
 
 from accounts.models import CapabilityProfile, User
 from accounts.selectors import Capability, capability_for
-from bookings.capacity import Availability, availability
+from bookings.capacity import Availability, HostLoad, availability
 from bookings.models import HostAccess, Reservation, WaitlistEntry
 from bookings.timeslots import SLOT, slot_floor
-from containers.agent_selectors import Health, hosts_with_health
+from containers.inventory_selectors import Health, host_health, hosts_with_health
 from containers.models import ContainerEvent, Host, SpaceAudit
 
 
@@ -178,14 +178,18 @@ def host_open_to(*, user: User, host: Host) -> bool:
     return not restricted.exists() or hosts_open_to(user=user).filter(pk=host.pk).exists()
 
 
-def host_choice_labels(*, user: User, now: datetime) -> dict[int, str]:
-    """Each host the user may book, named with what a `now` booking could have there (from
-    this moment to the end of the current slot) and, when its agent does not answer, a word
-    that says so."""
+def host_choice_labels(*, user: User, now: datetime, hosts: Sequence[Host] | None = None) -> dict[int, str]:
+    """Each host the user may book (or of `hosts`, listed already), named with what a `now`
+    booking could have there (from this moment to the end of the current slot) and, when
+    its agent does not answer, a word that says so. One capacity read for all hosts."""
     slot_end = slot_floor(now) + SLOT
+    pairs = hosts_with_health(now=now, hosts=hosts_open_to(user=user)) if hosts is None else None
+    if pairs is None:
+        pairs = [(host, host_health(host=host, now=now)) for host in hosts]
+    loads = HostLoad.load_all([host for host, _health in pairs], now, slot_end)
     labels = {}
-    for host, health in hosts_with_health(now=now, hosts=hosts_open_to(user=user)):
-        free = availability(host=host, start=now, end=slot_end)
+    for host, health in pairs:
+        free = loads[host.pk].availability(now, slot_end)
         label = _("%(host)s — free now: %(cpus)s CPUs, %(memory)s GB, %(gpus)s/%(total)s GPUs") % {
             "host": host.name,
             "cpus": f"{free.cpus.normalize():f}",

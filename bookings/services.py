@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
-from django.utils.translation import gettext_noop
+from django.utils.translation import gettext_noop, ngettext
 
 from accounts.models import User
 from accounts.selectors import capability_for
@@ -23,8 +23,8 @@ from bookings.selectors import forward_ports_held, host_open_to
 from bookings.timeslots import MAX_AHEAD, MAX_LENGTH, needed_from, parse_time_input, slot_floor, wrong_input
 from containers.commands import command_arguments
 from containers.gpus import cuda_version_tuple
+from containers.inventory_selectors import with_known_presence
 from containers.models import Host, HostAgent, Image
-from containers.selectors import with_known_presence
 
 # The seed's messages: services raise them in English (tests and the API rely on them);
 # gettext_noop marks them for the catalogue, and forms show them translated.
@@ -136,7 +136,8 @@ def _check_end(*, start: datetime, end: datetime) -> None:
 def _check_within_capability(
     *, user: User, host: Host, cpus: Decimal, memory_gb: int, gpu_count: int
 ) -> None:
-    """Rule 2: at least the minimum, at most the user's profile maximum."""
+    """Rule 2: at least the minimum, at most the user's profile maximum and what the host
+    has. An over-maximum refusal says which in words ("vm has 0 GPUs.")."""
     capability = capability_for(user=user, host=host)
     requests = (
         ("cpus", cpus, 1, capability.cpus),
@@ -147,10 +148,61 @@ def _check_within_capability(
     for field, value, minimum, maximum in requests:
         if value < minimum:
             errors[field] = f"The value can not lower than {minimum}. ({field}: {minimum} ~ {maximum:g})"
-        elif value > maximum:
-            errors[field] = f"{OVER_MAXIMUM} ({field}: {minimum} ~ {maximum:g})"
+            continue
+        refusal = _over_maximum(host=host, field=field, value=value, maximum=maximum)
+        if refusal:
+            errors[field] = refusal
     if errors:
         raise ValidationError(errors, code="over_maximum")
+
+
+def _host_size(host: Host, field: str) -> Decimal | int:
+    if field == "cpus":
+        return Decimal(host.cpus)
+    if field == "memory_gb":
+        return host.memory_gb
+    return len(host.active_gpus)
+
+
+def _over_maximum(*, host: Host, field: str, value: Decimal | int, maximum: Decimal | int) -> str | None:
+    """ "Over the maximum required." and what binds: the host's size or the user's maximum.
+    The host's GPUs cost a query: read only for a request that has GPUs."""
+    has = 0 if field == "gpu_count" and not value else _host_size(host, field)
+    if value > has and has <= maximum:
+        detail = _HOST_HAS[field](_plural(has)) % {"host": host.name, "count": f"{has:g}"}
+    elif value > maximum:
+        detail = _PROFILE_ALLOWS[field](_plural(maximum)) % {"count": f"{maximum:g}"}
+    else:
+        return None
+    return f"{OVER_MAXIMUM} {detail}"
+
+
+def _plural(count: Decimal | int) -> int:
+    """gettext's plural forms take whole numbers; 2.5 CPUs read as many."""
+    return 1 if count == 1 else 2
+
+
+# What an over-maximum refusal names, in the words of the form (a count picks the plural).
+_HOST_HAS = {
+    "cpus": lambda n: ngettext("%(host)s has %(count)s CPU.", "%(host)s has %(count)s CPUs.", n),
+    "memory_gb": lambda n: ngettext(
+        "%(host)s has %(count)s GiB of memory.", "%(host)s has %(count)s GiB of memory.", n
+    ),
+    "gpu_count": lambda n: ngettext("%(host)s has %(count)s GPU.", "%(host)s has %(count)s GPUs.", n),
+}
+_PROFILE_ALLOWS = {
+    "cpus": lambda n: ngettext(
+        "Your profile allows at most %(count)s CPU.", "Your profile allows at most %(count)s CPUs.", n
+    ),
+    "memory_gb": lambda n: ngettext(
+        "Your profile allows at most %(count)s GiB of memory.",
+        "Your profile allows at most %(count)s GiB of memory.",
+        n,
+    ),
+    "gpu_count": lambda n: ngettext(
+        "Your profile allows at most %(count)s GPU.", "Your profile allows at most %(count)s GPUs.", n
+    ),
+}
 
 
 def _check_no_own_overlap(*, free: Availability) -> None:

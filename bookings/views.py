@@ -36,7 +36,7 @@ from bookings.services import (
 )
 from bookings.timeline import timeline as build_timeline
 from bookings.timeslots import MAX_AHEAD, SLOT, needed_from, parse_time_input, slot_floor
-from containers.agent_selectors import host_health
+from containers.inventory_selectors import host_health
 from containers.lab import lab_url
 from containers.models import ImagePresence
 from containers.selectors import image_presence, image_presences_for
@@ -165,8 +165,8 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
     suggestion = None
     waitlist_offer = False  # a booking refused for capacity may wait instead
     if request.method == "POST":
-        # The host labels (what each host has free now) cost a capacity read per host; they
-        # are read below only when the form is shown again.
+        # The host labels (what each host has free now) are read below, only when the form
+        # is shown again.
         form = BookingForm(request.POST, user=request.user)
         if form.is_valid():
             data = form.cleaned_data
@@ -191,14 +191,11 @@ def reservation_new(request: HttpRequest) -> HttpResponse:
             else:
                 _tell_booked(request, reservation)
                 return redirect("reservation-detail", pk=reservation.pk)
-        form.label_hosts(host_choice_labels(user=request.user, now=now))
     else:
         prefill = {key: value for key, value in request.GET.items() if key in BookingForm.base_fields}
-        form = BookingForm(
-            initial=_initial(now) | prefill,
-            user=request.user,
-            host_labels=host_choice_labels(user=request.user, now=now),
-        )
+        form = BookingForm(initial=_initial(now) | prefill, user=request.user)
+    # The hosts the form lists (read once), each labelled from one capacity read for all.
+    form.label_hosts(host_choice_labels(user=request.user, now=now, hosts=form.fields["host"].listed()))
     context = {
         "form": form,
         "suggestion": suggestion,

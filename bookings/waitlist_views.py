@@ -60,7 +60,7 @@ def waitlist_join_view(request: HttpRequest) -> HttpResponse:
                 request, _("You are on the waitlist; we book it and tell you as soon as a window fits.")
             )
             return redirect("waitlist")
-    form.label_hosts(host_choice_labels(user=request.user, now=now))
+    form.label_hosts(host_choice_labels(user=request.user, now=now, hosts=form.fields["host"].listed()))
     context = {"form": form, "waitlist_offer": True, "waitlist_form": form, "today": timezone.localdate(now)}
     return render(request, "bookings/reservation_form.html", context)
 

@@ -15,7 +15,7 @@ from bookings.maintenance import (
 )
 from bookings.models import HostAccess
 from bookings.timeslots import MAX_AHEAD, MAX_LENGTH
-from containers.agent_selectors import host_health
+from containers.inventory_selectors import host_health
 from containers.inventory_services import image_set_default
 from containers.models import ContainerEvent, Gpu, Host, HostAgent, Image, ImagePresence, SpaceAudit
 

@@ -22,7 +22,7 @@ from django.utils import timezone
 from accounts.selectors import capability_for
 from aivc_portal.scheduler import queue_task
 from aivc_portal.task_names import WAKER_TASK
-from bookings.models import Reservation
+from bookings.models import GpuAllocation, Reservation
 from containers import events, image_services, job_lifecycle, selectors, services
 from containers.failures import may_pass, stopped_by
 from containers.locks import exclusive
@@ -128,10 +128,14 @@ def _reconcile_host(*, host: Host, runtime: ContainerRuntime, now: datetime, rep
             current[reservation.pk] = state
         else:
             unwanted.append(state)
-    _remove_unwanted(host=host, runtime=runtime, containers=unwanted, now=now, report=report)
-
     # A container that runs as booked needs nothing; the others are settled (a dead one
     # removed, a restart counted) side by side, then launched together.
+    pending = [r for r in wanted.values() if not _runs_as_booked(r, current.get(r.pk))]
+    # At a hand-over only the ended containers in the way of a launch (holding its GPUs or
+    # its name) go first: the engine must have released those GPUs before the next
+    # container starts on them. The rest are removed after the launches.
+    in_the_way, out_of_the_way = _split_by_hand_over(unwanted, pending=pending)
+    _remove_unwanted(host=host, runtime=runtime, containers=in_the_way, now=now, report=report)
     to_launch: list[Reservation] = []
 
     def converge(reservation: Reservation) -> None:
@@ -140,10 +144,11 @@ def _reconcile_host(*, host: Host, runtime: ContainerRuntime, now: datetime, rep
             if _converge(reservation, container=container, runtime=runtime, now=now, report=report):
                 to_launch.append(reservation)
 
-    in_parallel(converge, [r for r in wanted.values() if not _runs_as_booked(r, current.get(r.pk))])
+    in_parallel(converge, pending)
     _launch_all(
         sorted(to_launch, key=lambda r: (r.start, r.pk)), host=host, runtime=runtime, now=now, report=report
     )
+    _remove_unwanted(host=host, runtime=runtime, containers=out_of_the_way, now=now, report=report)
     in_parallel(
         _prepare_ahead, selectors.reservations_starting(host=host, after=now, until=now + PREPARE_AHEAD)
     )
@@ -237,15 +242,44 @@ def _remove_unwanted(
     reservations = selectors.reservations_by_ids(
         ids={c.reservation_id for c in containers if c.reservation_id}
     )
-    for state in containers:
+
+    def remove(state: ContainerState) -> None:
         reservation = reservations.get(state.reservation_id)
         if _wanted_after_all(reservation, state=state, now=now):
-            continue  # extended after this tick read its window: the next tick keeps it
+            return  # extended after this tick read its window: the next tick keeps it
         # A removal that goes wrong is the host's problem, not the reservation's: its
         # window is over either way, and the next tick tries again.
         with _contained(None, host=host, now=now, report=report):
             _remove(state, reservation=reservation, host=host, runtime=runtime, now=now)
             report.removed.append(state.name)
+
+    # On the launch pool: a hundred ends at one instant wait for the engine side by side.
+    in_parallel(remove, containers)
+
+
+def _split_by_hand_over(
+    containers: list[ContainerState], *, pending: list[Reservation]
+) -> tuple[list[ContainerState], list[ContainerState]]:
+    """(the containers a pending launch waits for, the others). A container is in the way
+    when its reservation holds a GPU a pending reservation holds, or it has the name the
+    launch will take; one whose reservation is unknown (an orphan) is, to be safe, too."""
+    if not containers or not pending:
+        return [], containers
+    needed_gpus = {allocation.gpu_id for r in pending for allocation in r.allocations.all()}
+    needed_names = {container_name(r.user.username) for r in pending}
+    held: dict[int, set[int]] = {}
+    rows = GpuAllocation.objects.filter(reservation_id__in={c.reservation_id for c in containers})
+    for reservation_id, gpu_id in rows.values_list("reservation_id", "gpu_id"):
+        held.setdefault(reservation_id, set()).add(gpu_id)
+    in_the_way, out_of_the_way = [], []
+    for state in containers:
+        blocks = (
+            state.reservation_id is None
+            or state.name in needed_names
+            or bool(held.get(state.reservation_id, set()) & needed_gpus)
+        )
+        (in_the_way if blocks else out_of_the_way).append(state)
+    return in_the_way, out_of_the_way
 
 
 def _wanted_after_all(reservation: Reservation | None, *, state: ContainerState, now: datetime) -> bool:

@@ -1,19 +1,17 @@
 """Reads for the container lifecycle."""
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.db.models import Count, Exists, IntegerField, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, IntegerField, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from bookings.models import Reservation
 from containers.agent_selectors import served_hosts
+from containers.inventory_selectors import PRESENCE_TRUSTED_FOR
 from containers.models import ContainerEvent, Host, Image, ImagePresence, SpaceAudit
 
-# How long the agent's finding that an engine holds an image spares new bookings another
-# check. An image removed meanwhile is still caught at the launch, which waits for a pull.
-PRESENCE_TRUSTED_FOR = timedelta(hours=1)
 STARTS_PENDING = (Reservation.Status.SCHEDULED, Reservation.Status.BLOCKED)
 LAUNCHED = (Reservation.Status.STARTING, Reservation.Status.RUNNING)
 # jobs.models.Job.ACTIVE_STATUSES, by value: this module sits below the jobs app.
@@ -137,21 +135,6 @@ def bookable_images(*, now: datetime | None = None) -> QuerySet[Image]:
         return images
     missing_hosts = Coalesce(Subquery(missing_on, output_field=IntegerField()), 0)
     return images.annotate(missing_hosts=missing_hosts).exclude(missing_hosts__gte=hosts)
-
-
-def with_known_presence(images: QuerySet[Image], *, host_id: int, now: datetime) -> QuerySet[Image]:
-    """Each image with what the host's agent found within PRESENCE_TRUSTED_FOR:
-    `known_present`, it is in the engine, so a booking need not queue another check;
-    `missing_reason`, not None when it is absent and could not be pulled (the engine's
-    words), so a container of it cannot start there; and `presence_state`, the agent's last
-    finding whenever it was made (None: never checked on this host)."""
-    found = ImagePresence.objects.filter(host_id=host_id, image=OuterRef("pk"))
-    recent = found.filter(checked_at__gte=now - PRESENCE_TRUSTED_FOR)
-    return images.annotate(
-        known_present=Exists(recent.filter(state=ImagePresence.State.PRESENT)),
-        missing_reason=Subquery(recent.filter(state=ImagePresence.State.FAILED).values("message")[:1]),
-        presence_state=Subquery(found.values("state")[:1]),
-    )
 
 
 def image_presence(*, host: Host, image: Image) -> ImagePresence | None:

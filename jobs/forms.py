@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
+from accounts.selectors import request_defaults
 from bookings.selectors import hosts_open_to
 from containers.models import Host, Image
 
@@ -49,6 +50,11 @@ class JobForm(forms.Form):
         self.fields["image"].queryset = images
         default = images.filter(pk=user.default_image_id).first() or images.filter(is_default=True).first()
         self.fields["image"].initial = default.pk if default else None
+        if not self.is_bound:
+            # "Any host" is the default: suggest what fits on at least one host.
+            hosts = list(self.fields["host"].queryset)
+            for name, value in request_defaults(user=user, hosts=hosts).items():
+                self.fields[name].initial = value
 
     def add_service_error(self, error: ValidationError) -> None:
         add_service_error(self, error)

@@ -80,7 +80,9 @@ def _check_time_limit_allowed(*, minutes: int, capability: Capability) -> None:
     if minutes > capability.job_time_limit_minutes:
         raise ValidationError(
             {
-                "time_limit_minutes": _("Over the maximum required. (time_limit_minutes: 1 ~ %(most)s)")
+                "time_limit_minutes": _(
+                    "Over the maximum required. Your profile allows jobs of at most %(most)s minutes."
+                )
                 % {"most": capability.job_time_limit_minutes}
             },
             code="over_maximum",

@@ -153,13 +153,22 @@ def _tail_lines(request: HttpRequest) -> int:
     return min(lines, 10_000)
 
 
+# The job page's parts the log's poll refreshes (templates/jobs/_job_state.html).
+LIVE_PARTS = ("status", "notice", "started", "finished", "exit_code", "actions")
+
+
 @login_required
 @require_safe
 def job_log_tail(request: HttpRequest, pk: int) -> HttpResponse:
     """The live part of the job page: status and the log's last lines, polled while it runs."""
     job = _owned_job(request, pk)
-    context = {"job": job, "log": logs.log_tail(job_id=job.pk, lines=_tail_lines(request))}
-    return render(request, "jobs/_job_log.html", context)
+    context = {
+        "job": job,
+        "log": logs.log_tail(job_id=job.pk, lines=_tail_lines(request)),
+        "live_parts": LIVE_PARTS,
+    }
+    # htmx stops polling on 286, after swapping this last answer in.
+    return render(request, "jobs/_job_live.html", context, status=286 if job.is_finished else 200)
 
 
 @login_required

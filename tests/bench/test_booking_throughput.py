@@ -46,7 +46,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_gunicorn(port: int, extra_env: dict[str, str], log_path: Path) -> subprocess.Popen:
+def start_gunicorn(
+    port: int, extra_env: dict[str, str], log_path: Path, *, cwd: Path = ROOT
+) -> subprocess.Popen:
+    """gunicorn serving the code in `cwd` (another revision's tree in a side-by-side run)."""
     settings = connection.settings_dict
     database_url = f"postgres://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}"
     env = {
@@ -62,7 +65,7 @@ def start_gunicorn(port: int, extra_env: dict[str, str], log_path: Path) -> subp
     log = log_path.open("wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "aivc_portal.wsgi"],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

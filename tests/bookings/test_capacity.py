@@ -243,6 +243,29 @@ def test_a_snapshot_answers_from_memory_with_a_fixed_number_of_queries(host, dja
         load.availability(START, START + timedelta(hours=1))
 
 
+def test_snapshots_of_many_hosts_agree_with_each_host_in_three_queries(host, django_assert_max_num_queries):
+    other = HostFactory(name="gpu-02", gpus=4)
+    HostFactory(name="cpu-01", gpus=0)
+    ReservationFactory(
+        host=host, start=START, end=START + timedelta(hours=2), cpus=6, gpus=[host.gpus.get(index=1)]
+    )
+    ReservationFactory(
+        host=other, start=START, end=START + timedelta(hours=3), memory_gb=9, gpus=list(other.gpus.all()[:3])
+    )
+    hosts = list(type(host).objects.order_by("name"))
+    end = START + timedelta(hours=1)
+    with django_assert_max_num_queries(3):
+        loads = HostLoad.load_all(hosts, START, end)
+    for each in hosts:
+        direct = availability(host=type(host).objects.get(pk=each.pk), start=START, end=end)
+        snapshot = loads[each.pk].availability(START, end)
+        assert (direct.peak, direct.free_gpus, direct.gpus_total) == (
+            snapshot.peak,
+            snapshot.free_gpus,
+            snapshot.gpus_total,
+        )
+
+
 def test_a_hold_takes_capacity_for_later_questions(host):
     gpu0, gpu1 = host.gpus.order_by("index")
     load = HostLoad.load(host, START, START + timedelta(days=1))

@@ -536,3 +536,20 @@ def test_a_staff_members_first_booking_assigns_a_forward_port_from_the_free_ones
     assert reservation.forward_port == staff.forward_port
     assert staff.forward_port in range(10002, 10011)
     assert book(staff, host, start=local(2026, 3, 3, 12)).forward_port == staff.forward_port
+
+
+def test_an_over_maximum_refusal_names_the_profile_limit_in_words(student, host, default_profile):
+    default_profile.memory_gb = 2
+    default_profile.save()
+    with pytest.raises(ValidationError) as error:
+        book(student, host, memory_gb=4)
+    assert error.value.message_dict["memory_gb"] == [
+        "Over the maximum required. Your profile allows at most 2 GiB of memory."
+    ]
+
+
+def test_gpus_on_a_host_without_gpus_are_refused_naming_the_host(student, default_profile):
+    vm = HostFactory(name="vm", gpus=0)
+    with pytest.raises(ValidationError) as error:
+        book(student, vm, gpu_count=1)
+    assert error.value.message_dict["gpu_count"] == ["Over the maximum required. vm has 0 GPUs."]

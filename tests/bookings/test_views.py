@@ -1,6 +1,8 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -312,3 +314,33 @@ def test_odd_booking_input_is_a_form_error_not_a_crash(client_for, student, host
 @pytest.mark.parametrize("host_param", ["²", "9" * 40, "-1", "x"])
 def test_the_timeline_ignores_an_odd_host_filter(client_for, student, host, host_param):
     assert client_for(student).get(reverse("timeline"), {"host": host_param}).status_code == 200
+
+
+def test_the_form_suggests_no_more_memory_than_the_profile_allows(client_for, student, host, default_profile):
+    default_profile.memory_gb = 2
+    default_profile.save()
+    form = client_for(student).get(reverse("reservation-new")).context["form"]
+    assert form["memory_gb"].value() == 2
+
+
+def test_the_form_suggests_no_gpus_on_a_host_without_gpus(client_for, student):
+    HostFactory(name="vm", gpus=0)
+    form = client_for(student).get(reverse("reservation-new")).context["form"]
+    assert form["gpu_count"].value() == 0
+    assert form["memory_gb"].value() == 4
+
+
+def test_the_form_costs_no_more_queries_than_the_booking_it_posts(
+    client_for, student, host, image, django_assert_max_num_queries
+):
+    for name in ("gpu-02", "gpu-03", "gpu-04"):
+        HostFactory(name=name, gpus=2)
+    ImagePresence.objects.create(host=host, image=image, state=ImagePresence.State.PRESENT)
+    client = client_for(student)
+    # The host and image lists are read once, every host's label from one capacity read:
+    # the count does not grow with the hosts.
+    with django_assert_max_num_queries(12) as form:
+        assert client.get(reverse("reservation-new")).status_code == 200
+    with CaptureQueriesContext(connection) as post:
+        assert client.post(reverse("reservation-new"), booking_data(host, image)).status_code == 302
+    assert len(form) <= len(post)

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django_q.models import Task
 
 from bookings.models import Reservation
-from containers.agent_selectors import Health, host_health
+from containers.inventory_selectors import Health, host_health
 from containers.models import Host, HostAgent
 from containers.specs import LABEL_HOST, LABEL_MANAGED, LABEL_RESERVATION
 from tests.containers.agents import (

@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 
 from containers import gpus
 from containers.agent import read_facts
-from containers.agent_selectors import Health, agent_health, host_health, served_hosts
+from containers.agent_selectors import served_hosts
 from containers.agent_services import (
     AgentFacts,
     agent_claim,
@@ -14,6 +14,7 @@ from containers.agent_services import (
     agent_silence_check,
 )
 from containers.gpus import ProbeResult
+from containers.inventory_selectors import Health, agent_health, host_health
 from containers.models import ContainerEvent, HostAgent
 from tests.factories import HostFactory
 

@@ -610,3 +610,47 @@ def test_a_running_container_keeps_running_when_its_image_is_withdrawn(booking):
     booking.refresh_from_db()
     assert booking.status == Status.RUNNING
     assert len(engine(booking).containers) == 1
+
+
+def test_a_hand_over_launches_before_removing_containers_not_in_its_way(booking, monkeypatch):
+    host = booking.host
+    gpu0, gpu1 = host.gpus.get(index=0), host.gpus.get(index=1)
+    now = timezone.now()
+    ending = {}
+    for name, gpu in (("ending-on-1", gpu1), ("ending-on-0", gpu0)):
+        ending[name] = ReservationFactory(
+            # Their GPUs are held until the due booking's start (its window began a minute ago).
+            user=UserFactory(username=name),
+            host=host,
+            gpus=[gpu],
+            start=now - timedelta(hours=1),
+            end=booking.start,
+        )
+    # Only the due booking (GPU 1) is in the window; start the two that end now first.
+    Reservation.objects.filter(pk=booking.pk).update(start=now + timedelta(minutes=30))
+    Reservation.objects.filter(pk__in=[r.pk for r in ending.values()]).update(end=now + timedelta(hours=1))
+    reconcile()
+    Reservation.objects.filter(pk__in=[r.pk for r in ending.values()]).update(end=now - timedelta(seconds=1))
+    Reservation.objects.filter(pk=booking.pk).update(start=now - timedelta(minutes=1))
+    calls = []
+    run, remove = FakeRuntime.run, FakeRuntime.remove
+
+    def run_logged(self, spec):
+        calls.append(("run", spec.name))
+        return run(self, spec)
+
+    def remove_logged(self, container_id):
+        state, _spec = self.engine.containers[container_id]
+        calls.append(("remove", state.name))
+        return remove(self, container_id)
+
+    monkeypatch.setattr(FakeRuntime, "run", run_logged)
+    monkeypatch.setattr(FakeRuntime, "remove", remove_logged)
+    reconcile()
+    # The container on the due booking's GPU goes first (the engine frees the GPU before
+    # the next starts on it); the one on the other GPU waits until the launch is done.
+    assert calls == [
+        ("remove", "aivc-ending-on-1"),
+        ("run", "aivc-m11007s05"),
+        ("remove", "aivc-ending-on-0"),
+    ]

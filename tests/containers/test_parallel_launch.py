@@ -91,3 +91,54 @@ def test_the_folders_and_host_keys_of_a_reservation_starting_soon_are_made_befor
     # Host keys live in the portal's own state folder for the user.
     assert list((state_root(engine_host) / "early1").rglob("ssh_host_ed25519_key"))
     assert (Path(engine_host.work_root) / "early1").is_dir()
+
+
+class SlowRemovalRuntime(FakeRuntime):
+    """A fake engine whose removals take a while, and which counts how many overlap."""
+
+    removing_now = 0
+    most_at_once = 0
+    _count_lock = threading.Lock()
+
+    def remove(self, container_id: str) -> None:
+        cls = type(self)
+        with cls._count_lock:
+            cls.removing_now += 1
+            cls.most_at_once = max(cls.most_at_once, cls.removing_now)
+        try:
+            time.sleep(LAUNCH_S)
+            super().remove(container_id)
+        finally:
+            with cls._count_lock:
+                cls.removing_now -= 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_tick_removes_ended_containers_side_by_side_on_the_pool(engine_host, settings, default_profile):
+    settings.CONTAINER_RUNTIME = "tests.containers.test_parallel_launch.SlowRemovalRuntime"
+    settings.AGENT_LAUNCH_WORKERS = 4
+    FakeRuntime.reset()
+    SlowRemovalRuntime.removing_now = SlowRemovalRuntime.most_at_once = 0
+    now = timezone.now()
+    image = ImageFactory(reference="lab/aivc-server:latest")
+    ending = [
+        ReservationFactory(
+            user=UserFactory(),
+            host=engine_host,
+            image=image,
+            start=now - timedelta(minutes=1),
+            end=now + timedelta(hours=1),
+        )
+        for _ in range(12)
+    ]
+    reconcile(wake=False)
+    Reservation.objects.filter(pk__in=[r.pk for r in ending]).update(
+        end=timezone.now() - timedelta(seconds=1)
+    )
+    try:
+        report = reconcile(wake=False)
+    finally:
+        FakeRuntime.reset()
+    assert len(report.removed) == 12
+    assert Reservation.objects.filter(status=Reservation.Status.ENDED).count() == 12
+    assert SlowRemovalRuntime.most_at_once == 4  # in parallel, never more than the pool

@@ -22,7 +22,7 @@ from django_q.models import Task
 
 from aivc_portal.scheduler import queue_host_task
 from bookings.models import Reservation
-from containers.agent_selectors import Health, host_health
+from containers.inventory_selectors import Health, host_health
 from containers.models import ContainerEvent, Gpu, Host, HostAgent
 from containers.specs import LABEL_HOST_ID, LABEL_MANAGED, LABEL_RESERVATION
 from containers.telemetry.models import GpuSample

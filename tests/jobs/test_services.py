@@ -75,7 +75,7 @@ def test_it_applies_the_profile_time_limit(student, host, image, default_profile
     default_profile.save()
     with pytest.raises(ValidationError) as error:
         submit(student, time_limit_minutes=61)
-    assert "time_limit_minutes: 1 ~ 60" in messages_of(error)
+    assert "Your profile allows jobs of at most 60 minutes." in messages_of(error)
     assert submit(student, time_limit_minutes=60).time_limit_minutes == 60
 
 

@@ -10,7 +10,7 @@ from jobs import logs
 from jobs.models import Job
 from jobs.scheduling import run_pass
 from jobs.services import job_submit
-from tests.factories import JobFactory, UserFactory, local
+from tests.factories import HostFactory, JobFactory, UserFactory, local
 
 pytestmark = pytest.mark.django_db
 
@@ -192,3 +192,25 @@ def test_a_jobs_reservation_is_not_a_booking_page_its_owner_can_extend(owner_cli
 def test_the_extend_service_refuses_a_jobs_reservation(running_job_reservation):
     with pytest.raises(ValidationError, match="cannot be extended"):
         reservation_extend(reservation=running_job_reservation, end="1-day")
+
+
+def test_the_job_form_suggests_no_gpus_in_a_lab_without_gpus(owner_client, default_profile):
+    HostFactory(name="vm", gpus=0)
+    default_profile.memory_gb = 2
+    default_profile.save()
+    form = owner_client.get(reverse("job-new")).context["form"]
+    assert (form["gpu_count"].value(), form["memory_gb"].value()) == (0, 2)
+
+
+def test_the_log_poll_sends_the_status_exit_code_and_buttons(owner_client, student, image, job_logs):
+    job = JobFactory(user=student, image=image)
+    running = owner_client.get(reverse("job-log-tail", args=[job.pk]))
+    assert running.status_code == 200
+    assert 'id="job-status"' in running.content.decode() and "Cancel job" in running.content.decode()
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.FAILED, exit_code=3, finished_at=timezone.now())
+    finished = owner_client.get(reverse("job-log-tail", args=[job.pk]))
+    page = finished.content.decode()
+    # 286: htmx swaps this last answer in and stops polling.
+    assert finished.status_code == 286
+    assert 'id="job-exit-code" hx-swap-oob="true" data-testid="exit-code">3<' in page
+    assert "Failed" in page and "Cancel job" not in page
