@@ -14,7 +14,7 @@ from django.utils.translation import gettext_lazy as _
 
 from bookings.models import GpuAllocation, Reservation
 from bookings.usage import UsageFilter, week_of
-from containers.agent_selectors import Health, agent_health
+from containers.inventory_selectors import Health, agent_health
 from containers.models import Gpu, Host
 from containers.telemetry.models import GpuSample, ReservationGpuStatus
 
