@@ -33,7 +33,7 @@ from bookings.selectors import hosts_open_to, reservations_for_user, waitlist_fo
 from bookings.services import _check_end as check_window_end
 from bookings.services import _host_id as host_id_from_input
 from bookings.services import (
-    check_within_capability,
+    hosts_within_maxima,
     reservation_cancel,
     reservation_create,
     reservation_extend,
@@ -97,22 +97,6 @@ class HostListView(APIView):
         return Response(s.HostCapacitySerializer(rows, many=True).data)
 
 
-def _within_maxima(hosts: list[Host], *, user, cpus, memory_gb: int, gpu_count: int) -> list[Host]:
-    """Those of `hosts` where the request is within the user's maxima; none: the first
-    host's refusal, as booking there would answer."""
-    allowed, refusal = [], None
-    for host in hosts:
-        try:
-            check_within_capability(user=user, host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
-        except ValidationError as error:
-            refusal = refusal or error
-        else:
-            allowed.append(host)
-    if refusal is not None and not allowed:
-        raise refusal
-    return allowed
-
-
 class EarliestFitView(APIView):
     @extend_schema(
         summary="The earliest window where a request fits (on one host, or the earliest on any)",
@@ -128,7 +112,7 @@ class EarliestFitView(APIView):
         start, end = requested_window(start=query["start"], end=query["end"], now=now)
         this_slot = slot_floor(now)
         found = earliest_fit(
-            hosts=_within_maxima(
+            hosts=hosts_within_maxima(
                 list(hosts),
                 user=request.user,
                 cpus=query["cpus"],

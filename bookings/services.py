@@ -646,3 +646,22 @@ refused_by_database = _refused_by_database
 check_start = _check_start
 check_end = _check_end
 extra_command_for = _extra_command
+
+
+def hosts_within_maxima(hosts: list[Host], *, user: User, cpus, memory_gb: int, gpu_count: int) -> list[Host]:
+    """Those of `hosts` where the request is within the user's maxima; when none is, the
+    first host's refusal, as booking there would answer. Used where a request may go to
+    any host: the waitlist and the API's earliest fit."""
+    allowed, refusal = [], None
+    for host in hosts:
+        try:
+            _check_within_capability(
+                user=user, host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count
+            )
+        except ValidationError as error:
+            refusal = refusal or error
+        else:
+            allowed.append(host)
+    if refusal is not None and not allowed:
+        raise refusal
+    return allowed

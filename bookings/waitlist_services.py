@@ -28,9 +28,9 @@ from bookings.services import (
     check_end,
     check_host_open_to,
     check_start,
-    check_within_capability,
     extra_command_for,
     host_id_for,
+    hosts_within_maxima,
     request_resources,
     reservation_create,
     resolve_image,
@@ -59,24 +59,6 @@ Mode = WaitlistEntry.Mode
 
 def _local(moment: datetime) -> str:
     return f"{timezone.localtime(moment):%Y-%m-%d %H:%M}"
-
-
-def _hosts_within_maxima(
-    hosts: list[Host], *, user: User, cpus, memory_gb: int, gpu_count: int
-) -> list[Host]:
-    """Those of `hosts` where the request is within the user's maxima; when none is, the
-    first host's refusal, as booking there would answer."""
-    allowed, refusal = [], None
-    for host in hosts:
-        try:
-            check_within_capability(user=user, host=host, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
-        except ValidationError as error:
-            refusal = refusal or error
-        else:
-            allowed.append(host)
-    if refusal is not None and not allowed:
-        raise refusal
-    return allowed
 
 
 def _latest_start(
@@ -137,7 +119,7 @@ def waitlist_join(
         chosen = Host.objects.select_related("access").get(pk=host_id_for(host))
         check_host_open_to(user=user, host=chosen)
         candidates = [chosen]
-    _hosts_within_maxima(candidates, user=user, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
+    hosts_within_maxima(candidates, user=user, cpus=cpus, memory_gb=memory_gb, gpu_count=gpu_count)
     image = resolve_image(image, user=user)
     command = extra_command_for(extra_command, user=user)
     with transaction.atomic():
@@ -265,7 +247,7 @@ def _hosts_for(entry: WaitlistEntry, *, accepting: dict[int, Host]) -> list[Host
         candidates = hosts_open_to(user=entry.user).values_list("pk", flat=True)
     hosts = [accepting[pk] for pk in candidates if pk in accepting]
     try:
-        return _hosts_within_maxima(
+        return hosts_within_maxima(
             hosts, user=entry.user, cpus=entry.cpus, memory_gb=entry.memory_gb, gpu_count=entry.gpu_count
         )
     except ValidationError:
