@@ -21,7 +21,7 @@ GRANT USAGE ON SCHEMA public TO :"role";
 
 -- Read only: who books what, with which limits and images.
 GRANT SELECT ON
-    accounts_user, accounts_capabilityprofile, accounts_userchannels,
+    accounts_user, accounts_capabilityprofile, accounts_userchannels, accounts_limitgrant,
     bookings_hostaccess, bookings_hostaccess_profiles, bookings_hostaccess_users,
     containers_image, django_content_type, jobs_queuestate, jobs_hostdrain
 TO :"role";

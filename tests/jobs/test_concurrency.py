@@ -10,6 +10,8 @@ from django.db import IntegrityError, connection, transaction
 
 from bookings.models import GpuAllocation, Reservation
 from bookings.services import reservation_create
+from containers.fake_runtime import FakeRuntime
+from containers.tasks import reconcile
 from jobs import services
 from jobs.models import Job
 from jobs.services import job_cancel, job_submit
@@ -115,10 +117,14 @@ def _wait_until_blocked_on_a_lock(timeout_s: float = 10) -> None:
 
 @postgres_only
 @pytest.mark.django_db(transaction=True)
-def test_a_job_cancelled_while_the_scheduler_starts_it_holds_nothing(monkeypatch):
+def test_a_job_cancelled_while_the_scheduler_starts_it_holds_nothing(monkeypatch, settings):
     """The scheduler has locked the queued job and is about to write its start; the owner
     cancels meanwhile, and the cancel waits for the lock. Once the start is written the
-    cancel goes on: the job ends cancelled and its reservation holds no capacity."""
+    cancel goes on: the job ends cancelled and its reservation holds no CPUs or memory at
+    once; its GPUs, which a starting container may already use, only until the next tick
+    finds no container (test_job_lifecycle: a cancelled job's GPUs and its container)."""
+    settings.CONTAINER_RUNTIME = "containers.fake_runtime.FakeRuntime"
+    FakeRuntime.reset()
     CapabilityProfileFactory(is_default=True, cpus=2, memory_gb=4, gpus=1)
     ImageFactory(is_default=True)
     host = HostFactory(cpus=64, ram_gb=256, gpus=1)
@@ -167,4 +173,7 @@ def test_a_job_cancelled_while_the_scheduler_starts_it_holds_nothing(monkeypatch
     assert job.status == Job.Status.CANCELLED
     assert job.reservation is not None  # the start was written, then cancelled
     assert not Reservation.objects.live().filter(host=host).exists()
-    assert not GpuAllocation.objects.filter(active=True, end__gt=NOW + timedelta(minutes=1)).exists()
+    held_gpus = GpuAllocation.objects.filter(active=True, end__gt=NOW + timedelta(minutes=1))
+    assert held_gpus.exists()  # until the tick has seen that no container runs on them
+    reconcile(wake=False)
+    assert not held_gpus.exists()
