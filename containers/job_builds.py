@@ -28,8 +28,8 @@ from containers.runtime import (
 from containers.specs import GIB, LABEL_BUILT, LABEL_JOB, LABEL_USER
 from jobs import logs
 from jobs.build_contexts import context_path
+from jobs.build_services import build_finish, build_mark_started
 from jobs.models import Job, JobBuild
-from jobs.services import build_finish, build_mark_started
 
 
 def build_fence(*, memory_bytes: int, cgroup_driver: str = "") -> BuildFence:

@@ -14,9 +14,9 @@ from django.views.decorators.http import require_POST
 from aivc_portal.admin_actions import apply_to_each, log_each, tell_owner
 from bookings.models import Reservation
 from jobs import selectors
+from jobs.build_services import builds_requeue
 from jobs.models import HostDrain, Job, JobBuild, QueueState, WaitReason
 from jobs.services import (
-    builds_requeue,
     host_drain,
     host_undrain,
     job_cancel,

@@ -8,8 +8,8 @@ from django.utils import timezone
 
 from containers import job_builds
 from containers.locks import exclusive
+from jobs.build_services import build_contexts_sweep, builds_requeue
 from jobs.scheduling import run_pass
-from jobs.services import build_contexts_sweep, builds_requeue
 
 LOCK_WAIT_S = 30
 

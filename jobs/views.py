@@ -12,9 +12,10 @@ from bookings.limits import usage_for
 from containers import files
 from containers.file_views import browse_url, zip_response
 from jobs import logs, selectors
+from jobs.build_services import job_submit_upload
 from jobs.forms import JobForm, JobUploadForm
 from jobs.models import Job
-from jobs.services import job_cancel, job_hold, job_release, job_submit, job_submit_upload
+from jobs.services import job_cancel, job_hold, job_release, job_submit
 
 RECENT_FINISHED = 30
 

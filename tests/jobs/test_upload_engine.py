@@ -15,9 +15,9 @@ from django.utils import timezone
 
 from containers.tasks import reconcile
 from jobs import logs
+from jobs.build_services import job_submit_upload
 from jobs.models import Job, JobBuild
 from jobs.scheduling import run_pass
-from jobs.services import job_submit_upload
 from jobs.tasks import build_job_image
 from tests.factories import UserFactory
 from tests.jobs.conftest import builds_fenced

@@ -21,8 +21,9 @@ from containers.schedules import host_local_schedules
 from containers.tasks import prune_built_images
 from jobs import logs, selectors
 from jobs.build_contexts import context_path
+from jobs.build_services import build_contexts_sweep, builds_requeue, job_submit_upload
 from jobs.models import Job, JobBuild
-from jobs.services import build_contexts_sweep, builds_requeue, job_cancel, job_submit_upload
+from jobs.services import job_cancel
 from jobs.tasks import build_job_image
 from tests.factories import UserFactory, local
 from tests.jobs.conftest import builds_fenced

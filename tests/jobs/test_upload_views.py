@@ -6,8 +6,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from jobs.build_services import job_submit_upload
 from jobs.models import Job
-from jobs.services import job_submit_upload
 from tests.jobs.conftest import builds_fenced
 from tests.jobs.dopq_zips import DOCKERFILE, dopq_zip
 from tests.jobs.test_uploads import zip_bomb
